@@ -1,0 +1,594 @@
+"""A typed client for HeadSpin's Performance Monitoring API (no pytest import).
+
+Every route of the API document is a method; the plugin's uploads and the
+``pytest-userflow`` command go through it, so the wire format lives here only.
+
+>>> c = HeadSpinClient(token, base_url="https://api-dev.headspin.io")   # doctest: +SKIP
+>>> flow = c.create_user_flow("Login", description="cold start to home")  # doctest: +SKIP
+>>> c.attach_session(flow["user_flow_id"], session_id, status="Passed")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .measurement import (
+    Measurement,
+    MeasurementError,
+    UserflowError,
+    check_device_address,
+    check_session_id,
+    normalize_filter_status,
+    normalize_status,
+)
+
+DEFAULT_URL = "https://api-dev.headspin.io"
+TOKEN_ENV = "HEADSPIN_API_TOKEN"
+TimeFilter = str | int | float | datetime | None
+Params = list[tuple[str, str]]
+
+
+class HeadSpinError(UserflowError):
+    """HeadSpin answered with an error, or could not be reached.
+
+    ``status_code`` is None when no answer came (connection refused, timeout).
+    The token is never part of the message.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, method: str = "", path: str = ""
+    ) -> None:
+        self.status_code = status_code
+        self.method = method
+        self.path = path
+        self.message = message
+        where = f" to {method} {path}" if method else ""
+        code = f"HeadSpin answered {status_code}{where}" if status_code else f"no answer{where}"
+        super().__init__(f"{code}: {message}")
+
+
+class BadRequest(HeadSpinError):
+    """400: missing or invalid arguments, per the API document."""
+
+
+class AuthError(HeadSpinError):
+    """401 or 403: the token is missing, wrong or lacks the right."""
+
+
+class NotFound(HeadSpinError):
+    """404: the user flow, session or event does not exist."""
+
+
+class RetryableError(HeadSpinError):
+    """429, 5xx or a connection failure that outlived every retry."""
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request as it goes on the wire (what dry runs print)."""
+
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    body: Any = None
+
+    def describe(self) -> str:
+        import json
+
+        query = "&".join(f"{k}={v}" for k, v in self.params)
+        body = "" if self.body is None else " " + json.dumps(self.body, sort_keys=True)
+        return f"{self.method} {self.path}{'?' + query if query else ''}{body}"
+
+
+def _time_param(name: str, value: TimeFilter) -> str | None:
+    """ISO string, UNIX number or datetime (naive means UTC) to the query value."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return repr(aware.timestamp())
+    if isinstance(value, bool):
+        raise MeasurementError(f"{name} must be an ISO time, a UNIX timestamp or a datetime")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise MeasurementError(f"{name} must be finite, got {value!r}")
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            float(text)
+            return text
+        except ValueError:
+            pass
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            raise MeasurementError(
+                f"{name} must be an ISO time such as '2022-03-30 16:48:22' or a UNIX "
+                f"timestamp, got {value!r}"
+            ) from None
+        return text
+    raise MeasurementError(
+        f"{name} must be an ISO time, a UNIX timestamp or a datetime, got {type(value).__name__}"
+    )
+
+
+def _count_param(name: str, value: int | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MeasurementError(f"{name} must be a whole number >= 0, got {value!r}")
+    return str(value)
+
+
+def _strings(name: str, values: Iterable[str] | str) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    out = []
+    for v in values:
+        if not isinstance(v, str) or not v:
+            raise MeasurementError(f"{name} filters must be non-empty strings, got {v!r}")
+        out.append(v)
+    return out
+
+
+def measurement_params(
+    *,
+    session_ids: Iterable[str] = (),
+    keys: Iterable[str] | str = (),
+    start_time: TimeFilter = None,
+    end_time: TimeFilter = None,
+    statuses: Iterable[str] = (),
+    limit: int | None = None,
+    offset: int | None = None,
+    kpis: Iterable[str] | str = (),
+) -> Params:
+    """The query of the measurement listings: repeated keys stay repeated."""
+    params: Params = []
+    params += [("session_id", check_session_id(s)) for s in _strings("session_id", session_ids)]
+    params += [("key", k) for k in _strings("key", keys)]
+    params += [("kpi", k) for k in _strings("kpi", kpis)]
+    for name, value in (("start_time", start_time), ("end_time", end_time)):
+        text = _time_param(name, value)
+        if text is not None:
+            params.append((name, text))
+    params += [("status", normalize_filter_status(s)) for s in _strings("status", statuses)]
+    for name, count in (("limit", limit), ("offset", offset)):
+        text = _count_param(name, count)
+        if text is not None:
+            params.append((name, text))
+    return params
+
+
+def _data(
+    measurements: Iterable[Measurement | Mapping[str, Any]], what: str
+) -> list[dict[str, Any]]:
+    data = [Measurement.coerce(m, where=what).to_api() for m in measurements]
+    if not data:
+        raise MeasurementError(f"{what}: no measurements to send (the API needs at least one)")
+    return data
+
+
+def _uuid_path(value: str, what: str) -> str:
+    """Ids go into paths: refuse anything that would change the path."""
+    if not isinstance(value, str) or not value or any(c in value for c in "/?#% "):
+        raise MeasurementError(f"{what} must be an id string, got {value!r}")
+    return value
+
+
+class HeadSpinClient:
+    """HeadSpin Performance Monitoring API over one keep-alive ``requests.Session``.
+
+    Retries connection errors, 429 (honouring ``Retry-After``) and 5xx with
+    exponential backoff and full jitter; never retries other 4xx.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str = DEFAULT_URL,
+        timeout: float | tuple[float, float] = 30,
+        retries: int = 5,
+        *,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        pool_size: int = 8,
+        sleep: Callable[[float], Any] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not isinstance(token, str) or not token.strip():
+            raise AuthError(f"no HeadSpin API token: set {TOKEN_ENV} or pass --headspin-token")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout if isinstance(timeout, tuple) else (min(10.0, timeout), timeout)
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.sleep = sleep
+        self.rng = rng
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["Authorization"] = f"Bearer {token.strip()}"
+        self._session.headers["Accept"] = "application/json"
+        self._session.headers["User-Agent"] = "pytest-userflow"
+        self.requests_sent = 0
+        self._count_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HeadSpinClient(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> HeadSpinClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _delay(self, attempt: int, response: requests.Response | None) -> float:
+        if response is not None:
+            retry_after = response.headers.get("Retry-After")
+            if retry_after:
+                seconds = _parse_retry_after(retry_after)
+                if seconds is not None:
+                    return min(seconds, self.max_backoff * 4)
+        return float(self.rng()) * min(self.max_backoff, self.backoff * 2.0**attempt)
+
+    def call(self, call: ApiCall, *, raw: bool = False) -> Any:
+        """Send *call*; return the decoded JSON (or the response when *raw*)."""
+        url = self.base_url + call.path
+        attempt = 0
+        while True:
+            response: requests.Response | None = None
+            failure: str
+            try:
+                with self._count_lock:
+                    self.requests_sent += 1
+                response = self._session.request(
+                    call.method,
+                    url,
+                    params=list(call.params) or None,
+                    json=call.body,
+                    timeout=self.timeout,
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failure = f"{type(exc).__name__}: could not reach {self.base_url}"
+            else:
+                if response.status_code < 400:
+                    if raw:
+                        return response
+                    if response.status_code == 204 or not response.content:
+                        return {}
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise HeadSpinError(
+                            f"the answer is not JSON: {response.text[:200]!r}",
+                            status_code=response.status_code,
+                            method=call.method,
+                            path=call.path,
+                        ) from None
+                if response.status_code != 429 and response.status_code < 500:
+                    raise _error_for(response, call)
+                failure = _message(response)
+            if attempt >= self.retries:
+                if response is None:
+                    raise RetryableError(failure, method=call.method, path=call.path)
+                raise RetryableError(
+                    failure, status_code=response.status_code, method=call.method, path=call.path
+                )
+            self.sleep(self._delay(attempt, response))
+            attempt += 1
+
+    def _get(self, path: str, params: Params = ()) -> Any:  # type: ignore[assignment]
+        return self.call(ApiCall("GET", path, tuple(params)))
+
+    def _send(self, method: str, path: str, body: Any) -> Any:
+        return self.call(ApiCall(method, path, (), body))
+
+    # -- user flows ------------------------------------------------------------------------
+
+    def list_user_flows(self) -> list[dict[str, Any]]:
+        return list(self._get("/v0/userflows").get("user_flows", []))
+
+    def get_user_flow(self, user_flow_id: str) -> dict[str, Any]:
+        return dict(self._get(f"/v0/userflows/{_uuid_path(user_flow_id, 'user_flow_id')}"))
+
+    def create_user_flow(self, name: str, description: str | None = None) -> dict[str, Any]:
+        """Create the flow, or get it if it exists (its description is then left alone)."""
+        if not isinstance(name, str) or not name.strip():
+            raise MeasurementError(f"user flow name must be a non-empty str, got {name!r}")
+        body: dict[str, Any] = {"name": name}
+        if description is not None:
+            body["description"] = description
+        return dict(self._send("PUT", "/v0/userflows", body))
+
+    def delete_user_flow(self, user_flow_id: str) -> dict[str, Any]:
+        path = f"/v0/userflows/{_uuid_path(user_flow_id, 'user_flow_id')}"
+        return dict(self._send("DELETE", path, None))
+
+    # -- measurements of a flow ------------------------------------------------------------
+
+    def _flow_path(self, user_flow_id: str, *rest: str) -> str:
+        return "/".join(["/v0/userflows", _uuid_path(user_flow_id, "user_flow_id"), *rest])
+
+    def get_measurements(self, user_flow_id: str, **filters: Any) -> list[dict[str, Any]]:
+        """Filters: session_ids, keys, start_time, end_time, statuses, limit, offset."""
+        params = measurement_params(**filters)
+        return list(
+            self._get(self._flow_path(user_flow_id, "measurements"), params).get("measurements", [])
+        )
+
+    def iter_measurements(
+        self, user_flow_id: str, *, page_size: int = 500, **filters: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching measurement, one page (limit/offset) at a time.
+
+        Per the API document an empty page ends the listing. Memory stays at one page.
+        """
+        if filters.get("limit") is not None or filters.get("offset") is not None:
+            raise MeasurementError(
+                "iter_measurements pages by itself: give page_size, not limit/offset"
+            )
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise MeasurementError(f"page_size must be a whole number >= 1, got {page_size!r}")
+        offset = 0
+        while True:
+            page = self.get_measurements(user_flow_id, limit=page_size, offset=offset, **filters)
+            if not page:
+                return
+            yield from page
+            offset += len(page)
+
+    def get_measurements_csv(self, user_flow_id: str, **filters: Any) -> str:
+        """The CSV listing; ``""`` when there is nothing (the API answers 204)."""
+        params = [*measurement_params(**filters), ("format", "csv")]
+        response = self.call(
+            ApiCall("GET", self._flow_path(user_flow_id, "measurements"), tuple(params)), raw=True
+        )
+        return "" if response.status_code == 204 else str(response.text)
+
+    def get_kpis(self, user_flow_id: str, **filters: Any) -> list[dict[str, Any]]:
+        """The KPI ("verizon") route. Filters: session_ids, kpis, start_time, end_time, statuses."""
+        allowed = {"session_ids", "kpis", "start_time", "end_time", "statuses"}
+        if set(filters) - allowed:
+            raise MeasurementError(f"get_kpis takes only {sorted(allowed)}, got {sorted(filters)}")
+        params = measurement_params(**filters)
+        return list(
+            self._get(self._flow_path(user_flow_id, "verizon"), params).get("measurements", [])
+        )
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def list_sessions(self, user_flow_id: str) -> list[dict[str, Any]]:
+        return list(self._get(self._flow_path(user_flow_id, "sessions")).get("sessions", []))
+
+    def attach_session(
+        self,
+        user_flow_id: str,
+        session_id: str,
+        status: str | None = None,
+        status_message: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"session_id": check_session_id(session_id)}
+        if status is not None:
+            body["status"] = normalize_status(status)
+        if status_message is not None:
+            body["status_message"] = status_message
+        return dict(self._send("POST", self._flow_path(user_flow_id, "sessions"), body))
+
+    def get_session(self, user_flow_id: str, session_id: str) -> dict[str, Any]:
+        return dict(
+            self._get(self._flow_path(user_flow_id, "sessions", check_session_id(session_id)))
+        )
+
+    def update_session(
+        self, user_flow_id: str, session_id: str, status: str, status_message: str | None = None
+    ) -> dict[str, Any]:
+        body = _status_body(status, status_message)
+        path = self._flow_path(user_flow_id, "sessions", check_session_id(session_id))
+        return dict(self._send("PATCH", path, body))
+
+    def move_session(
+        self, user_flow_id: str, session_id: str, to_user_flow_id: str
+    ) -> dict[str, Any]:
+        path = self._flow_path(user_flow_id, "sessions", check_session_id(session_id))
+        body = {"user_flow_id": _uuid_path(to_user_flow_id, "to_user_flow_id")}
+        return dict(self._send("PATCH", path, body))
+
+    def remove_session(self, user_flow_id: str, session_id: str) -> dict[str, Any]:
+        path = self._flow_path(user_flow_id, "sessions", check_session_id(session_id))
+        return dict(self._send("DELETE", path, None))
+
+    def add_session_measurements(
+        self,
+        user_flow_id: str,
+        session_id: str,
+        measurements: Iterable[Measurement | Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        sid = check_session_id(session_id)
+        body = {"data": _data(measurements, f"measurements for session {sid}")}
+        return dict(
+            self._send("POST", self._flow_path(user_flow_id, "sessions", sid, "measurements"), body)
+        )
+
+    def get_session_measurements(
+        self,
+        user_flow_id: str,
+        session_id: str,
+        keys: Iterable[str] | str = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        path = self._flow_path(
+            user_flow_id, "sessions", check_session_id(session_id), "measurements"
+        )
+        params = measurement_params(keys=keys, limit=limit, offset=offset)
+        return list(self._get(path, params).get("measurements", []))
+
+    # -- performance events ----------------------------------------------------------------
+
+    def list_events(self, user_flow_id: str) -> list[dict[str, Any]]:
+        return list(self._get(self._flow_path(user_flow_id, "events")).get("events", []))
+
+    def create_event(self, user_flow_id: str, device_address: str) -> dict[str, Any]:
+        body = {"device_address": check_device_address(device_address)}
+        return dict(self._send("POST", self._flow_path(user_flow_id, "events"), body))
+
+    def get_event(self, user_flow_id: str, event_id: str) -> dict[str, Any]:
+        return dict(
+            self._get(self._flow_path(user_flow_id, "events", _uuid_path(event_id, "event_id")))
+        )
+
+    def update_event(
+        self, user_flow_id: str, event_id: str, status: str, status_message: str | None = None
+    ) -> dict[str, Any]:
+        path = self._flow_path(user_flow_id, "events", _uuid_path(event_id, "event_id"))
+        return dict(self._send("PATCH", path, _status_body(status, status_message)))
+
+    def move_event(self, user_flow_id: str, event_id: str, to_user_flow_id: str) -> dict[str, Any]:
+        path = self._flow_path(user_flow_id, "events", _uuid_path(event_id, "event_id"))
+        body = {"user_flow_id": _uuid_path(to_user_flow_id, "to_user_flow_id")}
+        return dict(self._send("PATCH", path, body))
+
+    def remove_event(self, user_flow_id: str, event_id: str) -> dict[str, Any]:
+        path = self._flow_path(user_flow_id, "events", _uuid_path(event_id, "event_id"))
+        return dict(self._send("DELETE", path, None))
+
+    def add_event_measurements(
+        self,
+        user_flow_id: str,
+        event_id: str,
+        measurements: Iterable[Measurement | Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        eid = _uuid_path(event_id, "event_id")
+        body = {"data": _data(measurements, f"measurements for event {eid}")}
+        return dict(
+            self._send("POST", self._flow_path(user_flow_id, "events", eid, "measurements"), body)
+        )
+
+    def get_event_measurements(
+        self,
+        user_flow_id: str,
+        event_id: str,
+        keys: Iterable[str] | str = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        path = self._flow_path(
+            user_flow_id, "events", _uuid_path(event_id, "event_id"), "measurements"
+        )
+        params = measurement_params(keys=keys, limit=limit, offset=offset)
+        return list(self._get(path, params).get("measurements", []))
+
+    # -- legacy routes ---------------------------------------------------------------------
+
+    def legacy_list_perftests(self) -> list[dict[str, Any]]:
+        return list(self._get("/v0/perftests").get("perf_tests", []))
+
+    def legacy_get_perftest(self, user_flow_id: str) -> dict[str, Any]:
+        return dict(self._get(f"/v0/perftests/{_uuid_path(user_flow_id, 'user_flow_id')}"))
+
+    def legacy_upload(
+        self,
+        *,
+        test_name: str | None = None,
+        session_id: str | None = None,
+        status: str | None = None,
+        data: Iterable[Measurement | Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v0/perftests/upload``: attach, set status (lowercase) and upload at once."""
+        body: dict[str, Any] = {}
+        if test_name is not None:
+            if not isinstance(test_name, str) or not test_name.strip():
+                raise MeasurementError(f"test_name must be a non-empty str, got {test_name!r}")
+            body["test_name"] = test_name
+        if session_id is not None:
+            body["session_id"] = check_session_id(session_id)
+        if status is not None:
+            body["status"] = normalize_status(status).lower()
+        if data is not None:
+            body["data"] = _data(data, "legacy upload data")
+        if not body:
+            raise MeasurementError(
+                "legacy_upload needs at least one of test_name, session_id, status, data"
+            )
+        return dict(self._send("POST", "/v0/perftests/upload", body))
+
+
+def _status_body(status: str, status_message: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": normalize_status(status)}
+    if status_message is not None:
+        body["status_message"] = status_message
+    return body
+
+
+def _parse_retry_after(value: str) -> float | None:
+    try:
+        return max(0.0, float(value))  # seconds
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason or "error"
+    if isinstance(payload, dict):
+        for field in ("message", "error", "status_message", "detail"):
+            if isinstance(payload.get(field), str):
+                return str(payload[field])
+    return str(payload)[:300]
+
+
+def _error_for(response: requests.Response, call: ApiCall) -> HeadSpinError:
+    code = response.status_code
+    kwargs = {"status_code": code, "method": call.method, "path": call.path}
+    message = _message(response)
+    if code in (401, 403):
+        return AuthError(f"{message} (check {TOKEN_ENV})", **kwargs)  # type: ignore[arg-type]
+    if code == 404:
+        return NotFound(message, **kwargs)  # type: ignore[arg-type]
+    if code == 400:
+        return BadRequest(message, **kwargs)  # type: ignore[arg-type]
+    return HeadSpinError(message, **kwargs)  # type: ignore[arg-type]
+
+
+class DryRunClient(HeadSpinClient):
+    """Sends nothing: records each call and answers with placeholder ids."""
+
+    def __init__(self, base_url: str = DEFAULT_URL) -> None:
+        super().__init__("dry-run", base_url=base_url, retries=0)
+        self.calls: list[ApiCall] = []
+
+    def call(self, call: ApiCall, *, raw: bool = False) -> Any:
+        self.calls.append(call)
+        if call.method == "PUT" and call.path == "/v0/userflows":
+            return {
+                "user_flow_id": f"<id of flow {call.body['name']!r}>",
+                "name": call.body["name"],
+            }
+        if call.method == "POST" and call.path.endswith(("/events", "/sessions")):
+            return {"perf_event_id": "<new perf_event_id>"}
+        return {}

@@ -1,0 +1,157 @@
+"""The fixtures tests use: ``record_measurement``, ``userflow`` and ``userflow_device``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from .measurement import (
+    Measurement,
+    MeasurementError,
+    check_session_id,
+    normalize_status,
+    truncate_message,
+)
+from .recorder import TestRecord
+
+RECORD_KEY = pytest.StashKey[TestRecord]()
+DEVICE_KEY = pytest.StashKey["str | None"]()
+
+
+def test_record(item: pytest.Item) -> TestRecord:
+    """The item's record; created on demand for items set up outside the plugin's hooks."""
+    record = item.stash.get(RECORD_KEY, None)
+    if record is None:
+        record = item.stash[RECORD_KEY] = TestRecord(item.nodeid, None)
+    return record
+
+
+test_record.__test__ = False  # type: ignore[attr-defined]
+
+
+class Timer:
+    """The result of ``record_measurement.timer``: ``elapsed`` is set when the block ends."""
+
+    __slots__ = ("elapsed",)
+
+    def __init__(self) -> None:
+        self.elapsed: float | None = None
+
+
+class RecordMeasurement:
+    """``record_measurement(key, value, *, type=None, units=None)`` buffers one measurement.
+
+    >>> def test_login(record_measurement):                       # doctest: +SKIP
+    ...     record_measurement("Login Time", 1.8, units="seconds")
+    ...     with record_measurement.timer("Search Time"):
+    ...         app.search("shoes")
+    """
+
+    def __init__(self, record: TestRecord) -> None:
+        self._record = record
+
+    def __call__(
+        self,
+        key: str,
+        value: int | float | str,
+        *,
+        type: str | None = None,
+        units: str | None = None,
+    ) -> Measurement:
+        measurement = Measurement.create(
+            key,
+            value,
+            type=type,
+            units=units,
+            where=f"record_measurement() of {self._record.nodeid}",
+        )
+        self._record.measurements.append(measurement)
+        return measurement
+
+    @contextmanager
+    def timer(
+        self, key: str, *, type: str | None = None, units: str = "seconds"
+    ) -> Iterator[Timer]:
+        """Record the wall time the block took (perf_counter), in seconds by default.
+
+        Nothing is recorded when the block raises: a half-done operation is no timing.
+        """
+        where = f"record_measurement.timer() of {self._record.nodeid}"
+        Measurement.create(key, 0, type=type, units=units, where=where)  # check before timing
+        result = Timer()
+        start = time.perf_counter()
+        yield result
+        result.elapsed = time.perf_counter() - start
+        self._record.measurements.append(Measurement(key, result.elapsed, type, units))
+
+
+class UserflowHandle:
+    """The current test's user flow: its name, device, session and status override."""
+
+    def __init__(self, record: TestRecord) -> None:
+        self._record = record
+
+    @property
+    def name(self) -> str:
+        return self._record.flow or default_flow_name(self._record.nodeid)
+
+    @property
+    def device(self) -> str | None:
+        return self._record.device
+
+    @property
+    def session_id(self) -> str | None:
+        return self._record.session_id
+
+    def attach_session(self, session_id: object) -> str:
+        """Attach a HeadSpin capture session (Appium's ``driver.session_id``) to this test."""
+        self._record.session_id = check_session_id(
+            session_id, where=f"userflow.attach_session() of {self._record.nodeid}"
+        )
+        return self._record.session_id
+
+    def set_status(self, status: str, message: str | None = None) -> None:
+        """Decide the status sent for this test ("Passed", "Failed" or "Excluded")."""
+        where = f"userflow.set_status() of {self._record.nodeid}"
+        if message is not None and not isinstance(message, str):
+            raise MeasurementError(
+                f"message must be a str or None, got {type(message).__name__} in {where}"
+            )
+        self._record.status_override = (
+            normalize_status(status, where=where),
+            truncate_message(message),
+        )
+
+    def __repr__(self) -> str:
+        return f"<userflow {self.name!r} device={self.device!r} session={self.session_id!r}>"
+
+
+def default_flow_name(nodeid: str) -> str:
+    """A test with no marker and no --userflow records into a flow named after it
+    (parametrized cases share it)."""
+    return nodeid.split("[", 1)[0]
+
+
+@pytest.fixture
+def record_measurement(request: pytest.FixtureRequest) -> RecordMeasurement:
+    """Record a measurement for this test: ``record_measurement(key, value, type=, units=)``."""
+    record = test_record(request.node)
+    record.used = True
+    return RecordMeasurement(record)
+
+
+@pytest.fixture
+def userflow(request: pytest.FixtureRequest) -> UserflowHandle:
+    """This test's user flow: ``.name``, ``.device``, ``.attach_session()``, ``.set_status()``."""
+    record = test_record(request.node)
+    record.used = True
+    return UserflowHandle(record)
+
+
+@pytest.fixture(scope="session")
+def userflow_device(request: pytest.FixtureRequest) -> str | None:
+    """This worker's device address (``device_id@hostname``) or None, for building a driver once."""
+    return request.config.stash.get(DEVICE_KEY, None)

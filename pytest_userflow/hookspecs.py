@@ -1,0 +1,45 @@
+"""The plugin's own hooks, added with ``pytest_addhooks``.
+
+Implement them in a ``conftest.py`` or a plugin::
+
+    def pytest_userflow_status(item, reports):
+        if item.get_closest_marker("flaky_network"):
+            return ("Excluded", "network flake, not a performance result")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .measurement import Measurement
+    from .recorder import FlushResult
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_userflow_status(item: pytest.Item, reports: list[pytest.TestReport]) -> Any:
+    """Decide the status of *item* from its setup/call/teardown *reports*.
+
+    Return ``(status, message)`` with status one of "Passed", "Failed", "Excluded"
+    (message may be None), or None to leave it to the built-in rules. The first
+    non-None answer wins; ``userflow.set_status`` in the test wins over any hook.
+    """
+
+
+@pytest.hookspec
+def pytest_userflow_measurements(item: pytest.Item, measurements: list[Measurement]) -> None:
+    """Add, change or remove measurements of *item* before they are stored and sent.
+
+    *measurements* is the list itself: append ``Measurement.create(...)`` objects or
+    remove items in place.
+    """
+
+
+@pytest.hookspec
+def pytest_userflow_flushed(item: pytest.Item, result: FlushResult) -> None:
+    """Called at *item*'s teardown once its data was stored, queued for upload or spooled.
+
+    ``result.destination`` is one of "local", "queued", "local-only", "dry-run", "off".
+    """

@@ -1,0 +1,397 @@
+"""pytest-userflow's pytest hooks. Thin: options and wiring; the work is done elsewhere.
+
+Roles: *in-process* (no xdist) and *worker* processes run tests and record them;
+an xdist *controller* only merges what its workers hand back through ``workeroutput``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from . import hookspecs, settings
+from .client import HeadSpinClient
+from .fixtures import (  # noqa: F401  (fixtures are found on the plugin module)
+    DEVICE_KEY,
+    RECORD_KEY,
+    default_flow_name,
+    record_measurement,
+    userflow,
+    userflow_device,
+)
+from .measurement import Measurement, MeasurementError, UserflowError, normalize_status
+from .recorder import Recorder, TestRecord, status_from_reports
+from .runinfo import new_run, run_from_dict
+from .sinks import DryRunSink, HeadSpinSink, NullSink, Sender, Sink
+from .store import EventRecord, RunInfo, Store, StoreError
+from .summary import build_report, process_summary, render, write_report
+
+RUN_KEY = pytest.StashKey["UserflowRun"]()
+MARKER = (
+    "userflow(name, *, description=None): record this test into the user flow NAME "
+    "(on a test, class or module; the nearest marker wins)"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def _configured_devices(config: pytest.Config) -> list[str]:
+    return list(config.getoption("userflow_devices") or config.getini("userflow_devices") or [])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    # Several devices and no -n: one xdist worker per device. A wrapper runs before
+    # xdist's own (tryfirst) pytest_cmdline_main, which turns numprocesses into workers.
+    # Workers run this hook too: they must never spawn workers of their own.
+    devices = _configured_devices(config)
+    if (
+        len(devices) > 1
+        and not hasattr(config, "workerinput")
+        and config.pluginmanager.hasplugin("xdist")
+        and getattr(config.option, "numprocesses", None) is None
+        and not getattr(config.option, "tx", None)
+        and getattr(config.option, "dist", "no") == "no"
+    ):
+        config.option.numprocesses = len(devices)
+    return (yield)
+
+
+def _check_devices(config: pytest.Config, devices: tuple[str, ...]) -> None:
+    n = len(devices)
+    if not n or hasattr(config, "workerinput"):
+        return
+    numprocesses = getattr(config.option, "numprocesses", None)
+    distributed = (
+        config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") != "no"
+    )
+    workers = (numprocesses or len(getattr(config.option, "tx", None) or [])) if distributed else 0
+    if n > 1 and not config.pluginmanager.hasplugin("xdist"):
+        raise pytest.UsageError(
+            f"{n} devices were given (--userflow-device / userflow_devices) but pytest-xdist is "
+            "not available: one worker per device needs it (pip install pytest-xdist), "
+            "or give a single device"
+        )
+    if n > 1 and workers == 0:
+        raise pytest.UsageError(
+            f"{n} devices were given but xdist runs no workers (-n 0): drop -n 0 for one worker "
+            "per device, or give a single device"
+        )
+    if workers and workers != n:
+        raise pytest.UsageError(
+            f"-n asks for {workers} xdist worker(s) but {n} device(s) were given "
+            "(--userflow-device / userflow_devices): each worker drives one device, so the "
+            "numbers must match; leave -n out to get one worker per device"
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    if config.option.help or config.option.version:
+        return
+    resolved = settings.resolve(config)
+    _check_devices(config, resolved.devices)
+    run = UserflowRun(config, resolved)
+    config.stash[RUN_KEY] = run
+    config.pluginmanager.register(run, "userflow-run")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.close()
+        config.pluginmanager.unregister(run)
+        del config.stash[RUN_KEY]
+
+
+def _flow_of(item: pytest.Item, default: str | None) -> tuple[str | None, str | None]:
+    marker = item.get_closest_marker("userflow")
+    if marker is None:
+        return default, None
+    name = marker.args[0] if marker.args else marker.kwargs.get("name")
+    description = marker.kwargs.get("description")
+    if not isinstance(name, str) or not name.strip():
+        raise MeasurementError(
+            f"@pytest.mark.userflow needs a flow name, a non-empty str, as its first argument; "
+            f"got {name!r} on {item.nodeid}"
+        )
+    if description is not None and not isinstance(description, str):
+        raise MeasurementError(
+            f"@pytest.mark.userflow(description=...) must be a str, got "
+            f"{type(description).__name__} on {item.nodeid}"
+        )
+    unknown = set(marker.kwargs) - {"name", "description"}
+    if unknown or len(marker.args) > 1:
+        raise MeasurementError(
+            f"@pytest.mark.userflow takes (name, *, description=None), got extra "
+            f"{sorted(unknown) or list(marker.args[1:])} on {item.nodeid}"
+        )
+    return name, description
+
+
+class UserflowRun:
+    """One pytest process's part of the run: its store, sink and summary."""
+
+    def __init__(self, config: pytest.Config, resolved: settings.Settings) -> None:
+        self.config = config
+        self.settings = resolved
+        self.workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+        self.worker: str | None = self.workerinput["workerid"] if self.workerinput else None
+        self.device = self._device()
+        config.stash[DEVICE_KEY] = self.device
+        opt = config.option
+        self.active = not (
+            opt.collectonly or getattr(opt, "setupplan", False) or getattr(opt, "setuponly", False)
+        )
+        self.controller = False
+        self.run: RunInfo | None = None
+        self.store: Store | None = None
+        self.sink: Sink | None = None
+        self.recorder: Recorder | None = None
+        self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
+        self.summaries: list[dict[str, Any]] = []
+        self.crashed: list[str] = []
+        self.errors: list[str] = []
+
+    def _device(self) -> str | None:
+        devices = self.settings.devices
+        if self.worker is not None:
+            index = int(self.worker[2:]) if self.worker[2:].isdigit() else -1
+            return devices[index] if 0 <= index < len(devices) else None
+        return devices[0] if len(devices) == 1 else None
+
+    @property
+    def backend(self) -> str:
+        return self.settings.backend
+
+    # -- session start: open the store and pick the sink --------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.active:
+            return
+        self.controller = self.config.pluginmanager.hasplugin("dsession")
+        if self.workerinput and "userflow_run" in self.workerinput:
+            self.run = run_from_dict(self.workerinput["userflow_run"])
+        else:
+            self.run = new_run(self.config.rootpath, self.backend)
+        if self.backend == "off":
+            self.sink = NullSink()
+        else:
+            try:
+                self.store = Store(self.settings.store)
+                self.store.start_run(self.run)
+            except (StoreError, sqlite3.Error) as exc:
+                raise pytest.UsageError(str(exc)) from None
+            self.sink = self._make_sink(self.store)
+        if not self.controller:
+            self.recorder = Recorder(
+                self.sink,
+                run_id=self.run.run_id,
+                worker=self.worker,
+                default_flow=self.settings.flow,
+            )
+
+    def _make_sink(self, store: Store) -> Sink:
+        s = self.settings
+        if s.dry_run:
+            return DryRunSink(store, s.url, s.api)
+        if s.backend == "headspin" and not self.controller:
+            assert s.token is not None
+            client = HeadSpinClient(s.token, base_url=s.url)
+            return HeadSpinSink(store, Sender(Store(s.store), client), s.api)
+        return Sink(store)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.run is not None:
+            node.workerinput["userflow_run"] = self.run.as_dict()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        if "userflow" in output:
+            self.summaries.append(json.loads(output["userflow"]))
+        elif error is not None or (output.get("userflow") is None and self.active):
+            self.crashed.append(str(node.gateway.id))
+
+    # -- per test ------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        record = TestRecord(item.nodeid, None, device=self.device)
+        item.stash[RECORD_KEY] = record
+        record.flow, record.description = _flow_of(item, self.settings.flow)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        record = item.stash.get(RECORD_KEY, None)
+        if record is None or self.recorder is None:
+            return report
+        record.reports[report.when] = report
+        if report.when == "teardown" and record.wanted:
+            event = self._finish(item, record)
+            report.user_properties.append(("userflow", event.flow))
+            report.user_properties.append(("userflow_status", event.status))
+            report.user_properties.extend(
+                (f"userflow:{m.key}", m.value) for m in event.measurements
+            )
+            self.pending[item.nodeid] = (item, event)
+        return report
+
+    def _finish(self, item: pytest.Item, record: TestRecord) -> EventRecord:
+        assert self.recorder is not None
+        reports = [record.reports[w] for w in ("setup", "call", "teardown") if w in record.reports]
+        if record.status_override is not None:
+            status, message = record.status_override
+        else:
+            status, message = status_from_reports(reports)
+            decided = item.ihook.pytest_userflow_status(item=item, reports=reports)
+            if decided is not None:
+                try:
+                    status, message = self._hook_status(item, decided)
+                except MeasurementError as exc:
+                    self.errors.append(f"{exc}; the built-in status {status} was used")
+        measurements = list(record.measurements)
+        item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
+        record.measurements = self._checked(item, measurements)
+        return self.recorder.event_for(record, status, message, default_flow_name(item.nodeid))
+
+    def _hook_status(self, item: pytest.Item, decided: Any) -> tuple[str, str | None]:
+        where = f"pytest_userflow_status for {item.nodeid}"
+        if not (isinstance(decided, tuple) and len(decided) == 2):
+            raise MeasurementError(
+                f"{where} must return (status, message) or None, got {decided!r}"
+            )
+        message = decided[1]
+        return normalize_status(decided[0], where=where), None if message is None else str(message)
+
+    def _checked(self, item: pytest.Item, measurements: list[Any]) -> list[Measurement]:
+        good = []
+        for m in measurements:
+            try:
+                good.append(
+                    Measurement.coerce(m, where=f"pytest_userflow_measurements for {item.nodeid}")
+                )
+            except MeasurementError as exc:
+                self.errors.append(str(exc))
+        return good
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # pytest-rerunfailures logs a report with outcome "rerun" for an attempt it will
+        # retry (after all three phases ran): that attempt is dropped, the final one is kept.
+        if str(report.outcome) == "rerun":
+            self.pending.pop(report.nodeid, None)
+            return
+        if report.when != "teardown" or self.recorder is None:
+            return
+        pending = self.pending.pop(report.nodeid, None)
+        if pending is None:
+            return
+        item, event = pending
+        try:
+            result = self.recorder.flush(event)
+        except (UserflowError, sqlite3.Error) as exc:
+            self.errors.append(f"could not record {event.nodeid}: {exc}")
+            return
+        item.ihook.pytest_userflow_flushed(item=item, result=result)
+
+    # -- session end -----------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.active or self.run is None:
+            return
+        if self.sink is not None and not self.controller:
+            timeout = self.settings.flush_timeout
+            if exitstatus == pytest.ExitCode.INTERRUPTED:
+                timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the spool keeps the rest
+            self.sink.finish(timeout)
+            summary = process_summary(
+                self.store,
+                self.run.run_id,
+                worker=self.worker,
+                device=self.device,
+                backend=self.backend,
+                dry_run=self.settings.dry_run,
+                notes=self._notes(),
+            )
+            if self.workerinput is not None:
+                self.config.workeroutput["userflow"] = json.dumps(summary, default=str)  # type: ignore[attr-defined]
+            else:
+                self.summaries.append(summary)
+        if self.workerinput is None:
+            if self.store is not None:
+                self.store.finish_run(self.run.run_id)
+            if self.settings.report is not None:
+                write_report(
+                    self.settings.report,
+                    build_report(
+                        self.run,
+                        self.summaries,
+                        backend=self.backend,
+                        store=self.settings.store if self.store else None,
+                        url=self.settings.url,
+                        crashed=self.crashed,
+                    ),
+                )
+
+    def _notes(self) -> dict[str, Any]:
+        notes: dict[str, Any] = {"errors": list(self.errors), "send_errors": []}
+        if isinstance(self.sink, DryRunSink):
+            notes["dry_run_lines"] = self.sink.lines
+        if isinstance(self.sink, HeadSpinSink):
+            stats = self.sink.sender.stats
+            notes["unroutable"] = self.sink.unroutable
+            notes["auth_error"] = stats.auth_error
+            notes["send_errors"] += stats.errors
+            notes["requests_sent"] = self.sink.sender.client.requests_sent
+        return notes
+
+    def _where(self) -> str:
+        s = self.settings
+        if s.backend == "off":
+            return "userflow backend off: nothing recorded"
+        if s.dry_run:
+            return f"dry run (nothing sent), recorded in the local store {s.store}"
+        if s.backend == "headspin":
+            return f"HeadSpin {s.url} (spool: {s.store})"
+        return f"local store {s.store}"
+
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        if not self.active:
+            return None
+        device = f", devices: {', '.join(self.settings.devices)}" if self.settings.devices else ""
+        return f"userflow: {self._where()}{device}"
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.workerinput is not None or not self.active:
+            return
+        lines = render(self.summaries, run=self.run, where=self._where(), crashed=self.crashed)
+        if not lines:
+            return
+        terminalreporter.section("userflow")
+        for text, markup in lines:
+            terminalreporter.write_line(text, **markup)
+
+    def close(self) -> None:
+        if isinstance(self.sink, HeadSpinSink):
+            self.sink.sender.stop()
+            self.sink.sender.store.close()
+            self.sink.sender.client.close()
+        if self.store is not None:
+            self.store.close()

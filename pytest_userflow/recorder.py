@@ -1,0 +1,151 @@
+"""The per-test buffer, the outcome-to-status rules, and the hand-over to a sink.
+
+Reports are read by their attributes (``when``, ``outcome``, ``longrepr``,
+``wasxfail``), so this module needs no pytest import and is easy to test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .measurement import Measurement, MeasurementError, dedupe, truncate_message
+from .sinks import FlushOutcome, Sink
+from .store import EventRecord
+
+
+class ReportLike(Protocol):
+    when: str
+    outcome: str
+    longrepr: Any
+
+
+@dataclass
+class TestRecord:
+    """What one test recorded; lives on ``item.stash`` from setup to teardown."""
+
+    __test__ = False  # not a test class, whatever pytest's collection thinks of the name
+
+    nodeid: str
+    flow: str | None
+    description: str | None = None
+    device: str | None = None
+    session_id: str | None = None
+    status_override: tuple[str, str | None] | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    used: bool = False  # the test asked for record_measurement or userflow
+    started: float = field(default_factory=time.time)
+    reports: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, measurement: Measurement) -> None:
+        self.measurements.append(measurement)
+
+    @property
+    def wanted(self) -> bool:
+        """Whether this test goes to a flow: it has a flow, or it recorded something."""
+        return self.flow is not None or self.used or bool(self.measurements)
+
+
+def _crash_line(report: Any) -> str:
+    longrepr = report.longrepr
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return str(crash.message).strip().splitlines()[0] if str(crash.message).strip() else ""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    text = str(longrepr or "").strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _skip_reason(report: Any) -> str | None:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        return reason[len("Skipped: ") :] if reason.startswith("Skipped: ") else reason
+    return _crash_line(report) or None
+
+
+def status_from_reports(reports: Sequence[Any]) -> tuple[str, str | None]:
+    """The DESIGN's rules: a failure anywhere is Failed; skip and xfail are Excluded;
+    xpass (non-strict) and a passing call are Passed."""
+    for report in reports:
+        if report.outcome == "failed":
+            line = _crash_line(report)
+            prefix = "" if report.when == "call" else f"error in {report.when}: "
+            return "Failed", truncate_message(prefix + line if line else prefix + "failed")
+    for report in reports:
+        if report.outcome == "skipped":
+            if getattr(report, "wasxfail", None) is not None:
+                reason = str(report.wasxfail or "").removeprefix("reason: ")
+                return "Excluded", truncate_message("xfail" + (f": {reason}" if reason else ""))
+            skip_reason = _skip_reason(report)
+            text = "skipped" + (f": {skip_reason}" if skip_reason else "")
+            return "Excluded", truncate_message(text)
+    return "Passed", None
+
+
+@dataclass
+class FlushResult:
+    """What ``pytest_userflow_flushed`` receives: where one test's data went."""
+
+    nodeid: str
+    flow: str
+    status: str
+    status_message: str | None
+    destination: str
+    perf_event_id: str
+    measurements: list[Measurement]
+    plan: list[dict[str, Any]] | None = None
+
+
+class Recorder:
+    """Turns a finished TestRecord into an event and hands it to the sink."""
+
+    def __init__(
+        self, sink: Sink, *, run_id: str, worker: str | None, default_flow: str | None
+    ) -> None:
+        self.sink = sink
+        self.run_id = run_id
+        self.worker = worker
+        self.default_flow = default_flow
+
+    def event_for(
+        self, record: TestRecord, status: str, message: str | None, fallback_flow: str
+    ) -> EventRecord:
+        now = time.time()
+        return EventRecord(
+            run_id=self.run_id,
+            flow=record.flow or fallback_flow,
+            nodeid=record.nodeid,
+            status=status,
+            status_message=truncate_message(message),
+            description=record.description,
+            worker=self.worker,
+            device_address=record.device,
+            session_id=record.session_id,
+            event_ts=now,
+            duration=now - record.started,
+            measurements=dedupe(record.measurements),
+        )
+
+    def flush(self, event: EventRecord) -> FlushResult:
+        for m in event.measurements:
+            if not isinstance(m, Measurement):
+                raise MeasurementError(
+                    f"pytest_userflow_measurements left a {type(m).__name__} in the list of "
+                    f"{event.nodeid}; only Measurement objects can be recorded"
+                )
+        outcome: FlushOutcome = self.sink.submit(event)
+        return FlushResult(
+            event.nodeid,
+            event.flow,
+            event.status,
+            event.status_message,
+            outcome.destination,
+            event.perf_event_id,
+            event.measurements,
+            outcome.plan,
+        )

@@ -1,0 +1,207 @@
+"""The plugin's options: declared once, resolved command line > environment > ini > default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .client import DEFAULT_URL, TOKEN_ENV
+from .measurement import MeasurementError, check_device_address
+
+URL_ENV = "HEADSPIN_API_URL"
+BACKENDS = ("auto", "local", "headspin", "off")
+APIS = ("v0", "legacy")
+DEFAULT_STORE = ".userflow/userflow.db"
+DEFAULT_FLUSH_TIMEOUT = 60.0
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("userflow", "record performance measurements into user flows")
+    group.addoption(
+        "--userflow",
+        dest="userflow_name",
+        metavar="NAME",
+        help="user flow for tests that carry no @pytest.mark.userflow marker (ini: userflow_name)",
+    )
+    group.addoption(
+        "--userflow-backend",
+        dest="userflow_backend",
+        metavar="{auto,local,headspin,off}",
+        help="where measurements go: auto (default) is headspin when a token is "
+        "set, else local (ini: userflow_backend)",
+    )
+    group.addoption(
+        "--headspin-token",
+        dest="headspin_token",
+        metavar="TOKEN",
+        help=f"HeadSpin API token (env: {TOKEN_ENV}); never printed or stored",
+    )
+    group.addoption(
+        "--headspin-url",
+        dest="headspin_url",
+        metavar="URL",
+        help=f"HeadSpin API base URL (env: {URL_ENV}, ini: headspin_url; default {DEFAULT_URL})",
+    )
+    group.addoption(
+        "--userflow-store",
+        dest="userflow_store",
+        metavar="PATH",
+        help=f"local SQLite store, also the upload spool (ini: userflow_store; "
+        f"default {DEFAULT_STORE})",
+    )
+    group.addoption(
+        "--userflow-device",
+        dest="userflow_devices",
+        action="append",
+        metavar="ADDR",
+        help="device address device_id@hostname; repeat for one xdist worker per "
+        "device (ini: userflow_devices)",
+    )
+    group.addoption(
+        "--userflow-api",
+        dest="userflow_api",
+        metavar="{v0,legacy}",
+        help="upload through /v0/userflows/... (v0, default) or /v0/perftests/upload "
+        "(legacy) (ini: userflow_api)",
+    )
+    group.addoption(
+        "--userflow-report",
+        dest="userflow_report",
+        metavar="PATH",
+        help="write a JSON report of what was recorded and where it went",
+    )
+    group.addoption(
+        "--userflow-dry-run",
+        dest="userflow_dry_run",
+        action="store_true",
+        default=False,
+        help="send nothing: print the HeadSpin requests that would be sent",
+    )
+    group.addoption(
+        "--userflow-flush-timeout",
+        dest="userflow_flush_timeout",
+        metavar="SECONDS",
+        help="longest wait at session end for pending uploads; the rest stays in the "
+        f"spool for 'pytest-userflow push' (ini: userflow_flush_timeout; "
+        f"default {DEFAULT_FLUSH_TIMEOUT:g})",
+    )
+    parser.addini("userflow_name", "user flow for tests that carry no marker")
+    parser.addini("userflow_backend", "auto, local, headspin or off", default="")
+    parser.addini("headspin_url", f"HeadSpin API base URL (default {DEFAULT_URL})", default="")
+    parser.addini("userflow_store", f"local SQLite store (default {DEFAULT_STORE})", default="")
+    parser.addini(
+        "userflow_devices",
+        "device addresses device_id@hostname, one a line",
+        type="linelist",
+        default=[],
+    )
+    parser.addini("userflow_api", "v0 or legacy", default="")
+    parser.addini(
+        "userflow_flush_timeout", "seconds to wait for pending uploads at session end", default=""
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    flow: str | None
+    backend: str  # resolved: local, headspin or off
+    url: str
+    store: Path
+    devices: tuple[str, ...]
+    api: str
+    report: Path | None
+    dry_run: bool
+    flush_timeout: float
+    token: str | None = field(default=None, repr=False)
+
+
+def _pick(
+    config: pytest.Config, option: str, ini: str | None, env: str | None = None
+) -> tuple[str | None, str]:
+    """(value, where it came from) by the documented precedence."""
+    value = config.getoption(option)
+    if value not in (None, ""):
+        return str(value), "--" + option.replace("_", "-").replace("userflow-name", "userflow")
+    if env and os.environ.get(env, "").strip():
+        return os.environ[env].strip(), f"environment variable {env}"
+    if ini:
+        ini_value = config.getini(ini)
+        if isinstance(ini_value, str) and ini_value.strip():
+            return ini_value.strip(), f"ini key {ini}"
+    return None, "default"
+
+
+def _choice(value: str | None, where: str, allowed: tuple[str, ...], default: str) -> str:
+    if value is None:
+        return default
+    if value.strip().lower() not in allowed:
+        raise pytest.UsageError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+    return value.strip().lower()
+
+
+def resolve(config: pytest.Config) -> Settings:
+    """Read and check every option; a bad value is a UsageError naming where it came from."""
+    flow, _ = _pick(config, "userflow_name", "userflow_name")
+    backend_value, backend_where = _pick(config, "userflow_backend", "userflow_backend")
+    backend = _choice(backend_value, backend_where, BACKENDS, "auto")
+    token = config.getoption("headspin_token") or os.environ.get(TOKEN_ENV, "").strip() or None
+    if backend == "auto":
+        backend = "headspin" if token else "local"
+    if backend == "headspin" and not token and not config.getoption("userflow_dry_run"):
+        raise pytest.UsageError(
+            f"--userflow-backend headspin needs an API token: set {TOKEN_ENV} or pass "
+            "--headspin-token"
+        )
+
+    url, url_where = _pick(config, "headspin_url", "headspin_url", URL_ENV)
+    url = url or DEFAULT_URL
+    if not url.startswith(("http://", "https://")):
+        raise pytest.UsageError(f"{url_where}: {url!r} is not an http:// or https:// URL")
+
+    api_value, api_where = _pick(config, "userflow_api", "userflow_api")
+    api = _choice(api_value, api_where, APIS, "v0")
+
+    timeout_value, timeout_where = _pick(config, "userflow_flush_timeout", "userflow_flush_timeout")
+    flush_timeout = DEFAULT_FLUSH_TIMEOUT
+    if timeout_value is not None:
+        try:
+            flush_timeout = float(timeout_value)
+        except ValueError:
+            flush_timeout = float("nan")
+        if not flush_timeout >= 0 or flush_timeout == float("inf"):
+            raise pytest.UsageError(
+                f"{timeout_where}: {timeout_value!r} is not a number of seconds >= 0"
+            )
+
+    cli_store = config.getoption("userflow_store")
+    if cli_store:
+        store = Path(config.invocation_params.dir, cli_store)
+    else:
+        store = Path(config.rootpath, config.getini("userflow_store").strip() or DEFAULT_STORE)
+
+    cli_devices = config.getoption("userflow_devices")
+    raw_devices = cli_devices or config.getini("userflow_devices")
+    devices_where = "--userflow-device" if cli_devices else "ini key userflow_devices"
+    devices = []
+    for raw in raw_devices:
+        try:
+            devices.append(check_device_address(raw))
+        except MeasurementError as exc:
+            raise pytest.UsageError(f"{devices_where}: {exc}") from None
+
+    report = config.getoption("userflow_report")
+    return Settings(
+        flow=flow,
+        backend=backend,
+        url=url.rstrip("/"),
+        store=store.resolve(),
+        devices=tuple(devices),
+        api=api,
+        report=Path(config.invocation_params.dir, report) if report else None,
+        dry_run=bool(config.getoption("userflow_dry_run")),
+        flush_timeout=flush_timeout,
+        token=token,
+    )

@@ -1,0 +1,576 @@
+"""The local SQLite store: every recorded test, its measurements and its pending uploads.
+
+It is the write-ahead log of the plugin (a test's data is committed here before any
+upload) and the local backend. WAL mode lets several xdist workers write one file.
+No pytest import: the CLI opens it too.
+
+>>> store = Store(".userflow/userflow.db")                      # doctest: +SKIP
+>>> store.query_measurements(flow="Login", keys=["Login Time"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .measurement import FILTER_STATUSES, Measurement, UserflowError
+
+SCHEMA_VERSION = 1
+#: The columns of the API's measurement listing, in the API's CSV order.
+API_COLUMNS = (
+    "user_flow_id",
+    "user_flow_name",
+    "perf_event_id",
+    "event_time",
+    "session_id",
+    "perf_key_id",
+    "key_name",
+    "key_type",
+    "key_units",
+    "value",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started_at REAL, finished_at REAL, host TEXT,
+    git_commit TEXT, git_branch TEXT, ci_build_id TEXT, backend TEXT
+);
+CREATE TABLE IF NOT EXISTS flows (
+    user_flow_id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, description TEXT,
+    created_time REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+    perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, user_flow_id TEXT NOT NULL,
+    user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT, device_address TEXT,
+    session_id TEXT, status TEXT NOT NULL, status_message TEXT, event_ts REAL NOT NULL,
+    event_time TEXT NOT NULL, duration REAL
+);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id, worker);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL, run_id TEXT NOT NULL,
+    user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, event_time TEXT NOT NULL,
+    event_ts REAL NOT NULL, session_id TEXT, status TEXT NOT NULL, key_name TEXT NOT NULL,
+    key_type TEXT, key_units TEXT, value, nodeid TEXT NOT NULL, worker TEXT,
+    device_address TEXT
+);
+CREATE INDEX IF NOT EXISTS measurements_flow_key ON measurements(user_flow_id, key_name, event_ts);
+CREATE INDEX IF NOT EXISTS measurements_key ON measurements(key_name, event_ts);
+CREATE INDEX IF NOT EXISTS measurements_run ON measurements(run_id);
+CREATE INDEX IF NOT EXISTS measurements_event ON measurements(perf_event_id);
+CREATE TABLE IF NOT EXISTS uploads (
+    perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
+    base_url TEXT, api TEXT, plan TEXT NOT NULL, progress TEXT, attempts INTEGER DEFAULT 0,
+    last_error TEXT, remote_event_id TEXT, updated_ts REAL
+);
+CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
+"""
+
+#: Upload states: waiting to be sent, delivered, refused by HeadSpin (kept), or not
+#: routable (no session and no device) and so kept only here.
+PENDING, SENT, FAILED, LOCAL_ONLY = "pending", "sent", "failed", "local-only"
+
+
+class StoreError(UserflowError):
+    """The store cannot be opened or written; the message names the file."""
+
+
+def api_time(ts: float) -> str:
+    """UNIX seconds as the API writes event times: ``2022-03-30 16:48:22`` (UTC)."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_time(value: str | float | int | datetime) -> float:
+    """An ISO time (UTC unless it says otherwise), UNIX number or datetime to UNIX seconds."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return aware.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            return parse_time(datetime.fromisoformat(text))
+        except ValueError:
+            pass
+    raise StoreError(
+        f"time must be ISO (such as '2022-03-30 16:48:22') or a UNIX timestamp, got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What is known of one pytest run (also the head of the JSON report)."""
+
+    run_id: str
+    started_at: float
+    host: str
+    git_commit: str | None = None
+    git_branch: str | None = None
+    ci_build_id: str | None = None
+    backend: str = "local"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": api_time(self.started_at),
+            "started_ts": self.started_at,
+            "host": self.host,
+            "git_commit": self.git_commit,
+            "git_branch": self.git_branch,
+            "ci_build_id": self.ci_build_id,
+            "backend": self.backend,
+        }
+
+
+@dataclass
+class EventRecord:
+    """One finished test: what goes into ``events`` and ``measurements``."""
+
+    run_id: str
+    flow: str
+    nodeid: str
+    status: str
+    status_message: str | None = None
+    description: str | None = None
+    worker: str | None = None
+    device_address: str | None = None
+    session_id: str | None = None
+    event_ts: float = field(default_factory=time.time)
+    duration: float | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    perf_event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A pending upload: the calls that deliver one event, and how far they got."""
+
+    perf_event_id: str
+    plan: list[dict[str, Any]]
+    progress: dict[str, Any]
+    base_url: str | None
+    api: str | None
+    attempts: int = 0
+
+
+class Store:
+    """One connection to the store file; use one Store per thread."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of the userflow store {self.path}: "
+                f"{exc.strerror or exc} "
+                "(choose another path with --userflow-store or the userflow_store ini key)"
+            ) from None
+        gitignore = self.path.parent / ".gitignore"
+        if self.path.parent.name == ".userflow" and not gitignore.exists():
+            # A read-only parent is fine: the ignore file is a courtesy.
+            with contextlib.suppress(OSError):
+                gitignore.write_text("# created by pytest-userflow\n*\n")
+        try:
+            self.db = sqlite3.connect(
+                str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the userflow store {self.path}: {exc}") from None
+        self._flow_ids: dict[str, str] = {}
+        try:
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StoreError(
+                f"{self.path} is not a usable pytest-userflow store ({exc}); it was left as it is: "
+                "move it away or point --userflow-store elsewhere"
+            ) from None
+
+    def _init_schema(self) -> None:
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            self._pragmas()
+            return
+        if version != 0:
+            raise sqlite3.DatabaseError(
+                f"schema version {version}, this version reads {SCHEMA_VERSION}"
+            )
+        tables = {
+            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if tables - {"runs", "flows", "events", "measurements", "uploads"}:
+            raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables))})")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self._pragmas()
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _pragmas(self) -> None:
+        # NORMAL in WAL mode: a commit survives a killed process (not a power cut) without
+        # an fsync per test, which is what keeps the plugin invisible in test time.
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute("PRAGMA foreign_keys = OFF")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def start_run(self, run: RunInfo) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO runs (run_id, started_at, host, git_commit, git_branch,"
+                " ci_build_id, backend) VALUES (?,?,?,?,?,?,?)",
+                (
+                    run.run_id,
+                    run.started_at,
+                    run.host,
+                    run.git_commit,
+                    run.git_branch,
+                    run.ci_build_id,
+                    run.backend,
+                ),
+            )
+
+    def finish_run(self, run_id: str, finished_at: float | None = None) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE runs SET finished_at = ? WHERE run_id = ?",
+                (finished_at or time.time(), run_id),
+            )
+
+    def _flow_id(self, name: str, description: str | None) -> str:
+        flow_id = self._flow_ids.get(name)
+        if flow_id is None:
+            self.db.execute(
+                "INSERT OR IGNORE INTO flows (user_flow_id, name, description, created_time)"
+                " VALUES (?,?,?,?)",
+                (str(uuid.uuid4()), name, description, time.time()),
+            )
+            flow_id = self.db.execute(
+                "SELECT user_flow_id FROM flows WHERE name = ?", (name,)
+            ).fetchone()[0]
+            self._flow_ids[name] = flow_id
+        return flow_id
+
+    def record(
+        self,
+        event: EventRecord,
+        upload: tuple[list[dict[str, Any]], str, str] | None = None,
+        *,
+        upload_state: str = PENDING,
+    ) -> None:
+        """Commit one test in one transaction: its event, measurements and pending upload.
+
+        *upload* is ``(plan, base_url, api)``.
+        """
+        with self.transaction():
+            flow_id = self._flow_id(event.flow, event.description)
+            event_time = api_time(event.event_ts)
+            self.db.execute(
+                "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    event.perf_event_id,
+                    event.run_id,
+                    flow_id,
+                    event.flow,
+                    event.nodeid,
+                    event.worker,
+                    event.device_address,
+                    event.session_id,
+                    event.status,
+                    event.status_message,
+                    event.event_ts,
+                    event_time,
+                    event.duration,
+                ),
+            )
+            if event.measurements:
+                self.db.executemany(
+                    "INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,"
+                    " event_time, event_ts, session_id, status, key_name, key_type, key_units,"
+                    " value, nodeid, worker, device_address) VALUES"
+                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            event.perf_event_id,
+                            event.run_id,
+                            flow_id,
+                            event.flow,
+                            event_time,
+                            event.event_ts,
+                            event.session_id,
+                            event.status,
+                            m.key,
+                            m.type,
+                            m.units,
+                            m.value,
+                            event.nodeid,
+                            event.worker,
+                            event.device_address,
+                        )
+                        for m in event.measurements
+                    ],
+                )
+            if upload is not None:
+                plan, base_url, api = upload
+                self.db.execute(
+                    "INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan,"
+                    " progress, updated_ts) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        event.perf_event_id,
+                        event.run_id,
+                        upload_state,
+                        base_url,
+                        api,
+                        json.dumps(plan),
+                        "{}",
+                        time.time(),
+                    ),
+                )
+
+    def mark_upload(
+        self,
+        perf_event_id: str,
+        state: str,
+        *,
+        progress: dict[str, Any] | None = None,
+        error: str | None = None,
+        remote_event_id: str | None = None,
+    ) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE uploads SET state = ?, progress = COALESCE(?, progress),"
+                " last_error = ?, remote_event_id = COALESCE(?, remote_event_id),"
+                " attempts = attempts + 1, updated_ts = ? WHERE perf_event_id = ?",
+                (
+                    state,
+                    None if progress is None else json.dumps(progress),
+                    error,
+                    remote_event_id,
+                    time.time(),
+                    perf_event_id,
+                ),
+            )
+
+    def save_progress(self, perf_event_id: str, progress: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE uploads SET progress = ?, updated_ts = ? WHERE perf_event_id = ?",
+                (json.dumps(progress), time.time(), perf_event_id),
+            )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def uploads(
+        self, states: Sequence[str] = (PENDING,), *, run_id: str | None = None
+    ) -> Iterator[Upload]:
+        sql = (
+            "SELECT perf_event_id, plan, progress, base_url, api, attempts FROM uploads"
+            f" WHERE state IN ({','.join('?' * len(states))})"
+        )
+        args: list[Any] = list(states)
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            args.append(run_id)
+        for row in self.db.execute(sql + " ORDER BY rowid", args).fetchall():
+            yield Upload(
+                row[0], json.loads(row[1]), json.loads(row[2] or "{}"), row[3], row[4], row[5]
+            )
+
+    def count_uploads(self, states: Sequence[str] = (PENDING,)) -> int:
+        sql = f"SELECT COUNT(*) FROM uploads WHERE state IN ({','.join('?' * len(states))})"
+        return int(self.db.execute(sql, list(states)).fetchone()[0])
+
+    def run_events(self, run_id: str, worker: str | None = None) -> list[dict[str, Any]]:
+        """This run's tests (one process's, given *worker*), with where their data went."""
+        sql = (
+            "SELECT e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
+            " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
+            " u.state, u.last_error, u.remote_event_id FROM events e"
+            " LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id WHERE e.run_id = ?"
+        )
+        args: list[Any] = [run_id]
+        if worker is not None:
+            sql += " AND e.worker IS ?"
+            args.append(worker)
+        events: dict[str, dict[str, Any]] = {}
+        for row in self.db.execute(sql + " ORDER BY e.event_ts", args):
+            events[row[0]] = {
+                "nodeid": row[1],
+                "flow": row[2],
+                "status": row[3],
+                "status_message": row[4],
+                "session_id": row[5],
+                "device": row[6],
+                "worker": row[7],
+                "event_time": row[8],
+                "duration": row[9],
+                "local_event_id": row[0],
+                "upload_state": row[10],
+                "upload_error": row[11],
+                "event_id": row[12],
+                "measurements": [],
+            }
+        if events:
+            sql = (
+                "SELECT perf_event_id, key_name, value, key_type, key_units FROM measurements"
+                " WHERE run_id = ?"
+            )
+            for row in self.db.execute(
+                sql + (" AND worker IS ?" if worker is not None else "") + " ORDER BY id", args
+            ):
+                event = events.get(row[0])
+                if event is not None:
+                    event["measurements"].append(
+                        {"key": row[1], "value": row[2], "type": row[3], "units": row[4]}
+                    )
+        return list(events.values())
+
+    def flows(self) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT f.user_flow_id, f.name, f.description, f.created_time,"
+            " (SELECT COUNT(*) FROM events e WHERE e.user_flow_id = f.user_flow_id),"
+            " (SELECT COUNT(*) FROM measurements m WHERE m.user_flow_id = f.user_flow_id)"
+            " FROM flows f ORDER BY f.name"
+        )
+        return [
+            {
+                "user_flow_id": r[0],
+                "name": r[1],
+                "description": r[2],
+                "created_time": r[3],
+                "tests": r[4],
+                "measurements": r[5],
+            }
+            for r in self.db.execute(sql)
+        ]
+
+    def resolve_flow(self, flow: str) -> str | None:
+        row = self.db.execute(
+            "SELECT user_flow_id FROM flows WHERE name = ? OR user_flow_id = ?", (flow, flow)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def query_measurements(
+        self,
+        *,
+        flow: str | None = None,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+        start_time: str | float | None = None,
+        end_time: str | float | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        run_ids: Iterable[str] = (),
+    ) -> Iterator[dict[str, Any]]:
+        """The API's measurement listing over the local store, with the API's semantics.
+
+        Filters combine with AND; repeated values of one filter with OR; times are
+        inclusive; no status means passed, failed and not_set.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if flow is not None:
+            flow_id = self.resolve_flow(flow)
+            if flow_id is None:
+                raise StoreError(f"no user flow named or with id {flow!r} in {self.path}")
+            where.append("user_flow_id = ?")
+            args.append(flow_id)
+
+        def any_of(column: str, values: Iterable[Any]) -> None:
+            values = list(values)
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+
+        any_of("session_id", session_ids)
+        any_of("key_name", keys)
+        any_of("run_id", run_ids)
+        wanted = [s.lower() for s in statuses] or ["passed", "failed", "not_set"]
+        for s in wanted:
+            if s not in FILTER_STATUSES:
+                raise StoreError(f"status must be one of {', '.join(FILTER_STATUSES)}, got {s!r}")
+        # Locally every test has a status; not_set matches none of them.
+        any_of("status", [s.capitalize() for s in wanted if s != "not_set"] or ["-"])
+        if start_time is not None:
+            where.append("event_ts >= ?")
+            args.append(parse_time(start_time))
+        if end_time is not None:
+            where.append("event_ts <= ?")
+            args.append(parse_time(end_time))
+        sql = (
+            "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id,"
+            " key_name, key_type, key_units, value, status, run_id, nodeid, worker,"
+            " device_address FROM measurements"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY event_ts, id"
+        if limit is not None or offset is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset or 0]
+        for r in self.db.execute(sql, args):
+            yield {
+                "user_flow_id": r[0],
+                "user_flow_name": r[1],
+                "perf_event_id": r[2],
+                "event_time": r[3],
+                "session_id": r[4],
+                "perf_key_id": None,
+                "key_name": r[5],
+                "key_type": r[6],
+                "key_units": r[7],
+                "value": r[8],
+                "status": r[9],
+                "run_id": r[10],
+                "nodeid": r[11],
+                "worker": r[12],
+                "device_address": r[13],
+            }
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken up front, so concurrent
+    workers wait on busy_timeout instead of failing on a lock upgrade."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        for attempt in range(5):
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                return self.db
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")

@@ -1,0 +1,247 @@
+"""The end of a run: each process's summary (plain data, so xdist workers can hand it to
+the controller), the merged terminal section and the JSON report."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .measurement import STATUSES
+from .store import FAILED, LOCAL_ONLY, PENDING, SENT, RunInfo, Store
+
+_UPLOAD_DESTINATIONS = {
+    SENT: "headspin",
+    PENDING: "pending",
+    FAILED: "failed",
+    LOCAL_ONLY: "local-only",
+}
+MAX_NAMED = 10
+
+
+def destination(backend: str, dry_run: bool, upload_state: str | None) -> str:
+    if dry_run:
+        return "dry-run"
+    if backend == "headspin":
+        return _UPLOAD_DESTINATIONS.get(upload_state or "", "local")
+    return backend
+
+
+def process_summary(
+    store: Store | None,
+    run_id: str,
+    *,
+    worker: str | None,
+    device: str | None,
+    backend: str,
+    dry_run: bool,
+    notes: dict[str, Any],
+) -> dict[str, Any]:
+    """What this process recorded in this run, read back from the store."""
+    events = store.run_events(run_id, worker) if store is not None else []
+    for event in events:
+        event["destination"] = destination(backend, dry_run, event.pop("upload_state"))
+    return {
+        "worker": worker,
+        "device": device,
+        "backend": backend,
+        "dry_run": dry_run,
+        "events": events,
+        **notes,
+    }
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
+
+
+def _names(nodeids: list[str]) -> str:
+    shown = ", ".join(nodeids[:MAX_NAMED])
+    return shown + (f" and {len(nodeids) - MAX_NAMED} more" if len(nodeids) > MAX_NAMED else "")
+
+
+def format_table(rows: list[list[str]], indent: str = "") -> list[str]:
+    """Left-aligned columns, two spaces apart; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def render(
+    summaries: Iterable[dict[str, Any]],
+    *,
+    run: RunInfo | None,
+    where: str,
+    crashed: Iterable[str] = (),
+) -> list[tuple[str, dict[str, bool]]]:
+    """The terminal section: (line, markup) pairs; empty when nothing was recorded."""
+    summaries = list(summaries)
+    events = [e for s in summaries for e in s["events"]]
+    out: list[tuple[str, dict[str, bool]]] = []
+    warn = {"yellow": True}
+    crashed = list(crashed)
+    if (
+        not events
+        and not crashed
+        and not any(
+            s.get("auth_error") or s.get("unroutable") or s.get("errors") for s in summaries
+        )
+    ):
+        return out
+    run_text = f" (run {run.run_id})" if run else ""
+    out.append((f"{where}{run_text}", {"bold": True}))
+    by_flow: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        by_flow[event["flow"]].append(event)
+    with_device = any(e.get("device") for e in events)
+    for flow in sorted(by_flow):
+        flow_events = by_flow[flow]
+        statuses = Counter(e["status"] for e in flow_events)
+        status_text = ", ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses[s])
+        places: Counter[str] = Counter()
+        for e in flow_events:
+            places[e["destination"]] += len(e["measurements"])
+        n = sum(places.values())
+        place_text = ", ".join(
+            f"{count} {_PLACE_WORDS.get(place, place)}"
+            for place, count in sorted(places.items())
+            if count
+        )
+        tests = f"{len(flow_events)} test{'s' if len(flow_events) != 1 else ''}"
+        out.append(
+            (
+                f"flow {flow!r}: {tests} ({status_text}); {n} measurement"
+                f"{'s' if n != 1 else ''}" + (f": {place_text}" if place_text else ""),
+                {},
+            )
+        )
+        values: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        units: dict[tuple[str, str], str] = {}
+        for e in flow_events:
+            for m in e["measurements"]:
+                group = (m["key"], e.get("device") or "-") if with_device else (m["key"], "")
+                values[group].append(m["value"])
+                units[group] = m["units"] or units.get(group, "")
+        if values:
+            header = [
+                "key",
+                *(["device"] if with_device else []),
+                "n",
+                "min",
+                "median",
+                "max",
+                "units",
+            ]
+            rows = [header]
+            for (key, device), vals in sorted(values.items()):
+                numbers = [v for v in vals if isinstance(v, (int, float))]
+                stats = (
+                    [_fmt(min(numbers)), _fmt(statistics.median(numbers)), _fmt(max(numbers))]
+                    if numbers
+                    else ["-", "-", "-"]
+                )
+                rows.append(
+                    [
+                        key,
+                        *([device] if with_device else []),
+                        str(len(vals)),
+                        *stats,
+                        units[(key, device)] or "-",
+                    ]
+                )
+            out += [(line, {}) for line in format_table(rows, "  ")]
+    for s in summaries:
+        label = f" on {s['worker']}" if s.get("worker") else ""
+        if s.get("dry_run_lines"):
+            out.append((f"dry run{label}: the requests that would be sent", {"bold": True}))
+            out += [("  " + line, {}) for line in s["dry_run_lines"]]
+        if s.get("unroutable"):
+            out.append(
+                (
+                    f"WARNING{label}: {len(s['unroutable'])} test(s) have no HeadSpin session "
+                    "(userflow.attach_session) and no device (--userflow-device): their "
+                    f"measurements are kept in the local store only: {_names(s['unroutable'])}",
+                    warn,
+                )
+            )
+        if s.get("auth_error"):
+            out.append(
+                (
+                    f"ERROR{label}: HeadSpin refused the API token: {s['auth_error']}. "
+                    "Check HEADSPIN_API_TOKEN; the data stays pending for "
+                    "'pytest-userflow push'.",
+                    {"red": True, "bold": True},
+                )
+            )
+        for error in s.get("send_errors", [])[:MAX_NAMED]:
+            out.append((f"upload refused{label}: {error}", {"red": True}))
+        for error in s.get("errors", [])[:MAX_NAMED]:
+            out.append((f"ERROR{label}: {error}", {"red": True}))
+    pending = [e for e in events if e["destination"] == "pending"]
+    if pending:
+        count = sum(len(e["measurements"]) for e in pending)
+        out.append(
+            (
+                f"{len(pending)} test(s) with {count} measurement(s) are still pending in the "
+                "local store: run 'pytest-userflow push' to send them",
+                warn,
+            )
+        )
+    for worker in crashed:
+        out.append(
+            (
+                f"worker {worker} died: its finished tests are in its local store; "
+                "run 'pytest-userflow push' on that host to send what is pending",
+                warn,
+            )
+        )
+    return out
+
+
+_PLACE_WORDS = {
+    "local": "stored locally",
+    "headspin": "uploaded",
+    "pending": "pending",
+    "failed": "refused by HeadSpin",
+    "local-only": "kept locally only",
+    "dry-run": "dry run",
+}
+
+
+def build_report(
+    run: RunInfo | None,
+    summaries: Iterable[dict[str, Any]],
+    *,
+    backend: str,
+    store: Path | None,
+    url: str | None,
+    crashed: Iterable[str] = (),
+) -> dict[str, Any]:
+    summaries = list(summaries)
+    tests = sorted((e for s in summaries for e in s["events"]), key=lambda e: e["nodeid"])
+    return {
+        "run": run.as_dict() if run else None,
+        "backend": backend,
+        "store": str(store) if store else None,
+        "headspin_url": url if backend == "headspin" else None,
+        "tests": tests,
+        "warnings": {
+            "unroutable": [n for s in summaries for n in s.get("unroutable", [])],
+            "auth_error": next((s["auth_error"] for s in summaries if s.get("auth_error")), None),
+            "upload_errors": [e for s in summaries for e in s.get("send_errors", [])],
+            "errors": [e for s in summaries for e in s.get("errors", [])],
+            "crashed_workers": list(crashed),
+        },
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,34 @@
+"""Shared fixtures: pytester for plugin runs, and the stand-in HeadSpin server."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def store_rows(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the store a pytester run wrote, with plain sqlite3 (not our own code)."""
+    db = sqlite3.connect(str(path))
+    try:
+        return list(db.execute(sql, args))
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def store_path(pytester: pytest.Pytester) -> Path:
+    return pytester.path / ".userflow" / "userflow.db"
+
+
+@pytest.fixture
+def read_report(pytester: pytest.Pytester):
+    def read(name: str = "report.json") -> dict[str, Any]:
+        return json.loads((pytester.path / name).read_text())
+
+    return read

@@ -1,0 +1,216 @@
+"""Outcome to status, as DESIGN.md lists it, through real pytest runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import textwrap
+
+import pytest
+from conftest import store_rows
+
+CASES = {
+    "passed": ("assert True", "Passed", None),
+    "failed": ("assert 1 == 2", "Failed", "assert 1 == 2"),
+    "raised": ("raise ValueError('boom')", "Failed", "ValueError: boom"),
+    "skipped": ("pytest.skip('no device today')", "Excluded", "skipped: no device today"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_call_outcome_maps_to_status(pytester: pytest.Pytester, store_path, case: str) -> None:
+    body, status, message = CASES[case]
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.userflow("Flow")
+        def test_it(record_measurement):
+            record_measurement("t", 1)
+            {body}
+    """)
+    pytester.runpytest()
+    rows = store_rows(store_path, "SELECT status, status_message FROM events")
+    assert rows == [(status, message)]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        (
+            "yield; raise RuntimeError('teardown broke')",
+            "error in teardown: RuntimeError: teardown broke",
+        ),
+        ("raise RuntimeError('setup broke'); yield", "error in setup: RuntimeError: setup broke"),
+    ],
+    ids=["teardown-error", "setup-error"],
+)
+def test_errors_outside_call_are_failed(
+    pytester: pytest.Pytester, store_path, fixture: str, expected: str
+) -> None:
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.fixture
+        def app():
+            {fixture}
+
+        @pytest.mark.userflow("Flow")
+        def test_it(app, record_measurement):
+            record_measurement("t", 1)
+    """)
+    pytester.runpytest()
+    assert store_rows(store_path, "SELECT status, status_message FROM events") == [
+        ("Failed", expected)
+    ]
+
+
+def test_xfail_xpass_and_skipif(pytester: pytest.Pytester, store_path) -> None:
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = pytest.mark.userflow("Flow")
+
+        @pytest.mark.xfail(reason="known slow path")
+        def test_xfail():
+            assert 0
+
+        @pytest.mark.xfail(reason="was flaky")
+        def test_xpass():
+            pass
+
+        @pytest.mark.xfail(reason="must fail", strict=True)
+        def test_xpass_strict():
+            pass
+
+        @pytest.mark.skipif(True, reason="not on this OS")
+        def test_skipif():
+            pass
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(xfailed=1, xpassed=1, failed=1, skipped=1)
+    rows = dict(
+        (n.split("::")[1], (s, m))
+        for n, s, m in store_rows(store_path, "SELECT nodeid, status, status_message FROM events")
+    )
+    assert rows["test_xfail"] == ("Excluded", "xfail: known slow path")
+    assert rows["test_xpass"] == ("Passed", None)
+    assert rows["test_xpass_strict"][0] == "Failed"
+    assert "XPASS(strict)" in rows["test_xpass_strict"][1]
+    assert rows["test_skipif"] == ("Excluded", "skipped: not on this OS")
+
+
+def test_long_failure_message_is_one_line_of_at_most_255(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Flow")
+        def test_it():
+            raise AssertionError("x" * 400 + "\\nsecond line")
+    """)
+    pytester.runpytest()
+    [(message,)] = store_rows(store_path, "SELECT status_message FROM events")
+    assert len(message) == 255 and message.endswith("...") and "\n" not in message
+
+
+def test_set_status_wins_over_failure_and_hook(pytester: pytest.Pytester, store_path) -> None:
+    pytester.makeconftest("""
+        def pytest_userflow_status(item, reports):
+            return ("Failed", "hook says so")
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Flow")
+        def test_override(userflow):
+            userflow.set_status("excluded", "warm-up run")
+            assert 0
+
+        @pytest.mark.userflow("Flow")
+        def test_hook_only():
+            pass
+    """)
+    pytester.runpytest()
+    rows = dict(
+        (n.split("::")[1], (s, m))
+        for n, s, m in store_rows(store_path, "SELECT nodeid, status, status_message FROM events")
+    )
+    assert rows == {
+        "test_override": ("Excluded", "warm-up run"),
+        "test_hook_only": ("Failed", "hook says so"),
+    }
+
+
+def test_status_hook_receives_all_reports_and_none_falls_through(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makeconftest("""
+        def pytest_userflow_status(item, reports):
+            assert [r.when for r in reports] == ["setup", "call", "teardown"]
+            if "slow" in item.name:
+                return ("Excluded", None)
+            return None
+    """)
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = pytest.mark.userflow("Flow")
+
+        def test_slow():
+            pass
+
+        def test_fast():
+            pass
+    """)
+    pytester.runpytest().assert_outcomes(passed=2)
+    rows = dict(
+        (n.split("::")[1], s)
+        for n, s in store_rows(store_path, "SELECT nodeid, status FROM events")
+    )
+    assert rows == {"test_slow": "Excluded", "test_fast": "Passed"}
+
+
+def test_status_hook_with_a_bad_answer_names_the_hook(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+        def pytest_userflow_status(item, reports):
+            return ("Great", None)
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Flow")
+        def test_it():
+            pass
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "ERROR: *Great* in pytest_userflow_status for *::test_it; "
+            "the built-in status Passed was used"
+        ]
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytest_rerunfailures") is None,
+    reason="pytest-rerunfailures is not installed",
+)
+def test_only_the_final_rerun_attempt_is_recorded(pytester: pytest.Pytester, store_path) -> None:
+    pytester.makepyfile(
+        textwrap.dedent("""
+        import pytest
+        attempts = []
+
+        @pytest.mark.userflow("Flow")
+        def test_flaky(record_measurement):
+            attempts.append(1)
+            record_measurement("attempt", len(attempts))
+            assert len(attempts) == 3
+    """)
+    )
+    result = pytester.runpytest("--reruns", "3")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
+    rows = store_rows(
+        store_path,
+        "SELECT e.status, m.value FROM events e JOIN measurements m USING (perf_event_id)",
+    )
+    assert rows == [("Passed", 3)]
