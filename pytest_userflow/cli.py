@@ -225,12 +225,12 @@ def cmd_push(args: argparse.Namespace) -> int:
         for upload in group:
             sender.submit(upload)
         sender.drain(args.timeout)
+        sender.close()
         sent += sender.stats.sent
         failed += sender.stats.failed
         auth_error = auth_error or sender.stats.auth_error
         for error in sender.stats.errors[:10]:
             print(f"refused: {error}", file=sys.stderr)
-        client.close()
     pending = store.count_uploads((PENDING,))
     print(f"sent {sent}, refused {failed}, still pending {pending}")
     if auth_error:

@@ -586,9 +586,9 @@ class DryRunClient(HeadSpinClient):
         self.calls.append(call)
         if call.method == "PUT" and call.path == "/v0/userflows":
             return {
-                "user_flow_id": f"<id of flow {call.body['name']!r}>",
+                "user_flow_id": "<user_flow_id>",
                 "name": call.body["name"],
             }
         if call.method == "POST" and call.path.endswith(("/events", "/sessions")):
-            return {"perf_event_id": "<new perf_event_id>"}
+            return {"perf_event_id": "<perf_event_id>"}
         return {}

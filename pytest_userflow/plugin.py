@@ -390,8 +390,6 @@ class UserflowRun:
 
     def close(self) -> None:
         if isinstance(self.sink, HeadSpinSink):
-            self.sink.sender.stop()
-            self.sink.sender.store.close()
-            self.sink.sender.client.close()
+            self.sink.sender.close()
         if self.store is not None:
             self.store.close()

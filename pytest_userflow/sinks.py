@@ -188,6 +188,7 @@ class Sender:
         self._unfinished = 0
         self._idle = threading.Condition()
         self._store_lock = threading.Lock()
+        self._closed = False
         client.sleep = self._sleep
 
     def _sleep(self, seconds: float) -> None:
@@ -209,12 +210,15 @@ class Sender:
 
     def _mark(self, perf_event_id: str, state: str, **kw: Any) -> None:
         with self._store_lock:
+            if self._closed:
+                return  # a thread that outlived close(): the upload stays pending, as it should
             self.store.mark_upload(perf_event_id, state, **kw)
 
     def _checkpoint(self, perf_event_id: str) -> Callable[[dict[str, Any]], None]:
         def save(progress: dict[str, Any]) -> None:
             with self._store_lock:
-                self.store.save_progress(perf_event_id, progress)
+                if not self._closed:
+                    self.store.save_progress(perf_event_id, progress)
 
         return save
 
@@ -284,6 +288,20 @@ class Sender:
         self._stop.set()
         for _ in self._threads:
             self._queue.put(None)
+
+    def close(self, wait: float = 2.0) -> None:
+        """Stop, give running threads *wait* seconds to finish, then close store and client.
+
+        A thread still blocked on the network after that writes nothing more.
+        """
+        self.stop()
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._store_lock:
+            self._closed = True
+            self.store.close()
+        self.client.close()
 
 
 @dataclass

@@ -32,3 +32,23 @@ def read_report(pytester: pytest.Pytester):
         return json.loads((pytester.path / name).read_text())
 
     return read
+
+
+TOKEN = "hs-test-token-0123456789abcdef"
+
+
+@pytest.fixture
+def headspin():
+    """A strict stand-in HeadSpin server on a free loopback port."""
+    from headspin_server import StandInServer
+
+    with StandInServer(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def hs_env(headspin, monkeypatch: pytest.MonkeyPatch):
+    """Point pytester runs (inline and subprocess) at the stand-in, token in the environment."""
+    monkeypatch.setenv("HEADSPIN_API_TOKEN", TOKEN)
+    monkeypatch.setenv("HEADSPIN_API_URL", headspin.url)
+    return headspin
