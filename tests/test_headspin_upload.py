@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from conftest import TOKEN, store_rows
 
 SESSION_A = "9f527e3f-daa1-11ec-ac12-06c4c57ba6cd"
@@ -154,7 +153,8 @@ def test_dry_run_prints_the_requests_and_sends_nothing(pytester, hs_env, store_p
             "dry run: the requests that would be sent",
             "*test_ok (Passed):",
             '*PUT /v0/userflows {"name": "Login"}',
-            f'*POST /v0/userflows/<user_flow_id>/sessions {{"session_id": "{SESSION_A}", "status": "Passed"}}',
+            "*POST /v0/userflows/<user_flow_id>/sessions "
+            f'{{"session_id": "{SESSION_A}", "status": "Passed"}}',
         ]
     )
     assert (
@@ -251,8 +251,12 @@ def test_server_down_finishes_within_the_flush_timeout_and_push_delivers(
         ["*2 test(s) with 3 measurement(s) are still pending*pytest-userflow push*"]
     )
     hs_env.faults.down = False
-    push = subprocess.run([sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "push"],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    push = subprocess.run(
+        [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "push"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert push.returncode == 0, push.stdout + push.stderr
     assert len(hs_env.state.measurements_of("Login")) == 3
 
@@ -271,8 +275,13 @@ def test_the_token_is_never_written_anywhere(pytester, hs_env, store_path) -> No
         TOKEN,
     )
     result.assert_outcomes(passed=1, failed=1)
-    written = [result.stdout.str(), result.stderr.str(), (pytester.path / "report.json").read_text(),
-               (pytester.path / "junit.xml").read_text(), store_path.read_bytes().decode("latin-1")]  # fmt: skip
+    written = [
+        result.stdout.str(),
+        result.stderr.str(),
+        (pytester.path / "report.json").read_text(),
+        (pytester.path / "junit.xml").read_text(),
+        store_path.read_bytes().decode("latin-1"),
+    ]
     for wal in store_path.parent.glob("*-wal"):
         written.append(wal.read_bytes().decode("latin-1"))
     assert all(TOKEN not in text for text in written)
