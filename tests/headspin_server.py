@@ -141,6 +141,9 @@ class Faults:
     latency: float = 0.0  # seconds added to every request
     drop_rate: float = 0.0  # share of connections closed without an answer
     down: bool = False  # every request answered 503
+    script: list[str] = field(
+        default_factory=list
+    )  # the next answers, in order: "503", "429", "drop"
     seed: int = 1234
     injected: int = 0
     _count: int = 0
@@ -151,6 +154,8 @@ class Faults:
 
     def decide(self) -> str | None:
         self._count += 1
+        if self.script:
+            return self.script.pop(0)
         if self.down:
             return "503"
         if self.every_429 and self._count % self.every_429 == 0:
@@ -744,7 +749,9 @@ class StandInServer(ThreadingHTTPServer):
         self.token = token
         self.state = HeadSpinState()
         self.faults = Faults()
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:
