@@ -173,17 +173,33 @@ def test_measurement_listing_filters_paging_and_csv(client: HeadSpinClient) -> N
     default = client.get_measurements(flow)  # passed, failed and not_set
     assert sorted(r["value"] for r in default if r["key_name"] == "Search Time") == [1.0, 2.0]
     assert set(default[0]) == {
-        "user_flow_id", "user_flow_name", "perf_event_id", "event_time", "session_id",
-        "perf_key_id", "key_name", "key_type", "key_units", "value",
-    }  # fmt: skip
+        "user_flow_id",
+        "user_flow_name",
+        "perf_event_id",
+        "event_time",
+        "session_id",
+        "perf_key_id",
+        "key_name",
+        "key_type",
+        "key_units",
+        "value",
+    }
     excluded = client.get_measurements(flow, statuses=["excluded"], keys=["Search Time"])
     assert [r["value"] for r in excluded] == [3.0]
     both = client.get_measurements(
         flow, session_ids=[SESSION_1, SESSION_3], statuses=["passed", "excluded"], keys="Hits"
     )
     assert sorted(r["session_id"] for r in both) == sorted([SESSION_1, SESSION_3])
-    assert client.get_measurements(flow, start_time="2000-01-01 00:00:00", end_time=4102444800, keys=["Hits"],
-                                   statuses=["passed"]) != []  # fmt: skip
+    assert (
+        client.get_measurements(
+            flow,
+            start_time="2000-01-01 00:00:00",
+            end_time=4102444800,
+            keys=["Hits"],
+            statuses=["passed"],
+        )
+        != []
+    )
     assert client.get_measurements(flow, end_time="2000-01-01T00:00:00") == []
     page = client.get_measurements(flow, limit=1, offset=1)
     assert page == [default[1]]
@@ -206,9 +222,13 @@ def test_kpi_route(client: HeadSpinClient) -> None:
     client.add_session_measurements(
         flow,
         SESSION_1,
-        [{"key": "Sign In", "value": 3816}, {"key": "Sign In_ttfb", "value": 200},
-         {"key": "Sign In_Availability", "value": 100}, {"key": "Other", "value": 1}],
-    )  # fmt: skip
+        [
+            {"key": "Sign In", "value": 3816},
+            {"key": "Sign In_ttfb", "value": 200},
+            {"key": "Sign In_Availability", "value": 100},
+            {"key": "Other", "value": 1},
+        ],
+    )
     kpis = client.get_kpis(flow, kpis=["Sign In"], statuses=["passed"], session_ids=[SESSION_1])
     assert [(k["kpi"], k["time_to_interactive"], k["ttfb"], k["availability"]) for k in kpis] == [
         ("Sign In", 3816, 200, 100)

@@ -32,8 +32,9 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def client(headspin, sleeps):
-    with HeadSpinClient(TOKEN, base_url=headspin.url, retries=3, backoff=0.5, sleep=sleeps.append,
-                        rng=lambda: 1.0) as c:  # fmt: skip
+    with HeadSpinClient(
+        TOKEN, base_url=headspin.url, retries=3, backoff=0.5, sleep=sleeps.append, rng=lambda: 1.0
+    ) as c:
         yield c
 
 
@@ -102,10 +103,11 @@ def test_connection_refused_is_retried_then_raised(sleeps) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
-    with HeadSpinClient(TOKEN, base_url=f"http://127.0.0.1:{port}", retries=2, sleep=sleeps.append,
-                        rng=lambda: 1.0) as c:  # fmt: skip
-        with pytest.raises(RetryableError) as excinfo:
-            c.list_user_flows()
+    c = HeadSpinClient(
+        TOKEN, base_url=f"http://127.0.0.1:{port}", retries=2, sleep=sleeps.append, rng=lambda: 1.0
+    )
+    with c, pytest.raises(RetryableError) as excinfo:
+        c.list_user_flows()
     assert excinfo.value.status_code is None
     assert "could not reach" in str(excinfo.value)
     assert sleeps == [0.5, 1.0]
