@@ -61,6 +61,7 @@ class RecordMeasurement:
         type: str | None = None,
         units: str | None = None,
     ) -> Measurement:
+        __tracebackhide__ = True
         measurement = Measurement.create(
             key,
             value,
@@ -79,6 +80,7 @@ class RecordMeasurement:
 
         Nothing is recorded when the block raises: a half-done operation is no timing.
         """
+        __tracebackhide__ = True
         where = f"record_measurement.timer() of {self._record.nodeid}"
         Measurement.create(key, 0, type=type, units=units, where=where)  # check before timing
         result = Timer()
@@ -108,6 +110,7 @@ class UserflowHandle:
 
     def attach_session(self, session_id: object) -> str:
         """Attach a HeadSpin capture session (Appium's ``driver.session_id``) to this test."""
+        __tracebackhide__ = True
         self._record.session_id = check_session_id(
             session_id, where=f"userflow.attach_session() of {self._record.nodeid}"
         )
@@ -115,6 +118,7 @@ class UserflowHandle:
 
     def set_status(self, status: str, message: str | None = None) -> None:
         """Decide the status sent for this test ("Passed", "Failed" or "Excluded")."""
+        __tracebackhide__ = True
         where = f"userflow.set_status() of {self._record.nodeid}"
         if message is not None and not isinstance(message, str):
             raise MeasurementError(

@@ -38,6 +38,7 @@ def _where(where: str | None) -> str:
 
 
 def _check_label(name: str, value: object, where: str | None, *, required: bool) -> str | None:
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
     if value is None and not required:
         return None
     if not isinstance(value, str):
@@ -56,6 +57,7 @@ def check_value(value: object, *, key: str = "?", where: str | None = None) -> V
     A finite int or float (any real number type, numpy's included) or a str.
     bool is refused even though it is an int: it is almost always a mistake.
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
     if isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -93,6 +95,7 @@ class Measurement:
         where: str | None = None,
     ) -> Measurement:
         """Validate and build; *where* names the test (or call) in error messages."""
+        __tracebackhide__ = True  # pytest shows the caller's line, not ours
         checked_key = _check_label("key", key, where, required=True)
         assert checked_key is not None
         return cls(
@@ -105,6 +108,7 @@ class Measurement:
     @classmethod
     def coerce(cls, item: object, *, where: str | None = None) -> Measurement:
         """Accept a Measurement or a ``{key, value, type?, units?}`` mapping."""
+        __tracebackhide__ = True  # pytest shows the caller's line, not ours
         if isinstance(item, Measurement):
             return cls.create(item.key, item.value, type=item.type, units=item.units, where=where)
         if isinstance(item, Mapping):
@@ -147,6 +151,7 @@ def dedupe(measurements: list[Measurement]) -> list[Measurement]:
 
 def normalize_status(status: object, *, where: str | None = None) -> str:
     """``"passed"`` -> ``"Passed"``; anything but the three statuses is an error."""
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
     if isinstance(status, str):
         for known in STATUSES:
             if status.strip().lower() == known.lower():
@@ -177,6 +182,7 @@ def truncate_message(message: str | None, limit: int = MAX_STATUS_MESSAGE) -> st
 
 def check_session_id(session_id: object, *, where: str | None = None) -> str:
     """A HeadSpin capture session id is a UUID; return it in canonical form."""
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
     if isinstance(session_id, uuid.UUID):
         return str(session_id)
     if isinstance(session_id, str):
@@ -192,6 +198,7 @@ def check_session_id(session_id: object, *, where: str | None = None) -> str:
 
 def check_device_address(address: object, *, where: str | None = None) -> str:
     """A device address is ``device_id@hostname``, both parts non-empty, no spaces."""
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
     if isinstance(address, str):
         device_id, at, host = address.strip().partition("@")
         if (

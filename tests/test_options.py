@@ -1,0 +1,285 @@
+"""Options, ini keys and environment: precedence, usage errors, and where the plugin stays out."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import store_rows
+
+ONE_TEST = """
+    def test_it(record_measurement):
+        record_measurement("t", 1)
+"""
+
+
+def test_help_lists_the_userflow_group(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "record performance measurements into user flows:",
+            "*--userflow=NAME*",
+            "*--userflow-backend=*",
+            "*--headspin-token=TOKEN*",
+            "*--userflow-flush-timeout=SECONDS*",
+            "*userflow_devices (linelist)*",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "message"),
+    [
+        (
+            ["--userflow-backend", "cloud"],
+            "",
+            "--userflow-backend: 'cloud' is not one of auto, local, headspin, off",
+        ),
+        (
+            [],
+            "userflow_backend = cloud",
+            "ini key userflow_backend: 'cloud' is not one of auto, local, headspin, off",
+        ),
+        (["--userflow-api", "v2"], "", "--userflow-api: 'v2' is not one of v0, legacy"),
+        (
+            ["--userflow-flush-timeout", "-1"],
+            "",
+            "--userflow-flush-timeout: '-1' is not a number of seconds >= 0",
+        ),
+        (
+            [],
+            "userflow_flush_timeout = soon",
+            "ini key userflow_flush_timeout: 'soon' is not a number of seconds >= 0",
+        ),
+        (
+            ["--userflow-device", "R58M41"],
+            "",
+            "--userflow-device: device address must look like 'device_id@hostname'*",
+        ),
+        (
+            [],
+            "userflow_devices =\n    a@h\n    nohost@",
+            "ini key userflow_devices: device address must look like*",
+        ),
+        (
+            ["--headspin-url", "ftp://x"],
+            "",
+            "--headspin-url: 'ftp://x' is not an http:// or https:// URL",
+        ),
+        (
+            ["--userflow-backend", "headspin"],
+            "",
+            "--userflow-backend headspin needs an API token: set HEADSPIN_API_TOKEN*",
+        ),
+    ],
+)
+def test_bad_values_are_usage_errors(
+    pytester: pytest.Pytester, monkeypatch, args, ini, message
+) -> None:
+    monkeypatch.delenv("HEADSPIN_API_TOKEN", raising=False)
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile(ONE_TEST)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_precedence_command_line_then_environment_then_ini(
+    pytester: pytest.Pytester, monkeypatch
+) -> None:
+    pytester.makeini("""
+        [pytest]
+        headspin_url = http://from-ini.invalid
+        userflow_backend = local
+        userflow_name = FromIni
+    """)
+    pytester.makeconftest("""
+        from pytest_userflow.plugin import RUN_KEY
+
+        def pytest_sessionstart(session):
+            run = session.config.stash[RUN_KEY]
+            print("URL", run.settings.url, "FLOW", run.settings.flow, "BACKEND", run.settings.backend)
+    """)
+    pytester.makepyfile(ONE_TEST)
+    pytester.runpytest("-s").stdout.fnmatch_lines(
+        ["URL http://from-ini.invalid FLOW FromIni BACKEND local"]
+    )
+    monkeypatch.setenv("HEADSPIN_API_URL", "http://from-env.invalid")
+    pytester.runpytest("-s").stdout.fnmatch_lines(
+        ["URL http://from-env.invalid FLOW FromIni BACKEND local"]
+    )
+    pytester.runpytest(
+        "-s",
+        "--headspin-url",
+        "http://from-cli.invalid",
+        "--userflow",
+        "FromCli",
+        "--userflow-backend",
+        "off",
+    ).stdout.fnmatch_lines(["URL http://from-cli.invalid FLOW FromCli BACKEND off"])
+
+
+def test_auto_backend_is_headspin_with_a_token_and_local_without(
+    pytester: pytest.Pytester, monkeypatch
+) -> None:
+    pytester.makepyfile(ONE_TEST)
+    monkeypatch.delenv("HEADSPIN_API_TOKEN", raising=False)
+    pytester.runpytest().stdout.fnmatch_lines(["userflow: local store */.userflow/userflow.db"])
+    monkeypatch.setenv("HEADSPIN_API_TOKEN", "abc")
+    pytester.runpytest("--userflow-dry-run").stdout.fnmatch_lines(
+        ["userflow: dry run (nothing sent)*"]
+    )
+    result = pytester.runpytest(
+        "--userflow-flush-timeout", "0", "--headspin-url", "http://127.0.0.1:9"
+    )
+    result.stdout.fnmatch_lines(
+        ["userflow: HeadSpin http://127.0.0.1:9 (spool: */.userflow/userflow.db)"]
+    )
+
+
+def test_store_path_from_option_and_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nuserflow_store = data/flows.db\n")
+    pytester.makepyfile(ONE_TEST)
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert store_rows(pytester.path / "data" / "flows.db", "SELECT COUNT(*) FROM events") == [(1,)]
+    pytester.runpytest("--userflow-store", "other.db").assert_outcomes(passed=1)
+    assert store_rows(pytester.path / "other.db", "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+def test_marker_nearest_wins_and_option_is_the_default(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = pytest.mark.userflow("Module")
+
+        def test_module(record_measurement):
+            record_measurement("t", 1)
+
+        @pytest.mark.userflow("Class")
+        class TestCheckout:
+            def test_class(self, record_measurement):
+                record_measurement("t", 1)
+
+            @pytest.mark.userflow("Function", description="the nearest")
+            def test_function(self, record_measurement):
+                record_measurement("t", 1)
+    """)
+    pytester.makepyfile(
+        test_other="""
+        def test_default(record_measurement):
+            record_measurement("t", 1)
+
+        def test_silent():
+            pass
+    """
+    )
+    pytester.runpytest("--userflow", "Default", "--strict-markers").assert_outcomes(passed=5)
+    rows = dict(store_rows(store_path, "SELECT nodeid, user_flow_name FROM events"))
+    assert rows == {
+        "test_marker_nearest_wins_and_option_is_the_default.py::test_module": "Module",
+        "test_marker_nearest_wins_and_option_is_the_default.py::TestCheckout::test_class": "Class",
+        "test_marker_nearest_wins_and_option_is_the_default.py::TestCheckout::test_function": "Function",
+        "test_other.py::test_default": "Default",
+        "test_other.py::test_silent": "Default",
+    }
+    assert store_rows(store_path, "SELECT description FROM flows WHERE name = 'Function'") == [
+        ("the nearest",)
+    ]
+
+
+def test_without_any_flow_only_tests_that_record_are_kept(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_records(record_measurement, n):
+            record_measurement("t", n)
+
+        def test_silent():
+            pass
+    """)
+    pytester.runpytest().assert_outcomes(passed=3)
+    rows = store_rows(store_path, "SELECT DISTINCT user_flow_name FROM events")
+    assert rows == [("test_without_any_flow_only_tests_that_record_are_kept.py::test_records",)]
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        (
+            "@pytest.mark.userflow()",
+            "@pytest.mark.userflow needs a flow name*got None on *::test_it",
+        ),
+        (
+            "@pytest.mark.userflow('')",
+            "@pytest.mark.userflow needs a flow name*got '' on *::test_it",
+        ),
+        (
+            "@pytest.mark.userflow('A', 'B')",
+            "@pytest.mark.userflow takes (name, *, description=None)*",
+        ),
+        (
+            "@pytest.mark.userflow('A', description=1)",
+            "@pytest.mark.userflow(description=...) must be a str*",
+        ),
+    ],
+)
+def test_bad_markers_are_errors_naming_the_test(pytester: pytest.Pytester, marker, message) -> None:
+    pytester.makepyfile(f"""
+        import pytest
+
+        {marker}
+        def test_it():
+            pass
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"E *MeasurementError: {message}"])
+
+
+def test_disabled_plugin_and_backend_off_record_nothing(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile("""
+        def test_it():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:userflow", "--userflow", "X")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # the options are gone with the plugin
+    pytester.runpytest("-p", "no:userflow").assert_outcomes(passed=1)
+    assert not store_path.parent.exists()
+    pytester.makepyfile(ONE_TEST)
+    result = pytester.runpytest("--userflow-backend", "off")
+    result.assert_outcomes(passed=1)
+    assert not store_path.parent.exists()
+    assert "userflow" not in result.stdout.str().split("passed")[0].split("collected")[1]
+
+
+@pytest.mark.parametrize("flag", ["--collect-only", "--setup-plan"])
+def test_no_store_and_no_network_when_tests_do_not_run(
+    pytester: pytest.Pytester, store_path, monkeypatch, flag: str
+) -> None:
+    monkeypatch.setenv("HEADSPIN_API_TOKEN", "abc")
+    monkeypatch.setenv("HEADSPIN_API_URL", "http://127.0.0.1:9")
+    pytester.makepyfile(ONE_TEST)
+    result = pytester.runpytest(flag, "--userflow", "X")
+    assert result.ret == 0
+    assert not store_path.parent.exists()
+    assert "== userflow ==" not in result.stdout.str()
+
+
+def test_junit_xml_carries_the_measurements(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Login")
+        def test_it(record_measurement):
+            record_measurement("Login Time", 1.25, units="seconds")
+    """)
+    pytester.runpytest("--junitxml", "junit.xml").assert_outcomes(passed=1)
+    xml = (pytester.path / "junit.xml").read_text()
+    assert '<property name="userflow" value="Login" />' in xml
+    assert '<property name="userflow_status" value="Passed" />' in xml
+    assert '<property name="userflow:Login Time" value="1.25" />' in xml
