@@ -1,0 +1,237 @@
+"""The local store, the run's metadata, the JSON report and the terminal summary."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from conftest import store_rows
+
+SUITE = """
+    import pytest
+    pytestmark = pytest.mark.userflow("Checkout", description="cart to receipt")
+
+    @pytest.mark.parametrize("items", [1, 3])
+    def test_pay(record_measurement, items):
+        record_measurement("Pay Time", 0.5 * items, units="seconds", type="Custom Metrics")
+        record_measurement("Items", items)
+
+    @pytest.mark.xfail(reason="coupon bug")
+    def test_coupon(record_measurement):
+        record_measurement("Pay Time", 9.0, units="seconds", type="Custom Metrics")
+        assert 0
+"""
+
+
+def test_store_rows_are_the_api_listing_plus_run_test_and_worker(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile(SUITE)
+    pytester.runpytest().assert_outcomes(passed=2, xfailed=1)
+    assert store_rows(store_path, "PRAGMA journal_mode") == [("wal",)]
+    rows = store_rows(
+        store_path,
+        "SELECT user_flow_name, key_name, key_type, key_units, value, status, nodeid, worker, run_id,"
+        " event_time, perf_event_id, user_flow_id FROM measurements ORDER BY value",
+    )
+    assert [r[:8] for r in rows] == [
+        (
+            "Checkout",
+            "Items",
+            None,
+            None,
+            1,
+            "Passed",
+            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_pay[1]",
+            None,
+        ),
+        (
+            "Checkout",
+            "Pay Time",
+            "Custom Metrics",
+            "seconds",
+            0.5,
+            "Passed",
+            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_pay[1]",
+            None,
+        ),
+        (
+            "Checkout",
+            "Pay Time",
+            "Custom Metrics",
+            "seconds",
+            1.5,
+            "Passed",
+            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_pay[3]",
+            None,
+        ),
+        (
+            "Checkout",
+            "Items",
+            None,
+            None,
+            3,
+            "Passed",
+            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_pay[3]",
+            None,
+        ),
+        (
+            "Checkout",
+            "Pay Time",
+            "Custom Metrics",
+            "seconds",
+            9.0,
+            "Excluded",
+            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_coupon",
+            None,
+        ),
+    ]
+    assert len({r[8] for r in rows}) == 1  # one run
+    assert all(len(r[9]) == 19 and r[9][10] == " " for r in rows)  # "2022-03-30 16:48:22"
+    assert len({r[10] for r in rows}) == 3  # one event per test
+    assert len({r[11] for r in rows}) == 1
+    assert store_rows(store_path, "SELECT name, description FROM flows") == [
+        ("Checkout", "cart to receipt")
+    ]
+    # a second run adds to the same store, in the same flow
+    pytester.runpytest()
+    assert store_rows(store_path, "SELECT COUNT(DISTINCT run_id), COUNT(*) FROM measurements") == [
+        (2, 10)
+    ]
+    assert store_rows(store_path, "SELECT COUNT(*) FROM flows") == [(1,)]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_run_metadata_names_git_commit_branch_and_ci_build(
+    pytester: pytest.Pytester, store_path, monkeypatch
+) -> None:
+    for name in ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILD_ID", "BUILD_NUMBER", "BUILD_TAG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GITHUB_RUN_ID", "4242")
+    pytester.makepyfile(SUITE)
+    git = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q", "-b", "perf-branch"], cwd=pytester.path, check=True)
+    subprocess.run([*git, "add", "."], cwd=pytester.path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=pytester.path, check=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=pytester.path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    pytester.runpytest("--userflow-report", "report.json")
+    [(run_id, host, got_commit, branch, build, backend, started, finished)] = store_rows(
+        store_path,
+        "SELECT run_id, host, git_commit, git_branch, ci_build_id, backend, started_at, finished_at FROM runs",
+    )
+    assert (got_commit, branch, build, backend) == (commit, "perf-branch", "4242", "local")
+    assert host and started <= finished
+    import json
+
+    report = json.loads((pytester.path / "report.json").read_text())
+    assert report["run"]["run_id"] == run_id
+    assert report["run"]["git_commit"] == commit and report["run"]["ci_build_id"] == "4242"
+
+
+def test_report_lists_every_test_with_where_it_went(pytester: pytest.Pytester, read_report) -> None:
+    pytester.makepyfile(SUITE)
+    pytester.runpytest("--userflow-report", "out/report.json").assert_outcomes(passed=2, xfailed=1)
+    report = read_report("out/report.json")
+    assert report["backend"] == "local" and report["store"].endswith(".userflow/userflow.db")
+    tests = {t["nodeid"].split("::")[1]: t for t in report["tests"]}
+    assert set(tests) == {"test_pay[1]", "test_pay[3]", "test_coupon"}
+    coupon = tests["test_coupon"]
+    assert (coupon["flow"], coupon["status"], coupon["status_message"], coupon["destination"]) == (
+        "Checkout",
+        "Excluded",
+        "xfail: coupon bug",
+        "local",
+    )
+    assert coupon["measurements"] == [
+        {"key": "Pay Time", "value": 9.0, "type": "Custom Metrics", "units": "seconds"}
+    ]
+    assert tests["test_pay[3]"]["session_id"] is None and tests["test_pay[3]"]["device"] is None
+    assert report["warnings"]["crashed_workers"] == []
+
+
+def test_terminal_summary_shows_flows_statuses_and_key_statistics(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(
+        [
+            "*= userflow =*",
+            "local store */.userflow/userflow.db (run *)",
+            "flow 'Checkout': 3 tests (2 Passed, 1 Excluded); 5 measurements: 5 stored locally",
+            "  key       n  min  median  max  units",
+            "  Items     2  1    2       3    -",
+            "  Pay Time  3  0.5  1.5     9    seconds",
+        ]
+    )
+
+
+def test_nothing_recorded_means_no_summary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_it(): pass")
+    result = pytester.runpytest()
+    assert "userflow ==" not in result.stdout.str()
+
+
+def test_a_corrupt_store_is_a_clear_error_and_is_left_alone(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    store_path.parent.mkdir()
+    store_path.write_bytes(b"this is not a database, it is someone's notes" * 100)
+    before = store_path.read_bytes()
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: */userflow.db is not a usable pytest-userflow store (file is not a database)*"]
+    )
+    assert store_path.read_bytes() == before
+
+
+def test_another_programs_database_is_not_taken_over(pytester: pytest.Pytester) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(str(pytester.path / "app.db"))
+    db.execute("CREATE TABLE customers (id INTEGER)")
+    db.commit()
+    db.close()
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest("--userflow-store", "app.db")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: *app.db is not a usable pytest-userflow store (it holds other tables (customers))*"
+        ]
+    )
+
+
+def test_a_store_path_that_cannot_be_created_is_a_clear_error(pytester: pytest.Pytester) -> None:
+    (pytester.path / "blocker").write_text("a file where a folder should be")
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest("--userflow-store", "blocker/sub/flows.db")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: cannot create the folder of the userflow store */blocker/sub/flows.db: *"]
+    )
+
+
+def test_a_killed_process_keeps_every_finished_test(pytester: pytest.Pytester, store_path) -> None:
+    pytester.makepyfile("""
+        import os, pytest
+        pytestmark = pytest.mark.userflow("Crash")
+
+        @pytest.mark.parametrize("n", range(5))
+        def test_ok(record_measurement, n):
+            record_measurement("n", n)
+
+        def test_zz_dies(record_measurement):
+            record_measurement("lost", 1)
+            os._exit(9)
+    """)
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 9
+    assert store_rows(store_path, "SELECT value FROM measurements ORDER BY value") == [
+        (n,) for n in range(5)
+    ]
