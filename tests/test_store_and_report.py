@@ -35,17 +35,8 @@ def test_store_rows_are_the_api_listing_plus_run_test_and_worker(
         "SELECT user_flow_name, key_name, key_type, key_units, value, status, nodeid, worker, run_id,"
         " event_time, perf_event_id, user_flow_id FROM measurements ORDER BY value",
     )
+    node = "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::"
     assert [r[:8] for r in rows] == [
-        (
-            "Checkout",
-            "Items",
-            None,
-            None,
-            1,
-            "Passed",
-            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_pay[1]",
-            None,
-        ),
         (
             "Checkout",
             "Pay Time",
@@ -53,9 +44,10 @@ def test_store_rows_are_the_api_listing_plus_run_test_and_worker(
             "seconds",
             0.5,
             "Passed",
-            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_pay[1]",
+            node + "test_pay[1]",
             None,
         ),
+        ("Checkout", "Items", None, None, 1, "Passed", node + "test_pay[1]", None),
         (
             "Checkout",
             "Pay Time",
@@ -63,19 +55,10 @@ def test_store_rows_are_the_api_listing_plus_run_test_and_worker(
             "seconds",
             1.5,
             "Passed",
-            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_pay[3]",
+            node + "test_pay[3]",
             None,
         ),
-        (
-            "Checkout",
-            "Items",
-            None,
-            None,
-            3,
-            "Passed",
-            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_pay[3]",
-            None,
-        ),
+        ("Checkout", "Items", None, None, 3, "Passed", node + "test_pay[3]", None),
         (
             "Checkout",
             "Pay Time",
@@ -83,7 +66,7 @@ def test_store_rows_are_the_api_listing_plus_run_test_and_worker(
             "seconds",
             9.0,
             "Excluded",
-            "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::test_coupon",
+            node + "test_coupon",
             None,
         ),
     ]
