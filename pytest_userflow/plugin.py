@@ -139,6 +139,12 @@ def _flow_of(item: pytest.Item, default: str | None) -> tuple[str | None, str | 
     return name, description
 
 
+def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
+    """Worker gwN drives the N-th device."""
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
+    return devices[index] if 0 <= index < len(devices) else None
+
+
 class UserflowRun:
     """One pytest process's part of the run: its store, sink and summary."""
 
@@ -166,8 +172,7 @@ class UserflowRun:
     def _device(self) -> str | None:
         devices = self.settings.devices
         if self.worker is not None:
-            index = int(self.worker[2:]) if self.worker[2:].isdigit() else -1
-            return devices[index] if 0 <= index < len(devices) else None
+            return _worker_device(self.worker, devices)
         return devices[0] if len(devices) == 1 else None
 
     @property
@@ -222,8 +227,23 @@ class UserflowRun:
         output = getattr(node, "workeroutput", None) or {}
         if "userflow" in output:
             self.summaries.append(json.loads(output["userflow"]))
-        elif error is not None or (output.get("userflow") is None and self.active):
-            self.crashed.append(str(node.gateway.id))
+        elif self.active and self.run is not None:
+            worker = str(node.gateway.id)
+            self.crashed.append(worker)
+            if self.store is not None:
+                # What the dead worker finished is in the store when it shares this host's
+                # file system (popen workers); remote workers' stores are on their hosts.
+                self.summaries.append(
+                    process_summary(
+                        self.store,
+                        self.run.run_id,
+                        worker=worker,
+                        device=_worker_device(worker, self.settings.devices),
+                        backend=self.backend,
+                        dry_run=self.settings.dry_run,
+                        notes={},
+                    )
+                )
 
     # -- per test ------------------------------------------------------------------------------
 

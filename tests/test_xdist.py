@@ -1,0 +1,144 @@
+"""pytest-xdist: one worker per device, one summary and one report for the run."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import store_rows
+
+pytest.importorskip("xdist")
+
+DEVICE_SUITE = """
+    import pytest
+    pytestmark = pytest.mark.userflow("Feed")
+
+    @pytest.mark.parametrize("n", range(6))
+    def test_scroll(record_measurement, userflow, userflow_device, n):
+        assert userflow.device == userflow_device is not None
+        record_measurement("Frame Time", 10 + n, units="ms")
+"""
+DEVICES = ["R58M41@host-a", "00008030-ABC@host-b"]
+
+
+def _device_args(devices=DEVICES) -> list[str]:
+    return [arg for d in devices for arg in ("--userflow-device", d)]
+
+
+def test_each_worker_drives_its_device_and_the_controller_merges(
+    pytester: pytest.Pytester, store_path, read_report
+) -> None:
+    pytester.makepyfile(DEVICE_SUITE)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", *_device_args(), "--userflow-report", "report.json"
+    )
+    result.assert_outcomes(passed=6)
+    rows = store_rows(
+        store_path,
+        "SELECT worker, device_address, COUNT(*) FROM events GROUP BY worker ORDER BY worker",
+    )
+    assert [(w, d) for w, d, _ in rows] == [("gw0", DEVICES[0]), ("gw1", DEVICES[1])]
+    assert sum(n for _, _, n in rows) == 6
+    assert result.stdout.str().count("== userflow ==") == 1
+    result.stdout.fnmatch_lines(
+        [
+            "flow 'Feed': 6 tests (6 Passed); 6 measurements: 6 stored locally",
+            "  key         device               n  min  median  max  units",
+            "  Frame Time  00008030-ABC@host-b  *ms",
+            "  Frame Time  R58M41@host-a        *ms",
+        ]
+    )
+    report = read_report()
+    assert len(report["tests"]) == 6
+    assert {(t["worker"], t["device"]) for t in report["tests"]} == {
+        ("gw0", DEVICES[0]),
+        ("gw1", DEVICES[1]),
+    }
+    assert len({t["nodeid"] for t in report["tests"]}) == 6
+    assert store_rows(store_path, "SELECT COUNT(DISTINCT run_id) FROM events") == [(1,)]
+
+
+def test_several_devices_without_n_start_one_worker_each(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(DEVICE_SUITE)
+    result = pytester.runpytest_subprocess(*_device_args())
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["created: 2/2 workers"])
+
+
+def test_devices_from_ini(pytester: pytest.Pytester, store_path) -> None:
+    pytester.makeini("[pytest]\nuserflow_devices =\n    R58M41@host-a\n    00008030-ABC@host-b\n")
+    pytester.makepyfile(DEVICE_SUITE)
+    pytester.runpytest_subprocess().assert_outcomes(passed=6)
+    assert store_rows(store_path, "SELECT COUNT(DISTINCT device_address) FROM events") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-n", "3", *_device_args()], "-n asks for 3 xdist worker(s) but 2 device(s) were given*"),
+        (
+            ["-n", "2", *_device_args(DEVICES[:1])],
+            "-n asks for 2 xdist worker(s) but 1 device(s) were given*",
+        ),
+        (["-n", "0", *_device_args()], "2 devices were given but xdist runs no workers (-n 0)*"),
+        (
+            ["-p", "no:xdist", *_device_args()],
+            "2 devices were given*pytest-xdist is not available*pip install pytest-xdist*",
+        ),
+    ],
+    ids=["more-workers", "fewer-devices", "n0", "no-xdist"],
+)
+def test_worker_and_device_counts_must_match(pytester: pytest.Pytester, args, message) -> None:
+    pytester.makepyfile(DEVICE_SUITE)
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_one_device_runs_in_process_without_xdist(pytester: pytest.Pytester, store_path) -> None:
+    pytester.makepyfile(DEVICE_SUITE)
+    pytester.runpytest_subprocess("-p", "no:xdist", *_device_args(DEVICES[:1])).assert_outcomes(
+        passed=6
+    )
+    assert store_rows(store_path, "SELECT DISTINCT worker, device_address FROM events") == [
+        (None, DEVICES[0])
+    ]
+
+
+def test_workers_upload_their_own_tests_into_one_flow(pytester: pytest.Pytester, hs_env) -> None:
+    pytester.makepyfile(DEVICE_SUITE)
+    result = pytester.runpytest_subprocess("-n", "2", *_device_args())
+    result.assert_outcomes(passed=6)
+    assert len(hs_env.state.flows) == 1
+    puts = [r for r in hs_env.state.requests if r[0] == "PUT"]
+    assert 1 <= len(puts) <= 2  # at most once per worker process
+    events = list(hs_env.state.events.values())
+    assert len(events) == 6 and {e["status"] for e in events} == {"Passed"}
+    assert {e["device_id"] for e in events} == {"R58M41", "00008030-ABC"}
+    assert len(hs_env.state.measurements_of("Feed")) == 6
+    result.stdout.fnmatch_lines(["flow 'Feed': 6 tests (6 Passed); 6 measurements: 6 uploaded"])
+
+
+def test_a_worker_that_dies_loses_none_of_its_finished_tests(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile("""
+        import os, pytest
+        pytestmark = pytest.mark.userflow("Crash")
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_ok(record_measurement, n):
+            record_measurement("n", n)
+
+        def test_dies(record_measurement, worker_id):
+            record_measurement("lost", 1)
+            os._exit(3)
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--max-worker-restart", "0")
+    finished = store_rows(store_path, "SELECT nodeid FROM events WHERE nodeid LIKE '%test_ok%'")
+    passed = result.stdout.str().count("PASSED") or result.parseoutcomes().get("passed", 0)
+    assert len(finished) == passed
+    assert store_rows(store_path, "SELECT COUNT(*) FROM measurements WHERE key_name = 'lost'") == [
+        (0,)
+    ]
+    result.stdout.fnmatch_lines(["worker gw* died: its finished tests are in its local store*"])
+    # the summary counts the dead worker's finished tests too (read back from the store)
+    result.stdout.fnmatch_lines([f"flow 'Crash': {len(finished)} tests ({len(finished)} Passed)*"])
