@@ -404,7 +404,7 @@ class UserflowRun:
         lines = render(self.summaries, run=self.run, where=self._where(), crashed=self.crashed)
         if not lines:
             return
-        terminalreporter.section("userflow")
+        terminalreporter.write_sep("=", "userflow")
         for text, markup in lines:
             terminalreporter.write_line(text, **markup)
 

@@ -63,6 +63,33 @@ def _names(nodeids: list[str]) -> str:
     return shown + (f" and {len(nodeids) - MAX_NAMED} more" if len(nodeids) > MAX_NAMED else "")
 
 
+def key_rows(events: list[dict[str, Any]], *, with_device: bool) -> list[list[str]]:
+    """Per key and type (the API keeps them apart), and per device when there are devices:
+    count, min, median, max and units. The first row is the header."""
+    values: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+    units: dict[tuple[str, str, str], str] = {}
+    for e in events:
+        for m in e["measurements"]:
+            group = (
+                m["key"],
+                m.get("type") or "-",
+                (e.get("device") or "-") if with_device else "",
+            )
+            values[group].append(m["value"])
+            units[group] = m.get("units") or units.get(group, "")
+    with_type = any(t != "-" for _, t, _ in values)
+    header = ["key", *(["type"] if with_type else []), *(["device"] if with_device else [])]
+    rows = [[*header, "n", "min", "median", "max", "units"]]
+    for (key, kind, device), vals in sorted(values.items()):
+        numbers = [v for v in vals if isinstance(v, (int, float))]
+        stats = ["-"] * 3
+        if numbers:
+            stats = [_fmt(min(numbers)), _fmt(statistics.median(numbers)), _fmt(max(numbers))]
+        labels = [key, *([kind] if with_type else []), *([device] if with_device else [])]
+        rows.append([*labels, str(len(vals)), *stats, units[(key, kind, device)] or "-"])
+    return rows
+
+
 def format_table(rows: list[list[str]], indent: str = "") -> list[str]:
     """Left-aligned columns, two spaces apart; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -120,40 +147,8 @@ def render(
                 {},
             )
         )
-        values: dict[tuple[str, str], list[Any]] = defaultdict(list)
-        units: dict[tuple[str, str], str] = {}
-        for e in flow_events:
-            for m in e["measurements"]:
-                group = (m["key"], e.get("device") or "-") if with_device else (m["key"], "")
-                values[group].append(m["value"])
-                units[group] = m["units"] or units.get(group, "")
-        if values:
-            header = [
-                "key",
-                *(["device"] if with_device else []),
-                "n",
-                "min",
-                "median",
-                "max",
-                "units",
-            ]
-            rows = [header]
-            for (key, device), vals in sorted(values.items()):
-                numbers = [v for v in vals if isinstance(v, (int, float))]
-                stats = (
-                    [_fmt(min(numbers)), _fmt(statistics.median(numbers)), _fmt(max(numbers))]
-                    if numbers
-                    else ["-", "-", "-"]
-                )
-                rows.append(
-                    [
-                        key,
-                        *([device] if with_device else []),
-                        str(len(vals)),
-                        *stats,
-                        units[(key, device)] or "-",
-                    ]
-                )
+        rows = key_rows(flow_events, with_device=with_device)
+        if len(rows) > 1:
             out += [(line, {}) for line in format_table(rows, "  ")]
     for s in summaries:
         label = f" on {s['worker']}" if s.get("worker") else ""

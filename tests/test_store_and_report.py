@@ -145,9 +145,9 @@ def test_terminal_summary_shows_flows_statuses_and_key_statistics(
             "*= userflow =*",
             "local store */.userflow/userflow.db (run *)",
             "flow 'Checkout': 3 tests (2 Passed, 1 Excluded); 5 measurements: 5 stored locally",
-            "  key       n  min  median  max  units",
-            "  Items     2  1    2       3    -",
-            "  Pay Time  3  0.5  1.5     9    seconds",
+            "  key       type            n  min  median  max  units",
+            "  Items     -               2  1    2       3    -",
+            "  Pay Time  Custom Metrics  3  0.5  1.5     9    seconds",
         ]
     )
 
