@@ -295,7 +295,7 @@ class HeadSpinClient:
             self.sleep(self._delay(attempt, response))
             attempt += 1
 
-    def _get(self, path: str, params: Params = ()) -> Any:  # type: ignore[assignment]
+    def _get(self, path: str, params: Iterable[tuple[str, str]] = ()) -> Any:
         return self.call(ApiCall("GET", path, tuple(params)))
 
     def _send(self, method: str, path: str, body: Any) -> Any:
@@ -327,26 +327,65 @@ class HeadSpinClient:
     def _flow_path(self, user_flow_id: str, *rest: str) -> str:
         return "/".join(["/v0/userflows", _uuid_path(user_flow_id, "user_flow_id"), *rest])
 
-    def get_measurements(self, user_flow_id: str, **filters: Any) -> list[dict[str, Any]]:
-        """Filters: session_ids, keys, start_time, end_time, statuses, limit, offset."""
-        params = measurement_params(**filters)
-        return list(
-            self._get(self._flow_path(user_flow_id, "measurements"), params).get("measurements", [])
+    def get_measurements(
+        self,
+        user_flow_id: str,
+        *,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] | str = (),
+        start_time: TimeFilter = None,
+        end_time: TimeFilter = None,
+        statuses: Iterable[str] = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The flow's measurements, filtered as the API does.
+
+        Repeated filters are ORed, different filters ANDed; times are inclusive (ISO, UNIX
+        or datetime); no *statuses* means passed, failed and not_set.
+        """
+        params = measurement_params(
+            session_ids=session_ids,
+            keys=keys,
+            start_time=start_time,
+            end_time=end_time,
+            statuses=statuses,
+            limit=limit,
+            offset=offset,
         )
+        path = self._flow_path(user_flow_id, "measurements")
+        return list(self._get(path, params).get("measurements", []))
 
     def iter_measurements(
-        self, user_flow_id: str, *, page_size: int = 500, **filters: Any
+        self,
+        user_flow_id: str,
+        *,
+        page_size: int = 500,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] | str = (),
+        start_time: TimeFilter = None,
+        end_time: TimeFilter = None,
+        statuses: Iterable[str] = (),
     ) -> Iterator[dict[str, Any]]:
         """Every matching measurement, one page (limit/offset) at a time.
 
-        Per the API document an empty page ends the listing. Memory stays at one page.
+        Per the API document an empty page ends the listing; memory stays at one page.
         """
-        if filters.get("limit") is not None or filters.get("offset") is not None:
-            raise MeasurementError(
-                "iter_measurements pages by itself: give page_size, not limit/offset"
-            )
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise MeasurementError(f"page_size must be a whole number >= 1, got {page_size!r}")
+        filters: dict[str, Any] = {
+            "session_ids": list(session_ids),
+            "keys": keys,
+            "start_time": start_time,
+            "end_time": end_time,
+            "statuses": list(statuses),
+        }
+        measurement_params(**filters)  # refuse bad filters before the first page is asked for
+        return self._pages(user_flow_id, page_size, filters)
+
+    def _pages(
+        self, user_flow_id: str, page_size: int, filters: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
         offset = 0
         while True:
             page = self.get_measurements(user_flow_id, limit=page_size, offset=offset, **filters)
@@ -355,23 +394,55 @@ class HeadSpinClient:
             yield from page
             offset += len(page)
 
-    def get_measurements_csv(self, user_flow_id: str, **filters: Any) -> str:
+    def get_measurements_csv(
+        self,
+        user_flow_id: str,
+        *,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] | str = (),
+        start_time: TimeFilter = None,
+        end_time: TimeFilter = None,
+        statuses: Iterable[str] = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> str:
         """The CSV listing; ``""`` when there is nothing (the API answers 204)."""
-        params = [*measurement_params(**filters), ("format", "csv")]
-        response = self.call(
-            ApiCall("GET", self._flow_path(user_flow_id, "measurements"), tuple(params)), raw=True
+        params = measurement_params(
+            session_ids=session_ids,
+            keys=keys,
+            start_time=start_time,
+            end_time=end_time,
+            statuses=statuses,
+            limit=limit,
+            offset=offset,
         )
+        call = ApiCall(
+            "GET", self._flow_path(user_flow_id, "measurements"), (*params, ("format", "csv"))
+        )
+        response = self.call(call, raw=True)
         return "" if response.status_code == 204 else str(response.text)
 
-    def get_kpis(self, user_flow_id: str, **filters: Any) -> list[dict[str, Any]]:
-        """The KPI ("verizon") route. Filters: session_ids, kpis, start_time, end_time, statuses."""
-        allowed = {"session_ids", "kpis", "start_time", "end_time", "statuses"}
-        if set(filters) - allowed:
-            raise MeasurementError(f"get_kpis takes only {sorted(allowed)}, got {sorted(filters)}")
-        params = measurement_params(**filters)
-        return list(
-            self._get(self._flow_path(user_flow_id, "verizon"), params).get("measurements", [])
+    def get_kpis(
+        self,
+        user_flow_id: str,
+        *,
+        session_ids: Iterable[str] = (),
+        kpis: Iterable[str] | str = (),
+        start_time: TimeFilter = None,
+        end_time: TimeFilter = None,
+        statuses: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
+        """The KPI ("verizon") route: per session, each KPI's time to interactive, ttfb and
+        availability."""
+        params = measurement_params(
+            session_ids=session_ids,
+            kpis=kpis,
+            start_time=start_time,
+            end_time=end_time,
+            statuses=statuses,
         )
+        path = self._flow_path(user_flow_id, "verizon")
+        return list(self._get(path, params).get("measurements", []))
 
     # -- sessions --------------------------------------------------------------------------
 
