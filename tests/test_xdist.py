@@ -142,3 +142,41 @@ def test_a_worker_that_dies_loses_none_of_its_finished_tests(
     result.stdout.fnmatch_lines(["worker gw* died: its finished tests are in its local store*"])
     # the summary counts the dead worker's finished tests too (read back from the store)
     result.stdout.fnmatch_lines([f"flow 'Crash': {len(finished)} tests ({len(finished)} Passed)*"])
+
+
+def test_four_workers_write_thousands_of_measurements_into_one_store(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = pytest.mark.userflow("Load")
+
+        @pytest.mark.parametrize("n", range(240))
+        def test_many(record_measurement, n):
+            for k in range(20):
+                record_measurement(f"k{k}", n * 100 + k)
+    """)
+    devices = [f"device{i}@host" for i in range(4)]
+    result = pytester.runpytest_subprocess("-n", "4", *_device_args(devices))
+    result.assert_outcomes(passed=240)
+    assert "locked" not in result.stdout.str() + result.stderr.str()
+    assert store_rows(store_path, "SELECT COUNT(*), COUNT(DISTINCT value) FROM measurements") == [
+        (4800, 4800)
+    ]
+    workers = store_rows(
+        store_path, "SELECT worker, device_address FROM events GROUP BY worker ORDER BY worker"
+    )
+    assert workers == [(f"gw{i}", f"device{i}@host") for i in range(4)]
+    result.stdout.fnmatch_lines(
+        ["flow 'Load': 240 tests (240 Passed); 4800 measurements: 4800 stored locally"]
+    )
+
+
+def test_n_auto_must_match_the_devices_too(pytester: pytest.Pytester, monkeypatch) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "3")
+    pytester.makepyfile(DEVICE_SUITE)
+    result = pytester.runpytest_subprocess("-n", "auto", *_device_args())
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: -n asks for 3 xdist worker(s) but 2 device(s) were given*"]
+    )
