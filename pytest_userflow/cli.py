@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also retry uploads HeadSpin refused before (400/404)",
     )
+    push.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
     return parser
 
 
@@ -224,7 +230,11 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"pushing {len(group)} upload(s) to {url} ...", flush=True)
         for upload in group:
             sender.submit(upload)
-        sender.drain(args.timeout)
+        show = args.progress if args.progress is not None else sys.stderr.isatty()
+        bar = _ProgressBar(len(group), sender) if show else None
+        sender.drain(args.timeout, tick=bar.draw if bar else None)
+        if bar:
+            bar.finish()
         sender.close()
         sent += sender.stats.sent
         failed += sender.stats.failed
@@ -239,6 +249,30 @@ def cmd_push(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if pending == 0 and failed == 0 else 1
+
+
+class _ProgressBar:
+    """``[#########.......]  120/300  sent 118  refused 2`` on stderr, redrawn in place."""
+
+    width = 30
+
+    def __init__(self, total: int, sender: Sender) -> None:
+        self.total = total
+        self.sender = sender
+
+    def draw(self) -> None:
+        done = self.total - self.sender.unfinished
+        filled = self.width * done // max(1, self.total)
+        stats = self.sender.stats
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}"
+            f"  sent {stats.sent}  refused {stats.failed}"
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        self.draw()
+        sys.stderr.write("\n")
 
 
 COMMANDS = {"flows": cmd_flows, "measurements": cmd_measurements, "push": cmd_push}

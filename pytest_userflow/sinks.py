@@ -268,10 +268,16 @@ class Sender:
                     self._unfinished -= 1
                     self._idle.notify_all()
 
-    def drain(self, timeout: float) -> bool:
+    @property
+    def unfinished(self) -> int:
+        """Uploads submitted and not finished yet."""
+        return self._unfinished
+
+    def drain(self, timeout: float, tick: Callable[[], None] | None = None) -> bool:
         """Wait up to *timeout* seconds for every submitted upload; True when all finished.
 
-        What is not finished by then stays pending in the store for ``pytest-userflow push``.
+        *tick* is called about every 0.2 s while waiting (progress display). What is not
+        finished by then stays pending in the store for ``pytest-userflow push``.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._idle:
@@ -279,7 +285,9 @@ class Sender:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._idle.wait(min(left, 0.5))
+                self._idle.wait(min(left, 0.2 if tick else 0.5))
+                if tick is not None:
+                    tick()
             done = self._unfinished == 0
         self.stop()
         return done

@@ -137,7 +137,8 @@ class Faults:
 
     error_rate: float = 0.0  # share of requests answered 503
     every_429: int = 0  # every N-th request is answered 429 with Retry-After
-    retry_after: float = 0.01
+    retry_after: float = 0.01  # sent with every injected 429 (and 503, see below)
+    retry_after_on_503: bool = True
     latency: float = 0.0  # seconds added to every request
     drop_rate: float = 0.0  # share of connections closed without an answer
     down: bool = False  # every request answered 503
@@ -713,7 +714,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault in ("503", "429"):
             srv.faults.injected += 1
-            headers = {"Retry-After": str(srv.faults.retry_after)} if fault == "429" else {}
+            with_header = fault == "429" or srv.faults.retry_after_on_503
+            headers = {"Retry-After": str(srv.faults.retry_after)} if with_header else {}
             self._answer(int(fault), {"status": "Error", "status_code": int(fault)}, headers)
             return
         if self.headers.get("Authorization") != f"Bearer {srv.token}":

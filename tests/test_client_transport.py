@@ -41,20 +41,23 @@ def client(headspin, sleeps):
 def test_5xx_and_dropped_connections_are_retried_with_exponential_backoff(
     headspin, client, sleeps
 ) -> None:
+    headspin.faults.retry_after_on_503 = False
     headspin.faults.script = ["503", "drop", "503"]
     assert client.list_user_flows() == []
     assert sleeps == [0.5, 1.0, 2.0]
     assert len(headspin.state.requests) == 1  # only the last one reached the routes
 
 
-def test_429_honours_retry_after(headspin, client, sleeps) -> None:
+@pytest.mark.parametrize("code", ["429", "503"])
+def test_retry_after_is_honoured(headspin, client, sleeps, code) -> None:
     headspin.faults.retry_after = 7
-    headspin.faults.script = ["429"]
+    headspin.faults.script = [code]
     client.create_user_flow("Login")
     assert sleeps == [7.0]
 
 
 def test_jitter_spreads_the_backoff(headspin, sleeps) -> None:
+    headspin.faults.retry_after_on_503 = False
     headspin.faults.script = ["503", "503"]
     with HeadSpinClient(
         TOKEN, base_url=headspin.url, backoff=1.0, sleep=sleeps.append, rng=lambda: 0.25

@@ -265,6 +265,13 @@ def test_the_token_is_never_written_anywhere(pytester, hs_env, store_path) -> No
     hs_env.state.add_session(SESSION_A)
     hs_env.state.add_session(SESSION_B)
     pytester.makepyfile(TWO_SESSION_TESTS)
+    logging = [
+        "-o",
+        "log_cli=true",
+        "--log-cli-level=DEBUG",
+        "--log-file=debug.log",
+        "--log-file-level=DEBUG",
+    ]
     result = pytester.runpytest_subprocess(
         "--userflow-report",
         "report.json",
@@ -273,11 +280,17 @@ def test_the_token_is_never_written_anywhere(pytester, hs_env, store_path) -> No
         "-v",
         "--headspin-token",
         TOKEN,
+        *logging,
     )
     result.assert_outcomes(passed=1, failed=1)
+    debug_log = (pytester.path / "debug.log").read_text()
+    assert (
+        "connectionpool" in debug_log
+    )  # the HTTP traffic was logged at DEBUG, so this looks at it
     written = [
         result.stdout.str(),
         result.stderr.str(),
+        debug_log,
         (pytester.path / "report.json").read_text(),
         (pytester.path / "junit.xml").read_text(),
         store_path.read_bytes().decode("latin-1"),

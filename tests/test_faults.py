@@ -1,0 +1,207 @@
+"""Reliability: whatever HeadSpin does, every measurement arrives (now or with ``push``),
+nothing arrives twice, and the run's exit code is the tests' own.
+
+Each row of the fault matrix runs the same suite against the stand-in with faults injected,
+then counts what was recorded (the local store), delivered (the stand-in) and pending.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+from conftest import store_rows
+
+SESSIONS = [str(uuid.UUID(int=i + 1)) for i in range(6)]
+SUITE = f"""
+    import pytest
+    pytestmark = pytest.mark.userflow("Resilience")
+    SESSIONS = {SESSIONS!r}
+
+    @pytest.mark.parametrize("n", range(12))
+    def test_step(userflow, record_measurement, n):
+        if n < 6:
+            userflow.attach_session(SESSIONS[n])  # the others go through device events
+        for k in range(3):
+            record_measurement(f"k{{k}}", n * 10 + k, units="ms")
+        assert n != 11, "the last one fails"
+"""
+
+MATRIX = {
+    "healthy": {},
+    "503 for a third": {"error_rate": 0.33},
+    "429 every 4th": {"every_429": 4},
+    "slow (40 ms)": {"latency": 0.04},
+    "drops 15%": {"drop_rate": 0.15},
+    "all at once": {"error_rate": 0.2, "every_429": 5, "latency": 0.01, "drop_rate": 0.1},
+}
+
+
+def counts(server, store_path) -> tuple[int, int, int]:
+    recorded = store_rows(store_path, "SELECT COUNT(*) FROM measurements")[0][0]
+    delivered = len(server.state.measurements_of("Resilience"))
+    pending = store_rows(
+        store_path,
+        "SELECT COUNT(*) FROM measurements m JOIN uploads u USING (perf_event_id) WHERE u.state = 'pending'",
+    )[0][0]
+    return recorded, delivered, pending
+
+
+def push(store_path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "push"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def assert_delivered_once(server) -> None:
+    events = list(server.state.events.values())
+    assert len(events) == 12, "one event per test, none twice"
+    statuses = sorted(e["status"] for e in events)
+    assert statuses == ["Failed"] + ["Passed"] * 11
+    values = sorted(m["value"] for m in server.state.measurements_of("Resilience"))
+    assert values == sorted(n * 10 + k for n in range(12) for k in range(3))
+
+
+@pytest.mark.parametrize("row", list(MATRIX))
+def test_fault_matrix(pytester: pytest.Pytester, hs_env, store_path, row: str) -> None:
+    for sid in SESSIONS:
+        hs_env.state.add_session(sid)
+    for name, value in MATRIX[row].items():
+        setattr(hs_env.faults, name, value)
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest(
+        "--userflow-device", "R58M41@host-a", "--userflow-flush-timeout", "20"
+    )
+    result.assert_outcomes(passed=11, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the tests' own outcome
+    recorded, delivered, pending = counts(hs_env, store_path)
+    print(f"\nFAULT ROW {row!r}: recorded {recorded}, delivered {delivered}, pending {pending}")
+    assert recorded == 36 and delivered + pending == recorded
+    if pending:  # retries can run out under heavy faults: push finishes the job
+        assert push(store_path).returncode == 0
+    assert_delivered_once(hs_env)
+    assert store_rows(store_path, "SELECT DISTINCT state FROM uploads") == [("sent",)]
+
+
+def test_server_down_then_push_twice(pytester: pytest.Pytester, hs_env, store_path) -> None:
+    for sid in SESSIONS:
+        hs_env.state.add_session(sid)
+    hs_env.faults.down = True
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest(
+        "--userflow-device", "R58M41@host-a", "--userflow-flush-timeout", "1"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    pending_lines = [line for line in result.stdout.lines if "still pending" in line]
+    assert pending_lines == [
+        "12 test(s) with 36 measurement(s) are still pending in the local store: "
+        "run 'pytest-userflow push' to send them"
+    ]
+    assert counts(hs_env, store_path) == (36, 0, 36)
+    hs_env.faults.down = False
+    first = push(store_path)
+    assert first.returncode == 0 and "sent 12, refused 0, still pending 0" in first.stdout
+    assert_delivered_once(hs_env)
+    requests = len(hs_env.state.requests)
+    second = push(store_path)
+    assert second.returncode == 0 and "nothing to push" in second.stdout
+    assert len(hs_env.state.requests) == requests
+    assert_delivered_once(hs_env)
+
+
+def test_push_with_the_server_still_down_keeps_everything_and_exits_1(
+    pytester, hs_env, store_path
+) -> None:
+    hs_env.faults.down = True
+    pytester.makepyfile(SUITE)
+    pytester.runpytest("--userflow-device", "R58M41@host-a", "--userflow-flush-timeout", "0")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_userflow",
+            "--store",
+            str(store_path),
+            "push",
+            "--timeout",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "still pending 12" in result.stdout
+    assert counts(hs_env, store_path) == (36, 0, 36)
+
+
+@pytest.mark.parametrize(
+    ("args", "body"),
+    [
+        (["-x"], "assert n < 4"),
+        (["--maxfail", "2"], "assert n % 3"),
+        ([], "if n == 5: raise KeyboardInterrupt"),
+    ],
+    ids=["-x", "--maxfail", "ctrl-c"],
+)
+def test_stopping_early_keeps_every_finished_test_for_push(
+    pytester, hs_env, store_path, args, body
+) -> None:
+    hs_env.faults.down = True
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.userflow("Resilience")
+        @pytest.mark.parametrize("n", range(12))
+        def test_step(record_measurement, n):
+            record_measurement("n", n)
+            {body}
+    """)
+    result = pytester.runpytest(
+        "--userflow-device",
+        "R58M41@host-a",
+        "--userflow-flush-timeout",
+        "1",
+        *args,
+        no_reraise_ctrlc=True,
+    )
+    finished = result.parseoutcomes()
+    ran = finished.get("passed", 0) + finished.get("failed", 0)
+    assert 0 < ran < 12
+    assert store_rows(store_path, "SELECT COUNT(*) FROM events") == [(ran,)]
+    hs_env.faults.down = False
+    assert push(store_path).returncode == 0
+    assert len(hs_env.state.measurements_of("Resilience")) == ran
+
+
+def test_push_shows_progress_and_retries_refused_uploads_on_request(
+    pytester, hs_env, store_path
+) -> None:
+    for sid in SESSIONS[:5]:  # the 6th session is unknown to HeadSpin: that upload is refused
+        hs_env.state.add_session(sid)
+    hs_env.faults.down = True
+    pytester.makepyfile(SUITE)
+    pytester.runpytest("--userflow-device", "R58M41@host-a", "--userflow-flush-timeout", "0")
+    hs_env.faults.down = False
+    hs_env.faults.latency = 0.05  # slow enough for the bar to be drawn while waiting
+    again = [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "push"]
+    result = subprocess.run([*again, "--progress"], capture_output=True, text=True, check=False)
+    assert result.returncode == 1  # one upload was refused
+    assert "[" + "#" * 30 + "] 12/12  sent 11  refused 1" in result.stderr
+    assert "refused: HeadSpin answered 404 to POST /v0/userflows/" in result.stderr
+    assert "pushing 12 upload(s) to http://127.0.0.1:" in result.stdout
+    assert "sent 11, refused 1, still pending 0" in result.stdout
+    plain = subprocess.run(again, capture_output=True, text=True, check=False)
+    assert plain.returncode == 0 and "nothing to push" in plain.stdout  # refused is not pending
+    hs_env.state.add_session(SESSIONS[5])  # fixed on HeadSpin's side: retry it
+    retried = subprocess.run(
+        [*again, "--retry-failed"], capture_output=True, text=True, check=False
+    )
+    assert retried.returncode == 0 and "sent 1, refused 0, still pending 0" in retried.stdout
+    assert retried.stderr == ""  # no bar when stderr is not a terminal
+    assert_delivered_once(hs_env)
