@@ -11,10 +11,12 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .client import DEFAULT_URL, TOKEN_ENV, HeadSpinClient
+from .journal import recover
 from .measurement import FILTER_STATUSES, UserflowError
 from .sinks import Sender
 from .store import API_COLUMNS, FAILED, PENDING, Store, StoreError
@@ -140,7 +142,9 @@ def _open_store(path: str, *, must_exist: bool = True) -> Store:
         raise CliError(
             f"no store at {path}: run pytest with pytest-userflow first, or pass --store"
         )
-    return Store(path)
+    store = Store(path)
+    recover(store)  # fold what crashed runs left in their journals
+    return store
 
 
 def _emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str, wrapper: str) -> None:
@@ -226,7 +230,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     auth_error = None
     for url, group in by_url.items():
         client = HeadSpinClient(token, base_url=url)
-        sender = Sender(Store(args.store), client)
+        sender = Sender(client, _locked_apply(store))
         print(f"pushing {len(group)} upload(s) to {url} ...", flush=True)
         for upload in group:
             sender.submit(upload)
@@ -249,6 +253,17 @@ def cmd_push(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if pending == 0 and failed == 0 else 1
+
+
+def _locked_apply(store: Store) -> Callable[[dict[str, Any]], None]:
+    """Apply the sender's marks to the store, one small transaction each."""
+    lock = threading.Lock()
+
+    def apply(op: dict[str, Any]) -> None:
+        with lock:
+            store.apply([op])
+
+    return apply
 
 
 class _ProgressBar:

@@ -18,10 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
+from typing import TYPE_CHECKING, Any
 
 from .measurement import (
     Measurement,
@@ -32,6 +29,9 @@ from .measurement import (
     normalize_filter_status,
     normalize_status,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 DEFAULT_URL = "https://api-dev.headspin.io"
 TOKEN_ENV = "HEADSPIN_API_TOKEN"
@@ -216,6 +216,12 @@ class HeadSpinClient:
         self.max_backoff = max_backoff
         self.sleep = sleep
         self.rng = rng
+        # requests is imported here, not at module import: a run on the local store never
+        # pays for it (about 100 ms).
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        self._requests = requests
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
@@ -266,7 +272,7 @@ class HeadSpinClient:
                     json=call.body,
                     timeout=self.timeout,
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (self._requests.ConnectionError, self._requests.Timeout) as exc:
                 failure = f"{type(exc).__name__}: could not reach {self.base_url}"
             else:
                 if response.status_code < 400:

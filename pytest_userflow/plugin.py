@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from . import hookspecs, settings
-from .client import HeadSpinClient
 from .fixtures import (  # noqa: F401  (fixtures are found on the plugin module)
     DEVICE_KEY,
     RECORD_KEY,
@@ -23,6 +22,7 @@ from .fixtures import (  # noqa: F401  (fixtures are found on the plugin module)
     userflow,
     userflow_device,
 )
+from .journal import JournalWriter, recover
 from .measurement import Measurement, MeasurementError, UserflowError, normalize_status
 from .recorder import Recorder, TestRecord, status_from_reports
 from .runinfo import new_run, run_from_dict
@@ -163,6 +163,7 @@ class UserflowRun:
         self.run: RunInfo | None = None
         self.store: Store | None = None
         self.sink: Sink | None = None
+        self.journal: JournalWriter | None = None
         self.recorder: Recorder | None = None
         self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
         self.summaries: list[dict[str, Any]] = []
@@ -195,10 +196,13 @@ class UserflowRun:
         else:
             try:
                 self.store = Store(self.settings.store)
+                recover(self.store)  # what dead processes left in their journals
                 self.store.start_run(self.run)
-            except (StoreError, sqlite3.Error) as exc:
+                if not self.controller:
+                    self.journal = JournalWriter(self.store.path)
+            except (StoreError, sqlite3.Error, OSError) as exc:
                 raise pytest.UsageError(str(exc)) from None
-            self.sink = self._make_sink(self.store)
+            self.sink = self._make_sink()
         if not self.controller:
             self.recorder = Recorder(
                 self.sink,
@@ -207,15 +211,21 @@ class UserflowRun:
                 default_flow=self.settings.flow,
             )
 
-    def _make_sink(self, store: Store) -> Sink:
+    def _make_sink(self) -> Sink:
         s = self.settings
+        write = self.journal.write if self.journal is not None else None
+        if write is None:  # the xdist controller records nothing itself
+            return NullSink()
         if s.dry_run:
-            return DryRunSink(store, s.url, s.api)
-        if s.backend == "headspin" and not self.controller:
+            return DryRunSink(write, s.url, s.api)
+        if s.backend == "headspin":
+            from .client import HeadSpinClient  # requests is imported only when it is needed
+
             assert s.token is not None
-            client = HeadSpinClient(s.token, base_url=s.url)
-            return HeadSpinSink(store, Sender(Store(s.store), client), s.api)
-        return Sink(store)
+            return HeadSpinSink(
+                write, Sender(HeadSpinClient(s.token, base_url=s.url), write), s.api
+            )
+        return Sink(write)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -231,8 +241,9 @@ class UserflowRun:
             worker = str(node.gateway.id)
             self.crashed.append(worker)
             if self.store is not None:
-                # What the dead worker finished is in the store when it shares this host's
+                # What the dead worker finished is in its journal when it shares this host's
                 # file system (popen workers); remote workers' stores are on their hosts.
+                recover(self.store)
                 self.summaries.append(
                     process_summary(
                         self.store,
@@ -286,8 +297,9 @@ class UserflowRun:
                 except MeasurementError as exc:
                     self.errors.append(f"{exc}; the built-in status {status} was used")
         measurements = list(record.measurements)
+        validated = {id(m) for m in measurements}  # checked by record_measurement already
         item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
-        record.measurements = self._checked(item, measurements)
+        record.measurements = self._checked(item, measurements, validated)
         return self.recorder.event_for(record, status, message, default_flow_name(item.nodeid))
 
     def _hook_status(self, item: pytest.Item, decided: Any) -> tuple[str, str | None]:
@@ -299,9 +311,16 @@ class UserflowRun:
         message = decided[1]
         return normalize_status(decided[0], where=where), None if message is None else str(message)
 
-    def _checked(self, item: pytest.Item, measurements: list[Any]) -> list[Measurement]:
+    def _checked(
+        self, item: pytest.Item, measurements: list[Any], validated: set[int]
+    ) -> list[Measurement]:
+        """Check what the measurements hook added or changed (the rest was checked at the
+        call of record_measurement)."""
         good = []
         for m in measurements:
+            if id(m) in validated:
+                good.append(m)
+                continue
             try:
                 good.append(
                     Measurement.coerce(m, where=f"pytest_userflow_measurements for {item.nodeid}")
@@ -341,6 +360,12 @@ class UserflowRun:
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the spool keeps the rest
             self.sink.finish(timeout)
+            if self.journal is not None and not self.journal.flush():
+                self.errors.append(
+                    f"the local store {self.settings.store} could not take this run's data yet "
+                    f"({self.journal.error or 'timeout'}); it is kept in {self.journal.path} "
+                    "and folded in by the next run or pytest-userflow command"
+                )
             summary = process_summary(
                 self.store,
                 self.run.run_id,
@@ -409,7 +434,9 @@ class UserflowRun:
             terminalreporter.write_line(text, **markup)
 
     def close(self) -> None:
-        if isinstance(self.sink, HeadSpinSink):
-            self.sink.sender.close()
+        if self.sink is not None:
+            self.sink.close()
+        if self.journal is not None:
+            self.journal.close()
         if self.store is not None:
             self.store.close()

@@ -1,6 +1,8 @@
 """Where a finished test's data goes: the local store, HeadSpin (through the store), or a dry run.
 
-Every sink commits the test to the local store first (the write-ahead log). The HeadSpin
+Every sink writes the test to the local store first (the write-ahead log), through the
+process's journal (see journal.py): one append at teardown, folded into SQLite in batches,
+so test time does not pay for a database commit. The HeadSpin
 sink also stores an *upload plan*: the client calls that deliver the test, with
 ``$user_flow_id`` / ``$perf_event_id`` standing for ids HeadSpin hands back. A
 background :class:`Sender` runs the plans and marks them sent; ``pytest-userflow push``
@@ -18,7 +20,10 @@ from typing import Any
 
 from .client import AuthError, DryRunClient, HeadSpinClient, HeadSpinError, RetryableError
 from .measurement import MeasurementError
-from .store import FAILED, LOCAL_ONLY, PENDING, SENT, EventRecord, Store, Upload
+from .store import FAILED, LOCAL_ONLY, PENDING, SENT, EventRecord, Upload
+
+#: Where a sink writes: a journal op such as ``{"op": "event", ...}`` (see journal.py).
+Write = Callable[[dict[str, Any]], None]
 
 Plan = list[dict[str, Any]]
 
@@ -176,8 +181,8 @@ class SendStats:
 class Sender:
     """Background threads that deliver uploads, at most *concurrency* at once."""
 
-    def __init__(self, store: Store, client: HeadSpinClient, *, concurrency: int = 8) -> None:
-        self.store = store
+    def __init__(self, client: HeadSpinClient, write: Write, *, concurrency: int = 8) -> None:
+        self.write = write  # where marks and progress go: the journal, or the store for push
         self.client = client
         self.concurrency = max(1, concurrency)
         self.flows = FlowCache()
@@ -187,7 +192,7 @@ class Sender:
         self._threads: list[threading.Thread] = []
         self._unfinished = 0
         self._idle = threading.Condition()
-        self._store_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._closed = False
         client.sleep = self._sleep
 
@@ -208,17 +213,34 @@ class Sender:
             self._threads.append(thread)
             thread.start()
 
-    def _mark(self, perf_event_id: str, state: str, **kw: Any) -> None:
-        with self._store_lock:
-            if self._closed:
-                return  # a thread that outlived close(): the upload stays pending, as it should
-            self.store.mark_upload(perf_event_id, state, **kw)
+    def _report(self, op: dict[str, Any]) -> None:
+        with self._write_lock:
+            if not self._closed:  # a thread that outlived close(): its upload stays pending
+                self.write(op)
+
+    def _mark(
+        self,
+        perf_event_id: str,
+        state: str,
+        *,
+        error: str | None = None,
+        progress: dict[str, Any] | None = None,
+        remote_event_id: str | None = None,
+    ) -> None:
+        self._report(
+            {
+                "op": "mark",
+                "id": perf_event_id,
+                "state": state,
+                "error": error,
+                "progress": progress,
+                "remote": remote_event_id,
+            }
+        )
 
     def _checkpoint(self, perf_event_id: str) -> Callable[[dict[str, Any]], None]:
         def save(progress: dict[str, Any]) -> None:
-            with self._store_lock:
-                if not self._closed:
-                    self.store.save_progress(perf_event_id, progress)
+            self._report({"op": "progress", "id": perf_event_id, "progress": progress})
 
         return save
 
@@ -298,17 +320,16 @@ class Sender:
             self._queue.put(None)
 
     def close(self, wait: float = 2.0) -> None:
-        """Stop, give running threads *wait* seconds to finish, then close store and client.
+        """Stop, give running threads *wait* seconds to finish, then close the client.
 
-        A thread still blocked on the network after that writes nothing more.
+        A thread still blocked on the network after that reports nothing more.
         """
         self.stop()
         deadline = time.monotonic() + wait
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        with self._store_lock:
+        with self._write_lock:
             self._closed = True
-            self.store.close()
         self.client.close()
 
 
@@ -321,20 +342,28 @@ class FlushOutcome:
 
 
 class Sink:
-    """Stores each finished test; subclasses decide what else happens."""
+    """Writes each finished test to the local store; subclasses decide what else happens."""
 
     name = "local"
 
-    def __init__(self, store: Store | None) -> None:
-        self.store = store
+    def __init__(self, write: Write | None) -> None:
+        self.write = write
+
+    def _write_event(
+        self, event: EventRecord, upload: list[Any] | None = None, state: str = PENDING
+    ) -> None:
+        assert self.write is not None
+        self.write({"op": "event", "event": event, "upload": upload, "state": state})
 
     def submit(self, event: EventRecord) -> FlushOutcome:
-        assert self.store is not None
-        self.store.record(event)
+        self._write_event(event)
         return FlushOutcome("local")
 
     def finish(self, timeout: float) -> None:
         """Called once at session end."""
+
+    def close(self) -> None:
+        """Called once when the plugin is unconfigured."""
 
 
 class NullSink(Sink):
@@ -354,8 +383,8 @@ class DryRunSink(Sink):
 
     name = "dry-run"
 
-    def __init__(self, store: Store, base_url: str, api: str) -> None:
-        super().__init__(store)
+    def __init__(self, write: Write, base_url: str, api: str) -> None:
+        super().__init__(write)
         self.client = DryRunClient(base_url)
         self.api = api
         self.flows = FlowCache()
@@ -379,26 +408,26 @@ class HeadSpinSink(Sink):
 
     name = "headspin"
 
-    def __init__(self, store: Store, sender: Sender, api: str) -> None:
-        super().__init__(store)
+    def __init__(self, write: Write, sender: Sender, api: str) -> None:
+        super().__init__(write)
         self.sender = sender
         self.api = api
         self.unroutable: list[str] = []
 
     def submit(self, event: EventRecord) -> FlushOutcome:
-        assert self.store is not None
+        url = self.sender.client.base_url
         plan = build_plan(event, self.api)
         if plan is None:
-            self.store.record(
-                event, ([], self.sender.client.base_url, self.api), upload_state=LOCAL_ONLY
-            )
+            self._write_event(event, [[], url, self.api], LOCAL_ONLY)
             self.unroutable.append(event.nodeid)
             return FlushOutcome("local-only")
-        self.store.record(event, (plan, self.sender.client.base_url, self.api))
-        self.sender.submit(
-            Upload(event.perf_event_id, plan, {}, self.sender.client.base_url, self.api)
-        )
+        # Written (to the journal) before it is sent, so its marks always come after it.
+        self._write_event(event, [plan, url, self.api])
+        self.sender.submit(Upload(event.perf_event_id, plan, {}, url, self.api))
         return FlushOutcome("queued", plan)
 
     def finish(self, timeout: float) -> None:
         self.sender.drain(timeout)
+
+    def close(self) -> None:
+        self.sender.close()

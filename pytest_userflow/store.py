@@ -11,7 +11,9 @@ No pytest import: the CLI opens it too.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -23,7 +25,8 @@ from typing import Any
 
 from .measurement import FILTER_STATUSES, Measurement, UserflowError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OUR_TABLES = {"runs", "flows", "events", "measurements", "uploads", "journals"}
 #: The columns of the API's measurement listing, in the API's CSV order.
 API_COLUMNS = (
     "user_flow_id",
@@ -64,13 +67,13 @@ CREATE TABLE IF NOT EXISTS measurements (
 CREATE INDEX IF NOT EXISTS measurements_flow_key ON measurements(user_flow_id, key_name, event_ts);
 CREATE INDEX IF NOT EXISTS measurements_key ON measurements(key_name, event_ts);
 CREATE INDEX IF NOT EXISTS measurements_run ON measurements(run_id);
-CREATE INDEX IF NOT EXISTS measurements_event ON measurements(perf_event_id);
 CREATE TABLE IF NOT EXISTS uploads (
     perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
     base_url TEXT, api TEXT, plan TEXT NOT NULL, progress TEXT, attempts INTEGER DEFAULT 0,
     last_error TEXT, remote_event_id TEXT, updated_ts REAL
 );
 CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
+CREATE TABLE IF NOT EXISTS journals (name TEXT PRIMARY KEY, folded INTEGER NOT NULL);
 """
 
 #: Upload states: waiting to be sent, delivered, refused by HeadSpin (kept), or not
@@ -107,6 +110,28 @@ def parse_time(value: str | float | int | datetime) -> float:
     raise StoreError(
         f"time must be ISO (such as '2022-03-30 16:48:22') or a UNIX timestamp, got {value!r}"
     )
+
+
+_ID_PREFIX = uuid.uuid4().hex[:20]
+_id_counter = itertools.count()
+
+
+def _new_prefix() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX, _id_counter = uuid.uuid4().hex[:20], itertools.count()
+
+
+if hasattr(os, "register_at_fork"):  # a forked child must not reuse its parent's ids
+    os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_event_id() -> str:
+    """A unique id in UUID form: a random per-process prefix and a counter.
+
+    As unique as uuid4 across processes and hosts, for a fraction of its cost per test.
+    """
+    p = _ID_PREFIX
+    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{next(_id_counter):012x}"
 
 
 @dataclass(frozen=True)
@@ -150,7 +175,7 @@ class EventRecord:
     event_ts: float = field(default_factory=time.time)
     duration: float | None = None
     measurements: list[Measurement] = field(default_factory=list)
-    perf_event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    perf_event_id: str = field(default_factory=lambda: new_event_id())
 
 
 @dataclass(frozen=True)
@@ -163,6 +188,43 @@ class Upload:
     base_url: str | None
     api: str | None
     attempts: int = 0
+
+
+def event_to_json(event: EventRecord) -> dict[str, Any]:
+    """An EventRecord as one compact JSON object (a journal line)."""
+    return {
+        "run": event.run_id,
+        "flow": event.flow,
+        "node": event.nodeid,
+        "status": event.status,
+        "msg": event.status_message,
+        "desc": event.description,
+        "worker": event.worker,
+        "device": event.device_address,
+        "session": event.session_id,
+        "ts": event.event_ts,
+        "dur": event.duration,
+        "id": event.perf_event_id,
+        "m": [[m.key, m.value, m.type, m.units] for m in event.measurements],
+    }
+
+
+def event_from_json(data: dict[str, Any]) -> EventRecord:
+    return EventRecord(
+        run_id=data["run"],
+        flow=data["flow"],
+        nodeid=data["node"],
+        status=data["status"],
+        status_message=data["msg"],
+        description=data["desc"],
+        worker=data["worker"],
+        device_address=data["device"],
+        session_id=data["session"],
+        event_ts=data["ts"],
+        duration=data["dur"],
+        perf_event_id=data["id"],
+        measurements=[Measurement(k, v, t, u) for k, v, t, u in data["m"]],
+    )
 
 
 class Store:
@@ -205,14 +267,14 @@ class Store:
         if version == SCHEMA_VERSION:
             self._pragmas()
             return
-        if version != 0:
+        if version not in (0, 1):  # 1 -> 2 added the journals table
             raise sqlite3.DatabaseError(
                 f"schema version {version}, this version reads {SCHEMA_VERSION}"
             )
         tables = {
             r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
-        if tables - {"runs", "flows", "events", "measurements", "uploads"}:
+        if tables - OUR_TABLES:
             raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables))})")
         self.db.execute("PRAGMA journal_mode = WAL")
         self._pragmas()
@@ -285,69 +347,83 @@ class Store:
         *upload* is ``(plan, base_url, api)``.
         """
         with self.transaction():
-            flow_id = self._flow_id(event.flow, event.description)
-            event_time = api_time(event.event_ts)
-            self.db.execute(
-                "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    event.perf_event_id,
-                    event.run_id,
-                    flow_id,
-                    event.flow,
-                    event.nodeid,
-                    event.worker,
-                    event.device_address,
-                    event.session_id,
-                    event.status,
-                    event.status_message,
-                    event.event_ts,
-                    event_time,
-                    event.duration,
-                ),
-            )
-            if event.measurements:
-                self.db.executemany(
-                    "INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,"
-                    " event_time, event_ts, session_id, status, key_name, key_type, key_units,"
-                    " value, nodeid, worker, device_address) VALUES"
-                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            event.perf_event_id,
-                            event.run_id,
-                            flow_id,
-                            event.flow,
-                            event_time,
-                            event.event_ts,
-                            event.session_id,
-                            event.status,
-                            m.key,
-                            m.type,
-                            m.units,
-                            m.value,
-                            event.nodeid,
-                            event.worker,
-                            event.device_address,
-                        )
-                        for m in event.measurements
-                    ],
-                )
-            if upload is not None:
-                plan, base_url, api = upload
-                self.db.execute(
-                    "INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan,"
-                    " progress, updated_ts) VALUES (?,?,?,?,?,?,?,?)",
+            self._record_rows(event, upload, upload_state)
+
+    def _record_rows(
+        self,
+        event: EventRecord,
+        upload: tuple[list[dict[str, Any]], str, str] | None,
+        upload_state: str,
+    ) -> None:
+        """The inserts of :meth:`record`, inside a transaction the caller holds.
+
+        Idempotent: an event already in the store is left as it is.
+        """
+        flow_id = self._flow_id(event.flow, event.description)
+        event_time = api_time(event.event_ts)
+        inserted = self.db.execute(
+            "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                event.perf_event_id,
+                event.run_id,
+                flow_id,
+                event.flow,
+                event.nodeid,
+                event.worker,
+                event.device_address,
+                event.session_id,
+                event.status,
+                event.status_message,
+                event.event_ts,
+                event_time,
+                event.duration,
+            ),
+        ).rowcount
+        if not inserted:
+            return
+        if event.measurements:
+            self.db.executemany(
+                "INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,"
+                " event_time, event_ts, session_id, status, key_name, key_type, key_units,"
+                " value, nodeid, worker, device_address) VALUES"
+                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
                     (
                         event.perf_event_id,
                         event.run_id,
-                        upload_state,
-                        base_url,
-                        api,
-                        json.dumps(plan),
-                        "{}",
-                        time.time(),
-                    ),
-                )
+                        flow_id,
+                        event.flow,
+                        event_time,
+                        event.event_ts,
+                        event.session_id,
+                        event.status,
+                        m.key,
+                        m.type,
+                        m.units,
+                        m.value,
+                        event.nodeid,
+                        event.worker,
+                        event.device_address,
+                    )
+                    for m in event.measurements
+                ],
+            )
+        if upload is not None:
+            plan, base_url, api = upload
+            self.db.execute(
+                "INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan,"
+                " progress, updated_ts) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    event.perf_event_id,
+                    event.run_id,
+                    upload_state,
+                    base_url,
+                    api,
+                    json.dumps(plan),
+                    "{}",
+                    time.time(),
+                ),
+            )
 
     def mark_upload(
         self,
@@ -359,26 +435,79 @@ class Store:
         remote_event_id: str | None = None,
     ) -> None:
         with self.transaction():
-            self.db.execute(
-                "UPDATE uploads SET state = ?, progress = COALESCE(?, progress),"
-                " last_error = ?, remote_event_id = COALESCE(?, remote_event_id),"
-                " attempts = attempts + 1, updated_ts = ? WHERE perf_event_id = ?",
-                (
-                    state,
-                    None if progress is None else json.dumps(progress),
-                    error,
-                    remote_event_id,
-                    time.time(),
-                    perf_event_id,
-                ),
-            )
+            self._mark_rows(perf_event_id, state, progress, error, remote_event_id)
+
+    def _mark_rows(
+        self,
+        perf_event_id: str,
+        state: str,
+        progress: dict[str, Any] | None,
+        error: str | None,
+        remote_event_id: str | None,
+    ) -> None:
+        self.db.execute(
+            "UPDATE uploads SET state = ?, progress = COALESCE(?, progress),"
+            " last_error = ?, remote_event_id = COALESCE(?, remote_event_id),"
+            " attempts = attempts + 1, updated_ts = ? WHERE perf_event_id = ?",
+            (
+                state,
+                None if progress is None else json.dumps(progress),
+                error,
+                remote_event_id,
+                time.time(),
+                perf_event_id,
+            ),
+        )
 
     def save_progress(self, perf_event_id: str, progress: dict[str, Any]) -> None:
         with self.transaction():
-            self.db.execute(
-                "UPDATE uploads SET progress = ?, updated_ts = ? WHERE perf_event_id = ?",
-                (json.dumps(progress), time.time(), perf_event_id),
-            )
+            self._progress_rows(perf_event_id, progress)
+
+    def _progress_rows(self, perf_event_id: str, progress: dict[str, Any]) -> None:
+        self.db.execute(
+            "UPDATE uploads SET progress = ?, updated_ts = ? WHERE perf_event_id = ?",
+            (json.dumps(progress), time.time(), perf_event_id),
+        )
+
+    # -- the journal (see journal.py) ----------------------------------------------------------
+
+    def apply(
+        self, ops: Iterable[dict[str, Any]], *, journal: str | None = None, offset: int = 0
+    ) -> None:
+        """Apply journal ops in one transaction, and note how far *journal* is folded."""
+        with self.transaction():
+            for op in ops:
+                kind = op["op"]
+                if kind == "event":
+                    upload = op.get("upload")
+                    event = op["event"]  # the object itself when folded from memory
+                    self._record_rows(
+                        event if isinstance(event, EventRecord) else event_from_json(event),
+                        (upload[0], upload[1], upload[2]) if upload else None,
+                        op.get("state", PENDING),
+                    )
+                elif kind == "mark":
+                    self._mark_rows(
+                        op["id"], op["state"], op.get("progress"), op.get("error"), op.get("remote")
+                    )
+                elif kind == "progress":
+                    self._progress_rows(op["id"], op["progress"])
+                else:
+                    raise StoreError(f"unknown journal operation {kind!r}")
+            if journal is not None:
+                self.db.execute(
+                    "INSERT INTO journals (name, folded) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET folded = excluded.folded",
+                    (journal, offset),
+                )
+
+    def journal_offset(self, journal: str) -> int:
+        row = self.db.execute("SELECT folded FROM journals WHERE name = ?", (journal,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def forget_journal(self, journal: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM journals WHERE name = ?", (journal,))
 
     # -- reading -----------------------------------------------------------------------------
 

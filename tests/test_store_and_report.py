@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 from conftest import store_rows
@@ -215,6 +217,14 @@ def test_a_killed_process_keeps_every_finished_test(pytester: pytest.Pytester, s
     """)
     result = pytester.runpytest_subprocess()
     assert result.ret == 9
-    assert store_rows(store_path, "SELECT value FROM measurements ORDER BY value") == [
-        (n,) for n in range(5)
-    ]
+    # The finished tests are in the dead process's journal; whoever opens the store next
+    # (a run, or the command here) folds them in.
+    assert list(store_path.parent.glob("userflow.db.journal-*"))
+    command = [sys.executable, "-m", "pytest_userflow", "--store", str(store_path)]
+    listing = subprocess.run(
+        [*command, "measurements", "--format", "json"], capture_output=True, text=True, check=True
+    )
+    assert sorted(m["value"] for m in json.loads(listing.stdout)["measurements"]) == list(range(5))
+    assert not list(store_path.parent.glob("userflow.db.journal-*"))
+    rows = store_rows(store_path, "SELECT value FROM measurements ORDER BY value")
+    assert rows == [(n,) for n in range(5)]
