@@ -12,9 +12,10 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from . import analysis
 from .client import DEFAULT_URL, TOKEN_ENV, HeadSpinClient
 from .journal import recover
 from .measurement import FILTER_STATUSES, UserflowError
@@ -78,17 +79,95 @@ def _parser() -> argparse.ArgumentParser:
         "--status passed --format csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ms.add_argument("--flow", help="user flow name or id (required with --source headspin)")
-    ms.add_argument("--session-id", action="append", default=[], dest="session_ids")
-    ms.add_argument("--key", action="append", default=[], dest="keys")
-    ms.add_argument(
-        "--status", action="append", default=[], dest="statuses", choices=FILTER_STATUSES
-    )
-    ms.add_argument("--start-time", help="inclusive lower bound, ISO or UNIX")
-    ms.add_argument("--end-time", help="inclusive upper bound, ISO or UNIX")
+    _add_filters(ms)
     ms.add_argument("--limit", type=_count)
     ms.add_argument("--offset", type=_count)
     ms.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    st = commands.add_parser(
+        "stats",
+        help="count, min, mean, p50, p95, max per flow and key",
+        description="Statistics per flow, key and type over the filtered measurements "
+        "(non-numeric values are counted, not averaged). The filters are those of "
+        "'measurements'.",
+        epilog="examples:\n  pytest-userflow stats --flow Login --start-time 2026-11-01\n"
+        "  pytest-userflow stats --key 'Login Time' --by device --format csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_filters(st)
+    st.add_argument("--by", choices=("run", "device", "day"), help="one row per run, device or day")
+    st.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    runs = commands.add_parser(
+        "runs",
+        help="the recorded runs, newest first",
+        description="The runs in the local store, newest first.",
+    )
+    runs.add_argument("--limit", type=_count, default=20)
+    runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    cmp = commands.add_parser(
+        "compare",
+        help="baseline against candidate, per key; exit 1 over --fail-over",
+        description="Compare the median of each key between a baseline and a candidate: two "
+        "runs, two time windows, or by default the newest run against the --last N runs before "
+        "it. Lower is better unless --higher-is-better names the key. Passed tests only, "
+        "unless --status says otherwise. Exit 1 when a key got worse by more than --fail-over.",
+        epilog="examples:\n  pytest-userflow compare --fail-over 10\n"
+        "  pytest-userflow compare --baseline-run 3f2a --candidate-run 9c1d \\\n"
+        "      --higher-is-better FPS\n"
+        "  pytest-userflow compare --baseline-start 2026-11-01 --baseline-end 2026-11-07 \\\n"
+        "      --candidate-start 2026-11-08 --fail-over 15",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmp.add_argument("--flow", help="user flow name or id")
+    cmp.add_argument("--key", action="append", default=[], dest="keys")
+    cmp.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        dest="statuses",
+        choices=FILTER_STATUSES,
+        help="(default: passed)",
+    )
+    cmp.add_argument("--baseline-run", action="append", default=[], dest="baseline_runs")
+    cmp.add_argument("--candidate-run", help="default: the newest run")
+    cmp.add_argument(
+        "--last",
+        type=_count,
+        default=5,
+        help="baseline: this many runs before the candidate (default 5)",
+    )
+    for side in ("baseline", "candidate"):
+        cmp.add_argument(f"--{side}-start", help=f"{side} window start, ISO or UNIX")
+        cmp.add_argument(f"--{side}-end", help=f"{side} window end, ISO or UNIX")
+    cmp.add_argument(
+        "--fail-over",
+        type=float,
+        metavar="PCT",
+        help="exit 1 when a key is worse by more than PCT percent",
+    )
+    cmp.add_argument(
+        "--higher-is-better",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="keys for which higher is better (FPS, scores...)",
+    )
+    cmp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    plot = commands.add_parser(
+        "plot",
+        help="PNG of a key's trend over runs (needs the [plot] extra)",
+        description="Draw a key's median and p95 per run, with failed tests' values marked. "
+        "Needs matplotlib: pip install 'pytest-userflow[plot]'.",
+        epilog="example: pytest-userflow plot --flow Login --key 'Login Time' -o login.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plot.add_argument("--flow", help="user flow name or id")
+    plot.add_argument("--key", required=True)
+    plot.add_argument("--last", type=_count, default=30, help="this many newest runs (default 30)")
+    plot.add_argument("-o", "--output", default="trend.png", help="PNG file (default trend.png)")
 
     push = commands.add_parser(
         "push",
@@ -114,6 +193,61 @@ def _parser() -> argparse.ArgumentParser:
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
     return parser
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """The measurement listing's filters, with the API's meaning (shared by the commands)."""
+    parser.add_argument("--flow", help="user flow name or id (an id with --source headspin)")
+    parser.add_argument(
+        "--session-id",
+        action="append",
+        default=[],
+        dest="session_ids",
+        help="repeat for several sessions",
+    )
+    parser.add_argument(
+        "--key", action="append", default=[], dest="keys", help="repeat for several keys"
+    )
+    parser.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        dest="statuses",
+        choices=FILTER_STATUSES,
+        help="repeat for several (default: passed, failed and not_set)",
+    )
+    parser.add_argument("--start-time", help="inclusive lower bound, ISO or UNIX")
+    parser.add_argument("--end-time", help="inclusive upper bound, ISO or UNIX")
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        dest="run_ids",
+        help="only these runs (local store; repeat for several)",
+    )
+
+
+def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]]:
+    """Measurement rows from the chosen source, filtered."""
+    filters = {
+        "session_ids": getattr(args, "session_ids", []),
+        "keys": args.keys,
+        "statuses": args.statuses,
+        "start_time": getattr(args, "start_time", None),
+        "end_time": getattr(args, "end_time", None),
+        "run_ids": getattr(args, "run_ids", []),
+    }
+    filters.update(overrides)
+    if args.source == "headspin":
+        if not args.flow:
+            raise CliError("--flow (the user flow id) is required with --source headspin")
+        if filters.pop("run_ids"):
+            raise CliError("runs are known only to the local store: use times with HeadSpin")
+        with HeadSpinClient(_token(args), base_url=_url(args)) as client:
+            yield from client.iter_measurements(args.flow, **filters)
+        return
+    store = _open_store(args.store)
+    yield from store.query_measurements(flow=args.flow, **filters)
 
 
 def _count(text: str) -> int:
@@ -196,21 +330,180 @@ def cmd_measurements(args: argparse.Namespace) -> int:
         "session_id",
     )
     columns = API_COLUMNS if args.format != "table" else table_columns
-    if args.source == "headspin":
+    if args.source == "headspin" and (args.limit is not None or args.offset is not None):
         if not args.flow:
             raise CliError("--flow (the user flow id) is required with --source headspin")
         with HeadSpinClient(_token(args), base_url=_url(args)) as client:
-            if args.limit is not None or args.offset is not None:
-                rows: Iterable[dict[str, Any]] = client.get_measurements(
-                    args.flow, limit=args.limit, offset=args.offset, **filters
-                )
-            else:
-                rows = client.iter_measurements(args.flow, **filters)
+            rows: Iterable[dict[str, Any]] = client.get_measurements(
+                args.flow, limit=args.limit, offset=args.offset, **filters
+            )
             _emit(rows, columns, args.format, "measurements")
         return 0
+    if args.source == "headspin":
+        _emit(_rows(args), columns, args.format, "measurements")
+        return 0
     store = _open_store(args.store)
-    rows = store.query_measurements(flow=args.flow, limit=args.limit, offset=args.offset, **filters)
+    rows = store.query_measurements(
+        flow=args.flow, limit=args.limit, offset=args.offset, run_ids=args.run_ids, **filters
+    )
     _emit(rows, columns, args.format, "measurements")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    rows = analysis.stats(_rows(args), by=args.by)
+    columns = [
+        "flow",
+        "key",
+        "type",
+        *([args.by] if args.by else []),
+        *analysis.STAT_COLUMNS,
+        "units",
+    ]
+    if args.format == "table":
+        rows = [
+            {k: analysis.fmt_number(v) if k in analysis.STAT_COLUMNS else v for k, v in row.items()}
+            for row in rows
+        ]
+    _emit(rows, columns, args.format, "stats")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    rows = _open_store(args.store).runs(limit=args.limit)
+    if args.format == "table":
+        for row in rows:
+            row["started_at"] = analysis.utc(row["started_at"])
+            row["git_commit"] = (row["git_commit"] or "-")[:10]
+    columns = (
+        "run_id",
+        "started_at",
+        "host",
+        "git_branch",
+        "git_commit",
+        "ci_build_id",
+        "tests",
+        "measurements",
+    )
+    _emit(rows, columns, args.format, "runs")
+    return 0
+
+
+def _compare_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The filters of baseline and candidate, and a sentence saying what was compared."""
+    windows = args.baseline_start or args.baseline_end or args.candidate_start or args.candidate_end
+    if windows:
+        if args.baseline_runs or args.candidate_run:
+            raise CliError("give runs or time windows, not both")
+        base = {"start_time": args.baseline_start, "end_time": args.baseline_end, "run_ids": []}
+        cand = {"start_time": args.candidate_start, "end_time": args.candidate_end, "run_ids": []}
+        said = (
+            f"window {args.baseline_start or '...'} - {args.baseline_end or '...'} against "
+            f"{args.candidate_start or '...'} - {args.candidate_end or '...'}"
+        )
+        return base, cand, said
+    if args.source == "headspin":
+        raise CliError("HeadSpin knows no runs: compare time windows (--baseline-start ...)")
+    runs = [r["run_id"] for r in _open_store(args.store).runs(limit=None)]  # newest first
+    candidate = args.candidate_run or (runs[0] if runs else None)
+    if candidate is None:
+        raise CliError("the store has no runs yet")
+    candidate = _match_run(candidate, runs)
+    baseline = [_match_run(r, runs) for r in args.baseline_runs]
+    if not baseline:
+        older = runs[runs.index(candidate) + 1 :]
+        baseline = older[: args.last]
+        if not baseline:
+            raise CliError(f"no run before {candidate} to compare it with")
+    said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
+    return {"run_ids": baseline}, {"run_ids": [candidate]}, said
+
+
+def _match_run(prefix: str, runs: list[str]) -> str:
+    found = [r for r in runs if r.startswith(prefix)]
+    if len(found) != 1:
+        raise CliError(f"run {prefix!r} matches {len(found)} runs in the store")
+    return found[0]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    base, cand, said = _compare_sides(args)
+    statuses = args.statuses or ["passed"]
+    comparisons = analysis.compare(
+        _rows(args, statuses=statuses, **base),
+        _rows(args, statuses=statuses, **cand),
+        higher_is_better=args.higher_is_better,
+    )
+    rows: list[dict[str, Any]] = [
+        {
+            "flow": c.flow,
+            "key": c.key,
+            "type": c.type,
+            "baseline": c.baseline,
+            "candidate": c.candidate,
+            "change_pct": c.change_pct,
+            "baseline_n": c.baseline_n,
+            "candidate_n": c.candidate_n,
+            "units": c.units,
+            "direction": "higher is better" if c.higher_is_better else "lower is better",
+            "verdict": c.verdict(args.fail_over),
+        }
+        for c in comparisons
+    ]
+    columns = (
+        "flow",
+        "key",
+        "type",
+        "baseline",
+        "candidate",
+        "change_pct",
+        "verdict",
+        "units",
+        "baseline_n",
+        "candidate_n",
+        "direction",
+    )
+    if args.format == "table":
+        print(f"comparing {said} (medians of {', '.join(statuses)} tests)")
+        shown = [
+            {
+                **r,
+                "baseline": analysis.fmt_number(r["baseline"]),
+                "candidate": analysis.fmt_number(r["candidate"]),
+                "change_pct": "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
+            }
+            for r in rows
+        ]
+        _emit(shown, columns, "table", "comparisons")
+    else:
+        _emit(rows, columns, args.format, "comparisons")
+    worse = [c for c in comparisons if c.verdict(args.fail_over) == "worse"]
+    if args.fail_over is not None and worse:
+        names = ", ".join(f"{c.flow}/{c.key} {c.worse_pct:+.1f}%" for c in worse)
+        print(f"worse by more than {args.fail_over:g}%: {names}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    if args.source == "headspin":
+        raise CliError("plot draws runs of the local store")
+    store = _open_store(args.store)
+    runs = store.runs(limit=args.last or None)[::-1]  # oldest first
+    if not runs:
+        raise CliError("the store has no runs yet")
+    rows = store.query_measurements(
+        flow=args.flow,
+        keys=[args.key],
+        statuses=["passed", "failed"],
+        run_ids=[r["run_id"] for r in runs],
+    )
+    from .plot import plot_trend
+
+    count = plot_trend(rows, runs, key=args.key, output=args.output)
+    if count == 0:
+        raise CliError(f"no numeric values of key {args.key!r} in the last {len(runs)} run(s)")
+    print(f"wrote {args.output}: {count} value(s) of {args.key!r} over {len(runs)} run(s)")
     return 0
 
 
@@ -290,7 +583,15 @@ class _ProgressBar:
         sys.stderr.write("\n")
 
 
-COMMANDS = {"flows": cmd_flows, "measurements": cmd_measurements, "push": cmd_push}
+COMMANDS = {
+    "flows": cmd_flows,
+    "measurements": cmd_measurements,
+    "stats": cmd_stats,
+    "runs": cmd_runs,
+    "compare": cmd_compare,
+    "plot": cmd_plot,
+    "push": cmd_push,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -595,6 +595,31 @@ class Store:
             for r in self.db.execute(sql)
         ]
 
+    def runs(self, limit: int | None = 20) -> list[dict[str, Any]]:
+        """The recorded runs, newest first, with their test and measurement counts."""
+        sql = (
+            "SELECT r.run_id, r.started_at, r.finished_at, r.host, r.git_commit, r.git_branch,"
+            " r.ci_build_id, r.backend,"
+            " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
+            " (SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id)"
+            " FROM runs r ORDER BY r.started_at DESC"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        names = (
+            "run_id",
+            "started_at",
+            "finished_at",
+            "host",
+            "git_commit",
+            "git_branch",
+            "ci_build_id",
+            "backend",
+            "tests",
+            "measurements",
+        )
+        return [dict(zip(names, row, strict=True)) for row in self.db.execute(sql)]
+
     def resolve_flow(self, flow: str) -> str | None:
         row = self.db.execute(
             "SELECT user_flow_id FROM flows WHERE name = ? OR user_flow_id = ?", (flow, flow)

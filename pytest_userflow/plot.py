@@ -1,0 +1,70 @@
+"""``pytest-userflow plot``: a key's trend over runs as a PNG (matplotlib, the [plot] extra)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from .analysis import percentile, utc
+from .measurement import UserflowError
+
+
+def plot_trend(
+    rows: Iterable[dict[str, Any]], runs: list[dict[str, Any]], *, key: str, output: str
+) -> int:
+    """Draw median and p95 of passed values per run, failed tests' values as red crosses.
+
+    Returns how many numeric values were drawn.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserflowError(
+            "plot needs matplotlib: pip install 'pytest-userflow[plot]' (or pip install matplotlib)"
+        ) from None
+    index = {run["run_id"]: i for i, run in enumerate(runs)}
+    passed: dict[int, list[float]] = defaultdict(list)
+    failed: list[tuple[int, float]] = []
+    units = None
+    for row in rows:
+        value = row["value"]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or row["run_id"] not in index
+        ):
+            continue
+        units = units or row.get("key_units")
+        if row["status"] == "Failed":
+            failed.append((index[row["run_id"]], float(value)))
+        else:
+            passed[index[row["run_id"]]].append(float(value))
+    xs = sorted(passed)
+    medians = [percentile(sorted(passed[x]), 50) for x in xs]
+    p95s = [percentile(sorted(passed[x]), 95) for x in xs]
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    ax.plot(xs, medians, marker="o", label="median (passed)")
+    ax.plot(xs, p95s, marker=".", linestyle="--", label="p95 (passed)")
+    if failed:
+        ax.scatter(
+            [x for x, _ in failed],
+            [v for _, v in failed],
+            marker="x",
+            color="red",
+            label="failed tests",
+            zorder=3,
+        )
+    labels = [f"{utc(r['started_at'])[5:16]}\n{r['run_id'][:6]}" for r in runs]
+    ax.set_xticks(range(len(runs)), labels, fontsize=7)
+    ax.set_title(f"{key}: trend over {len(runs)} run(s)")
+    ax.set_ylabel(units or "value")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output, format="png")
+    plt.close(fig)
+    return sum(len(v) for v in passed.values()) + len(failed)

@@ -1,0 +1,326 @@
+"""The ``pytest-userflow`` command, run for real on stores made by real pytest runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SUITE = """
+    import os, pytest
+    VALUE = float(os.environ.get("LOGIN_TIME", "100"))
+
+    @pytest.mark.userflow("Login")
+    @pytest.mark.parametrize("n", range(4))
+    def test_login(record_measurement, userflow, n):
+        userflow.attach_session("8a37be67-c718-11ec-896d-0acbaa89a1b%d" % n)
+        record_measurement("Login Time", VALUE + n, units="ms", type="Custom Metrics")
+        record_measurement("FPS", 60 - n)
+        record_measurement("Screen", "home")
+
+    @pytest.mark.userflow("Login")
+    def test_failed(record_measurement):
+        record_measurement("Login Time", 999, units="ms", type="Custom Metrics")
+        assert 0
+
+    @pytest.mark.userflow("Login")
+    def test_skipped(record_measurement):
+        record_measurement("Login Time", 5, units="ms", type="Custom Metrics")
+        pytest.skip("excluded")
+"""
+
+
+def cli(store: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("pytest-userflow")
+    command = [exe] if exe else [sys.executable, "-m", "pytest_userflow"]
+    result = subprocess.run(
+        [*command, "--store", str(store), *args], capture_output=True, text=True, check=False
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def store(pytester: pytest.Pytester, store_path: Path, monkeypatch) -> Path:
+    """Two runs of SUITE: Login Time around 100 ms, then around 130 ms (a 30% slowdown)."""
+    pytester.makepyfile(SUITE)
+    monkeypatch.setenv("LOGIN_TIME", "100")
+    pytester.runpytest().assert_outcomes(passed=4, failed=1, skipped=1)
+    monkeypatch.setenv("LOGIN_TIME", "130")
+    pytester.runpytest().assert_outcomes(passed=4, failed=1, skipped=1)
+    return store_path
+
+
+def test_measurements_csv_has_exactly_the_api_columns(store: Path) -> None:
+    out = cli(
+        store, "measurements", "--flow", "Login", "--key", "Login Time", "--format", "csv"
+    ).stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == [
+        "user_flow_id",
+        "user_flow_name",
+        "perf_event_id",
+        "event_time",
+        "session_id",
+        "perf_key_id",
+        "key_name",
+        "key_type",
+        "key_units",
+        "value",
+    ]
+    # no --status: passed, failed and not_set, as the API does; the skipped (Excluded) test is left out
+    assert sorted(float(r[9]) for r in rows[1:]) == [
+        100,
+        101,
+        102,
+        103,
+        130,
+        131,
+        132,
+        133,
+        999,
+        999,
+    ]
+    assert {r[1] for r in rows[1:]} == {"Login"} and {r[8] for r in rows[1:]} == {"ms"}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--status", "excluded"], [5, 5]),
+        (["--status", "failed", "--status", "excluded"], [5, 5, 999, 999]),
+        (["--session-id", "8a37be67-c718-11ec-896d-0acbaa89a1b0"], [100, 130]),
+        (
+            [
+                "--session-id",
+                "8a37be67-c718-11ec-896d-0acbaa89a1b0",
+                "--session-id",
+                "8a37be67-c718-11ec-896d-0acbaa89a1b3",
+            ],
+            [100, 103, 130, 133],
+        ),
+        (["--limit", "3", "--offset", "1"], [101, 102, 103]),
+        (["--end-time", "2000-01-01 00:00:00"], []),
+        (
+            ["--start-time", "946684800", "--status", "passed"],
+            [100, 101, 102, 103, 130, 131, 132, 133],
+        ),
+    ],
+)
+def test_measurement_filters_have_the_api_semantics(store: Path, args, expected) -> None:
+    out = cli(store, "measurements", "--key", "Login Time", "--format", "json", *args).stdout
+    values = [m["value"] for m in json.loads(out)["measurements"]]
+    assert sorted(values) == expected if "--limit" not in args else values == expected
+
+
+def test_repeated_keys_are_or_and_non_numeric_values_pass_through(store: Path) -> None:
+    out = cli(
+        store,
+        "measurements",
+        "--key",
+        "Screen",
+        "--key",
+        "FPS",
+        "--status",
+        "passed",
+        "--format",
+        "json",
+    )
+    rows = json.loads(out.stdout)["measurements"]
+    assert {r["key_name"] for r in rows} == {"Screen", "FPS"}
+    assert [r["value"] for r in rows if r["key_name"] == "Screen"] == ["home"] * 8
+
+
+def test_flows_and_runs(store: Path) -> None:
+    flows = json.loads(cli(store, "flows", "--format", "json").stdout)["user_flows"]
+    assert [(f["name"], f["tests"], f["measurements"]) for f in flows] == [("Login", 12, 28)]
+    runs = json.loads(cli(store, "runs", "--format", "json").stdout)["runs"]
+    assert len(runs) == 2 and runs[0]["started_at"] >= runs[1]["started_at"]
+    assert [r["tests"] for r in runs] == [6, 6]
+
+
+def test_stats_per_key_and_by_run(store: Path) -> None:
+    rows = json.loads(
+        cli(store, "stats", "--key", "Login Time", "--status", "passed", "--format", "json").stdout
+    )["stats"]
+    assert rows == [
+        {
+            "flow": "Login",
+            "key": "Login Time",
+            "type": "Custom Metrics",
+            "count": 8,
+            "min": 100.0,
+            "mean": 116.5,
+            "p50": 116.5,
+            "p95": pytest.approx(132.65),
+            "max": 133.0,
+            "units": "ms",
+        }
+    ]
+    by_run = json.loads(
+        cli(
+            store,
+            "stats",
+            "--key",
+            "Login Time",
+            "--status",
+            "passed",
+            "--by",
+            "run",
+            "--format",
+            "json",
+        ).stdout
+    )["stats"]
+    assert sorted(r["p50"] for r in by_run) == [101.5, 131.5]
+    table = cli(store, "stats", "--key", "Screen").stdout.splitlines()
+    assert table[0].split() == [
+        "flow",
+        "key",
+        "type",
+        "count",
+        "min",
+        "mean",
+        "p50",
+        "p95",
+        "max",
+        "units",
+    ]
+    assert table[1].split() == ["Login", "Screen", "-", "8", "-", "-", "-", "-", "-", "-"]
+
+
+def test_compare_catches_the_slowdown_and_respects_direction(store: Path) -> None:
+    result = cli(store, "compare", "--fail-over", "20", "--higher-is-better", "FPS", check=False)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("comparing run ") and "against 1 run(s)" in lines[0]
+    row = next(line.split() for line in lines if "Login Time" in line)
+    assert row[5:9] == [
+        "101.5",
+        "131.5",
+        "+29.6%",
+        "worse",
+    ]  # after "Login Login Time Custom Metrics"
+    fps = next(line.split() for line in lines if " FPS " in line)
+    assert fps[3:7] == ["58.5", "58.5", "+0.0%", "same"]
+    assert "worse by more than 20%: Login/Login Time +29.6%" in result.stderr
+    assert cli(store, "compare", "--fail-over", "40").returncode == 0
+    data = json.loads(cli(store, "compare", "--format", "json").stdout)["comparisons"]
+    login = next(c for c in data if c["key"] == "Login Time")
+    assert (
+        login["baseline"] == 101.5 and login["candidate"] == 131.5 and login["verdict"] == "worse"
+    )
+
+
+def test_compare_higher_is_better_turns_a_drop_into_a_regression(
+    tmp_path, pytester, store_path, monkeypatch
+) -> None:
+    pytester.makepyfile("""
+        import os, pytest
+
+        @pytest.mark.userflow("Video")
+        def test_play(record_measurement):
+            record_measurement("FPS", float(os.environ["FPS"]))
+    """)
+    for fps in ("60", "45"):
+        monkeypatch.setenv("FPS", fps)
+        pytester.runpytest()
+    assert cli(store_path, "compare", "--fail-over", "10").returncode == 0  # lower is better: fine
+    worse = cli(
+        store_path, "compare", "--fail-over", "10", "--higher-is-better", "FPS", check=False
+    )
+    assert worse.returncode == 1 and "Video/FPS +25.0%" in worse.stderr
+
+
+def test_plot_writes_a_png_or_names_the_extra(store: Path, tmp_path: Path) -> None:
+    output = tmp_path / "login.png"
+    pytest.importorskip("matplotlib")
+    result = cli(store, "plot", "--flow", "Login", "--key", "Login Time", "-o", str(output))
+    assert "wrote" in result.stdout and "over 2 run(s)" in result.stdout
+    data = output.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_plot_without_matplotlib_says_which_extra_to_install(store: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker" / "matplotlib"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    env = {"PYTHONPATH": str(blocker.parent), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_userflow",
+            "--store",
+            str(store),
+            "plot",
+            "--key",
+            "Login Time",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "pytest-userflow plot: error: plot needs matplotlib: pip install 'pytest-userflow[plot]' "
+        "(or pip install matplotlib)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["measurements", "--flow", "Nope"], "no user flow named or with id 'Nope'"),
+        (["measurements", "--start-time", "yesterday"], "time must be ISO"),
+        (["compare", "--candidate-run", "zzz"], "run 'zzz' matches 0 runs"),
+        (["--source", "headspin", "flows"], "HeadSpin needs an API token: set HEADSPIN_API_TOKEN"),
+    ],
+)
+def test_errors_are_one_clear_line_and_exit_2(store: Path, monkeypatch, args, message) -> None:
+    monkeypatch.delenv("HEADSPIN_API_TOKEN", raising=False)
+    result = cli(store, *args, check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_a_missing_store_is_named(tmp_path: Path) -> None:
+    result = cli(tmp_path / "none.db", "flows", check=False)
+    assert result.returncode == 2 and f"no store at {tmp_path / 'none.db'}" in result.stderr
+
+
+def test_headspin_source_streams_the_measurements(store: Path, hs_env) -> None:
+    sid = hs_env.state.add_session()
+    flow = hs_env.state.create_flow(None, {"name": "Remote"})[1]["user_flow_id"]
+    hs_env.state.attach_session(None, {"session_id": sid, "status": "Passed"}, flow)
+    event = next(iter(hs_env.state.events.values()))
+    hs_env.state._add_measurements(event, [{"key": f"k{i}", "value": i} for i in range(7)])
+    out = cli(
+        store, "--source", "headspin", "measurements", "--flow", flow, "--format", "json"
+    ).stdout
+    assert sorted(m["value"] for m in json.loads(out)["measurements"]) == list(range(7))
+    stats = json.loads(
+        cli(store, "--source", "headspin", "stats", "--flow", flow, "--format", "json").stdout
+    )
+    assert [(r["key"], r["count"], r["p50"]) for r in stats["stats"]] == [
+        (f"k{i}", 1, float(i)) for i in range(7)
+    ]
+
+
+def test_help_has_examples_and_exit_codes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_userflow", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "examples:" in result.stdout and "exit codes:" in result.stdout
+    for command in ("flows", "measurements", "stats", "runs", "compare", "plot", "push"):
+        assert command in result.stdout
