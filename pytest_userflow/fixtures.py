@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from .budgets import Budget
 from .measurement import (
     Measurement,
     MeasurementError,
@@ -60,21 +61,33 @@ class RecordMeasurement:
         *,
         type: str | None = None,
         units: str | None = None,
+        budget: float | None = None,
     ) -> Measurement:
         __tracebackhide__ = True
-        measurement = Measurement.create(
-            key,
-            value,
-            type=type,
-            units=units,
-            where=f"record_measurement() of {self._record.nodeid}",
-        )
+        where = f"record_measurement() of {self._record.nodeid}"
+        measurement = Measurement.create(key, value, type=type, units=units, where=where)
+        if budget is not None:
+            self._budget(key, value, budget, where)
         self._record.measurements.append(measurement)
         return measurement
 
+    def _budget(self, key: str, value: object, budget: object, where: str) -> None:
+        """``budget=MAX``: the test fails when the value is above MAX."""
+        __tracebackhide__ = True
+        if isinstance(value, str):
+            raise MeasurementError(
+                f"budget= needs a numeric value, {key!r} is {value!r} in {where}"
+            )
+        self._record.budgets[key] = Budget.create("*", key, max=budget, where=where)
+
     @contextmanager
     def timer(
-        self, key: str, *, type: str | None = None, units: str = "seconds"
+        self,
+        key: str,
+        *,
+        type: str | None = None,
+        units: str = "seconds",
+        budget: float | None = None,
     ) -> Iterator[Timer]:
         """Record the wall time the block took (perf_counter), in seconds by default.
 
@@ -83,6 +96,8 @@ class RecordMeasurement:
         __tracebackhide__ = True
         where = f"record_measurement.timer() of {self._record.nodeid}"
         Measurement.create(key, 0, type=type, units=units, where=where)  # check before timing
+        if budget is not None:
+            self._budget(key, 0, budget, where)
         result = Timer()
         start = time.perf_counter()
         yield result

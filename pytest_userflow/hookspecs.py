@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from .budgets import Baseline
     from .measurement import Measurement
     from .recorder import FlushResult
 
@@ -34,6 +35,16 @@ def pytest_userflow_measurements(item: pytest.Item, measurements: list[Measureme
 
     *measurements* is the list itself: append ``Measurement.create(...)`` objects or
     remove items in place.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_userflow_verdict(item: pytest.Item, measurement: Measurement, baseline: Baseline) -> Any:
+    """Decide whether *measurement* regressed against *baseline* (the regression gate).
+
+    ``baseline.values`` are the last passed values (newest first), ``baseline.median`` their
+    median. Return True for a regression, False for none, or None for the built-in rule
+    (worse than the median by more than ``--userflow-regression`` percent).
     """
 
 

@@ -14,6 +14,17 @@ from typing import Any
 import pytest
 
 from . import hookspecs, settings
+from .budgets import (
+    BaselineSource,
+    Budget,
+    BudgetExceeded,
+    Check,
+    check_budget,
+    check_regression,
+    headspin_fetch,
+    local_fetch,
+    numeric,
+)
 from .fixtures import (  # noqa: F401  (fixtures are found on the plugin module)
     DEVICE_KEY,
     RECORD_KEY,
@@ -34,6 +45,10 @@ RUN_KEY = pytest.StashKey["UserflowRun"]()
 MARKER = (
     "userflow(name, *, description=None): record this test into the user flow NAME "
     "(on a test, class or module; the nearest marker wins)"
+)
+BUDGET_MARKER = (
+    "userflow_budget(key, max=None, min=None): fail the test when KEY is above max or below "
+    "min (repeatable; the nearest marker for a key wins)"
 )
 
 
@@ -97,6 +112,7 @@ def _check_devices(config: pytest.Config, devices: tuple[str, ...]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+    config.addinivalue_line("markers", BUDGET_MARKER)
     if config.option.help or config.option.version:
         return
     resolved = settings.resolve(config)
@@ -166,6 +182,9 @@ class UserflowRun:
         self.journal: JournalWriter | None = None
         self.recorder: Recorder | None = None
         self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
+        self.checks: list[Check] = []
+        self.no_history: set[str] = set()
+        self.baselines: BaselineSource | None = None
         self.summaries: list[dict[str, Any]] = []
         self.crashed: list[str] = []
         self.errors: list[str] = []
@@ -204,12 +223,26 @@ class UserflowRun:
                 raise pytest.UsageError(str(exc)) from None
             self.sink = self._make_sink()
         if not self.controller:
+            self.baselines = self._baselines()
             self.recorder = Recorder(
                 self.sink,
                 run_id=self.run.run_id,
                 worker=self.worker,
                 default_flow=self.settings.flow,
             )
+
+    def _baselines(self) -> BaselineSource | None:
+        s = self.settings
+        assert self.run is not None
+        if s.baseline == "local" and self.store is not None:
+            return BaselineSource(local_fetch(self.store, self.run.run_id), s.baseline_runs)
+        if s.baseline == "headspin":
+            from .client import HeadSpinClient
+
+            assert s.token is not None
+            client = HeadSpinClient(s.token, base_url=s.url, retries=2)
+            return BaselineSource(headspin_fetch(client), s.baseline_runs)
+        return None
 
     def _make_sink(self) -> Sink:
         s = self.settings
@@ -263,6 +296,17 @@ class UserflowRun:
         record = TestRecord(item.nodeid, None, device=self.device)
         item.stash[RECORD_KEY] = record
         record.flow, record.description = _flow_of(item, self.settings.flow)
+        flow = record.flow or default_flow_name(item.nodeid)
+        for marker in reversed(list(item.iter_markers("userflow_budget"))):  # nearest last: wins
+            key = marker.args[0] if marker.args else marker.kwargs.get("key")
+            unknown = set(marker.kwargs) - {"key", "max", "min"}
+            where = f"@pytest.mark.userflow_budget on {item.nodeid}"
+            if unknown or len(marker.args) > 1:
+                raise MeasurementError(f"{where} takes (key, max=None, min=None), got {marker}")
+            budget = Budget.create(
+                flow, key, marker.kwargs.get("max"), marker.kwargs.get("min"), where=where
+            )
+            record.budgets[budget.key] = budget
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -273,6 +317,8 @@ class UserflowRun:
         if record is None or self.recorder is None:
             return report
         record.reports[report.when] = report
+        if report.when != "setup" and len(record.measurements) > record.checked:
+            self._gate(item, record, report)
         if report.when == "teardown" and record.wanted:
             event = self._finish(item, record)
             report.user_properties.append(("userflow", event.flow))
@@ -282,6 +328,69 @@ class UserflowRun:
             )
             self.pending[item.nodeid] = (item, event)
         return report
+
+    def _gate(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
+        """Budgets and the regression gate for what was recorded since the last check.
+
+        Runs right after the call phase (and again after teardown for values that fixture
+        teardowns recorded); a breach turns a passing report into a failure.
+        """
+        new = record.measurements[record.checked :]
+        record.checked = len(record.measurements)
+        if not (record.budgets or self.settings.budgets or self.baselines):
+            return
+        flow = record.flow or default_flow_name(item.nodeid)
+        budgets = {b.key: b for b in reversed(self.settings.budgets) if b.applies(flow, b.key)}
+        budgets.update(record.budgets)
+        failing = []
+        for m in new:
+            budget = budgets.get(m.key)
+            checks = [check_budget(item.nodeid, flow, m, budget)] if budget else []
+            if self.baselines is not None:
+                checks.append(self._regression(item, flow, m, budget))
+            for check in checks:
+                if check is not None:
+                    self.checks.append(check)
+                    if check.failed:
+                        failing.append(check)
+        if failing and report.passed:
+            message = "; ".join(check.message() for check in failing)
+            try:
+                raise BudgetExceeded(message)
+            except BudgetExceeded:
+                excinfo = pytest.ExceptionInfo[BudgetExceeded].from_current()
+            report.outcome = "failed"
+            report.longrepr = excinfo.getrepr(style="no")
+            report.userflow_message = message  # type: ignore[attr-defined]  # the flow's status
+
+    def _regression(
+        self, item: pytest.Item, flow: str, m: Measurement, budget: Budget | None
+    ) -> Check | None:
+        assert self.baselines is not None
+        baseline = self.baselines.get(flow, m.key)
+        if not baseline.enough:
+            if numeric(m.value) is not None:
+                self.no_history.add(f"{flow}/{m.key} ({len(baseline.values)})")
+            return None
+        warn = self.settings.regression_mode == "warn"
+        check = check_regression(
+            item.nodeid,
+            flow,
+            m,
+            baseline,
+            pct=self.settings.regression,
+            higher_is_better=budget.higher_is_better if budget else False,
+            warn_only=warn,
+        )
+        if check is not None:
+            decided = item.ihook.pytest_userflow_verdict(
+                item=item, measurement=m, baseline=baseline
+            )
+            if decided is not None:
+                check.verdict = (
+                    ("regressed (warning)" if warn else "regressed") if decided else "ok"
+                )
+        return check
 
     def _finish(self, item: pytest.Item, record: TestRecord) -> EventRecord:
         assert self.recorder is not None
@@ -397,6 +506,10 @@ class UserflowRun:
 
     def _notes(self) -> dict[str, Any]:
         notes: dict[str, Any] = {"errors": list(self.errors), "send_errors": []}
+        notes["checks"] = [c.as_dict() for c in self.checks]
+        notes["no_history"] = sorted(self.no_history)
+        if self.baselines is not None:
+            notes["errors"] += self.baselines.errors
         if isinstance(self.sink, DryRunSink):
             notes["dry_run_lines"] = self.sink.lines
         if isinstance(self.sink, HeadSpinSink):

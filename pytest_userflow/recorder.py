@@ -38,6 +38,8 @@ class TestRecord:
     used: bool = False  # the test asked for record_measurement or userflow
     started: float = field(default_factory=time.time)
     reports: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, Any] = field(default_factory=dict)  # key -> Budget from budget=
+    checked: int = 0  # how many measurements were checked against budgets and baselines
 
     def add(self, measurement: Measurement) -> None:
         self.measurements.append(measurement)
@@ -49,6 +51,9 @@ class TestRecord:
 
 
 def _crash_line(report: Any) -> str:
+    gate = getattr(report, "userflow_message", None)  # a budget or regression: said plainly
+    if gate:
+        return str(gate)
     longrepr = report.longrepr
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None and getattr(crash, "message", None):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .budgets import Budget
 from .client import DEFAULT_URL, TOKEN_ENV
 from .measurement import MeasurementError, check_device_address
 
@@ -16,6 +17,10 @@ BACKENDS = ("auto", "local", "headspin", "off")
 APIS = ("v0", "legacy")
 DEFAULT_STORE = ".userflow/userflow.db"
 DEFAULT_FLUSH_TIMEOUT = 60.0
+BASELINES = ("off", "local", "headspin")
+MODES = ("fail", "warn")
+DEFAULT_REGRESSION = 20.0
+DEFAULT_BASELINE_RUNS = 10
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -88,6 +93,35 @@ def add_options(parser: pytest.Parser) -> None:
         f"spool for 'pytest-userflow push' (ini: userflow_flush_timeout; "
         f"default {DEFAULT_FLUSH_TIMEOUT:g})",
     )
+    group.addoption(
+        "--userflow-baseline",
+        dest="userflow_baseline",
+        metavar="{off,local,headspin}",
+        help="regression gate: compare each value with the median of its last passed "
+        "values in the local store or on HeadSpin (ini: userflow_baseline; "
+        "default off)",
+    )
+    group.addoption(
+        "--userflow-regression",
+        dest="userflow_regression",
+        metavar="PCT",
+        help="a value worse than its baseline by more than PCT percent is a "
+        f"regression (ini: userflow_regression; default {DEFAULT_REGRESSION:g})",
+    )
+    group.addoption(
+        "--userflow-baseline-runs",
+        dest="userflow_baseline_runs",
+        metavar="N",
+        help="the baseline is the median of the last N passed values "
+        f"(ini: userflow_baseline_runs; default {DEFAULT_BASELINE_RUNS})",
+    )
+    group.addoption(
+        "--userflow-regression-mode",
+        dest="userflow_regression_mode",
+        metavar="{fail,warn}",
+        help="a regression fails the test (default) or only "
+        "shows in the summary (ini: userflow_regression_mode)",
+    )
     parser.addini("userflow_name", "user flow for tests that carry no marker")
     parser.addini("userflow_backend", "auto, local, headspin or off", default="")
     parser.addini("headspin_url", f"HeadSpin API base URL (default {DEFAULT_URL})", default="")
@@ -102,6 +136,20 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "userflow_flush_timeout", "seconds to wait for pending uploads at session end", default=""
     )
+    parser.addini(
+        "userflow_budgets",
+        "budgets, one a line: 'flow :: key <= value' or 'flow :: key >= value' (flow * for any)",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "userflow_baseline", "regression gate baseline: off, local or headspin", default=""
+    )
+    parser.addini("userflow_regression", "regression threshold in percent", default="")
+    parser.addini(
+        "userflow_baseline_runs", "how many last passed values make the baseline", default=""
+    )
+    parser.addini("userflow_regression_mode", "fail or warn", default="")
 
 
 @dataclass(frozen=True)
@@ -115,6 +163,11 @@ class Settings:
     report: Path | None
     dry_run: bool
     flush_timeout: float
+    budgets: tuple[Budget, ...] = ()
+    baseline: str = "off"
+    regression: float = DEFAULT_REGRESSION
+    baseline_runs: int = DEFAULT_BASELINE_RUNS
+    regression_mode: str = "fail"
     token: str | None = field(default=None, repr=False)
 
 
@@ -192,6 +245,25 @@ def resolve(config: pytest.Config) -> Settings:
         except MeasurementError as exc:
             raise pytest.UsageError(f"{devices_where}: {exc}") from None
 
+    budgets = []
+    for line in config.getini("userflow_budgets"):
+        try:
+            budgets.append(Budget.parse_line(line, where="ini key userflow_budgets"))
+        except MeasurementError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    baseline_value, baseline_where = _pick(config, "userflow_baseline", "userflow_baseline")
+    baseline = _choice(baseline_value, baseline_where, BASELINES, "off")
+    if baseline == "headspin" and not token:
+        raise pytest.UsageError(
+            f"{baseline_where} headspin needs an API token: set {TOKEN_ENV} or pass "
+            "--headspin-token"
+        )
+    mode_value, mode_where = _pick(config, "userflow_regression_mode", "userflow_regression_mode")
+    regression = _number(config, "userflow_regression", DEFAULT_REGRESSION, "a percentage >= 0")
+    runs = _number(config, "userflow_baseline_runs", DEFAULT_BASELINE_RUNS, "a whole number >= 1")
+    if runs < 1 or runs != int(runs):
+        raise pytest.UsageError(f"userflow baseline runs: {runs:g} is not a whole number >= 1")
+
     report = config.getoption("userflow_report")
     return Settings(
         flow=flow,
@@ -204,4 +276,22 @@ def resolve(config: pytest.Config) -> Settings:
         dry_run=bool(config.getoption("userflow_dry_run")),
         flush_timeout=flush_timeout,
         token=token,
+        budgets=tuple(budgets),
+        baseline=baseline,
+        regression=regression,
+        baseline_runs=int(runs),
+        regression_mode=_choice(mode_value, mode_where, MODES, "fail"),
     )
+
+
+def _number(config: pytest.Config, name: str, default: float, what: str) -> float:
+    value, where = _pick(config, name, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number >= 0 or number == float("inf"):
+        raise pytest.UsageError(f"{where}: {value!r} is not {what}")
+    return number

@@ -620,6 +620,19 @@ class Store:
         )
         return [dict(zip(names, row, strict=True)) for row in self.db.execute(sql)]
 
+    def recent_values(
+        self, flow: str, key: str, limit: int, *, exclude_run: str | None = None
+    ) -> list[Any]:
+        """The newest *limit* values of passed tests for one flow and key (a baseline)."""
+        flow_id = self.resolve_flow(flow)
+        if flow_id is None:
+            return []
+        sql = (
+            "SELECT value FROM measurements WHERE user_flow_id = ? AND key_name = ?"
+            " AND status = 'Passed' AND run_id IS NOT ? ORDER BY event_ts DESC LIMIT ?"
+        )
+        return [r[0] for r in self.db.execute(sql, (flow_id, key, exclude_run, int(limit)))]
+
     def resolve_flow(self, flow: str) -> str | None:
         row = self.db.execute(
             "SELECT user_flow_id FROM flows WHERE name = ? OR user_flow_id = ?", (flow, flow)

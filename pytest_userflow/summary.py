@@ -20,6 +20,7 @@ _UPLOAD_DESTINATIONS = {
     LOCAL_ONLY: "local-only",
 }
 MAX_NAMED = 10
+MAX_CHECK_ROWS = 50
 
 
 def destination(backend: str, dry_run: bool, upload_state: str | None) -> str:
@@ -90,6 +91,34 @@ def key_rows(events: list[dict[str, Any]], *, with_device: bool) -> list[list[st
     return rows
 
 
+def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
+    """Budgets and regressions: each checked value with its limit, change and verdict."""
+    checks = sorted(
+        (c for s in summaries for c in s.get("checks", [])),
+        key=lambda c: (c["verdict"] == "ok", c["nodeid"], c["key"]),
+    )
+    no_history = sorted({h for s in summaries for h in s.get("no_history", [])})
+    out: list[tuple[str, dict[str, bool]]] = []
+    if not checks and not no_history:
+        return out
+    failed = sum(1 for c in checks if c["verdict"] != "ok")
+    out.append((f"budgets and regressions: {len(checks)} checked, {failed} not ok", {"bold": True}))
+    if checks:
+        rows = [["test", "key", "value", "budget / baseline", "change", "verdict"]]
+        for c in checks[:MAX_CHECK_ROWS]:
+            units = f" {c['units']}" if c.get("units") else ""
+            change = "-" if c.get("change_pct") is None else f"{c['change_pct']:+.1f}%"
+            row = [c["nodeid"], f"{c['flow']}/{c['key']}", f"{c['value']:g}{units}"]
+            rows.append([*row, c["limit"], change, c["verdict"]])
+        out += [(line, {}) for line in format_table(rows, "  ")]
+        if len(checks) > MAX_CHECK_ROWS:
+            out.append((f"  ... and {len(checks) - MAX_CHECK_ROWS} more (all ok)", {}))
+    if no_history:
+        text = "no verdict, too little history (fewer than 3 passed values in the baseline): "
+        out.append((text + ", ".join(no_history), {"yellow": True}))
+    return out
+
+
 def format_table(rows: list[list[str]], indent: str = "") -> list[str]:
     """Left-aligned columns, two spaces apart; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -116,7 +145,8 @@ def render(
         not events
         and not crashed
         and not any(
-            s.get("auth_error") or s.get("unroutable") or s.get("errors") for s in summaries
+            s.get("auth_error") or s.get("unroutable") or s.get("errors") or s.get("no_history")
+            for s in summaries
         )
     ):
         return out
@@ -150,6 +180,7 @@ def render(
         rows = key_rows(flow_events, with_device=with_device)
         if len(rows) > 1:
             out += [(line, {}) for line in format_table(rows, "  ")]
+    out += _checks_section(summaries)
     for s in summaries:
         label = f" on {s['worker']}" if s.get("worker") else ""
         if s.get("dry_run_lines"):
@@ -231,6 +262,7 @@ def build_report(
             "upload_errors": [e for s in summaries for e in s.get("send_errors", [])],
             "errors": [e for s in summaries for e in s.get("errors", [])],
             "crashed_workers": list(crashed),
+            "no_baseline_history": sorted({h for s in summaries for h in s.get("no_history", [])}),
         },
     }
 

@@ -1,0 +1,317 @@
+"""Budgets and the regression gate, through real pytest runs."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import store_rows
+
+HISTORY_SUITE = """
+    import os, pytest
+
+    @pytest.mark.userflow("Login")
+    def test_login(record_measurement):
+        record_measurement("Login Time", float(os.environ["LOGIN_TIME"]), units="ms")
+        record_measurement("FPS", float(os.environ.get("FPS", "60")))
+"""
+
+
+def seed(pytester: pytest.Pytester, monkeypatch, values: list[float], fps: float = 60) -> None:
+    pytester.makepyfile(HISTORY_SUITE)
+    monkeypatch.setenv("FPS", str(fps))
+    for value in values:
+        monkeypatch.setenv("LOGIN_TIME", str(value))
+        pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_budget_argument_fails_the_test_after_its_call(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Login")
+        @pytest.mark.parametrize("ms", [1500, 2500])
+        def test_login(record_measurement, ms):
+            record_measurement("Login Time", ms, units="ms", budget=2000)
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    message = "Login/Login Time = 2500 ms is over its budget <= 2000 ms"
+    result.stdout.fnmatch_lines([f"E   pytest_userflow.BudgetExceeded: {message}"])
+    rows = dict(
+        store_rows(
+            store_path, "SELECT nodeid, status || ': ' || COALESCE(status_message, '') FROM events"
+        )
+    )
+    assert sorted(rows.values()) == ["Failed: " + message, "Passed: "]
+
+
+def test_budget_markers_min_and_max_nearest_wins(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = [pytest.mark.userflow("Video"), pytest.mark.userflow_budget("FPS", min=30)]
+
+        def test_smooth(record_measurement):
+            record_measurement("FPS", 58)
+
+        def test_choppy(record_measurement):
+            record_measurement("FPS", 24)
+
+        @pytest.mark.userflow_budget("FPS", min=20)
+        def test_choppy_but_allowed(record_measurement):
+            record_measurement("FPS", 24)
+
+        @pytest.mark.userflow_budget("Start", max=2.0, min=0.1)
+        def test_both_bounds(record_measurement):
+            record_measurement("Start", 0.05, units="s")
+    """)
+    result = pytester.runpytest("--strict-markers")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E   pytest_userflow.BudgetExceeded: Video/FPS = 24 is over its budget >= 30",
+            "E   pytest_userflow.BudgetExceeded: Video/Start = 0.05 s is over its budget <= 2 and >= 0.1 s",
+        ]
+    )
+
+
+def test_ini_budgets_and_teardown_values(pytester: pytest.Pytester) -> None:
+    pytester.makeini("""
+        [pytest]
+        userflow_budgets =
+            Login :: Login Time <= 2000
+            * :: Memory <= 200
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture
+        def app(record_measurement):
+            yield
+            record_measurement("Memory", 250, units="MB")  # measured when the app closes
+
+        @pytest.mark.userflow("Login")
+        def test_slow_login(record_measurement):
+            record_measurement("Login Time", 2100, units="ms")
+
+        @pytest.mark.userflow("Search")
+        def test_leaky(app):
+            pass
+
+        @pytest.mark.userflow("Search")
+        def test_login_time_elsewhere_is_free(record_measurement):
+            record_measurement("Login Time", 9999)
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   pytest_userflow.BudgetExceeded: Search/Memory = 250 MB is over its budget <= 200 MB",
+            "E   pytest_userflow.BudgetExceeded: Login/Login Time = 2100 ms is over its budget <= 2000 ms",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["budgets and regressions: 2 checked, 2 not ok"]
+    )  # Search has no Login Time budget
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "Login Time <= 2000",
+            "'Login Time <= 2000' is not 'flow :: key <= value' or 'flow :: key >= value'",
+        ),
+        ("Login :: Login Time < 2000", "is not 'flow :: key <= value'"),
+        ("Login :: Login Time <= fast", "is not 'flow :: key <= value'"),
+    ],
+)
+def test_bad_ini_budgets_are_usage_errors(pytester: pytest.Pytester, line, message) -> None:
+    pytester.makeini(f"[pytest]\nuserflow_budgets =\n    {line}\n")
+    pytester.makepyfile("def test_it(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: ini key userflow_budgets: *{message}*"])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ('record_measurement("k", 1, budget=float("nan"))', "max must be a finite number, got nan"),
+        (
+            'record_measurement("k", "fast", budget=3)',
+            "budget= needs a numeric value, 'k' is 'fast'",
+        ),
+    ],
+)
+def test_bad_budget_arguments_fail_at_the_call(pytester: pytest.Pytester, call, message) -> None:
+    pytester.makepyfile(f"""
+        def test_it(record_measurement):
+            {call}
+    """)
+    pytester.runpytest().stdout.fnmatch_lines([f"E *MeasurementError: {message}*of *::test_it"])
+
+
+def test_the_gate_catches_a_30_percent_slowdown(
+    pytester: pytest.Pytester, monkeypatch, store_path
+) -> None:
+    seed(pytester, monkeypatch, [100, 102, 98, 101, 99])
+    monkeypatch.setenv("LOGIN_TIME", "130")
+    result = pytester.runpytest("--userflow-baseline", "local", "--userflow-regression", "20")
+    result.assert_outcomes(failed=1)
+    message = "Login/Login Time = 130 ms regressed +30.0% against its baseline 100 (median of 5)"
+    result.stdout.fnmatch_lines(
+        [
+            f"E   pytest_userflow.BudgetExceeded: {message}",
+            "budgets and regressions: 2 checked, 1 not ok",
+            "  test * key * value * budget / baseline * change * verdict",
+            "  *::test_login * Login/Login Time * 130 ms * baseline 100 (median of 5) * +30.0% * regressed",
+            "  *::test_login * Login/FPS * 60 * baseline 60 (median of 5) * +0.0% * ok",
+        ]
+    )
+    assert store_rows(
+        store_path, "SELECT status_message FROM events ORDER BY event_ts DESC LIMIT 1"
+    ) == [(message,)]
+
+
+@pytest.mark.parametrize(
+    ("value", "args", "outcome", "verdict"),
+    [
+        ("95", [], "passed", "ok"),  # improved
+        ("115", [], "passed", "ok"),  # +15%: under the default 20%
+        ("115", ["--userflow-regression", "10"], "failed", "regressed"),
+        ("130", ["--userflow-regression-mode", "warn"], "passed", "regressed (warning)"),
+    ],
+    ids=["improved", "under-threshold", "over-threshold", "warn-mode"],
+)
+def test_gate_verdicts(
+    pytester: pytest.Pytester, monkeypatch, value, args, outcome, verdict
+) -> None:
+    seed(pytester, monkeypatch, [100, 100, 100])
+    monkeypatch.setenv("LOGIN_TIME", value)
+    result = pytester.runpytest("--userflow-baseline", "local", *args)
+    result.assert_outcomes(**{outcome: 1})
+    line = next(
+        line for line in result.stdout.lines if line.startswith("  ") and "Login/Login Time" in line
+    )
+    assert line.rstrip().endswith(verdict)
+
+
+def test_the_baseline_is_the_last_n_passed_values(pytester: pytest.Pytester, monkeypatch) -> None:
+    seed(pytester, monkeypatch, [500, 500, 500, 100, 100, 100])
+    monkeypatch.setenv("LOGIN_TIME", "130")
+    # the last 3 are 100: +30%; over the last 6 the median is 300 and 130 is much better
+    last3 = pytester.runpytest("--userflow-baseline", "local", "--userflow-baseline-runs", "3")
+    last3.assert_outcomes(failed=1)
+    last6 = pytester.runpytest(
+        "--userflow-baseline",
+        "local",
+        "--userflow-baseline-runs",
+        "6",
+        "-o",
+        "userflow_regression=20",
+    )
+    last6.assert_outcomes(passed=1)
+
+
+def test_too_little_history_gives_no_verdict_said_once(
+    pytester: pytest.Pytester, monkeypatch
+) -> None:
+    seed(pytester, monkeypatch, [100, 100])
+    monkeypatch.setenv("LOGIN_TIME", "500")
+    result = pytester.runpytest("--userflow-baseline", "local")
+    result.assert_outcomes(passed=1)
+    lines = [line for line in result.stdout.lines if "too little history" in line]
+    assert lines == [
+        "no verdict, too little history (fewer than 3 passed values in the baseline): "
+        "Login/FPS (2), Login/Login Time (2)"
+    ]
+
+
+def test_higher_is_better_keys_regress_when_they_drop(
+    pytester: pytest.Pytester, monkeypatch
+) -> None:
+    seed(pytester, monkeypatch, [100, 100, 100], fps=60)
+    pytester.makeini("[pytest]\nuserflow_budgets =\n    Login :: FPS >= 10\n")
+    monkeypatch.setenv("LOGIN_TIME", "100")
+    monkeypatch.setenv("FPS", "40")  # a third fewer frames: worse, though still within budget
+    result = pytester.runpytest("--userflow-baseline", "local")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   pytest_userflow.BudgetExceeded: Login/FPS = 40 regressed -33.3% against its baseline 60*"
+        ]
+    )
+
+
+def test_the_verdict_hook_decides_instead(pytester: pytest.Pytester, monkeypatch) -> None:
+    seed(pytester, monkeypatch, [100, 100, 100])
+    pytester.makeconftest("""
+        def pytest_userflow_verdict(item, measurement, baseline):
+            if measurement.key == "Login Time":
+                assert baseline.values == (100.0, 100.0, 100.0) and baseline.median == 100
+                return measurement.value > max(baseline.values) * 1.01  # a stricter rule
+    """)
+    monkeypatch.setenv("LOGIN_TIME", "105")
+    result = pytester.runpytest("--userflow-baseline", "local")
+    result.assert_outcomes(failed=1)
+
+
+def test_regression_gate_against_headspin_history(pytester: pytest.Pytester, hs_env) -> None:
+    flow = hs_env.state.create_flow(None, {"name": "Login"})[1]["user_flow_id"]
+    for status, value in (("Passed", 100), ("Passed", 101), ("Passed", 99), ("Failed", 500)):
+        sid = hs_env.state.add_session()
+        hs_env.state.attach_session(None, {"session_id": sid, "status": status}, flow)
+        event = next(e for e in hs_env.state.events.values() if e["session_id"] == sid)
+        hs_env.state._add_measurements(
+            event, [{"key": "Login Time", "value": value, "units": "ms"}]
+        )
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Login")
+        def test_login(record_measurement):
+            record_measurement("Login Time", 130, units="ms")
+    """)
+    result = pytester.runpytest(
+        "--userflow-baseline", "headspin", "--userflow-device", "R58M41@host-a"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   pytest_userflow.BudgetExceeded: Login/Login Time = 130 ms regressed +30.0% against its baseline 100 (median of 3)"
+        ]
+    )
+    gets = [r for r in hs_env.state.requests if r[0] == "GET" and r[1].endswith("/measurements")]
+    assert (
+        len(gets) == 1
+        and ("status", "passed") in gets[0][2]
+        and ("key", "Login Time") in gets[0][2]
+    )
+    # the run's own result went to HeadSpin as Failed, with the gate's message
+    mine = [e for e in hs_env.state.events.values() if e["device_id"] == "R58M41"]
+    assert [e["status"] for e in mine] == ["Failed"] and "regressed +30.0%" in mine[0][
+        "status_message"
+    ]
+
+
+def test_a_budget_failing_on_one_xdist_worker(pytester: pytest.Pytester, store_path) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = pytest.mark.userflow("Feed")
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_scroll(record_measurement, userflow_device, n):
+            slow = userflow_device.startswith("slow")
+            record_measurement("Frame Time", 40 if slow else 10, units="ms", budget=16)
+    """)
+    result = pytester.runpytest_subprocess(
+        "--userflow-device", "fast@h", "--userflow-device", "slow@h"
+    )
+    outcomes = result.parseoutcomes()
+    rows = store_rows(store_path, "SELECT device_address, status FROM events")
+    assert {d for d, s in rows if s == "Failed"} == {"slow@h"}
+    assert {d for d, s in rows if s == "Passed"} == {"fast@h"}
+    assert outcomes.get("failed", 0) == sum(1 for d, _ in rows if d == "slow@h")
+    result.stdout.fnmatch_lines(["budgets and regressions: 4 checked, * not ok"])
