@@ -39,7 +39,7 @@ from .recorder import Recorder, TestRecord, status_from_reports
 from .runinfo import new_run, run_from_dict
 from .sinks import DryRunSink, HeadSpinSink, NullSink, Sender, Sink
 from .store import EventRecord, RunInfo, Store, StoreError
-from .summary import build_report, process_summary, render, write_report
+from .summary import build_report, merge, process_summary, render, write_report
 
 RUN_KEY = pytest.StashKey["UserflowRun"]()
 MARKER = (
@@ -183,6 +183,7 @@ class UserflowRun:
         self.recorder: Recorder | None = None
         self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
         self.checks: list[Check] = []
+        self.whole: dict[str, Any] | None = None
         self.no_history: set[str] = set()
         self.baselines: BaselineSource | None = None
         self.summaries: list[dict[str, Any]] = []
@@ -327,6 +328,10 @@ class UserflowRun:
                 (f"userflow:{m.key}", m.value) for m in event.measurements
             )
             self.pending[item.nodeid] = (item, event)
+        if report.when == "teardown":
+            # Items live until the session ends: keeping the record (and its reports) on
+            # them would make memory grow with the number of tests.
+            del item.stash[RECORD_KEY]
         return report
 
     def _gate(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
@@ -483,6 +488,7 @@ class UserflowRun:
                 backend=self.backend,
                 dry_run=self.settings.dry_run,
                 notes=self._notes(),
+                with_events=self.settings.report is not None,
             )
             if self.workerinput is not None:
                 self.config.workeroutput["userflow"] = json.dumps(summary, default=str)  # type: ignore[attr-defined]
@@ -491,6 +497,8 @@ class UserflowRun:
         if self.workerinput is None:
             if self.store is not None:
                 self.store.finish_run(self.run.run_id)
+                if self.controller:
+                    self.whole = self._whole_run()
             if self.settings.report is not None:
                 write_report(
                     self.settings.report,
@@ -503,6 +511,23 @@ class UserflowRun:
                         crashed=self.crashed,
                     ),
                 )
+
+    def _whole_run(self) -> dict[str, Any] | None:
+        """The run's summary read from this host's store, when the workers shared it (popen
+        workers do; --tx workers on other hosts do not): exact medians across workers."""
+        assert self.store is not None and self.run is not None
+        whole = process_summary(
+            self.store,
+            self.run.run_id,
+            worker=False,
+            device=None,
+            backend=self.backend,
+            dry_run=self.settings.dry_run,
+            notes={},
+        )
+        merged = merge(self.summaries)
+        tests = sum(f["tests"] for f in whole["flows"].values())
+        return whole if tests == sum(f["tests"] for f in merged["flows"].values()) else None
 
     def _notes(self) -> dict[str, Any]:
         notes: dict[str, Any] = {"errors": list(self.errors), "send_errors": []}
@@ -539,7 +564,13 @@ class UserflowRun:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.workerinput is not None or not self.active:
             return
-        lines = render(self.summaries, run=self.run, where=self._where(), crashed=self.crashed)
+        lines = render(
+            self.summaries,
+            run=self.run,
+            where=self._where(),
+            crashed=self.crashed,
+            whole=self.whole,
+        )
         if not lines:
             return
         terminalreporter.write_sep("=", "userflow")

@@ -576,6 +576,80 @@ class Store:
                     )
         return list(events.values())
 
+    def run_aggregates(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
+        """One run's summary in SQL, so memory does not grow with the number of tests.
+
+        *worker*: False for every process of the run, else one worker (None: in-process).
+        Flows get tests per status and measurements per upload state; each (flow, key,
+        type, device) gets count, min, median and max of its numeric values, and units.
+        """
+        where = "run_id = ?"
+        args: list[Any] = [run_id]
+        if worker is not False:
+            where += " AND worker IS ?"
+            args.append(worker)
+        flows: dict[str, dict[str, Any]] = {}
+        for flow, status, n in self.db.execute(
+            f"SELECT user_flow_name, status, COUNT(*) FROM events WHERE {where} GROUP BY 1, 2", args
+        ):
+            entry = flows.setdefault(flow, {"tests": 0, "statuses": {}, "places": {}})
+            entry["tests"] += n
+            entry["statuses"][status] = n
+        m_where = " AND ".join("m." + part for part in where.split(" AND "))
+        for flow, state, n in self.db.execute(
+            "SELECT m.user_flow_name, u.state, COUNT(*) FROM measurements m LEFT JOIN uploads u"
+            f" USING (perf_event_id) WHERE {m_where} GROUP BY 1, 2",
+            args,
+        ):
+            flows.setdefault(flow, {"tests": 0, "statuses": {}, "places": {}})
+            flows[flow]["places"][state or ""] = n
+        numeric = "typeof(value) IN ('integer', 'real')"
+        keys = []
+        for flow, key, kind, device, count, num, low, high, units in self.db.execute(
+            "SELECT user_flow_name, key_name, key_type, device_address, COUNT(*),"
+            f" SUM({numeric}), MIN(CASE WHEN {numeric} THEN value END),"
+            f" MAX(CASE WHEN {numeric} THEN value END), MAX(key_units)"
+            f" FROM measurements WHERE {where} GROUP BY 1, 2, 3, 4",
+            args,
+        ):
+            median = None
+            if num:
+                middle = [
+                    r[0]
+                    for r in self.db.execute(
+                        f"SELECT value FROM measurements WHERE {where} AND user_flow_name = ?"
+                        " AND key_name = ? AND key_type IS ? AND device_address IS ?"
+                        f" AND {numeric} ORDER BY value LIMIT ? OFFSET ?",
+                        [*args, flow, key, kind, device, 2 - num % 2, (num - 1) // 2],
+                    )
+                ]
+                median = sum(middle) / len(middle)
+            keys.append(
+                {
+                    "flow": flow,
+                    "key": key,
+                    "type": kind,
+                    "device": device,
+                    "count": count,
+                    "numeric": num or 0,
+                    "min": low,
+                    "median": median,
+                    "max": high,
+                    "units": units,
+                }
+            )
+        pending = self.db.execute(
+            f"SELECT COUNT(DISTINCT e.perf_event_id), COUNT(m.id) FROM events e JOIN uploads u"
+            f" USING (perf_event_id) LEFT JOIN measurements m USING (perf_event_id)"
+            f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))} AND u.state = ?",
+            [*args, PENDING],
+        ).fetchone()
+        return {
+            "flows": flows,
+            "keys": keys,
+            "pending": {"tests": pending[0], "measurements": pending[1]},
+        }
+
     def flows(self) -> list[dict[str, Any]]:
         sql = (
             "SELECT f.user_flow_id, f.name, f.description, f.created_time,"

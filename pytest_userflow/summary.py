@@ -4,8 +4,7 @@ the controller), the merged terminal section and the JSON report."""
 from __future__ import annotations
 
 import json
-import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,24 +34,84 @@ def process_summary(
     store: Store | None,
     run_id: str,
     *,
-    worker: str | None,
+    worker: str | bool | None,
     device: str | None,
     backend: str,
     dry_run: bool,
     notes: dict[str, Any],
+    with_events: bool = False,
 ) -> dict[str, Any]:
-    """What this process recorded in this run, read back from the store."""
-    events = store.run_events(run_id, worker) if store is not None else []
-    for event in events:
-        event["destination"] = destination(backend, dry_run, event.pop("upload_state"))
-    return {
-        "worker": worker,
+    """What this process (or, with worker=False, the whole run) recorded, from the store.
+
+    Aggregates only, computed in SQL, unless *with_events* (the JSON report) asks for each
+    test: memory does not grow with the number of tests.
+    """
+    agg: dict[str, Any] = {"flows": {}, "keys": [], "pending": {"tests": 0, "measurements": 0}}
+    if store is not None:
+        agg = store.run_aggregates(run_id, worker)
+    for flow in agg["flows"].values():
+        places: dict[str, int] = defaultdict(int)
+        for state, n in flow.pop("places").items():
+            places[destination(backend, dry_run, state or None)] += n
+        flow["places"] = dict(places)
+    summary = {
+        "worker": None if worker is False else worker,
         "device": device,
         "backend": backend,
         "dry_run": dry_run,
-        "events": events,
+        **agg,
         **notes,
     }
+    if with_events:
+        # in-process, worker is None: every event of the run is this process's
+        events = (
+            store.run_events(run_id, worker if isinstance(worker, str) else None) if store else []
+        )
+        for event in events:
+            event["destination"] = destination(backend, dry_run, event.pop("upload_state"))
+        summary["events"] = events
+    return summary
+
+
+def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Flows, keys and pending counts of several processes as one.
+
+    A key measured on several workers without devices gets the count-weighted mean of the
+    workers' medians (the controller uses the exact one when it can read the store).
+    """
+    flows: dict[str, dict[str, Any]] = {}
+    keys: dict[tuple[Any, ...], dict[str, Any]] = {}
+    pending = {"tests": 0, "measurements": 0}
+    for s in summaries:
+        for name, flow in s.get("flows", {}).items():
+            into = flows.setdefault(
+                name, {"tests": 0, "statuses": defaultdict(int), "places": defaultdict(int)}
+            )
+            into["tests"] += flow["tests"]
+            for status, n in flow["statuses"].items():
+                into["statuses"][status] += n
+            for place, n in flow["places"].items():
+                into["places"][place] += n
+        for row in s.get("keys", []):
+            group = (row["flow"], row["key"], row["type"], row["device"])
+            if group not in keys:
+                keys[group] = dict(row)
+                continue
+            have = keys[group]
+            total = have["numeric"] + row["numeric"]
+            if row["numeric"]:
+                have["median"] = (
+                    row["median"]
+                    if not have["numeric"]
+                    else (have["median"] * have["numeric"] + row["median"] * row["numeric"]) / total
+                )
+                have["min"] = row["min"] if have["min"] is None else min(have["min"], row["min"])
+                have["max"] = row["max"] if have["max"] is None else max(have["max"], row["max"])
+            have["count"] += row["count"]
+            have["numeric"] = total
+        for name in pending:
+            pending[name] += s.get("pending", {}).get(name, 0)
+    return {"flows": flows, "keys": list(keys.values()), "pending": pending}
 
 
 def _fmt(value: float) -> str:
@@ -64,30 +123,23 @@ def _names(nodeids: list[str]) -> str:
     return shown + (f" and {len(nodeids) - MAX_NAMED} more" if len(nodeids) > MAX_NAMED else "")
 
 
-def key_rows(events: list[dict[str, Any]], *, with_device: bool) -> list[list[str]]:
+def key_rows(keys: list[dict[str, Any]], *, with_device: bool) -> list[list[str]]:
     """Per key and type (the API keeps them apart), and per device when there are devices:
     count, min, median, max and units. The first row is the header."""
-    values: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
-    units: dict[tuple[str, str, str], str] = {}
-    for e in events:
-        for m in e["measurements"]:
-            group = (
-                m["key"],
-                m.get("type") or "-",
-                (e.get("device") or "-") if with_device else "",
-            )
-            values[group].append(m["value"])
-            units[group] = m.get("units") or units.get(group, "")
-    with_type = any(t != "-" for _, t, _ in values)
+    with_type = any(k["type"] for k in keys)
     header = ["key", *(["type"] if with_type else []), *(["device"] if with_device else [])]
     rows = [[*header, "n", "min", "median", "max", "units"]]
-    for (key, kind, device), vals in sorted(values.items()):
-        numbers = [v for v in vals if isinstance(v, (int, float))]
+    order = sorted(keys, key=lambda k: (k["key"], k["type"] or "", k["device"] or ""))
+    for k in order:
         stats = ["-"] * 3
-        if numbers:
-            stats = [_fmt(min(numbers)), _fmt(statistics.median(numbers)), _fmt(max(numbers))]
-        labels = [key, *([kind] if with_type else []), *([device] if with_device else [])]
-        rows.append([*labels, str(len(vals)), *stats, units[(key, kind, device)] or "-"])
+        if k["numeric"]:
+            stats = [_fmt(k["min"]), _fmt(k["median"]), _fmt(k["max"])]
+        labels = [
+            k["key"],
+            *([k["type"] or "-"] if with_type else []),
+            *([k["device"] or "-"] if with_device else []),
+        ]
+        rows.append([*labels, str(k["count"]), *stats, k["units"] or "-"])
     return rows
 
 
@@ -134,15 +186,20 @@ def render(
     run: RunInfo | None,
     where: str,
     crashed: Iterable[str] = (),
+    whole: dict[str, Any] | None = None,
 ) -> list[tuple[str, dict[str, bool]]]:
-    """The terminal section: (line, markup) pairs; empty when nothing was recorded."""
+    """The terminal section: (line, markup) pairs; empty when nothing was recorded.
+
+    *whole*: the run's aggregates read from the store (exact), instead of merging the
+    processes' summaries.
+    """
     summaries = list(summaries)
-    events = [e for s in summaries for e in s["events"]]
+    total = whole if whole is not None else merge(summaries)
     out: list[tuple[str, dict[str, bool]]] = []
     warn = {"yellow": True}
     crashed = list(crashed)
     if (
-        not events
+        not total["flows"]
         and not crashed
         and not any(
             s.get("auth_error") or s.get("unroutable") or s.get("errors") or s.get("no_history")
@@ -152,24 +209,19 @@ def render(
         return out
     run_text = f" (run {run.run_id})" if run else ""
     out.append((f"{where}{run_text}", {"bold": True}))
-    by_flow: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for event in events:
-        by_flow[event["flow"]].append(event)
-    with_device = any(e.get("device") for e in events)
-    for flow in sorted(by_flow):
-        flow_events = by_flow[flow]
-        statuses = Counter(e["status"] for e in flow_events)
-        status_text = ", ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses[s])
-        places: Counter[str] = Counter()
-        for e in flow_events:
-            places[e["destination"]] += len(e["measurements"])
+    with_device = any(k["device"] for k in total["keys"])
+    for flow in sorted(total["flows"]):
+        entry = total["flows"][flow]
+        statuses = entry["statuses"]
+        status_text = ", ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses.get(s))
+        places = entry["places"]
         n = sum(places.values())
         place_text = ", ".join(
             f"{count} {_PLACE_WORDS.get(place, place)}"
             for place, count in sorted(places.items())
             if count
         )
-        tests = f"{len(flow_events)} test{'s' if len(flow_events) != 1 else ''}"
+        tests = f"{entry['tests']} test{'s' if entry['tests'] != 1 else ''}"
         out.append(
             (
                 f"flow {flow!r}: {tests} ({status_text}); {n} measurement"
@@ -177,7 +229,7 @@ def render(
                 {},
             )
         )
-        rows = key_rows(flow_events, with_device=with_device)
+        rows = key_rows([k for k in total["keys"] if k["flow"] == flow], with_device=with_device)
         if len(rows) > 1:
             out += [(line, {}) for line in format_table(rows, "  ")]
     out += _checks_section(summaries)
@@ -208,12 +260,12 @@ def render(
             out.append((f"upload refused{label}: {error}", {"red": True}))
         for error in s.get("errors", [])[:MAX_NAMED]:
             out.append((f"ERROR{label}: {error}", {"red": True}))
-    pending = [e for e in events if e["destination"] == "pending"]
-    if pending:
-        count = sum(len(e["measurements"]) for e in pending)
+    pending = total["pending"]
+    if pending["tests"]:
         out.append(
             (
-                f"{len(pending)} test(s) with {count} measurement(s) are still pending in the "
+                f"{pending['tests']} test(s) with {pending['measurements']} measurement(s) are "
+                "still pending in the "
                 "local store: run 'pytest-userflow push' to send them",
                 warn,
             )
@@ -249,7 +301,7 @@ def build_report(
     crashed: Iterable[str] = (),
 ) -> dict[str, Any]:
     summaries = list(summaries)
-    tests = sorted((e for s in summaries for e in s["events"]), key=lambda e: e["nodeid"])
+    tests = sorted((e for s in summaries for e in s.get("events", [])), key=lambda e: e["nodeid"])
     return {
         "run": run.as_dict() if run else None,
         "backend": backend,
