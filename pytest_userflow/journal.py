@@ -97,31 +97,30 @@ def recover(store: Store) -> int:
 
 
 class JournalWriter:
-    """This process's journal and the thread that folds it into the store.
+    """This process's journal, folded into the store in batches by the thread that owns it.
 
-    ``write`` is what a test's teardown pays: one JSON line appended to a file.
+    ``write`` is what a test's teardown pays: one JSON line appended to a file, and every
+    *batch* ops (or *interval* seconds) one transaction. No background thread: measured
+    here, a second thread in the process slowed pytest's own fd capture more than folding
+    costs. Other threads (the HeadSpin sender) may write; only the owner folds.
     """
 
-    def __init__(self, store_path: Path, *, interval: float = 0.2, batch: int = 2000) -> None:
+    def __init__(self, store_path: Path, *, batch: int = 500, interval: float = 2.0) -> None:
         self.store_path = store_path
-        self.path = (
-            store_path.parent / f"{store_path.name}.journal-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        )
+        name = f"{store_path.name}.journal-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.path = store_path.parent / name
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         _try_lock(self.fd)
         self.offset = 0
-        self.interval = interval
         self.batch = batch
+        self.interval = interval
+        self.error: BaseException | None = None
         self._pending: list[tuple[dict[str, Any], int]] = []
         self._lock = threading.Lock()  # orders appends and keeps the queue in file order
-        self._wake = threading.Event()
-        self._stopping = False
-        self._folded = threading.Condition()
+        self._owner = threading.get_ident()
+        self._last_fold = time.monotonic()
         self._folded_offset = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="userflow-journal", daemon=True)
         self._store: Store | None = None
-        self._thread.start()
 
     def write(self, op: dict[str, Any]) -> None:
         line = (json.dumps(op, separators=(",", ":"), default=_encode) + "\n").encode()
@@ -129,50 +128,35 @@ class JournalWriter:
             os.write(self.fd, line)
             self.offset += len(line)
             self._pending.append((op, self.offset))
-            if len(self._pending) >= self.batch:
-                self._wake.set()
+            due = len(self._pending) >= self.batch
+        if threading.get_ident() == self._owner and (
+            due or time.monotonic() - self._last_fold > self.interval
+        ):
+            self._fold()
 
-    def _take(self) -> list[tuple[dict[str, Any], int]]:
+    def _fold(self) -> bool:
+        """Fold what is queued; on failure keep it queued (it is in the journal anyway)."""
         with self._lock:
             taken, self._pending = self._pending, []
-        return taken
-
-    def _fold(self, taken: list[tuple[dict[str, Any], int]]) -> None:
+        self._last_fold = time.monotonic()
         if not taken:
-            return
-        if self._store is None:
-            self._store = Store(self.store_path)
-        self._store.apply([op for op, _ in taken], journal=self.path.name, offset=taken[-1][1])
-        with self._folded:
-            self._folded_offset = taken[-1][1]
-            self._folded.notify_all()
+            return True
+        try:
+            if self._store is None:
+                self._store = Store(self.store_path)
+            self._store.apply([op for op, _ in taken], journal=self.path.name, offset=taken[-1][1])
+        except Exception as exc:  # the store is busy or broken: retried at the next fold
+            self.error = exc
+            with self._lock:
+                self._pending[:0] = taken
+            return False
+        self.error = None
+        self._folded_offset = taken[-1][1]
+        return True
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            try:
-                self._fold(self._take())
-            except BaseException as exc:  # kept for close(): the journal still has the data
-                self.error = exc
-                with self._folded:
-                    self._folded.notify_all()
-                return
-            if self._stopping:
-                return
-
-    def flush(self, timeout: float = 60.0) -> bool:
-        """Wait until everything written so far is in the store."""
-        target = self.offset
-        self._wake.set()
-        deadline = time.monotonic() + timeout
-        with self._folded:
-            while self._folded_offset < target and self.error is None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    break
-                self._folded.wait(min(left, 0.5))
-            return self._folded_offset >= target
+    def flush(self) -> bool:
+        """Fold everything written so far; True when it is all in the store."""
+        return self._fold() and self._folded_offset >= self.offset
 
     def close(self) -> None:
         """Fold what is left, then remove the journal (its data is all in the store).
@@ -180,14 +164,7 @@ class JournalWriter:
         If folding failed, the journal stays, locked until this process ends, and the next
         process that opens the store folds it.
         """
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(30)
-        if self.error is None and not self._thread.is_alive():
-            with contextlib.suppress(BaseException):
-                self._fold(self._take())
-        done = self.error is None and self._folded_offset >= self.offset
-        if done:
+        if self.flush():
             with contextlib.suppress(OSError):
                 self.path.unlink()
             if self._store is not None:

@@ -48,7 +48,7 @@ def test_a_live_processs_journal_is_left_to_it(tmp_path: Path) -> None:
     writer.write(event_op(1))
     assert recover(store) == 0  # locked by its (live) writer
     assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
-    assert writer.flush(timeout=10)
+    assert writer.flush()
     assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(1,)]
     writer.write(event_op(2))
     writer.close()
@@ -72,3 +72,23 @@ def test_marks_follow_their_event_and_refolding_is_harmless(tmp_path: Path) -> N
     store.apply([op])  # the same event again changes nothing
     assert store_rows(store.path, "SELECT state, remote_event_id FROM uploads") == [("sent", "r1")]
     assert store_rows(store.path, "SELECT COUNT(*) FROM measurements") == [(1,)]
+
+
+def test_the_owner_folds_every_batch_other_threads_only_append(tmp_path: Path) -> None:
+    import threading
+
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store.path, batch=3, interval=3600)
+    writer.write(event_op(1))
+    writer.write(event_op(2))
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
+    writer.write(event_op(3))  # the third op completes a batch: one transaction
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]
+    others = [threading.Thread(target=writer.write, args=(event_op(n),)) for n in range(4, 8)]
+    for thread in others:
+        thread.start()
+    for thread in others:
+        thread.join()
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]  # not their job
+    writer.close()
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(7,)]
