@@ -19,18 +19,6 @@ from .measurement import (
 from .recorder import TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
-DEVICE_KEY = pytest.StashKey["str | None"]()
-
-
-def test_record(item: pytest.Item) -> TestRecord:
-    """The item's record; created on demand for items set up outside the plugin's hooks."""
-    record = item.stash.get(RECORD_KEY, None)
-    if record is None:
-        record = item.stash[RECORD_KEY] = TestRecord(item.nodeid, None)
-    return record
-
-
-test_record.__test__ = False  # type: ignore[attr-defined]
 
 
 class Timer:
@@ -154,23 +142,35 @@ def default_flow_name(nodeid: str) -> str:
     return nodeid.split("[", 1)[0]
 
 
-@pytest.fixture
-def record_measurement(request: pytest.FixtureRequest) -> RecordMeasurement:
-    """Record a measurement for this test: ``record_measurement(key, value, type=, units=)``."""
-    record = test_record(request.node)
-    record.used = True
-    return RecordMeasurement(record)
+class Fixtures:
+    """The fixtures, as methods of an object the plugin registers.
 
+    Why not plain functions taking ``request``: pytest builds a new fixture definition,
+    with a signature inspection, each time a fixture asks for ``request``, and that showed
+    in the per-test cost. The plugin sets ``current`` when each test's setup starts.
+    """
 
-@pytest.fixture
-def userflow(request: pytest.FixtureRequest) -> UserflowHandle:
-    """This test's user flow: ``.name``, ``.device``, ``.attach_session()``, ``.set_status()``."""
-    record = test_record(request.node)
-    record.used = True
-    return UserflowHandle(record)
+    def __init__(self, device: str | None) -> None:
+        self.device = device
+        self.current: TestRecord | None = None
 
+    def _record(self) -> TestRecord:
+        if self.current is None:  # set up outside the plugin's hooks: nothing is kept
+            self.current = TestRecord("<no test>", None)
+        self.current.used = True
+        return self.current
 
-@pytest.fixture(scope="session")
-def userflow_device(request: pytest.FixtureRequest) -> str | None:
-    """This worker's device address (``device_id@hostname``) or None, for building a driver once."""
-    return request.config.stash.get(DEVICE_KEY, None)
+    @pytest.fixture
+    def record_measurement(self) -> RecordMeasurement:
+        """Record a measurement for this test: ``record_measurement(key, value, type=, units=)``."""
+        return RecordMeasurement(self._record())
+
+    @pytest.fixture
+    def userflow(self) -> UserflowHandle:
+        """This test's flow: ``.name``, ``.device``, ``.attach_session()``, ``.set_status()``."""
+        return UserflowHandle(self._record())
+
+    @pytest.fixture(scope="session")
+    def userflow_device(self) -> str | None:
+        """This worker's device (``device_id@hostname``) or None, to build a driver once."""
+        return self.device

@@ -25,14 +25,7 @@ from .budgets import (
     local_fetch,
     numeric,
 )
-from .fixtures import (  # noqa: F401  (fixtures are found on the plugin module)
-    DEVICE_KEY,
-    RECORD_KEY,
-    default_flow_name,
-    record_measurement,
-    userflow,
-    userflow_device,
-)
+from .fixtures import RECORD_KEY, Fixtures, default_flow_name
 from .journal import JournalWriter, recover
 from .measurement import Measurement, MeasurementError, UserflowError, normalize_status
 from .recorder import Recorder, TestRecord, status_from_reports
@@ -170,7 +163,8 @@ class UserflowRun:
         self.workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.worker: str | None = self.workerinput["workerid"] if self.workerinput else None
         self.device = self._device()
-        config.stash[DEVICE_KEY] = self.device
+        self.fixtures = Fixtures(self.device)
+        config.pluginmanager.register(self.fixtures, "userflow-fixtures")
         opt = config.option
         self.active = not (
             opt.collectonly or getattr(opt, "setupplan", False) or getattr(opt, "setuponly", False)
@@ -296,6 +290,7 @@ class UserflowRun:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         record = TestRecord(item.nodeid, None, device=self.device)
         item.stash[RECORD_KEY] = record
+        self.fixtures.current = record
         record.flow, record.description = _flow_of(item, self.settings.flow)
         flow = record.flow or default_flow_name(item.nodeid)
         for marker in reversed(list(item.iter_markers("userflow_budget"))):  # nearest last: wins
@@ -578,6 +573,7 @@ class UserflowRun:
             terminalreporter.write_line(text, **markup)
 
     def close(self) -> None:
+        self.config.pluginmanager.unregister(self.fixtures)
         if self.sink is not None:
             self.sink.close()
         if self.journal is not None:
