@@ -13,6 +13,7 @@ and attach its HeadSpin capture session in each test with
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -26,9 +27,11 @@ class ShopApp:
         self.device = device or "simulator@localhost"
         self.rng = random.Random(seed)
         self.cart: list[str] = []
+        # SHOP_SLOWDOWN=1.3 makes every action 30% slower: try the regression gate with it.
+        self.slowdown = float(os.environ.get("SHOP_SLOWDOWN", "1"))
 
     def _work(self, seconds: float) -> None:
-        time.sleep(seconds * self.rng.uniform(0.8, 1.25))
+        time.sleep(seconds * self.slowdown * self.rng.uniform(0.8, 1.25))
 
     def launch(self) -> None:
         self._work(0.03)

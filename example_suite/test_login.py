@@ -10,7 +10,8 @@ def test_cold_start_and_login(app, record_measurement):
         app.launch()
     with record_measurement.timer("First Frame", type="Startup"):
         app.first_frame()
-    with record_measurement.timer("Login Time", type="Custom Metrics"):
+    # budget=: the test fails if logging in ever takes longer than a quarter of a second
+    with record_measurement.timer("Login Time", type="Custom Metrics", budget=0.25):
         token = app.login("ada")
     assert token.startswith("token-for-")
     record_measurement("Memory", 182.5, type="Resources", units="MB")

@@ -19,6 +19,7 @@ from .measurement import (
 from .recorder import TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
+DEVICE_KEY = pytest.StashKey["str | None"]()
 
 
 class Timer:
@@ -170,7 +171,11 @@ class Fixtures:
         """This test's flow: ``.name``, ``.device``, ``.attach_session()``, ``.set_status()``."""
         return UserflowHandle(self._record())
 
-    @pytest.fixture(scope="session")
-    def userflow_device(self) -> str | None:
-        """This worker's device (``device_id@hostname``) or None, to build a driver once."""
-        return self.device
+
+@pytest.fixture(scope="session")
+def userflow_device(request: pytest.FixtureRequest) -> str | None:
+    """This worker's device (``device_id@hostname``) or None, to build a driver once.
+
+    A module-level function: pytest deprecates session-scoped fixtures that are methods.
+    """
+    return request.config.stash.get(DEVICE_KEY, None)

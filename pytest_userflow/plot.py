@@ -46,7 +46,7 @@ def plot_trend(
     xs = sorted(passed)
     medians = [percentile(sorted(passed[x]), 50) for x in xs]
     p95s = [percentile(sorted(passed[x]), 95) for x in xs]
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     ax.plot(xs, medians, marker="o", label="median (passed)")
     ax.plot(xs, p95s, marker=".", linestyle="--", label="p95 (passed)")
     if failed:
@@ -58,12 +58,15 @@ def plot_trend(
             label="failed tests",
             zorder=3,
         )
-    labels = [f"{utc(r['started_at'])[5:16]}\n{r['run_id'][:6]}" for r in runs]
-    ax.set_xticks(range(len(runs)), labels, fontsize=7)
+    step = max(1, len(runs) // 12)  # at most about a dozen labels
+    ticks = list(range(0, len(runs), step))
+    labels = [f"{utc(runs[i]['started_at'])[5:16]} {runs[i]['run_id'][:6]}" for i in ticks]
+    ax.set_xticks(ticks, labels, fontsize=7, rotation=30, ha="right")
+    ax.set_xlabel("run (UTC start, id)")
     ax.set_title(f"{key}: trend over {len(runs)} run(s)")
     ax.set_ylabel(units or "value")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over the data
     fig.tight_layout()
     fig.savefig(output, format="png")
     plt.close(fig)

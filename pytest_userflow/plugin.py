@@ -25,7 +25,13 @@ from .budgets import (
     local_fetch,
     numeric,
 )
-from .fixtures import RECORD_KEY, Fixtures, default_flow_name
+from .fixtures import (  # noqa: F401  (userflow_device is found on the plugin module)
+    DEVICE_KEY,
+    RECORD_KEY,
+    Fixtures,
+    default_flow_name,
+    userflow_device,
+)
 from .journal import JournalWriter, recover
 from .measurement import Measurement, MeasurementError, UserflowError, normalize_status
 from .recorder import Recorder, TestRecord, status_from_reports
@@ -163,6 +169,7 @@ class UserflowRun:
         self.workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.worker: str | None = self.workerinput["workerid"] if self.workerinput else None
         self.device = self._device()
+        config.stash[DEVICE_KEY] = self.device
         self.fixtures = Fixtures(self.device)
         config.pluginmanager.register(self.fixtures, "userflow-fixtures")
         opt = config.option

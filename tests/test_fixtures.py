@@ -191,3 +191,23 @@ def test_flushed_hook_sees_where_the_data_went(pytester: pytest.Pytester) -> Non
     """)
     result = pytester.runpytest("-s")
     assert "FLUSHED [('test_a', 'Flow', 'Passed', 'local', 1)]" in result.stdout.str()
+
+
+def test_fixtures_in_test_classes_raise_no_warnings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture(scope="class")
+        def driver(userflow_device):
+            return userflow_device
+
+        @pytest.mark.userflow("Checkout")
+        class TestCheckout:
+            def test_pay(self, driver, record_measurement, userflow, userflow_device):
+                assert driver == userflow_device == "dev@host"
+                record_measurement("Pay Time", 1.0)
+                assert userflow.name == "Checkout"
+    """)
+    pytester.runpytest(
+        "-W", "error", "--userflow-device", "dev@host", "-p", "no:xdist"
+    ).assert_outcomes(passed=1)
