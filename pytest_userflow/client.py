@@ -450,10 +450,60 @@ class HeadSpinClient:
         path = self._flow_path(user_flow_id, "verizon")
         return list(self._get(path, params).get("measurements", []))
 
-    # -- sessions --------------------------------------------------------------------------
+    # -- sessions and events: two kinds of performance event under a flow ----------------
+
+    def _item_path(self, user_flow_id: str, kind: str, item_id: str, *rest: str) -> str:
+        """``/v0/userflows/{flow}/sessions/{session_id}`` or ``.../events/{event_id}``."""
+        checked = (
+            check_session_id(item_id) if kind == "sessions" else _uuid_path(item_id, "event_id")
+        )
+        return self._flow_path(user_flow_id, kind, checked, *rest)
+
+    def _list(self, user_flow_id: str, kind: str) -> list[dict[str, Any]]:
+        return list(self._get(self._flow_path(user_flow_id, kind)).get(kind, []))
+
+    def _item(self, user_flow_id: str, kind: str, item_id: str) -> dict[str, Any]:
+        return dict(self._get(self._item_path(user_flow_id, kind, item_id)))
+
+    def _set_status(
+        self, user_flow_id: str, kind: str, item_id: str, status: str, message: str | None
+    ) -> dict[str, Any]:
+        path = self._item_path(user_flow_id, kind, item_id)
+        return dict(self._send("PATCH", path, _status_body(status, message)))
+
+    def _move(self, user_flow_id: str, kind: str, item_id: str, to: str) -> dict[str, Any]:
+        body = {"user_flow_id": _uuid_path(to, "to_user_flow_id")}
+        return dict(self._send("PATCH", self._item_path(user_flow_id, kind, item_id), body))
+
+    def _remove(self, user_flow_id: str, kind: str, item_id: str) -> dict[str, Any]:
+        return dict(self._send("DELETE", self._item_path(user_flow_id, kind, item_id), None))
+
+    def _add_measurements(
+        self,
+        user_flow_id: str,
+        kind: str,
+        item_id: str,
+        measurements: Iterable[Measurement | Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        path = self._item_path(user_flow_id, kind, item_id, "measurements")
+        body = {"data": _data(measurements, f"measurements for {kind[:-1]} {item_id}")}
+        return dict(self._send("POST", path, body))
+
+    def _measurements(
+        self,
+        user_flow_id: str,
+        kind: str,
+        item_id: str,
+        keys: Iterable[str] | str,
+        limit: int | None,
+        offset: int | None,
+    ) -> list[dict[str, Any]]:
+        path = self._item_path(user_flow_id, kind, item_id, "measurements")
+        params = measurement_params(keys=keys, limit=limit, offset=offset)
+        return list(self._get(path, params).get("measurements", []))
 
     def list_sessions(self, user_flow_id: str) -> list[dict[str, Any]]:
-        return list(self._get(self._flow_path(user_flow_id, "sessions")).get("sessions", []))
+        return self._list(user_flow_id, "sessions")
 
     def attach_session(
         self,
@@ -470,27 +520,20 @@ class HeadSpinClient:
         return dict(self._send("POST", self._flow_path(user_flow_id, "sessions"), body))
 
     def get_session(self, user_flow_id: str, session_id: str) -> dict[str, Any]:
-        return dict(
-            self._get(self._flow_path(user_flow_id, "sessions", check_session_id(session_id)))
-        )
+        return self._item(user_flow_id, "sessions", session_id)
 
     def update_session(
         self, user_flow_id: str, session_id: str, status: str, status_message: str | None = None
     ) -> dict[str, Any]:
-        body = _status_body(status, status_message)
-        path = self._flow_path(user_flow_id, "sessions", check_session_id(session_id))
-        return dict(self._send("PATCH", path, body))
+        return self._set_status(user_flow_id, "sessions", session_id, status, status_message)
 
     def move_session(
         self, user_flow_id: str, session_id: str, to_user_flow_id: str
     ) -> dict[str, Any]:
-        path = self._flow_path(user_flow_id, "sessions", check_session_id(session_id))
-        body = {"user_flow_id": _uuid_path(to_user_flow_id, "to_user_flow_id")}
-        return dict(self._send("PATCH", path, body))
+        return self._move(user_flow_id, "sessions", session_id, to_user_flow_id)
 
     def remove_session(self, user_flow_id: str, session_id: str) -> dict[str, Any]:
-        path = self._flow_path(user_flow_id, "sessions", check_session_id(session_id))
-        return dict(self._send("DELETE", path, None))
+        return self._remove(user_flow_id, "sessions", session_id)
 
     def add_session_measurements(
         self,
@@ -498,11 +541,7 @@ class HeadSpinClient:
         session_id: str,
         measurements: Iterable[Measurement | Mapping[str, Any]],
     ) -> dict[str, Any]:
-        sid = check_session_id(session_id)
-        body = {"data": _data(measurements, f"measurements for session {sid}")}
-        return dict(
-            self._send("POST", self._flow_path(user_flow_id, "sessions", sid, "measurements"), body)
-        )
+        return self._add_measurements(user_flow_id, "sessions", session_id, measurements)
 
     def get_session_measurements(
         self,
@@ -512,40 +551,28 @@ class HeadSpinClient:
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[dict[str, Any]]:
-        path = self._flow_path(
-            user_flow_id, "sessions", check_session_id(session_id), "measurements"
-        )
-        params = measurement_params(keys=keys, limit=limit, offset=offset)
-        return list(self._get(path, params).get("measurements", []))
-
-    # -- performance events ----------------------------------------------------------------
+        return self._measurements(user_flow_id, "sessions", session_id, keys, limit, offset)
 
     def list_events(self, user_flow_id: str) -> list[dict[str, Any]]:
-        return list(self._get(self._flow_path(user_flow_id, "events")).get("events", []))
+        return self._list(user_flow_id, "events")
 
     def create_event(self, user_flow_id: str, device_address: str) -> dict[str, Any]:
         body = {"device_address": check_device_address(device_address)}
         return dict(self._send("POST", self._flow_path(user_flow_id, "events"), body))
 
     def get_event(self, user_flow_id: str, event_id: str) -> dict[str, Any]:
-        return dict(
-            self._get(self._flow_path(user_flow_id, "events", _uuid_path(event_id, "event_id")))
-        )
+        return self._item(user_flow_id, "events", event_id)
 
     def update_event(
         self, user_flow_id: str, event_id: str, status: str, status_message: str | None = None
     ) -> dict[str, Any]:
-        path = self._flow_path(user_flow_id, "events", _uuid_path(event_id, "event_id"))
-        return dict(self._send("PATCH", path, _status_body(status, status_message)))
+        return self._set_status(user_flow_id, "events", event_id, status, status_message)
 
     def move_event(self, user_flow_id: str, event_id: str, to_user_flow_id: str) -> dict[str, Any]:
-        path = self._flow_path(user_flow_id, "events", _uuid_path(event_id, "event_id"))
-        body = {"user_flow_id": _uuid_path(to_user_flow_id, "to_user_flow_id")}
-        return dict(self._send("PATCH", path, body))
+        return self._move(user_flow_id, "events", event_id, to_user_flow_id)
 
     def remove_event(self, user_flow_id: str, event_id: str) -> dict[str, Any]:
-        path = self._flow_path(user_flow_id, "events", _uuid_path(event_id, "event_id"))
-        return dict(self._send("DELETE", path, None))
+        return self._remove(user_flow_id, "events", event_id)
 
     def add_event_measurements(
         self,
@@ -553,11 +580,7 @@ class HeadSpinClient:
         event_id: str,
         measurements: Iterable[Measurement | Mapping[str, Any]],
     ) -> dict[str, Any]:
-        eid = _uuid_path(event_id, "event_id")
-        body = {"data": _data(measurements, f"measurements for event {eid}")}
-        return dict(
-            self._send("POST", self._flow_path(user_flow_id, "events", eid, "measurements"), body)
-        )
+        return self._add_measurements(user_flow_id, "events", event_id, measurements)
 
     def get_event_measurements(
         self,
@@ -567,11 +590,7 @@ class HeadSpinClient:
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[dict[str, Any]]:
-        path = self._flow_path(
-            user_flow_id, "events", _uuid_path(event_id, "event_id"), "measurements"
-        )
-        params = measurement_params(keys=keys, limit=limit, offset=offset)
-        return list(self._get(path, params).get("measurements", []))
+        return self._measurements(user_flow_id, "events", event_id, keys, limit, offset)
 
     # -- legacy routes ---------------------------------------------------------------------
 
