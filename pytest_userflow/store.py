@@ -355,75 +355,94 @@ class Store:
         upload: tuple[list[dict[str, Any]], str, str] | None,
         upload_state: str,
     ) -> None:
-        """The inserts of :meth:`record`, inside a transaction the caller holds.
+        """The inserts of :meth:`record`, inside a transaction the caller holds."""
+        self._record_many([(event, upload, upload_state)])
 
-        Idempotent: an event already in the store is left as it is.
+    def _record_many(
+        self, items: list[tuple[EventRecord, tuple[list[dict[str, Any]], str, str] | None, str]]
+    ) -> None:
+        """Insert events, their measurements and uploads with one statement each.
+
+        Idempotent: events already in the store are left as they are.
         """
-        flow_id = self._flow_id(event.flow, event.description)
-        event_time = api_time(event.event_ts)
-        inserted = self.db.execute(
-            "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                event.perf_event_id,
-                event.run_id,
-                flow_id,
-                event.flow,
-                event.nodeid,
-                event.worker,
-                event.device_address,
-                event.session_id,
-                event.status,
-                event.status_message,
-                event.event_ts,
-                event_time,
-                event.duration,
-            ),
-        ).rowcount
-        if not inserted:
-            return
-        if event.measurements:
-            self.db.executemany(
-                "INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,"
-                " event_time, event_ts, session_id, status, key_name, key_type, key_units,"
-                " value, nodeid, worker, device_address) VALUES"
-                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        event.perf_event_id,
-                        event.run_id,
-                        flow_id,
-                        event.flow,
-                        event_time,
-                        event.event_ts,
-                        event.session_id,
-                        event.status,
-                        m.key,
-                        m.type,
-                        m.units,
-                        m.value,
-                        event.nodeid,
-                        event.worker,
-                        event.device_address,
-                    )
-                    for m in event.measurements
-                ],
-            )
-        if upload is not None:
-            plan, base_url, api = upload
-            self.db.execute(
-                "INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan,"
-                " progress, updated_ts) VALUES (?,?,?,?,?,?,?,?)",
+        ids = [event.perf_event_id for event, _, _ in items]
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT perf_event_id FROM events WHERE perf_event_id IN ({marks})"
+            known.update(r[0] for r in self.db.execute(sql, chunk))
+        event_rows, measurement_rows, upload_rows = [], [], []
+        now = time.time()
+        for event, upload, upload_state in items:
+            if event.perf_event_id in known:
+                continue
+            known.add(event.perf_event_id)
+            flow_id = self._flow_id(event.flow, event.description)
+            event_time = api_time(event.event_ts)
+            event_rows.append(
                 (
                     event.perf_event_id,
                     event.run_id,
-                    upload_state,
-                    base_url,
-                    api,
-                    json.dumps(plan),
-                    "{}",
-                    time.time(),
-                ),
+                    flow_id,
+                    event.flow,
+                    event.nodeid,
+                    event.worker,
+                    event.device_address,
+                    event.session_id,
+                    event.status,
+                    event.status_message,
+                    event.event_ts,
+                    event_time,
+                    event.duration,
+                )
             )
+            measurement_rows += [
+                (
+                    event.perf_event_id,
+                    event.run_id,
+                    flow_id,
+                    event.flow,
+                    event_time,
+                    event.event_ts,
+                    event.session_id,
+                    event.status,
+                    m.key,
+                    m.type,
+                    m.units,
+                    m.value,
+                    event.nodeid,
+                    event.worker,
+                    event.device_address,
+                )
+                for m in event.measurements
+            ]
+            if upload is not None:
+                plan, base_url, api = upload
+                upload_rows.append(
+                    (
+                        event.perf_event_id,
+                        event.run_id,
+                        upload_state,
+                        base_url,
+                        api,
+                        json.dumps(plan),
+                        "{}",
+                        now,
+                    )
+                )
+        self.db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", event_rows)
+        self.db.executemany(
+            "INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,"
+            " event_time, event_ts, session_id, status, key_name, key_type, key_units,"
+            " value, nodeid, worker, device_address) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            measurement_rows,
+        )
+        self.db.executemany(
+            "INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan,"
+            " progress, updated_ts) VALUES (?,?,?,?,?,?,?,?)",
+            upload_rows,
+        )
 
     def mark_upload(
         self,
@@ -475,18 +494,27 @@ class Store:
         self, ops: Iterable[dict[str, Any]], *, journal: str | None = None, offset: int = 0
     ) -> None:
         """Apply journal ops in one transaction, and note how far *journal* is folded."""
-        with self.transaction():
-            for op in ops:
-                kind = op["op"]
-                if kind == "event":
-                    upload = op.get("upload")
-                    event = op["event"]  # the object itself when folded from memory
-                    self._record_rows(
+        ops = list(ops)
+        events = []
+        for op in ops:
+            if op["op"] == "event":
+                upload = op.get("upload")
+                event = op["event"]  # the object itself when folded from memory
+                events.append(
+                    (
                         event if isinstance(event, EventRecord) else event_from_json(event),
                         (upload[0], upload[1], upload[2]) if upload else None,
                         op.get("state", PENDING),
                     )
-                elif kind == "mark":
+                )
+        with self.transaction():
+            # Events first, in one go: a mark or progress op always follows its event.
+            self._record_many(events)
+            for op in ops:
+                kind = op["op"]
+                if kind == "event":
+                    continue
+                if kind == "mark":
                     self._mark_rows(
                         op["id"], op["state"], op.get("progress"), op.get("error"), op.get("remote")
                     )
