@@ -255,3 +255,80 @@ def headspin_fetch(client: Any) -> Callable[[str, str, int], list[float]]:
         return [float(r["value"]) for r in rows if numeric(r.get("value")) is not None][:limit]
 
     return fetch
+
+
+class Gate:
+    """Budgets and the regression gate over one run: what to check, and what was checked."""
+
+    def __init__(
+        self,
+        budgets: Iterable[Budget],
+        baselines: BaselineSource | None,
+        *,
+        pct: float,
+        warn_only: bool,
+    ) -> None:
+        self.budgets = list(budgets)
+        self.baselines = baselines
+        self.pct = pct
+        self.warn_only = warn_only
+        self.checks: list[Check] = []
+        self.no_history: set[str] = set()
+
+    def active(self, test_budgets: dict[str, Budget]) -> bool:
+        return bool(test_budgets or self.budgets or self.baselines)
+
+    def check(
+        self,
+        nodeid: str,
+        flow: str,
+        measurements: Iterable[Measurement],
+        test_budgets: dict[str, Budget],
+        verdict: Callable[[Measurement, Baseline], bool | None] = lambda m, b: None,
+    ) -> list[Check]:
+        """Check *measurements*; return the failing checks. *test_budgets* (from the test's
+        markers and ``budget=``) win over the ini budgets; *verdict* may decide regressions."""
+        budgets = {b.key: b for b in reversed(self.budgets) if b.applies(flow, b.key)}
+        budgets.update(test_budgets)
+        failing = []
+        for m in measurements:
+            budget = budgets.get(m.key)
+            checks = [check_budget(nodeid, flow, m, budget)] if budget else []
+            if self.baselines is not None:
+                checks.append(self._regression(nodeid, flow, m, budget, verdict))
+            for check in checks:
+                if check is not None:
+                    self.checks.append(check)
+                    if check.failed:
+                        failing.append(check)
+        return failing
+
+    def _regression(
+        self,
+        nodeid: str,
+        flow: str,
+        m: Measurement,
+        budget: Budget | None,
+        verdict: Callable[[Measurement, Baseline], bool | None],
+    ) -> Check | None:
+        assert self.baselines is not None
+        baseline = self.baselines.get(flow, m.key)
+        if not baseline.enough:
+            if numeric(m.value) is not None:
+                self.no_history.add(f"{flow}/{m.key} ({len(baseline.values)})")
+            return None
+        check = check_regression(
+            nodeid,
+            flow,
+            m,
+            baseline,
+            pct=self.pct,
+            warn_only=self.warn_only,
+            higher_is_better=budget.higher_is_better if budget else False,
+        )
+        if check is not None:
+            decided = verdict(m, baseline)
+            if decided is not None:
+                regressed = "regressed (warning)" if self.warn_only else "regressed"
+                check.verdict = regressed if decided else "ok"
+        return check

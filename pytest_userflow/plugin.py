@@ -14,17 +14,7 @@ from typing import Any
 import pytest
 
 from . import hookspecs, settings
-from .budgets import (
-    BaselineSource,
-    Budget,
-    BudgetExceeded,
-    Check,
-    check_budget,
-    check_regression,
-    headspin_fetch,
-    local_fetch,
-    numeric,
-)
+from .budgets import BaselineSource, Budget, BudgetExceeded, Gate, headspin_fetch, local_fetch
 from .fixtures import (  # noqa: F401  (userflow_device is found on the plugin module)
     DEVICE_KEY,
     RECORD_KEY,
@@ -183,10 +173,8 @@ class UserflowRun:
         self.journal: JournalWriter | None = None
         self.recorder: Recorder | None = None
         self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
-        self.checks: list[Check] = []
         self.whole: dict[str, Any] | None = None
-        self.no_history: set[str] = set()
-        self.baselines: BaselineSource | None = None
+        self.gate: Gate | None = None
         self.summaries: list[dict[str, Any]] = []
         self.crashed: list[str] = []
         self.errors: list[str] = []
@@ -225,7 +213,13 @@ class UserflowRun:
                 raise pytest.UsageError(str(exc)) from None
             self.sink = self._make_sink()
         if not self.controller:
-            self.baselines = self._baselines()
+            s = self.settings
+            self.gate = Gate(
+                s.budgets,
+                self._baselines(),
+                pct=s.regression,
+                warn_only=s.regression_mode == "warn",
+            )
             self.recorder = Recorder(
                 self.sink,
                 run_id=self.run.run_id,
@@ -344,22 +338,18 @@ class UserflowRun:
         """
         new = record.measurements[record.checked :]
         record.checked = len(record.measurements)
-        if not (record.budgets or self.settings.budgets or self.baselines):
+        if self.gate is None or not self.gate.active(record.budgets):
             return
         flow = record.flow or default_flow_name(item.nodeid)
-        budgets = {b.key: b for b in reversed(self.settings.budgets) if b.applies(flow, b.key)}
-        budgets.update(record.budgets)
-        failing = []
-        for m in new:
-            budget = budgets.get(m.key)
-            checks = [check_budget(item.nodeid, flow, m, budget)] if budget else []
-            if self.baselines is not None:
-                checks.append(self._regression(item, flow, m, budget))
-            for check in checks:
-                if check is not None:
-                    self.checks.append(check)
-                    if check.failed:
-                        failing.append(check)
+        failing = self.gate.check(
+            item.nodeid,
+            flow,
+            new,
+            record.budgets,
+            lambda m, baseline: item.ihook.pytest_userflow_verdict(
+                item=item, measurement=m, baseline=baseline
+            ),
+        )
         if failing and report.passed:
             message = "; ".join(check.message() for check in failing)
             try:
@@ -369,35 +359,6 @@ class UserflowRun:
             report.outcome = "failed"
             report.longrepr = excinfo.getrepr(style="no")
             report.userflow_message = message  # type: ignore[attr-defined]  # the flow's status
-
-    def _regression(
-        self, item: pytest.Item, flow: str, m: Measurement, budget: Budget | None
-    ) -> Check | None:
-        assert self.baselines is not None
-        baseline = self.baselines.get(flow, m.key)
-        if not baseline.enough:
-            if numeric(m.value) is not None:
-                self.no_history.add(f"{flow}/{m.key} ({len(baseline.values)})")
-            return None
-        warn = self.settings.regression_mode == "warn"
-        check = check_regression(
-            item.nodeid,
-            flow,
-            m,
-            baseline,
-            pct=self.settings.regression,
-            higher_is_better=budget.higher_is_better if budget else False,
-            warn_only=warn,
-        )
-        if check is not None:
-            decided = item.ihook.pytest_userflow_verdict(
-                item=item, measurement=m, baseline=baseline
-            )
-            if decided is not None:
-                check.verdict = (
-                    ("regressed (warning)" if warn else "regressed") if decided else "ok"
-                )
-        return check
 
     def _finish(self, item: pytest.Item, record: TestRecord) -> EventRecord:
         assert self.recorder is not None
@@ -533,10 +494,11 @@ class UserflowRun:
 
     def _notes(self) -> dict[str, Any]:
         notes: dict[str, Any] = {"errors": list(self.errors), "send_errors": []}
-        notes["checks"] = [c.as_dict() for c in self.checks]
-        notes["no_history"] = sorted(self.no_history)
-        if self.baselines is not None:
-            notes["errors"] += self.baselines.errors
+        if self.gate is not None:
+            notes["checks"] = [c.as_dict() for c in self.gate.checks]
+            notes["no_history"] = sorted(self.gate.no_history)
+            if self.gate.baselines is not None:
+                notes["errors"] += self.gate.baselines.errors
         if isinstance(self.sink, DryRunSink):
             notes["dry_run_lines"] = self.sink.lines
         if isinstance(self.sink, HeadSpinSink):
