@@ -335,29 +335,6 @@ class Store:
             self._flow_ids[name] = flow_id
         return flow_id
 
-    def record(
-        self,
-        event: EventRecord,
-        upload: tuple[list[dict[str, Any]], str, str] | None = None,
-        *,
-        upload_state: str = PENDING,
-    ) -> None:
-        """Commit one test in one transaction: its event, measurements and pending upload.
-
-        *upload* is ``(plan, base_url, api)``.
-        """
-        with self.transaction():
-            self._record_rows(event, upload, upload_state)
-
-    def _record_rows(
-        self,
-        event: EventRecord,
-        upload: tuple[list[dict[str, Any]], str, str] | None,
-        upload_state: str,
-    ) -> None:
-        """The inserts of :meth:`record`, inside a transaction the caller holds."""
-        self._record_many([(event, upload, upload_state)])
-
     def _record_many(
         self, items: list[tuple[EventRecord, tuple[list[dict[str, Any]], str, str] | None, str]]
     ) -> None:
@@ -444,18 +421,6 @@ class Store:
             upload_rows,
         )
 
-    def mark_upload(
-        self,
-        perf_event_id: str,
-        state: str,
-        *,
-        progress: dict[str, Any] | None = None,
-        error: str | None = None,
-        remote_event_id: str | None = None,
-    ) -> None:
-        with self.transaction():
-            self._mark_rows(perf_event_id, state, progress, error, remote_event_id)
-
     def _mark_rows(
         self,
         perf_event_id: str,
@@ -477,10 +442,6 @@ class Store:
                 perf_event_id,
             ),
         )
-
-    def save_progress(self, perf_event_id: str, progress: dict[str, Any]) -> None:
-        with self.transaction():
-            self._progress_rows(perf_event_id, progress)
 
     def _progress_rows(self, perf_event_id: str, progress: dict[str, Any]) -> None:
         self.db.execute(
