@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from headspin_server import MEASUREMENT_FIELDS
 
 SUITE = """
     import os, pytest
@@ -63,18 +64,7 @@ def test_measurements_csv_has_exactly_the_api_columns(store: Path) -> None:
         store, "measurements", "--flow", "Login", "--key", "Login Time", "--format", "csv"
     ).stdout
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == [
-        "user_flow_id",
-        "user_flow_name",
-        "perf_event_id",
-        "event_time",
-        "session_id",
-        "perf_key_id",
-        "key_name",
-        "key_type",
-        "key_units",
-        "value",
-    ]
+    assert rows[0] == list(MEASUREMENT_FIELDS)  # the API document's CSV columns, in order
     # no --status: passed, failed and not_set, as the API does; the skipped (Excluded) test is left out
     assert sorted(float(r[9]) for r in rows[1:]) == [
         100,

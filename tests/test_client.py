@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TOKEN
+from headspin_server import MEASUREMENT_FIELDS
 
 from pytest_userflow.client import AuthError, BadRequest, HeadSpinClient, NotFound
 from pytest_userflow.measurement import Measurement
@@ -172,18 +173,7 @@ def test_measurement_listing_filters_paging_and_csv(client: HeadSpinClient) -> N
         )
     default = client.get_measurements(flow)  # passed, failed and not_set
     assert sorted(r["value"] for r in default if r["key_name"] == "Search Time") == [1.0, 2.0]
-    assert set(default[0]) == {
-        "user_flow_id",
-        "user_flow_name",
-        "perf_event_id",
-        "event_time",
-        "session_id",
-        "perf_key_id",
-        "key_name",
-        "key_type",
-        "key_units",
-        "value",
-    }
+    assert tuple(default[0]) == MEASUREMENT_FIELDS  # the API document's fields
     excluded = client.get_measurements(flow, statuses=["excluded"], keys=["Search Time"])
     assert [r["value"] for r in excluded] == [3.0]
     both = client.get_measurements(
