@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         help="list the user flows",
         description="List the user flows with their ids and counts.",
     )
-    flows.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _add_format(flows)
 
     ms = commands.add_parser(
         "measurements",
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_filters(ms)
     ms.add_argument("--limit", type=_count)
     ms.add_argument("--offset", type=_count)
-    ms.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _add_format(ms)
 
     st = commands.add_parser(
         "stats",
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_filters(st)
     st.add_argument("--by", choices=("run", "device", "day"), help="one row per run, device or day")
-    st.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _add_format(st)
 
     runs = commands.add_parser(
         "runs",
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         description="The runs in the local store, newest first.",
     )
     runs.add_argument("--limit", type=_count, default=20)
-    runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _add_format(runs)
 
     cmp = commands.add_parser(
         "compare",
@@ -154,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="keys for which higher is better (FPS, scores...)",
     )
-    cmp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _add_format(cmp)
 
     plot = commands.add_parser(
         "plot",
@@ -193,6 +193,15 @@ def _parser() -> argparse.ArgumentParser:
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
     return parser
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (default), or csv/json for other programs",
+    )
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
