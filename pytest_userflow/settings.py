@@ -27,7 +27,7 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("userflow", "record performance measurements into user flows")
     group.addoption(
         "--userflow",
-        dest="userflow_name",
+        dest="userflow",
         metavar="NAME",
         help="user flow for tests that carry no @pytest.mark.userflow marker (ini: userflow_name)",
     )
@@ -177,7 +177,7 @@ def _pick(
     """(value, where it came from) by the documented precedence."""
     value = config.getoption(option)
     if value not in (None, ""):
-        return str(value), "--" + option.replace("_", "-").replace("userflow-name", "userflow")
+        return str(value), "--" + option.replace("_", "-")  # dest names match the flags
     if env and os.environ.get(env, "").strip():
         return os.environ[env].strip(), f"environment variable {env}"
     if ini:
@@ -197,7 +197,7 @@ def _choice(value: str | None, where: str, allowed: tuple[str, ...], default: st
 
 def resolve(config: pytest.Config) -> Settings:
     """Read and check every option; a bad value is a UsageError naming where it came from."""
-    flow, _ = _pick(config, "userflow_name", "userflow_name")
+    flow, _ = _pick(config, "userflow", "userflow_name")
     backend_value, backend_where = _pick(config, "userflow_backend", "userflow_backend")
     backend = _choice(backend_value, backend_where, BACKENDS, "auto")
     token = config.getoption("headspin_token") or os.environ.get(TOKEN_ENV, "").strip() or None
