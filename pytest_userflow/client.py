@@ -13,7 +13,6 @@ from __future__ import annotations
 import email.utils
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -229,8 +228,6 @@ class HeadSpinClient:
         self._session.headers["Authorization"] = f"Bearer {token.strip()}"
         self._session.headers["Accept"] = "application/json"
         self._session.headers["User-Agent"] = "pytest-userflow"
-        self.requests_sent = 0
-        self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"HeadSpinClient(base_url={self.base_url!r})"
@@ -263,8 +260,6 @@ class HeadSpinClient:
             response: requests.Response | None = None
             failure: str
             try:
-                with self._count_lock:
-                    self.requests_sent += 1
                 response = self._session.request(
                     call.method,
                     url,

@@ -224,7 +224,6 @@ class UserflowRun:
                 self.sink,
                 run_id=self.run.run_id,
                 worker=self.worker,
-                default_flow=self.settings.flow,
             )
 
     def _baselines(self) -> BaselineSource | None:
@@ -506,7 +505,6 @@ class UserflowRun:
             notes["unroutable"] = self.sink.unroutable
             notes["auth_error"] = stats.auth_error
             notes["send_errors"] += stats.errors
-            notes["requests_sent"] = self.sink.sender.client.requests_sent
         return notes
 
     def _where(self) -> str:

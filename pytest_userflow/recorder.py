@@ -109,13 +109,10 @@ class FlushResult:
 class Recorder:
     """Turns a finished TestRecord into an event and hands it to the sink."""
 
-    def __init__(
-        self, sink: Sink, *, run_id: str, worker: str | None, default_flow: str | None
-    ) -> None:
+    def __init__(self, sink: Sink, *, run_id: str, worker: str | None) -> None:
         self.sink = sink
         self.run_id = run_id
         self.worker = worker
-        self.default_flow = default_flow
 
     def event_for(
         self, record: TestRecord, status: str, message: str | None, fallback_flow: str

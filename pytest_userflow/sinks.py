@@ -344,8 +344,6 @@ class FlushOutcome:
 class Sink:
     """Writes each finished test to the local store; subclasses decide what else happens."""
 
-    name = "local"
-
     def __init__(self, write: Write | None) -> None:
         self.write = write
 
@@ -369,8 +367,6 @@ class Sink:
 class NullSink(Sink):
     """``--userflow-backend off``: values are validated, nothing is kept."""
 
-    name = "off"
-
     def __init__(self) -> None:
         super().__init__(None)
 
@@ -380,8 +376,6 @@ class NullSink(Sink):
 
 class DryRunSink(Sink):
     """Keeps the test in the local store and notes the calls HeadSpin would get."""
-
-    name = "dry-run"
 
     def __init__(self, write: Write, base_url: str, api: str) -> None:
         super().__init__(write)
@@ -405,8 +399,6 @@ class DryRunSink(Sink):
 
 class HeadSpinSink(Sink):
     """Commits each test and its upload plan, then hands the plan to the sender."""
-
-    name = "headspin"
 
     def __init__(self, write: Write, sender: Sender, api: str) -> None:
         super().__init__(write)
