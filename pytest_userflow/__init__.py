@@ -3,7 +3,8 @@
 The plugin loads by itself once installed; these names are for scripts and conftest hooks.
 """
 
+from .budgets import BudgetExceeded
 from .measurement import Measurement, MeasurementError, UserflowError
 
-__all__ = ["Measurement", "MeasurementError", "UserflowError", "__version__"]
+__all__ = ["BudgetExceeded", "Measurement", "MeasurementError", "UserflowError", "__version__"]
 __version__ = "0.1.0"

@@ -315,3 +315,11 @@ def test_a_budget_failing_on_one_xdist_worker(pytester: pytest.Pytester, store_p
     assert {d for d, s in rows if s == "Passed"} == {"fast@h"}
     assert outcomes.get("failed", 0) == sum(1 for d, _ in rows if d == "slow@h")
     result.stdout.fnmatch_lines(["budgets and regressions: 4 checked, * not ok"])
+
+
+def test_the_failure_is_the_exception_the_package_exports() -> None:
+    import pytest_userflow
+    from pytest_userflow.budgets import BudgetExceeded
+
+    assert pytest_userflow.BudgetExceeded is BudgetExceeded  # the name shown in failures
+    assert issubclass(BudgetExceeded, AssertionError)
