@@ -116,6 +116,40 @@ def test_run_metadata_names_git_commit_branch_and_ci_build(
     assert report["run"]["git_commit"] == commit and report["run"]["ci_build_id"] == "4242"
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_commit_and_branch_are_read_as_git_reads_them(tmp_path) -> None:
+    """Read from .git's files (no git process per run): loose and packed refs, a linked
+    worktree, a detached HEAD, a folder below the root, and no repository at all."""
+    from pytest_userflow.runinfo import git_head
+
+    def git(*args: str, cwd=tmp_path / "repo") -> str:
+        config = ["-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+        done = subprocess.run(
+            ["git", *config, *args], cwd=cwd, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    (repo / "sub" / "f.txt").write_text("x")
+    assert git_head(tmp_path) == (None, None)
+    git("init", "-q", "-b", "perf")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    first = git("rev-parse", "HEAD")
+    assert git_head(repo / "sub") == (first, "perf")
+    git("pack-refs", "--all")
+    assert not (repo / ".git" / "refs" / "heads" / "perf").exists()
+    assert git_head(repo) == (first, "perf")
+    git("worktree", "add", "-q", "-b", "side", str(tmp_path / "wt"))
+    (tmp_path / "wt" / "g.txt").write_text("y")
+    git("add", ".", cwd=tmp_path / "wt")
+    git("commit", "-qm", "two", cwd=tmp_path / "wt")
+    assert git_head(tmp_path / "wt") == (git("rev-parse", "HEAD", cwd=tmp_path / "wt"), "side")
+    git("checkout", "-q", "--detach", first)
+    assert git_head(repo) == (first, None)
+
+
 def test_report_lists_every_test_with_where_it_went(pytester: pytest.Pytester, read_report) -> None:
     pytester.makepyfile(SUITE)
     pytester.runpytest("--userflow-report", "out/report.json").assert_outcomes(passed=2, xfailed=1)
