@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,15 +61,15 @@ def journal_glob(store_path: Path) -> str:
     return f"{store_path.name}.journal-*"
 
 
-def _lines(path: Path, offset: int) -> Iterator[tuple[dict[str, Any], int]]:
-    """Complete lines from *offset*, each with the offset just after it."""
+def _lines(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
+    """Complete lines from *offset* (without their newline), each with the offset after it."""
     with open(path, "rb") as f:
         f.seek(offset)
         for raw in f:
             if not raw.endswith(b"\n"):
                 return  # the write was cut short by a crash: that op never happened
             offset += len(raw)
-            yield json.loads(raw), offset
+            yield raw[:-1], offset
 
 
 def recover(store: Store) -> int:
@@ -87,7 +86,7 @@ def recover(store: Store) -> int:
             start = store.journal_offset(path.name)
             batch = list(_lines(path, start))
             if batch:
-                store.apply([op for op, _ in batch], journal=path.name, offset=batch[-1][1])
+                store.fold([line for line, _ in batch], journal=path.name, offset=batch[-1][1])
                 folded += len(batch)
             path.unlink()
             store.forget_journal(path.name)
@@ -97,15 +96,15 @@ def recover(store: Store) -> int:
 
 
 class JournalWriter:
-    """This process's journal, folded into the store in batches by the thread that owns it.
+    """This process's journal, folded into the store in batches by a background thread.
 
-    ``write`` is what a test's teardown pays: one JSON line appended to a file, and every
-    *batch* ops (or *interval* seconds) one transaction. No background thread: measured
-    here, a second thread in the process slowed pytest's own fd capture more than folding
-    costs. Other threads (the HeadSpin sender) may write; only the owner folds.
+    ``write`` is what a test's teardown pays: one JSON line appended to a file. The fold
+    thread takes the lines written since its last fold, every *batch* lines or *interval*
+    seconds, and hands them to ``Store.fold``, where SQLite does the work without Python's
+    GIL: the tests go on meanwhile on another core. Any thread may write.
     """
 
-    def __init__(self, store_path: Path, *, batch: int = 500, interval: float = 2.0) -> None:
+    def __init__(self, store_path: Path, *, batch: int = 100, interval: float = 0.5) -> None:
         self.store_path = store_path
         name = f"{store_path.name}.journal-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path = store_path.parent / name
@@ -115,55 +114,69 @@ class JournalWriter:
         self.batch = batch
         self.interval = interval
         self.error: BaseException | None = None
-        self._pending: list[tuple[dict[str, Any], int]] = []
+        self._encode = json.JSONEncoder(
+            separators=(",", ":"), check_circular=False, default=_encode
+        ).encode
+        self._pending: list[bytes] = []  # lines written and not yet folded, in file order
         self._lock = threading.Lock()  # orders appends and keeps the queue in file order
-        self._owner = threading.get_ident()
-        self._last_fold = time.monotonic()
+        self._folding = threading.Lock()  # one fold at a time: the thread's or flush's
+        self._wake = threading.Event()
+        self._closed = False
         self._folded_offset = 0
         self._store: Store | None = None
+        self._thread = threading.Thread(target=self._run, name="userflow-journal", daemon=True)
+        self._thread.start()
 
     def write(self, op: dict[str, Any]) -> None:
-        line = (json.dumps(op, separators=(",", ":"), default=_encode) + "\n").encode()
+        line = self._encode(op).encode()
         with self._lock:
-            os.write(self.fd, line)
-            self.offset += len(line)
-            self._pending.append((op, self.offset))
-            due = len(self._pending) >= self.batch
-        if threading.get_ident() == self._owner and (
-            due or time.monotonic() - self._last_fold > self.interval
-        ):
-            self._fold()
+            os.write(self.fd, line + b"\n")
+            self.offset += len(line) + 1
+            self._pending.append(line)
+            if len(self._pending) >= self.batch:
+                self._wake.set()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if not self._closed:
+                self._fold()
 
     def _fold(self) -> bool:
         """Fold what is queued; on failure keep it queued (it is in the journal anyway)."""
-        with self._lock:
-            taken, self._pending = self._pending, []
-        self._last_fold = time.monotonic()
-        if not taken:
-            return True
-        try:
-            if self._store is None:
-                self._store = Store(self.store_path)
-            self._store.apply([op for op, _ in taken], journal=self.path.name, offset=taken[-1][1])
-        except Exception as exc:  # the store is busy or broken: retried at the next fold
-            self.error = exc
+        with self._folding:
             with self._lock:
-                self._pending[:0] = taken
-            return False
-        self.error = None
-        self._folded_offset = taken[-1][1]
-        return True
+                taken, self._pending = self._pending, []
+                end = self.offset  # just after the last line taken
+            if not taken:
+                return True
+            try:
+                if self._store is None:
+                    self._store = Store(self.store_path)
+                self._store.fold(taken, journal=self.path.name, offset=end)
+            except Exception as exc:  # the store is busy or broken: retried at the next fold
+                self.error = exc
+                with self._lock:
+                    self._pending[:0] = taken
+                return False
+            self.error = None
+            self._folded_offset = end
+            return True
 
     def flush(self) -> bool:
         """Fold everything written so far; True when it is all in the store."""
         return self._fold() and self._folded_offset >= self.offset
 
     def close(self) -> None:
-        """Fold what is left, then remove the journal (its data is all in the store).
+        """Stop the thread, fold what is left, then remove the journal (it is all in the store).
 
         If folding failed, the journal stays, locked until this process ends, and the next
         process that opens the store folds it.
         """
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
         if self.flush():
             with contextlib.suppress(OSError):
                 self.path.unlink()

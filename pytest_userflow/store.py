@@ -76,6 +76,66 @@ CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
 CREATE TABLE IF NOT EXISTS journals (name TEXT PRIMARY KEY, folded INTEGER NOT NULL);
 """
 
+#: How journal lines are folded: the events of a batch are taken apart by SQLite's JSON
+#: functions inside a few statements, so a fold holds Python's GIL only to start them and
+#: runs beside the tests on another core. ``?`` is the batch as one JSON array.
+_FOLD_SQL = (
+    """CREATE TEMP TABLE IF NOT EXISTS fold (
+        id TEXT PRIMARY KEY, run TEXT, flow TEXT, description TEXT, nodeid TEXT, worker TEXT,
+        device TEXT, session TEXT, status TEXT, message TEXT, ts REAL, duration REAL, m TEXT,
+        upload TEXT, state TEXT)""",
+    "DELETE FROM temp.fold",
+    """INSERT OR IGNORE INTO temp.fold SELECT json_extract(value, '$.event.id'),
+        json_extract(value, '$.event.run'), json_extract(value, '$.event.flow'),
+        json_extract(value, '$.event.desc'), json_extract(value, '$.event.node'),
+        json_extract(value, '$.event.worker'), json_extract(value, '$.event.device'),
+        json_extract(value, '$.event.session'), json_extract(value, '$.event.status'),
+        json_extract(value, '$.event.msg'), json_extract(value, '$.event.ts'),
+        json_extract(value, '$.event.dur'), json_extract(value, '$.event.m'),
+        json_extract(value, '$.upload'), coalesce(json_extract(value, '$.state'), 'pending')
+        FROM json_each(?) WHERE json_extract(value, '$.op') = 'event'""",
+    # idempotent: an event already in the store is left as it is
+    "DELETE FROM temp.fold WHERE id IN (SELECT perf_event_id FROM events)",
+)
+_FOLD_FLOWS = "SELECT flow, min(description) FROM temp.fold GROUP BY flow"
+_FOLD_ROWS = (
+    """INSERT INTO events SELECT f.id, f.run, fl.user_flow_id, f.flow, f.nodeid, f.worker,
+        f.device, f.session, f.status, f.message, f.ts,
+        strftime('%Y-%m-%d %H:%M:%S', CAST(f.ts AS INTEGER), 'unixepoch'), f.duration
+        FROM temp.fold f JOIN flows fl ON fl.name = f.flow ORDER BY f.rowid""",
+    """INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,
+        event_time, event_ts, session_id, status, key_name, key_type, key_units, value, nodeid,
+        worker, device_address) SELECT f.id, f.run, fl.user_flow_id, f.flow,
+        strftime('%Y-%m-%d %H:%M:%S', CAST(f.ts AS INTEGER), 'unixepoch'), f.ts, f.session,
+        f.status, json_extract(m.value, '$[0]'), json_extract(m.value, '$[2]'),
+        json_extract(m.value, '$[3]'), json_extract(m.value, '$[1]'), f.nodeid, f.worker, f.device
+        FROM temp.fold f JOIN flows fl ON fl.name = f.flow, json_each(f.m) m
+        ORDER BY f.rowid, m.key""",
+    """INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan, progress,
+        updated_ts) SELECT id, run, state, json_extract(upload, '$[1]'),
+        json_extract(upload, '$[2]'), json_extract(upload, '$[0]'), '{}', ?
+        FROM temp.fold WHERE upload IS NOT NULL ORDER BY rowid""",
+)
+_EVENT_LINE = b'{"op":"event",'
+
+#: Each (flow, key, type, device) of a run: count, numeric count, min, max, median of the
+#: numeric values, and units; one pass, the median from the values' ranks.
+_KEY_AGGREGATES = """
+SELECT flow, key, type, device, COUNT(*), SUM(num), MIN(CASE WHEN num THEN value END),
+    MAX(CASE WHEN num THEN value END),
+    AVG(CASE WHEN num AND rank IN ((nums + 1) / 2, (nums + 2) / 2) THEN value END), MAX(units)
+FROM (
+    SELECT user_flow_name AS flow, key_name AS key, key_type AS type, device_address AS device,
+        key_units AS units, value, num,
+        ROW_NUMBER() OVER (PARTITION BY user_flow_name, key_name, key_type, device_address, num
+            ORDER BY value) AS rank,
+        SUM(num) OVER (PARTITION BY user_flow_name, key_name, key_type, device_address) AS nums
+    FROM (SELECT user_flow_name, key_name, key_type, device_address, key_units, value,
+        typeof(value) IN ('integer', 'real') AS num FROM measurements WHERE {where})
+)
+GROUP BY 1, 2, 3, 4
+"""
+
 #: Upload states: waiting to be sent, delivered, refused by HeadSpin (kept), or not
 #: routable (no session and no device) and so kept only here.
 PENDING, SENT, FAILED, LOCAL_ONLY = "pending", "sent", "failed", "local-only"
@@ -252,6 +312,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the userflow store {self.path}: {exc}") from None
         self._flow_ids: dict[str, str] = {}
+        self._json_sql = True  # fold() lets SQLite parse journal lines, until it cannot
         try:
             self._init_schema()
         except sqlite3.DatabaseError as exc:
@@ -472,23 +533,61 @@ class Store:
             # Events first, in one go: a mark or progress op always follows its event.
             self._record_many(events)
             for op in ops:
-                kind = op["op"]
-                if kind == "event":
-                    continue
-                if kind == "mark":
-                    self._mark_rows(
-                        op["id"], op["state"], op.get("progress"), op.get("error"), op.get("remote")
-                    )
-                elif kind == "progress":
-                    self._progress_rows(op["id"], op["progress"])
-                else:
-                    raise StoreError(f"unknown journal operation {kind!r}")
-            if journal is not None:
-                self.db.execute(
-                    "INSERT INTO journals (name, folded) VALUES (?, ?)"
-                    " ON CONFLICT(name) DO UPDATE SET folded = excluded.folded",
-                    (journal, offset),
-                )
+                if op["op"] != "event":
+                    self._apply_op(op)
+            self._note_journal(journal, offset)
+
+    def _apply_op(self, op: dict[str, Any]) -> None:
+        kind = op["op"]
+        if kind == "mark":
+            self._mark_rows(
+                op["id"], op["state"], op.get("progress"), op.get("error"), op.get("remote")
+            )
+        elif kind == "progress":
+            self._progress_rows(op["id"], op["progress"])
+        else:
+            raise StoreError(f"unknown journal operation {kind!r}")
+
+    def fold(self, lines: Sequence[bytes], *, journal: str | None = None, offset: int = 0) -> None:
+        """Apply journal *lines* (JSON, without their newlines) in one transaction.
+
+        The same as ``apply`` of the parsed ops, done by SQLite: events and their
+        measurements never pass through Python objects. Where SQLite has no JSON functions,
+        or a line is not JSON it can read, the batch goes through ``apply`` instead.
+        """
+        if self._json_sql:
+            try:
+                with self.transaction():
+                    self._fold_sql(lines)
+                    self._note_journal(journal, offset)
+                return
+            except sqlite3.OperationalError as exc:
+                if "json" not in str(exc).lower():
+                    raise  # busy, locked, disk full: the caller keeps the lines and retries
+                self._json_sql = "no such function" not in str(exc)
+        self.apply([json.loads(line) for line in lines], journal=journal, offset=offset)
+
+    def _fold_sql(self, lines: Sequence[bytes]) -> None:
+        batch = b"[" + b",".join(lines) + b"]"
+        for statement in _FOLD_SQL:
+            self.db.execute(statement, (batch.decode(),) if "?" in statement else ())
+        for flow, description in self.db.execute(_FOLD_FLOWS).fetchall():
+            self._flow_id(flow, description)
+        for statement in _FOLD_ROWS:
+            self.db.execute(statement, (time.time(),) if "?" in statement else ())
+        for line in lines:  # the marks and progress of uploads, after their events
+            if not line.startswith(_EVENT_LINE):
+                op = json.loads(line)
+                if op["op"] != "event":  # an event written by another encoder: done above
+                    self._apply_op(op)
+
+    def _note_journal(self, journal: str | None, offset: int) -> None:
+        if journal is not None:
+            self.db.execute(
+                "INSERT INTO journals (name, folded) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET folded = excluded.folded",
+                (journal, offset),
+            )
 
     def journal_offset(self, journal: str) -> int:
         row = self.db.execute("SELECT folded FROM journals WHERE name = ?", (journal,)).fetchone()
@@ -519,6 +618,32 @@ class Store:
     def count_uploads(self, states: Sequence[str] = (PENDING,)) -> int:
         sql = f"SELECT COUNT(*) FROM uploads WHERE state IN ({','.join('?' * len(states))})"
         return int(self.db.execute(sql, list(states)).fetchone()[0])
+
+    def _key_aggregates_by_group(self, where: str, args: list[Any]) -> list[tuple[Any, ...]]:
+        """``_KEY_AGGREGATES`` without window functions: one query per group for its median."""
+        numeric = "typeof(value) IN ('integer', 'real')"
+        rows = []
+        for flow, key, kind, device, count, num, low, high, units in self.db.execute(
+            "SELECT user_flow_name, key_name, key_type, device_address, COUNT(*),"
+            f" SUM({numeric}), MIN(CASE WHEN {numeric} THEN value END),"
+            f" MAX(CASE WHEN {numeric} THEN value END), MAX(key_units)"
+            f" FROM measurements WHERE {where} GROUP BY 1, 2, 3, 4",
+            args,
+        ).fetchall():
+            median = None
+            if num:
+                middle = [
+                    r[0]
+                    for r in self.db.execute(
+                        f"SELECT value FROM measurements WHERE {where} AND user_flow_name = ?"
+                        " AND key_name = ? AND key_type IS ? AND device_address IS ?"
+                        f" AND {numeric} ORDER BY value LIMIT ? OFFSET ?",
+                        [*args, flow, key, kind, device, 2 - num % 2, (num - 1) // 2],
+                    )
+                ]
+                median = sum(middle) / len(middle)
+            rows.append((flow, key, kind, device, count, num or 0, low, high, median, units))
+        return rows
 
     def run_events(self, run_id: str, worker: str | None = None) -> list[dict[str, Any]]:
         """This run's tests (one process's, given *worker*), with where their data went."""
@@ -592,41 +717,23 @@ class Store:
         ):
             flows.setdefault(flow, {"tests": 0, "statuses": {}, "places": {}})
             flows[flow]["places"][state or ""] = n
-        numeric = "typeof(value) IN ('integer', 'real')"
-        keys = []
-        for flow, key, kind, device, count, num, low, high, units in self.db.execute(
-            "SELECT user_flow_name, key_name, key_type, device_address, COUNT(*),"
-            f" SUM({numeric}), MIN(CASE WHEN {numeric} THEN value END),"
-            f" MAX(CASE WHEN {numeric} THEN value END), MAX(key_units)"
-            f" FROM measurements WHERE {where} GROUP BY 1, 2, 3, 4",
-            args,
-        ):
-            median = None
-            if num:
-                middle = [
-                    r[0]
-                    for r in self.db.execute(
-                        f"SELECT value FROM measurements WHERE {where} AND user_flow_name = ?"
-                        " AND key_name = ? AND key_type IS ? AND device_address IS ?"
-                        f" AND {numeric} ORDER BY value LIMIT ? OFFSET ?",
-                        [*args, flow, key, kind, device, 2 - num % 2, (num - 1) // 2],
-                    )
-                ]
-                median = sum(middle) / len(middle)
-            keys.append(
-                {
-                    "flow": flow,
-                    "key": key,
-                    "type": kind,
-                    "device": device,
-                    "count": count,
-                    "numeric": num or 0,
-                    "min": low,
-                    "median": median,
-                    "max": high,
-                    "units": units,
-                }
-            )
+        try:
+            rows = self.db.execute(_KEY_AGGREGATES.format(where=where), args).fetchall()
+        except sqlite3.OperationalError:  # an SQLite older than 3.25 has no window functions
+            rows = self._key_aggregates_by_group(where, args)
+        names = (
+            "flow",
+            "key",
+            "type",
+            "device",
+            "count",
+            "numeric",
+            "min",
+            "max",
+            "median",
+            "units",
+        )
+        keys = [dict(zip(names, row, strict=True)) for row in rows]
         pending = self.db.execute(
             f"SELECT COUNT(DISTINCT e.perf_event_id), COUNT(m.id) FROM events e JOIN uploads u"
             f" USING (perf_event_id) LEFT JOIN measurements m USING (perf_event_id)"

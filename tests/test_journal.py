@@ -74,21 +74,173 @@ def test_marks_follow_their_event_and_refolding_is_harmless(tmp_path: Path) -> N
     assert store_rows(store.path, "SELECT COUNT(*) FROM measurements") == [(1,)]
 
 
-def test_the_owner_folds_every_batch_other_threads_only_append(tmp_path: Path) -> None:
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_full_batch_is_folded_in_the_background_from_any_thread(tmp_path: Path) -> None:
     import threading
 
     store = Store(tmp_path / "s.db")
     writer = JournalWriter(store.path, batch=3, interval=3600)
+
+    def events() -> int:
+        return store_rows(store.path, "SELECT COUNT(*) FROM events")[0][0]
+
     writer.write(event_op(1))
     writer.write(event_op(2))
-    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
-    writer.write(event_op(3))  # the third op completes a batch: one transaction
-    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]
-    others = [threading.Thread(target=writer.write, args=(event_op(n),)) for n in range(4, 8)]
+    assert events() == 0  # written to the journal only: a batch is three
+    writer.write(event_op(3))  # completes a batch: the thread folds it, in one transaction
+    assert wait_for(lambda: events() == 3)
+    assert store_rows(store.path, "SELECT name, folded FROM journals") == [
+        (writer.path.name, writer.path.stat().st_size)
+    ]
+    others = [threading.Thread(target=writer.write, args=(event_op(n),)) for n in range(4, 10)]
     for thread in others:
         thread.start()
     for thread in others:
         thread.join()
-    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]  # not their job
+    assert wait_for(lambda: events() >= 6)  # the second batch at least; the rest waits
+    writer.write(event_op(10))
     writer.close()
-    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(7,)]
+    assert events() == 10
+    assert store_rows(store.path, "SELECT COUNT(*) FROM journals") == [(0,)]
+
+
+def test_the_interval_folds_a_batch_that_is_not_full(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store.path, batch=1000, interval=0.05)
+    writer.write(event_op(1))
+    assert wait_for(lambda: store_rows(store.path, "SELECT COUNT(*) FROM events") == [(1,)])
+    writer.close()
+
+
+def dump_store(path: Path) -> dict[str, list]:
+    """Every row of the tables a fold writes, without the ids and times made at the fold."""
+    return {
+        "events": store_rows(
+            path,
+            "SELECT perf_event_id, run_id, user_flow_name, nodeid, worker, device_address,"
+            " session_id, status, status_message, event_ts, event_time, duration FROM events"
+            " ORDER BY rowid",
+        ),
+        "measurements": store_rows(
+            path,
+            "SELECT perf_event_id, run_id, user_flow_name, event_time, event_ts, session_id,"
+            " status, key_name, key_type, key_units, value, typeof(value), nodeid, worker,"
+            " device_address FROM measurements ORDER BY id",
+        ),
+        "uploads": store_rows(
+            path,
+            "SELECT perf_event_id, run_id, state, base_url, api, json(plan), progress, attempts,"
+            " last_error, remote_event_id FROM uploads ORDER BY rowid",
+        ),
+        "flows": store_rows(path, "SELECT name, description FROM flows ORDER BY name"),
+    }
+
+
+def test_sqlite_folds_lines_exactly_as_python_applies_them(tmp_path: Path) -> None:
+    """Store.fold lets SQLite's JSON functions take lines apart; Store.apply is the same in
+    Python (used where SQLite has no JSON functions). Both must leave the same rows."""
+    ops = []
+    for n in range(6):
+        event = EventRecord(
+            run_id="r",
+            flow=["Login", "Caf\u00e9 \U0001f600"][n % 2],
+            nodeid=f"t.py::test[{n}]",
+            status=["Passed", "Failed", "Excluded"][n % 3],
+            status_message=None if n % 3 == 0 else f'line "{n}"\nnext',
+            description="the flow" if n == 1 else None,
+            worker="gw1" if n % 2 else None,
+            device_address="emulator-5554@host" if n == 4 else None,
+            session_id="5b4a2b3e-0000-4000-8000-000000000001" if n == 3 else None,
+            event_ts=1700000000.9999 + n,
+            duration=0.25 * n,
+            perf_event_id=f"e{n}",
+            measurements=[
+                Measurement("Login Time", 1.5 + n, None, "seconds"),
+                Measurement("Frames", 60 + n, "Custom Metrics", None),
+                Measurement("Build", f"v{n}", None, None),
+                Measurement("Big", 2**53 + n, None, "bytes"),
+            ][: n % 5],
+        )
+        upload = None if n % 2 else [[{"op": "create_user_flow", "args": {"name": "F"}}], "u", "v0"]
+        ops.append({"op": "event", "event": event_to_json(event), "upload": upload})
+    ops.insert(
+        3,
+        {
+            "op": "mark",
+            "id": "e0",
+            "state": "sent",
+            "error": None,
+            "progress": {"a": 1},
+            "remote": "x",
+        },
+    )
+    lines = [json.dumps(op, separators=(",", ":")).encode() for op in ops]
+    lines.append(lines[0])  # an event folded twice counts once
+    by_sql = Store(tmp_path / "sql.db")
+    by_sql.fold(lines)
+    assert by_sql._json_sql  # SQLite took the lines apart itself
+    by_python = Store(tmp_path / "python.db")
+    by_python.apply([json.loads(line) for line in lines])
+    by_sql.fold(lines[:2])  # and again: nothing changes
+    assert dump_store(by_sql.path) == dump_store(by_python.path)
+    assert len(dump_store(by_sql.path)["measurements"]) == sum(n % 5 for n in range(6))
+
+
+def test_a_store_without_json_functions_folds_through_python(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = Store(tmp_path / "s.db")
+    lines = [json.dumps(event_op(n), separators=(",", ":")).encode() for n in range(3)]
+
+    def without_json(batch):  # what an SQLite built without JSON1 answers
+        raise sqlite3.OperationalError("no such function: json_each")
+
+    store._fold_sql = without_json  # type: ignore[method-assign]
+    store.fold(lines, journal="j", offset=7)
+    assert not store._json_sql  # and it stops trying
+    assert store_rows(store.path, "SELECT COUNT(*) FROM measurements") == [(3,)]
+    assert store.journal_offset("j") == 7
+
+
+def test_run_aggregates_in_one_pass_match_the_query_per_group(tmp_path: Path) -> None:
+    """The summary's medians come from one window query; SQLite before 3.25 has no window
+    functions and gets a query per group instead. Both give the same numbers."""
+    from pytest_userflow.store import _KEY_AGGREGATES
+
+    store = Store(tmp_path / "s.db")
+    ops = []
+    for n in range(7):
+        event = EventRecord(
+            run_id="r",
+            flow=["Login", "Search"][n % 2],
+            nodeid=f"t::{n}",
+            status="Passed",
+            device_address="d1" if n < 3 else None,
+            perf_event_id=f"e{n}",
+            measurements=[
+                Measurement("Time", [5, 1.5, 9, 3, 7.25, 2, 8][n], None, "s"),
+                Measurement("Build", f"v{n}" if n % 3 else 4 - n, None, None),
+            ],
+        )
+        ops.append({"op": "event", "event": event_to_json(event), "upload": None})
+    store.apply(ops)
+    one_pass = store.db.execute(_KEY_AGGREGATES.format(where="run_id = ?"), ["r"]).fetchall()
+    by_group = store._key_aggregates_by_group("run_id = ?", ["r"])
+    assert sorted(one_pass, key=repr) == sorted(by_group, key=repr)
+    got = {(row[0], row[1], row[3]): (row[4], row[5], row[8]) for row in one_pass}
+    assert got[("Login", "Time", "d1")] == (2, 2, 7)  # 5 and 9
+    assert got[("Search", "Time", "d1")] == (1, 1, 1.5)
+    assert got[("Search", "Time", None)] == (2, 2, 2.5)  # 3 and 2
+    assert got[("Login", "Time", None)] == (2, 2, 7.625)  # 7.25 and 8
+    assert got[("Login", "Build", "d1")] == (2, 1, 4)  # 4 and "v2": only the number counts
+    assert got[("Search", "Build", None)] == (2, 1, 1)  # 1 and "v5"
