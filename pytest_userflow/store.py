@@ -25,8 +25,8 @@ from typing import Any
 
 from .measurement import FILTER_STATUSES, Measurement, UserflowError
 
-SCHEMA_VERSION = 2
-OUR_TABLES = {"runs", "flows", "events", "measurements", "uploads", "journals"}
+SCHEMA_VERSION = 3
+OUR_TABLES = {"runs", "flows", "events", "measurements", "measurement_rows", "uploads", "journals"}
 #: The columns of the API's measurement listing, in the API's CSV order.
 API_COLUMNS = (
     "user_flow_id",
@@ -41,6 +41,9 @@ API_COLUMNS = (
     "value",
 )
 
+#: A measurement row holds only what is its own (key, type, units, value) and points at its
+#: event: narrow rows keep a test's teardown cheap to fold and a run cheap to summarize.
+#: The ``measurements`` view joins them back into the API's columns for every reader.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at REAL, finished_at REAL, host TEXT,
@@ -51,22 +54,23 @@ CREATE TABLE IF NOT EXISTS flows (
     created_time REAL
 );
 CREATE TABLE IF NOT EXISTS events (
-    perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, user_flow_id TEXT NOT NULL,
-    user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT, device_address TEXT,
-    session_id TEXT, status TEXT NOT NULL, status_message TEXT, event_ts REAL NOT NULL,
-    event_time TEXT NOT NULL, duration REAL
+    id INTEGER PRIMARY KEY, perf_event_id TEXT UNIQUE NOT NULL, run_id TEXT NOT NULL,
+    user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
+    device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
+    event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, worker);
-CREATE TABLE IF NOT EXISTS measurements (
-    id INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL, run_id TEXT NOT NULL,
-    user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, event_time TEXT NOT NULL,
-    event_ts REAL NOT NULL, session_id TEXT, status TEXT NOT NULL, key_name TEXT NOT NULL,
-    key_type TEXT, key_units TEXT, value, nodeid TEXT NOT NULL, worker TEXT,
-    device_address TEXT
+CREATE INDEX IF NOT EXISTS events_flow ON events(user_flow_id, event_ts);
+CREATE TABLE IF NOT EXISTS measurement_rows (
+    id INTEGER PRIMARY KEY, event INTEGER NOT NULL, key_name TEXT NOT NULL, key_type TEXT,
+    key_units TEXT, value
 );
-CREATE INDEX IF NOT EXISTS measurements_flow_key ON measurements(user_flow_id, key_name, event_ts);
-CREATE INDEX IF NOT EXISTS measurements_key ON measurements(key_name, event_ts);
-CREATE INDEX IF NOT EXISTS measurements_run ON measurements(run_id);
+CREATE INDEX IF NOT EXISTS measurement_rows_event ON measurement_rows(event);
+CREATE INDEX IF NOT EXISTS measurement_rows_key ON measurement_rows(key_name, event);
+CREATE VIEW IF NOT EXISTS measurements AS SELECT m.id AS id, e.perf_event_id, e.run_id,
+    e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts, e.session_id, e.status,
+    m.key_name, m.key_type, m.key_units, m.value, e.nodeid, e.worker, e.device_address
+    FROM measurement_rows m JOIN events e ON e.id = m.event;
 CREATE TABLE IF NOT EXISTS uploads (
     perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
     base_url TEXT, api TEXT, plan TEXT NOT NULL, progress TEXT, attempts INTEGER DEFAULT 0,
@@ -75,6 +79,28 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
 CREATE TABLE IF NOT EXISTS journals (name TEXT PRIMARY KEY, folded INTEGER NOT NULL);
 """
+
+#: Schema 1 and 2 kept every event column on each measurement row; their rows move over.
+_MIGRATE_FROM_2 = (
+    "ALTER TABLE events RENAME TO events_v2",
+    "ALTER TABLE measurements RENAME TO measurements_v2",
+    "DROP INDEX IF EXISTS events_run",
+    "DROP INDEX IF EXISTS measurements_flow_key",
+    "DROP INDEX IF EXISTS measurements_key",
+    "DROP INDEX IF EXISTS measurements_run",
+)
+_COPY_FROM_2 = (
+    """INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
+        device_address, session_id, status, status_message, event_ts, event_time, duration)
+        SELECT perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
+        device_address, session_id, status, status_message, event_ts, event_time, duration
+        FROM events_v2 ORDER BY event_ts, rowid""",
+    """INSERT INTO measurement_rows (id, event, key_name, key_type, key_units, value)
+        SELECT m.id, e.id, m.key_name, m.key_type, m.key_units, m.value
+        FROM measurements_v2 m JOIN events e USING (perf_event_id) ORDER BY m.id""",
+    "DROP TABLE events_v2",
+    "DROP TABLE measurements_v2",
+)
 
 #: How journal lines are folded: the events of a batch are taken apart by SQLite's JSON
 #: functions inside a few statements, so a fold holds Python's GIL only to start them and
@@ -99,17 +125,79 @@ _FOLD_SQL = (
 )
 _FOLD_FLOWS = "SELECT flow, min(description) FROM temp.fold GROUP BY flow"
 _FOLD_ROWS = (
-    """INSERT INTO events SELECT f.id, f.run, fl.user_flow_id, f.flow, f.nodeid, f.worker,
-        f.device, f.session, f.status, f.message, f.ts,
+    """INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
+        device_address, session_id, status, status_message, event_ts, event_time, duration)
+        SELECT f.id, f.run, fl.user_flow_id, f.flow, f.nodeid, f.worker, f.device, f.session,
+        f.status, f.message, f.ts,
         strftime('%Y-%m-%d %H:%M:%S', CAST(f.ts AS INTEGER), 'unixepoch'), f.duration
         FROM temp.fold f JOIN flows fl ON fl.name = f.flow ORDER BY f.rowid""",
-    """INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,
-        event_time, event_ts, session_id, status, key_name, key_type, key_units, value, nodeid,
-        worker, device_address) SELECT f.id, f.run, fl.user_flow_id, f.flow,
-        strftime('%Y-%m-%d %H:%M:%S', CAST(f.ts AS INTEGER), 'unixepoch'), f.ts, f.session,
-        f.status, json_extract(m.value, '$[0]'), json_extract(m.value, '$[2]'),
-        json_extract(m.value, '$[3]'), json_extract(m.value, '$[1]'), f.nodeid, f.worker, f.device
-        FROM temp.fold f JOIN flows fl ON fl.name = f.flow, json_each(f.m) m
+    """INSERT INTO measurement_rows (event, key_name, key_type, key_units, value)
+        SELECT e.id, json_extract(m.value, '$[0]'), json_extract(m.value, '$[2]'),
+        json_extract(m.value, '$[3]'), json_extract(m.value, '$[1]')
+        FROM temp.fold f JOIN events e ON e.perf_event_id = f.id, json_each(f.m) m
+        ORDER BY f.rowid, m.key""",
+    """INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan, progress,
+        updated_ts) SELECT id, run, state, json_extract(upload, '$[1]'),
+        json_extract(upload, '$[2]'), json_extract(upload, '$[0]'), '{}', ?
+        FROM temp.fold WHERE upload IS NOT NULL ORDER BY rowid""",
+)
+_EVENT_LINE = b'{"op":"event",'
+
+#: Schema 1 and 2 kept every event column on each measurement row; their rows move over.
+_MIGRATE_FROM_2 = (
+    "ALTER TABLE events RENAME TO events_v2",
+    "ALTER TABLE measurements RENAME TO measurements_v2",
+    "DROP INDEX IF EXISTS events_run",
+    "DROP INDEX IF EXISTS measurements_flow_key",
+    "DROP INDEX IF EXISTS measurements_key",
+    "DROP INDEX IF EXISTS measurements_run",
+)
+_COPY_FROM_2 = (
+    """INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
+        device_address, session_id, status, status_message, event_ts, event_time, duration)
+        SELECT perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
+        device_address, session_id, status, status_message, event_ts, event_time, duration
+        FROM events_v2 ORDER BY event_ts, rowid""",
+    """INSERT INTO measurement_rows (id, event, key_name, key_type, key_units, value)
+        SELECT m.id, e.id, m.key_name, m.key_type, m.key_units, m.value
+        FROM measurements_v2 m JOIN events e USING (perf_event_id) ORDER BY m.id""",
+    "DROP TABLE events_v2",
+    "DROP TABLE measurements_v2",
+)
+
+#: How journal lines are folded: the events of a batch are taken apart by SQLite's JSON
+#: functions inside a few statements, so a fold holds Python's GIL only to start them and
+#: runs beside the tests on another core. ``?`` is the batch as one JSON array.
+_FOLD_SQL = (
+    """CREATE TEMP TABLE IF NOT EXISTS fold (
+        id TEXT PRIMARY KEY, run TEXT, flow TEXT, description TEXT, nodeid TEXT, worker TEXT,
+        device TEXT, session TEXT, status TEXT, message TEXT, ts REAL, duration REAL, m TEXT,
+        upload TEXT, state TEXT)""",
+    "DELETE FROM temp.fold",
+    """INSERT OR IGNORE INTO temp.fold SELECT json_extract(value, '$.event.id'),
+        json_extract(value, '$.event.run'), json_extract(value, '$.event.flow'),
+        json_extract(value, '$.event.desc'), json_extract(value, '$.event.node'),
+        json_extract(value, '$.event.worker'), json_extract(value, '$.event.device'),
+        json_extract(value, '$.event.session'), json_extract(value, '$.event.status'),
+        json_extract(value, '$.event.msg'), json_extract(value, '$.event.ts'),
+        json_extract(value, '$.event.dur'), json_extract(value, '$.event.m'),
+        json_extract(value, '$.upload'), coalesce(json_extract(value, '$.state'), 'pending')
+        FROM json_each(?) WHERE json_extract(value, '$.op') = 'event'""",
+    # idempotent: an event already in the store is left as it is
+    "DELETE FROM temp.fold WHERE id IN (SELECT perf_event_id FROM events)",
+)
+_FOLD_FLOWS = "SELECT flow, min(description) FROM temp.fold GROUP BY flow"
+_FOLD_ROWS = (
+    """INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
+        device_address, session_id, status, status_message, event_ts, event_time, duration)
+        SELECT f.id, f.run, fl.user_flow_id, f.flow, f.nodeid, f.worker, f.device, f.session,
+        f.status, f.message, f.ts,
+        strftime('%Y-%m-%d %H:%M:%S', CAST(f.ts AS INTEGER), 'unixepoch'), f.duration
+        FROM temp.fold f JOIN flows fl ON fl.name = f.flow ORDER BY f.rowid""",
+    """INSERT INTO measurement_rows (event, key_name, key_type, key_units, value)
+        SELECT e.id, json_extract(m.value, '$[0]'), json_extract(m.value, '$[2]'),
+        json_extract(m.value, '$[3]'), json_extract(m.value, '$[1]')
+        FROM temp.fold f JOIN events e ON e.perf_event_id = f.id, json_each(f.m) m
         ORDER BY f.rowid, m.key""",
     """INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan, progress,
         updated_ts) SELECT id, run, state, json_extract(upload, '$[1]'),
@@ -328,22 +416,32 @@ class Store:
         if version == SCHEMA_VERSION:
             self._pragmas()
             return
-        if version not in (0, 1):  # 1 -> 2 added the journals table
+        if version not in (0, 1, 2):  # 2 added the journals table, 3 narrowed measurements
             raise sqlite3.DatabaseError(
                 f"schema version {version}, this version reads {SCHEMA_VERSION}"
             )
-        tables = {
-            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
+        tables = self._tables()
         if tables - OUR_TABLES:
             raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables))})")
         self.db.execute("PRAGMA journal_mode = WAL")
         self._pragmas()
         with self.transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:  # another process did it meanwhile
+                return
+            migrate = "measurements" in self._tables()
+            for statement in _MIGRATE_FROM_2 if migrate else ():
+                self.db.execute(statement)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self.db.execute(statement)
+            for statement in _COPY_FROM_2 if migrate else ():
+                self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _tables(self) -> set[str]:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        return {row[0] for row in self.db.execute(sql)}
 
     def _pragmas(self) -> None:
         # NORMAL in WAL mode: a commit survives a killed process (not a power cut) without
@@ -399,7 +497,7 @@ class Store:
     def _record_many(
         self, items: list[tuple[EventRecord, tuple[list[dict[str, Any]], str, str] | None, str]]
     ) -> None:
-        """Insert events, their measurements and uploads with one statement each.
+        """Insert events, their measurements and uploads (``fold`` does it without Python).
 
         Idempotent: events already in the store are left as they are.
         """
@@ -410,19 +508,20 @@ class Store:
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT perf_event_id FROM events WHERE perf_event_id IN ({marks})"
             known.update(r[0] for r in self.db.execute(sql, chunk))
-        event_rows, measurement_rows, upload_rows = [], [], []
+        measurement_rows, upload_rows = [], []
         now = time.time()
         for event, upload, upload_state in items:
             if event.perf_event_id in known:
                 continue
             known.add(event.perf_event_id)
-            flow_id = self._flow_id(event.flow, event.description)
-            event_time = api_time(event.event_ts)
-            event_rows.append(
+            row_id = self.db.execute(
+                "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
+                " worker, device_address, session_id, status, status_message, event_ts,"
+                " event_time, duration) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     event.perf_event_id,
                     event.run_id,
-                    flow_id,
+                    self._flow_id(event.flow, event.description),
                     event.flow,
                     event.nodeid,
                     event.worker,
@@ -431,29 +530,12 @@ class Store:
                     event.status,
                     event.status_message,
                     event.event_ts,
-                    event_time,
+                    api_time(event.event_ts),
                     event.duration,
-                )
-            )
+                ),
+            ).lastrowid
             measurement_rows += [
-                (
-                    event.perf_event_id,
-                    event.run_id,
-                    flow_id,
-                    event.flow,
-                    event_time,
-                    event.event_ts,
-                    event.session_id,
-                    event.status,
-                    m.key,
-                    m.type,
-                    m.units,
-                    m.value,
-                    event.nodeid,
-                    event.worker,
-                    event.device_address,
-                )
-                for m in event.measurements
+                (row_id, m.key, m.type, m.units, m.value) for m in event.measurements
             ]
             if upload is not None:
                 plan, base_url, api = upload
@@ -469,11 +551,9 @@ class Store:
                         now,
                     )
                 )
-        self.db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", event_rows)
         self.db.executemany(
-            "INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,"
-            " event_time, event_ts, session_id, status, key_name, key_type, key_units,"
-            " value, nodeid, worker, device_address) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO measurement_rows (event, key_name, key_type, key_units, value)"
+            " VALUES (?,?,?,?,?)",
             measurement_rows,
         )
         self.db.executemany(
@@ -619,8 +699,12 @@ class Store:
         sql = f"SELECT COUNT(*) FROM uploads WHERE state IN ({','.join('?' * len(states))})"
         return int(self.db.execute(sql, list(states)).fetchone()[0])
 
-    def _key_aggregates_by_group(self, where: str, args: list[Any]) -> list[tuple[Any, ...]]:
-        """``_KEY_AGGREGATES`` without window functions: one query per group for its median."""
+    def _key_aggregates(self, where: str, args: list[Any]) -> list[tuple[Any, ...]]:
+        """(flow, key, type, device, count, numeric, min, max, median, units) of each group.
+
+        The median is read by rank, one query per group: measured faster here than one
+        window query over the run (and it needs no SQLite 3.25).
+        """
         numeric = "typeof(value) IN ('integer', 'real')"
         rows = []
         for flow, key, kind, device, count, num, low, high, units in self.db.execute(
@@ -709,18 +793,23 @@ class Store:
             entry = flows.setdefault(flow, {"tests": 0, "statuses": {}, "places": {}})
             entry["tests"] += n
             entry["statuses"][status] = n
-        m_where = " AND ".join("m." + part for part in where.split(" AND "))
-        for flow, state, n in self.db.execute(
-            "SELECT m.user_flow_name, u.state, COUNT(*) FROM measurements m LEFT JOIN uploads u"
-            f" USING (perf_event_id) WHERE {m_where} GROUP BY 1, 2",
-            args,
-        ):
-            flows.setdefault(flow, {"tests": 0, "statuses": {}, "places": {}})
-            flows[flow]["places"][state or ""] = n
-        try:
-            rows = self.db.execute(_KEY_AGGREGATES.format(where=where), args).fetchall()
-        except sqlite3.OperationalError:  # an SQLite older than 3.25 has no window functions
-            rows = self._key_aggregates_by_group(where, args)
+        rows = self._key_aggregates(where, args)
+        uploads = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM uploads WHERE run_id = ?)", [run_id]
+        ).fetchone()[0]
+        if uploads:  # where each flow's measurements went
+            m_where = " AND ".join("m." + part for part in where.split(" AND "))
+            for flow, state, n in self.db.execute(
+                "SELECT m.user_flow_name, u.state, COUNT(*) FROM measurements m"
+                f" LEFT JOIN uploads u USING (perf_event_id) WHERE {m_where} GROUP BY 1, 2",
+                args,
+            ):
+                flows.setdefault(flow, {"tests": 0, "statuses": {}, "places": {}})
+                flows[flow]["places"][state or ""] = n
+        else:  # all of them stayed here
+            for row in rows:
+                entry = flows.setdefault(row[0], {"tests": 0, "statuses": {}, "places": {}})
+                entry["places"][""] = entry["places"].get("", 0) + row[4]
         names = (
             "flow",
             "key",

@@ -212,11 +212,7 @@ def test_a_store_without_json_functions_folds_through_python(tmp_path: Path) -> 
     assert store.journal_offset("j") == 7
 
 
-def test_run_aggregates_in_one_pass_match_the_query_per_group(tmp_path: Path) -> None:
-    """The summary's medians come from one window query; SQLite before 3.25 has no window
-    functions and gets a query per group instead. Both give the same numbers."""
-    from pytest_userflow.store import _KEY_AGGREGATES
-
+def test_run_aggregates_give_count_min_median_max_of_numbers_per_group(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     ops = []
     for n in range(7):
@@ -234,13 +230,20 @@ def test_run_aggregates_in_one_pass_match_the_query_per_group(tmp_path: Path) ->
         )
         ops.append({"op": "event", "event": event_to_json(event), "upload": None})
     store.apply(ops)
-    one_pass = store.db.execute(_KEY_AGGREGATES.format(where="run_id = ?"), ["r"]).fetchall()
-    by_group = store._key_aggregates_by_group("run_id = ?", ["r"])
-    assert sorted(one_pass, key=repr) == sorted(by_group, key=repr)
-    got = {(row[0], row[1], row[3]): (row[4], row[5], row[8]) for row in one_pass}
-    assert got[("Login", "Time", "d1")] == (2, 2, 7)  # 5 and 9
-    assert got[("Search", "Time", "d1")] == (1, 1, 1.5)
-    assert got[("Search", "Time", None)] == (2, 2, 2.5)  # 3 and 2
-    assert got[("Login", "Time", None)] == (2, 2, 7.625)  # 7.25 and 8
-    assert got[("Login", "Build", "d1")] == (2, 1, 4)  # 4 and "v2": only the number counts
-    assert got[("Search", "Build", None)] == (2, 1, 1)  # 1 and "v5"
+    got = {
+        (k["flow"], k["key"], k["device"]): (
+            k["count"],
+            k["numeric"],
+            k["min"],
+            k["median"],
+            k["max"],
+        )
+        for k in store.run_aggregates("r")["keys"]
+    }
+    assert got[("Login", "Time", "d1")] == (2, 2, 5, 7, 9)
+    assert got[("Search", "Time", "d1")] == (1, 1, 1.5, 1.5, 1.5)
+    assert got[("Search", "Time", None)] == (2, 2, 2, 2.5, 3)
+    assert got[("Login", "Time", None)] == (2, 2, 7.25, 7.625, 8)
+    assert got[("Login", "Build", "d1")] == (2, 1, 4, 4, 4)  # 4 and "v2": only the number
+    assert got[("Search", "Build", None)] == (2, 1, 1, 1, 1)  # 1 and "v5"
+    assert got[("Search", "Build", "d1")] == (1, 0, None, None, None)  # "v1" alone

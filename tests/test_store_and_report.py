@@ -262,3 +262,79 @@ def test_a_killed_process_keeps_every_finished_test(pytester: pytest.Pytester, s
     assert not list(store_path.parent.glob("userflow.db.journal-*"))
     rows = store_rows(store_path, "SELECT value FROM measurements ORDER BY value")
     assert rows == [(n,) for n in range(5)]
+
+
+#: The tables of schema 2, as pytest-userflow 0.1 made them.
+SCHEMA_2 = """
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at REAL, finished_at REAL, host TEXT,
+    git_commit TEXT, git_branch TEXT, ci_build_id TEXT, backend TEXT);
+CREATE TABLE flows (user_flow_id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, description TEXT,
+    created_time REAL);
+CREATE TABLE events (perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL,
+    user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
+    device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
+    event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL);
+CREATE INDEX events_run ON events(run_id, worker);
+CREATE TABLE measurements (id INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL,
+    run_id TEXT NOT NULL, user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL,
+    event_time TEXT NOT NULL, event_ts REAL NOT NULL, session_id TEXT, status TEXT NOT NULL,
+    key_name TEXT NOT NULL, key_type TEXT, key_units TEXT, value, nodeid TEXT NOT NULL,
+    worker TEXT, device_address TEXT);
+CREATE INDEX measurements_flow_key ON measurements(user_flow_id, key_name, event_ts);
+CREATE INDEX measurements_key ON measurements(key_name, event_ts);
+CREATE INDEX measurements_run ON measurements(run_id);
+CREATE TABLE uploads (perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
+    base_url TEXT, api TEXT, plan TEXT NOT NULL, progress TEXT, attempts INTEGER DEFAULT 0,
+    last_error TEXT, remote_event_id TEXT, updated_ts REAL);
+CREATE INDEX uploads_state ON uploads(state);
+CREATE TABLE journals (name TEXT PRIMARY KEY, folded INTEGER NOT NULL);
+PRAGMA user_version = 2;
+"""
+
+
+def test_a_store_of_schema_2_is_migrated_with_every_row(tmp_path) -> None:
+    import sqlite3
+
+    from pytest_userflow.store import SCHEMA_VERSION, Store
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_2)
+    db.execute("INSERT INTO runs (run_id, started_at, host) VALUES ('r1', 1.0, 'h')")
+    db.execute("INSERT INTO flows VALUES ('f-1', 'Login', NULL, 1.0)")
+    for n, (event, value) in enumerate([("e2", 2.5), ("e1", 1.5), ("e1", "v1"), ("e2", 3)]):
+        ts = {"e1": 100.0, "e2": 200.0}[event]
+        if n < 2:
+            db.execute(
+                "INSERT INTO events VALUES (?, 'r1', 'f-1', 'Login', ?, NULL, NULL, NULL,"
+                " 'Passed', NULL, ?, 'T', 0.1)",
+                (event, f"t::{event}", ts),
+            )
+        db.execute(
+            "INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,"
+            " event_time, event_ts, status, key_name, key_units, value, nodeid)"
+            " VALUES (?, 'r1', 'f-1', 'Login', 'T', ?, 'Passed', ?, 's', ?, ?)",
+            (event, ts, "Build" if isinstance(value, str) else "Time", value, f"t::{event}"),
+        )
+    db.execute(
+        "INSERT INTO uploads (perf_event_id, run_id, state, plan) VALUES ('e1', 'r1', 'sent', '[]')"
+    )
+    db.commit()
+    db.close()
+
+    store = Store(path)
+    assert store.db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    rows = [(r["perf_event_id"], r["key_name"], r["value"]) for r in store.query_measurements()]
+    assert rows == [
+        ("e1", "Time", 1.5),
+        ("e1", "Build", "v1"),
+        ("e2", "Time", 2.5),
+        ("e2", "Time", 3),
+    ]
+    keys = {k["key"]: (k["count"], k["median"]) for k in store.run_aggregates("r1")["keys"]}
+    assert keys == {"Time": (3, 2.5), "Build": (1, None)}
+    assert [f["measurements"] for f in store.flows()] == [4]
+    assert store_rows(path, "SELECT state FROM uploads") == [("sent",)]
+    assert not {"events_v2", "measurements_v2"} & store._tables()
+    store.close()
+    assert Store(path).run_aggregates("r1")["flows"]["Login"]["tests"] == 2  # opened again: as is
