@@ -208,7 +208,7 @@ class UserflowRun:
                 recover(self.store)  # what dead processes left in their journals
                 self.store.start_run(self.run)
                 if not self.controller:
-                    self.journal = JournalWriter(self.store.path)
+                    self.journal = JournalWriter(self.store)
             except (StoreError, sqlite3.Error, OSError) as exc:
                 raise pytest.UsageError(str(exc)) from None
             self.sink = self._make_sink()

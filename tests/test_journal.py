@@ -44,7 +44,7 @@ def test_a_dead_processs_journal_is_folded_once_from_where_it_stopped(tmp_path: 
 
 def test_a_live_processs_journal_is_left_to_it(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    writer = JournalWriter(store.path, interval=60)  # folds only when asked
+    writer = JournalWriter(store, spawn=False)  # no folder: folds when asked
     writer.write(event_op(1))
     assert recover(store) == 0  # locked by its (live) writer
     assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
@@ -74,7 +74,7 @@ def test_marks_follow_their_event_and_refolding_is_harmless(tmp_path: Path) -> N
     assert store_rows(store.path, "SELECT COUNT(*) FROM measurements") == [(1,)]
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
+def wait_for(predicate, timeout: float = 20.0) -> bool:
     import time
 
     deadline = time.monotonic() + timeout
@@ -85,41 +85,59 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
     return True
 
 
-def test_a_full_batch_is_folded_in_the_background_from_any_thread(tmp_path: Path) -> None:
+def test_the_folder_process_folds_the_journal_as_it_grows(tmp_path: Path) -> None:
     import threading
 
     store = Store(tmp_path / "s.db")
-    writer = JournalWriter(store.path, batch=3, interval=3600)
+    writer = JournalWriter(store)
+    assert writer._folder is not None and writer._folder.poll() is None
 
     def events() -> int:
         return store_rows(store.path, "SELECT COUNT(*) FROM events")[0][0]
 
     writer.write(event_op(1))
-    writer.write(event_op(2))
-    assert events() == 0  # written to the journal only: a batch is three
-    writer.write(event_op(3))  # completes a batch: the thread folds it, in one transaction
-    assert wait_for(lambda: events() == 3)
+    assert wait_for(lambda: events() == 1)  # no flush asked: the folder follows the file
     assert store_rows(store.path, "SELECT name, folded FROM journals") == [
         (writer.path.name, writer.path.stat().st_size)
     ]
-    others = [threading.Thread(target=writer.write, args=(event_op(n),)) for n in range(4, 10)]
+    others = [threading.Thread(target=writer.write, args=(event_op(n),)) for n in range(2, 8)]
     for thread in others:
         thread.start()
     for thread in others:
         thread.join()
-    assert wait_for(lambda: events() >= 6)  # the second batch at least; the rest waits
-    writer.write(event_op(10))
+    assert writer.flush()  # asked: everything written so far is in the store on return
+    assert events() == 7
+    folder = writer._folder
     writer.close()
-    assert events() == 10
+    assert folder.poll() is not None  # stopped
+    assert not writer.path.exists()
     assert store_rows(store.path, "SELECT COUNT(*) FROM journals") == [(0,)]
 
 
-def test_the_interval_folds_a_batch_that_is_not_full(tmp_path: Path) -> None:
+def test_a_dead_folder_is_replaced_by_folding_here(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    writer = JournalWriter(store.path, batch=1000, interval=0.05)
-    writer.write(event_op(1))
-    assert wait_for(lambda: store_rows(store.path, "SELECT COUNT(*) FROM events") == [(1,)])
+    writer = JournalWriter(store)
+    assert writer._folder is not None
+    writer._folder.kill()
+    writer._folder.wait()
+    for n in range(3):
+        writer.write(event_op(n))
+    assert writer.flush()
+    assert writer._folder is None
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]
     writer.close()
+
+
+def test_without_a_folder_the_writer_folds_every_batch(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store, batch=3, spawn=False)
+    writer.write(event_op(1))
+    writer.write(event_op(2))
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
+    writer.write(event_op(3))  # completes a batch: one transaction, here
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]
+    writer.close()
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]
 
 
 def dump_store(path: Path) -> dict[str, list]:
