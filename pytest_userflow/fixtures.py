@@ -14,6 +14,7 @@ from .measurement import (
     MeasurementError,
     check_session_id,
     normalize_status,
+    quick,
     truncate_message,
 )
 from .recorder import TestRecord
@@ -53,10 +54,15 @@ class RecordMeasurement:
         budget: float | None = None,
     ) -> Measurement:
         __tracebackhide__ = True
-        where = f"record_measurement() of {self._record.nodeid}"
-        measurement = Measurement.create(key, value, type=type, units=units, where=where)
+        measurement = quick(key, value, type, units) or Measurement.create(
+            key,
+            value,
+            type=type,
+            units=units,
+            where=f"record_measurement() of {self._record.nodeid}",
+        )
         if budget is not None:
-            self._budget(key, value, budget, where)
+            self._budget(key, value, budget, f"record_measurement() of {self._record.nodeid}")
         self._record.measurements.append(measurement)
         return measurement
 

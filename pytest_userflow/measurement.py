@@ -149,6 +149,23 @@ def dedupe(measurements: list[Measurement]) -> list[Measurement]:
     return list(seen.values())
 
 
+def quick(key: object, value: object, type: object, units: object) -> Measurement | None:
+    """The common measurement, checked with a few type tests and no message built; None
+    when ``Measurement.create`` has to decide (and say what is wrong)."""
+    if not (
+        isinstance(key, str)
+        and key
+        and not key.isspace()
+        and (type is None or isinstance(type, str))
+        and (units is None or isinstance(units, str))
+    ):
+        return None
+    kind = value.__class__  # exactly these: bool, numpy and Decimal take the long way
+    if kind is int or kind is str or (kind is float and math.isfinite(value)):  # type: ignore[arg-type]
+        return Measurement(key, value, type, units)  # type: ignore[arg-type]
+    return None
+
+
 def normalize_status(status: object, *, where: str | None = None) -> str:
     """``"passed"`` -> ``"Passed"``; anything but the three statuses is an error."""
     __tracebackhide__ = True  # pytest shows the caller's line, not ours

@@ -7,6 +7,7 @@ an xdist *controller* only merges what its workers hand back through ``workerout
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 from collections.abc import Generator
 from typing import Any
@@ -150,6 +151,11 @@ def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
     return devices[index] if 0 <= index < len(devices) else None
 
 
+#: The options (by dest) of reports that write user_properties: --junitxml, --report-log
+#: (pytest-reportlog), --html (pytest-html), --json-report (pytest-json-report).
+REPORTS_READING_PROPERTIES = ("xmlpath", "report_log", "htmlpath", "json_report")
+
+
 class UserflowRun:
     """One pytest process's part of the run: its store, sink and summary."""
 
@@ -163,6 +169,9 @@ class UserflowRun:
         self.fixtures = Fixtures(self.device)
         config.pluginmanager.register(self.fixtures, "userflow-fixtures")
         opt = config.option
+        # Measurements ride on each report's user_properties only when a report file reads
+        # them: pytest keeps every report until the end, so they would cost memory per test.
+        self.properties = any(getattr(opt, dest, None) for dest in REPORTS_READING_PROPERTIES)
         self.active = not (
             opt.collectonly or getattr(opt, "setupplan", False) or getattr(opt, "setuponly", False)
         )
@@ -317,11 +326,12 @@ class UserflowRun:
             self._gate(item, record, report)
         if report.when == "teardown" and record.wanted:
             event = self._finish(item, record)
-            report.user_properties.append(("userflow", event.flow))
-            report.user_properties.append(("userflow_status", event.status))
-            report.user_properties.extend(
-                (f"userflow:{m.key}", m.value) for m in event.measurements
-            )
+            if self.properties:
+                report.user_properties.append(("userflow", event.flow))
+                report.user_properties.append(("userflow_status", event.status))
+                report.user_properties.extend(
+                    (f"userflow:{m.key}", m.value) for m in event.measurements
+                )
             self.pending[item.nodeid] = (item, event)
         if report.when == "teardown":
             # Items live until the session ends: keeping the record (and its reports) on
@@ -362,20 +372,23 @@ class UserflowRun:
     def _finish(self, item: pytest.Item, record: TestRecord) -> EventRecord:
         assert self.recorder is not None
         reports = [record.reports[w] for w in ("setup", "call", "teardown") if w in record.reports]
+        ihook = item.ihook
         if record.status_override is not None:
             status, message = record.status_override
         else:
             status, message = status_from_reports(reports)
-            decided = item.ihook.pytest_userflow_status(item=item, reports=reports)
+            decided = ihook.pytest_userflow_status(item=item, reports=reports)
             if decided is not None:
                 try:
                     status, message = self._hook_status(item, decided)
                 except MeasurementError as exc:
                     self.errors.append(f"{exc}; the built-in status {status} was used")
-        measurements = list(record.measurements)
-        validated = {id(m) for m in measurements}  # checked by record_measurement already
-        item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
-        record.measurements = self._checked(item, measurements, validated)
+        recorded = record.measurements
+        measurements = list(recorded)
+        ihook.pytest_userflow_measurements(item=item, measurements=measurements)
+        if len(measurements) != len(recorded) or not all(map(operator.is_, measurements, recorded)):
+            # checked by record_measurement already: the rest, added or changed by the hook
+            record.measurements = self._checked(item, measurements, {id(m) for m in recorded})
         return self.recorder.event_for(record, status, message, default_flow_name(item.nodeid))
 
     def _hook_status(self, item: pytest.Item, decided: Any) -> tuple[str, str | None]:

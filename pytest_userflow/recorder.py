@@ -22,7 +22,7 @@ class ReportLike(Protocol):
     longrepr: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class TestRecord:
     """What one test recorded; lives on ``item.stash`` from setup to teardown."""
 

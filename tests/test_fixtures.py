@@ -211,3 +211,66 @@ def test_fixtures_in_test_classes_raise_no_warnings(pytester: pytest.Pytester) -
     pytester.runpytest(
         "-W", "error", "--userflow-device", "dev@host", "-p", "no:xdist"
     ).assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kind", "units"),
+    [
+        ("k", 1.5, None, "ms"),
+        ("k", 3, "Custom", None),
+        ("k", "v1.2", None, None),
+        ("k", True, None, None),  # bool: refused
+        ("k", float("nan"), None, None),
+        ("k", float("inf"), None, None),
+        (" ", 1, None, None),
+        ("", 1, None, None),
+        (5, 1, None, None),
+        ("k", 1, 3, None),
+        ("k", 1, None, b"ms"),
+        ("k", None, None, None),
+    ],
+)
+def test_the_quick_check_agrees_with_the_full_one(key, value, kind, units) -> None:
+    """record_measurement's quick path accepts only what Measurement.create accepts, as is."""
+    from decimal import Decimal
+
+    from pytest_userflow.measurement import Measurement, MeasurementError, quick
+
+    for candidate in (value, Decimal("2.5") if value == 1 else value):
+        try:
+            full = Measurement.create(key, candidate, type=kind, units=units)
+        except MeasurementError:
+            full = None
+        fast = quick(key, candidate, kind, units)
+        if fast is not None:  # quick may decline (then create decides) but never differ
+            assert fast == full and type(fast.value) is type(full.value)
+
+
+def test_measurements_are_user_properties_when_a_report_reads_them(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        def pytest_runtest_logreport(report):
+            if report.when == "teardown":
+                print("PROPS", report.nodeid, report.user_properties)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.userflow("Login")
+        def test_login(record_measurement):
+            record_measurement("Login Time", 1.25, units="seconds")
+        """
+    )
+    result = pytester.runpytest("-s", "--junitxml", "junit.xml")
+    result.assert_outcomes(passed=1)
+    xml = (pytester.path / "junit.xml").read_text()
+    assert '<property name="userflow" value="Login"' in xml
+    assert '<property name="userflow_status" value="Passed"' in xml
+    assert '<property name="userflow:Login Time" value="1.25"' in xml
+    # No report reads them: pytest keeps every report to the end, so nothing is added.
+    result = pytester.runpytest("-s")
+    result.stdout.fnmatch_lines(["*PROPS *::test_login []"])
