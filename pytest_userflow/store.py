@@ -103,8 +103,8 @@ _COPY_FROM_2 = (
 )
 
 #: How journal lines are folded: the events of a batch are taken apart by SQLite's JSON
-#: functions inside a few statements, so a fold holds Python's GIL only to start them and
-#: runs beside the tests on another core. ``?`` is the batch as one JSON array.
+#: functions inside a few statements, never as Python objects (measured cheaper than
+#: parsing in Python and binding row by row). ``?`` is the batch as one JSON array.
 _FOLD_SQL = (
     """CREATE TEMP TABLE IF NOT EXISTS fold (
         id TEXT PRIMARY KEY, run TEXT, flow TEXT, description TEXT, nodeid TEXT, worker TEXT,
@@ -142,87 +142,6 @@ _FOLD_ROWS = (
         FROM temp.fold WHERE upload IS NOT NULL ORDER BY rowid""",
 )
 _EVENT_LINE = b'{"op":"event",'
-
-#: Schema 1 and 2 kept every event column on each measurement row; their rows move over.
-_MIGRATE_FROM_2 = (
-    "ALTER TABLE events RENAME TO events_v2",
-    "ALTER TABLE measurements RENAME TO measurements_v2",
-    "DROP INDEX IF EXISTS events_run",
-    "DROP INDEX IF EXISTS measurements_flow_key",
-    "DROP INDEX IF EXISTS measurements_key",
-    "DROP INDEX IF EXISTS measurements_run",
-)
-_COPY_FROM_2 = (
-    """INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
-        device_address, session_id, status, status_message, event_ts, event_time, duration)
-        SELECT perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
-        device_address, session_id, status, status_message, event_ts, event_time, duration
-        FROM events_v2 ORDER BY event_ts, rowid""",
-    """INSERT INTO measurement_rows (id, event, key_name, key_type, key_units, value)
-        SELECT m.id, e.id, m.key_name, m.key_type, m.key_units, m.value
-        FROM measurements_v2 m JOIN events e USING (perf_event_id) ORDER BY m.id""",
-    "DROP TABLE events_v2",
-    "DROP TABLE measurements_v2",
-)
-
-#: How journal lines are folded: the events of a batch are taken apart by SQLite's JSON
-#: functions inside a few statements, so a fold holds Python's GIL only to start them and
-#: runs beside the tests on another core. ``?`` is the batch as one JSON array.
-_FOLD_SQL = (
-    """CREATE TEMP TABLE IF NOT EXISTS fold (
-        id TEXT PRIMARY KEY, run TEXT, flow TEXT, description TEXT, nodeid TEXT, worker TEXT,
-        device TEXT, session TEXT, status TEXT, message TEXT, ts REAL, duration REAL, m TEXT,
-        upload TEXT, state TEXT)""",
-    "DELETE FROM temp.fold",
-    """INSERT OR IGNORE INTO temp.fold SELECT json_extract(value, '$.event.id'),
-        json_extract(value, '$.event.run'), json_extract(value, '$.event.flow'),
-        json_extract(value, '$.event.desc'), json_extract(value, '$.event.node'),
-        json_extract(value, '$.event.worker'), json_extract(value, '$.event.device'),
-        json_extract(value, '$.event.session'), json_extract(value, '$.event.status'),
-        json_extract(value, '$.event.msg'), json_extract(value, '$.event.ts'),
-        json_extract(value, '$.event.dur'), json_extract(value, '$.event.m'),
-        json_extract(value, '$.upload'), coalesce(json_extract(value, '$.state'), 'pending')
-        FROM json_each(?) WHERE json_extract(value, '$.op') = 'event'""",
-    # idempotent: an event already in the store is left as it is
-    "DELETE FROM temp.fold WHERE id IN (SELECT perf_event_id FROM events)",
-)
-_FOLD_FLOWS = "SELECT flow, min(description) FROM temp.fold GROUP BY flow"
-_FOLD_ROWS = (
-    """INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
-        device_address, session_id, status, status_message, event_ts, event_time, duration)
-        SELECT f.id, f.run, fl.user_flow_id, f.flow, f.nodeid, f.worker, f.device, f.session,
-        f.status, f.message, f.ts,
-        strftime('%Y-%m-%d %H:%M:%S', CAST(f.ts AS INTEGER), 'unixepoch'), f.duration
-        FROM temp.fold f JOIN flows fl ON fl.name = f.flow ORDER BY f.rowid""",
-    """INSERT INTO measurement_rows (event, key_name, key_type, key_units, value)
-        SELECT e.id, json_extract(m.value, '$[0]'), json_extract(m.value, '$[2]'),
-        json_extract(m.value, '$[3]'), json_extract(m.value, '$[1]')
-        FROM temp.fold f JOIN events e ON e.perf_event_id = f.id, json_each(f.m) m
-        ORDER BY f.rowid, m.key""",
-    """INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan, progress,
-        updated_ts) SELECT id, run, state, json_extract(upload, '$[1]'),
-        json_extract(upload, '$[2]'), json_extract(upload, '$[0]'), '{}', ?
-        FROM temp.fold WHERE upload IS NOT NULL ORDER BY rowid""",
-)
-_EVENT_LINE = b'{"op":"event",'
-
-#: Each (flow, key, type, device) of a run: count, numeric count, min, max, median of the
-#: numeric values, and units; one pass, the median from the values' ranks.
-_KEY_AGGREGATES = """
-SELECT flow, key, type, device, COUNT(*), SUM(num), MIN(CASE WHEN num THEN value END),
-    MAX(CASE WHEN num THEN value END),
-    AVG(CASE WHEN num AND rank IN ((nums + 1) / 2, (nums + 2) / 2) THEN value END), MAX(units)
-FROM (
-    SELECT user_flow_name AS flow, key_name AS key, key_type AS type, device_address AS device,
-        key_units AS units, value, num,
-        ROW_NUMBER() OVER (PARTITION BY user_flow_name, key_name, key_type, device_address, num
-            ORDER BY value) AS rank,
-        SUM(num) OVER (PARTITION BY user_flow_name, key_name, key_type, device_address) AS nums
-    FROM (SELECT user_flow_name, key_name, key_type, device_address, key_units, value,
-        typeof(value) IN ('integer', 'real') AS num FROM measurements WHERE {where})
-)
-GROUP BY 1, 2, 3, 4
-"""
 
 #: Upload states: waiting to be sent, delivered, refused by HeadSpin (kept), or not
 #: routable (no session and no device) and so kept only here.
