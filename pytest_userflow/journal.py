@@ -78,13 +78,13 @@ def _lines(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
             yield raw[:-1], offset
 
 
-def fold_from(store: Store, path: Path, name: str | None = None) -> tuple[int, int]:
+def fold_from(store: Store, path: Path) -> tuple[int, int]:
     """Fold *path*'s complete lines after the offset the store has for it; (ops, offset)."""
-    name = name or path.name
-    batch = list(_lines(path, store.journal_offset(name)))
+    start = store.journal_offset(path.name)
+    batch = list(_lines(path, start))
     if not batch:
-        return 0, store.journal_offset(name)
-    store.fold([line for line, _ in batch], journal=name, offset=batch[-1][1])
+        return 0, start
+    store.fold([line for line, _ in batch], journal=path.name, offset=batch[-1][1])
     return len(batch), batch[-1][1]
 
 
@@ -110,16 +110,17 @@ def recover(store: Store) -> int:
 def fold_forever(journal: str, store_path: str, interval: float = 0.1) -> None:
     """The folder: fold *journal* into the store as it grows, until standard input ends.
 
-    A line ``flush N`` on standard input asks for everything up to offset N; the answer, on
-    standard output, is one JSON line: how far the journal is folded, and the last error.
+    A line on standard input asks for everything written so far (the writer wrote it before
+    asking); the answer, on standard output, is one JSON line: how far the journal is folded,
+    and the last error.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the tests' to handle
-    asks: queue.Queue[int | None] = queue.Queue()
+    asks: queue.Queue[bool] = queue.Queue()
 
     def read_asks() -> None:
-        for line in sys.stdin:
-            asks.put(int(line.split()[1]))
-        asks.put(None)  # the writer closed its end, or died
+        for _ in sys.stdin:
+            asks.put(True)
+        asks.put(False)  # the writer closed its end, or died
 
     threading.Thread(target=read_asks, daemon=True).start()
     path = Path(journal)
@@ -127,16 +128,16 @@ def fold_forever(journal: str, store_path: str, interval: float = 0.1) -> None:
     folded, error = store.journal_offset(path.name), ""
     while True:
         try:
-            ask: int | bool | None = asks.get(timeout=interval)
+            ask: bool | None = asks.get(timeout=interval)
         except queue.Empty:
-            ask = False
+            ask = None  # nobody asked: fold what has come meanwhile
         try:
             folded, error = fold_from(store, path)[1], ""
         except Exception as exc:  # busy or broken: tried again at the next turn
             error = f"{type(exc).__name__}: {exc}"
-        if ask is None:
+        if ask is False:
             return
-        if ask is not False:
+        if ask:
             print(json.dumps({"folded": folded, "error": error}), flush=True)
 
 
@@ -214,7 +215,7 @@ class JournalWriter:
         assert folder is not None and folder.stdin is not None and folder.stdout is not None
         answers: queue.Queue[bytes] = queue.Queue()
         try:
-            folder.stdin.write(b"flush %d\n" % self.offset)
+            folder.stdin.write(b"flush\n")
             folder.stdin.flush()
         except OSError:
             return False  # it died
