@@ -80,6 +80,12 @@ CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
 CREATE TABLE IF NOT EXISTS journals (name TEXT PRIMARY KEY, folded INTEGER NOT NULL);
 """
 
+#: The columns of ``events`` that are written (``id`` is SQLite's).
+_EVENT_COLUMNS = (
+    "perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker, device_address,"
+    " session_id, status, status_message, event_ts, event_time, duration"
+)
+
 #: Schema 1 and 2 kept every event column on each measurement row; their rows move over.
 _MIGRATE_FROM_2 = (
     "ALTER TABLE events RENAME TO events_v2",
@@ -90,11 +96,8 @@ _MIGRATE_FROM_2 = (
     "DROP INDEX IF EXISTS measurements_run",
 )
 _COPY_FROM_2 = (
-    """INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
-        device_address, session_id, status, status_message, event_ts, event_time, duration)
-        SELECT perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
-        device_address, session_id, status, status_message, event_ts, event_time, duration
-        FROM events_v2 ORDER BY event_ts, rowid""",
+    f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM events_v2"
+    " ORDER BY event_ts, rowid",
     """INSERT INTO measurement_rows (id, event, key_name, key_type, key_units, value)
         SELECT m.id, e.id, m.key_name, m.key_type, m.key_units, m.value
         FROM measurements_v2 m JOIN events e USING (perf_event_id) ORDER BY m.id""",
@@ -104,7 +107,7 @@ _COPY_FROM_2 = (
 
 #: How journal lines are folded: the events of a batch are taken apart by SQLite's JSON
 #: functions inside a few statements, never as Python objects (measured cheaper than
-#: parsing in Python and binding row by row). ``?`` is the batch as one JSON array.
+#: parsing in Python and binding row by row). ``:batch`` is the batch as one JSON array.
 _FOLD_SQL = (
     """CREATE TEMP TABLE IF NOT EXISTS fold (
         id TEXT PRIMARY KEY, run TEXT, flow TEXT, description TEXT, nodeid TEXT, worker TEXT,
@@ -119,14 +122,13 @@ _FOLD_SQL = (
         json_extract(value, '$.event.msg'), json_extract(value, '$.event.ts'),
         json_extract(value, '$.event.dur'), json_extract(value, '$.event.m'),
         json_extract(value, '$.upload'), coalesce(json_extract(value, '$.state'), 'pending')
-        FROM json_each(?) WHERE json_extract(value, '$.op') = 'event'""",
+        FROM json_each(:batch) WHERE json_extract(value, '$.op') = 'event'""",
     # idempotent: an event already in the store is left as it is
     "DELETE FROM temp.fold WHERE id IN (SELECT perf_event_id FROM events)",
 )
 _FOLD_FLOWS = "SELECT flow, min(description) FROM temp.fold GROUP BY flow"
 _FOLD_ROWS = (
-    """INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid, worker,
-        device_address, session_id, status, status_message, event_ts, event_time, duration)
+    f"""INSERT INTO events ({_EVENT_COLUMNS})
         SELECT f.id, f.run, fl.user_flow_id, f.flow, f.nodeid, f.worker, f.device, f.session,
         f.status, f.message, f.ts,
         strftime('%Y-%m-%d %H:%M:%S', CAST(f.ts AS INTEGER), 'unixepoch'), f.duration
@@ -138,7 +140,7 @@ _FOLD_ROWS = (
         ORDER BY f.rowid, m.key""",
     """INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan, progress,
         updated_ts) SELECT id, run, state, json_extract(upload, '$[1]'),
-        json_extract(upload, '$[2]'), json_extract(upload, '$[0]'), '{}', ?
+        json_extract(upload, '$[2]'), json_extract(upload, '$[0]'), '{}', :now
         FROM temp.fold WHERE upload IS NOT NULL ORDER BY rowid""",
 )
 _EVENT_LINE = b'{"op":"event",'
@@ -434,9 +436,7 @@ class Store:
                 continue
             known.add(event.perf_event_id)
             row_id = self.db.execute(
-                "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
-                " worker, device_address, session_id, status, status_message, event_ts,"
-                " event_time, duration) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     event.perf_event_id,
                     event.run_id,
@@ -567,13 +567,13 @@ class Store:
         self.apply([json.loads(line) for line in lines], journal=journal, offset=offset)
 
     def _fold_sql(self, lines: Sequence[bytes]) -> None:
-        batch = b"[" + b",".join(lines) + b"]"
+        params = {"batch": (b"[" + b",".join(lines) + b"]").decode(), "now": time.time()}
         for statement in _FOLD_SQL:
-            self.db.execute(statement, (batch.decode(),) if "?" in statement else ())
+            self.db.execute(statement, params)
         for flow, description in self.db.execute(_FOLD_FLOWS).fetchall():
             self._flow_id(flow, description)
         for statement in _FOLD_ROWS:
-            self.db.execute(statement, (time.time(),) if "?" in statement else ())
+            self.db.execute(statement, params)
         for line in lines:  # the marks and progress of uploads, after their events
             if not line.startswith(_EVENT_LINE):
                 op = json.loads(line)
@@ -618,8 +618,8 @@ class Store:
         sql = f"SELECT COUNT(*) FROM uploads WHERE state IN ({','.join('?' * len(states))})"
         return int(self.db.execute(sql, list(states)).fetchone()[0])
 
-    def _key_aggregates(self, where: str, args: list[Any]) -> list[tuple[Any, ...]]:
-        """(flow, key, type, device, count, numeric, min, max, median, units) of each group.
+    def _key_aggregates(self, where: str, args: list[Any]) -> list[dict[str, Any]]:
+        """Count, numeric count, min, median, max and units of each (flow, key, type, device).
 
         The median is read by rank, one query per group: measured faster here than one
         window query over the run (and it needs no SQLite 3.25).
@@ -645,7 +645,20 @@ class Store:
                     )
                 ]
                 median = sum(middle) / len(middle)
-            rows.append((flow, key, kind, device, count, num or 0, low, high, median, units))
+            rows.append(
+                {
+                    "flow": flow,
+                    "key": key,
+                    "type": kind,
+                    "device": device,
+                    "count": count,
+                    "numeric": num or 0,
+                    "min": low,
+                    "median": median,
+                    "max": high,
+                    "units": units,
+                }
+            )
         return rows
 
     def run_events(self, run_id: str, worker: str | None = None) -> list[dict[str, Any]]:
@@ -712,7 +725,7 @@ class Store:
             entry = flows.setdefault(flow, {"tests": 0, "statuses": {}, "places": {}})
             entry["tests"] += n
             entry["statuses"][status] = n
-        rows = self._key_aggregates(where, args)
+        keys = self._key_aggregates(where, args)
         uploads = self.db.execute(
             "SELECT EXISTS (SELECT 1 FROM uploads WHERE run_id = ?)", [run_id]
         ).fetchone()[0]
@@ -726,22 +739,9 @@ class Store:
                 flows.setdefault(flow, {"tests": 0, "statuses": {}, "places": {}})
                 flows[flow]["places"][state or ""] = n
         else:  # all of them stayed here
-            for row in rows:
-                entry = flows.setdefault(row[0], {"tests": 0, "statuses": {}, "places": {}})
-                entry["places"][""] = entry["places"].get("", 0) + row[4]
-        names = (
-            "flow",
-            "key",
-            "type",
-            "device",
-            "count",
-            "numeric",
-            "min",
-            "max",
-            "median",
-            "units",
-        )
-        keys = [dict(zip(names, row, strict=True)) for row in rows]
+            for key in keys:
+                entry = flows.setdefault(key["flow"], {"tests": 0, "statuses": {}, "places": {}})
+                entry["places"][""] = entry["places"].get("", 0) + key["count"]
         pending = self.db.execute(
             f"SELECT COUNT(DISTINCT e.perf_event_id), COUNT(m.id) FROM events e JOIN uploads u"
             f" USING (perf_event_id) LEFT JOIN measurements m USING (perf_event_id)"
