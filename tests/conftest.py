@@ -9,6 +9,13 @@ from typing import Any
 
 import pytest
 
+# In-process pytester runs drop the modules they imported when they end. The plugin imports
+# requests only for HeadSpin, so the first such run would import it and the next run a second
+# copy, and the first copy's classes no longer match the second's ("You can only merge into
+# CookieJar"): whether a test passed depended on which test ran first. Imported here, it is
+# one module for the whole session.
+import requests  # noqa: F401
+
 pytest_plugins = ["pytester"]
 
 
