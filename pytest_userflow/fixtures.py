@@ -54,17 +54,17 @@ class RecordMeasurement:
         budget: float | None = None,
     ) -> Measurement:
         __tracebackhide__ = True
-        measurement = quick(key, value, type, units) or Measurement.create(
-            key,
-            value,
-            type=type,
-            units=units,
-            where=f"record_measurement() of {self._record.nodeid}",
-        )
+        measurement = quick(key, value, type, units)  # the common case, no message built
+        if measurement is None:
+            measurement = Measurement.create(key, value, type=type, units=units, where=self._where)
         if budget is not None:
-            self._budget(key, value, budget, f"record_measurement() of {self._record.nodeid}")
+            self._budget(key, value, budget, self._where)
         self._record.measurements.append(measurement)
         return measurement
+
+    @property
+    def _where(self) -> str:
+        return f"record_measurement() of {self._record.nodeid}"
 
     def _budget(self, key: str, value: object, budget: object, where: str) -> None:
         """``budget=MAX``: the test fails when the value is above MAX."""

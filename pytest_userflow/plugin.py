@@ -7,7 +7,6 @@ an xdist *controller* only merges what its workers hand back through ``workerout
 from __future__ import annotations
 
 import json
-import operator
 import sqlite3
 from collections.abc import Generator
 from typing import Any
@@ -383,12 +382,10 @@ class UserflowRun:
                     status, message = self._hook_status(item, decided)
                 except MeasurementError as exc:
                     self.errors.append(f"{exc}; the built-in status {status} was used")
-        recorded = record.measurements
-        measurements = list(recorded)
+        measurements = list(record.measurements)
+        validated = {id(m) for m in measurements}  # checked by record_measurement already
         ihook.pytest_userflow_measurements(item=item, measurements=measurements)
-        if len(measurements) != len(recorded) or not all(map(operator.is_, measurements, recorded)):
-            # checked by record_measurement already: the rest, added or changed by the hook
-            record.measurements = self._checked(item, measurements, {id(m) for m in recorded})
+        record.measurements = self._checked(item, measurements, validated)
         return self.recorder.event_for(record, status, message, default_flow_name(item.nodeid))
 
     def _hook_status(self, item: pytest.Item, decided: Any) -> tuple[str, str | None]:
