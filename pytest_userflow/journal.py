@@ -10,30 +10,38 @@ every *batch* lines itself. A journal left behind by a dead process is folded by
 process that opens the store; a live process holds a lock on its journal, so nobody else
 touches it.
 
-Journal lines are JSON objects, one per line:
+A journal is the line ``MAGIC`` then one record per op: the length of its body (4 bytes,
+little-endian) and the body, the op pickled as plain data (tuples, lists, dicts, str,
+numbers, None; loading refuses anything else). A record cut short by a crash is an op that
+never happened. The ops, as tuples:
 
-- ``{"op": "event", "event": {...}, "upload": [plan, base_url, api] | null, "state": ...}``
-- ``{"op": "mark", "id": perf_event_id, "state": ..., "error": ..., "progress": ...,
-  "remote": ...}``
-- ``{"op": "progress", "id": perf_event_id, "progress": {...}}``
+- ``("event", event, upload, state)``: *event* as ``_event_tuple`` lays it out, *upload*
+  ``[plan, base_url, api]`` or None;
+- ``("mark", perf_event_id, state, error, progress, remote)``;
+- ``("progress", perf_event_id, progress)``.
+
+Pickling a tuple costs a test about 2 us; a JSON line cost 12-35 us. Journals written before
+this format (JSON objects, one per line, no ``MAGIC``) are still folded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import pickle
 import queue
 import signal
 import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .store import EventRecord, Store, event_to_json
+from .measurement import Measurement
+from .store import PENDING, EventRecord, Store
 
 try:  # POSIX
     import fcntl
@@ -56,36 +64,168 @@ except ImportError:  # pragma: no cover - Windows
         return True
 
 
-def _encode(obj: object) -> object:
-    """Ops keep objects in memory (the fold needs no parsing); the file gets JSON."""
-    if isinstance(obj, EventRecord):
-        return event_to_json(obj)
-    return str(obj)
+MAGIC = b"pytest-userflow journal 2\n"
+_LENGTH = 4  # bytes of a record's length
+
+
+def _event_tuple(e: EventRecord) -> tuple[Any, ...]:
+    return (
+        e.run_id,
+        e.flow,
+        e.nodeid,
+        e.status,
+        e.status_message,
+        e.description,
+        e.worker,
+        e.device_address,
+        e.session_id,
+        e.event_ts,
+        e.duration,
+        e.perf_event_id,
+        [(m.key, m.value, m.type, m.units) for m in e.measurements],
+    )
+
+
+def _event_from_tuple(t: tuple[Any, ...] | list[Any]) -> EventRecord:
+    *fields, measurements = t
+    run, flow, node, status, msg, desc, worker, device, session, ts, dur, event_id = fields
+    return EventRecord(
+        run_id=run,
+        flow=flow,
+        nodeid=node,
+        status=status,
+        status_message=msg,
+        description=desc,
+        worker=worker,
+        device_address=device,
+        session_id=session,
+        event_ts=ts,
+        duration=dur,
+        perf_event_id=event_id,
+        measurements=[Measurement(k, v, t, u) for k, v, t, u in measurements],
+    )
+
+
+def encode(op: dict[str, Any]) -> bytes:
+    """One journal record: *op* (as the sinks write it) as a length and a pickled tuple."""
+    kind = op["op"]
+    if kind == "event":
+        body: tuple[Any, ...] = (
+            kind,
+            _event_tuple(op["event"]),
+            op.get("upload"),
+            op.get("state", PENDING),
+        )
+    elif kind == "mark":
+        body = (
+            kind,
+            op["id"],
+            op["state"],
+            op.get("error"),
+            op.get("progress"),
+            op.get("remote"),
+        )
+    elif kind == "progress":
+        body = (kind, op["id"], op["progress"])
+    else:
+        raise ValueError(f"unknown journal operation {kind!r}")
+    data = pickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(_LENGTH, "little") + data
+
+
+class _PlainData(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"a journal record holds plain data, not {module}.{name}")
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """A record's body back into the op ``Store.apply`` takes."""
+    body = _PlainData(io.BytesIO(data)).load()
+    kind = body[0]
+    if kind == "event":
+        _, event, upload, state = body
+        return {"op": kind, "event": _event_from_tuple(event), "upload": upload, "state": state}
+    if kind == "mark":
+        _, event_id, state, error, progress, remote = body
+        return {
+            "op": kind,
+            "id": event_id,
+            "state": state,
+            "error": error,
+            "progress": progress,
+            "remote": remote,
+        }
+    if kind == "progress":
+        return {"op": kind, "id": body[1], "progress": body[2]}
+    raise ValueError(f"unknown journal operation {kind!r}")
 
 
 def journal_glob(store_path: Path) -> str:
     return f"{store_path.name}.journal-*"
 
 
-def _lines(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
-    """Complete lines from *offset* (without their newline), each with the offset after it."""
+def read_ops(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The complete ops after *offset*, and the offset after the last of them."""
     with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            return _json_ops(f, offset)
+        offset = max(offset, len(MAGIC))
         f.seek(offset)
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                return  # the write was cut short by a crash: that op never happened
-            offset += len(raw)
-            yield raw[:-1], offset
+        data = f.read()
+    ops, at = [], 0
+    while at + _LENGTH <= len(data):
+        end = at + _LENGTH + int.from_bytes(data[at : at + _LENGTH], "little")
+        if end > len(data):
+            break  # the write was cut short by a crash: that op never happened
+        ops.append(decode(data[at + _LENGTH : end]))
+        at = end
+    return ops, offset + at
+
+
+def _json_ops(f: io.BufferedReader, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A journal of the first format: one JSON object a line."""
+    f.seek(offset)
+    ops = []
+    for raw in f:
+        if not raw.endswith(b"\n"):
+            break  # the write was cut short by a crash: that op never happened
+        offset += len(raw)
+        op = json.loads(raw)
+        if op["op"] == "event":
+            op["event"] = _event_from_json(op["event"])
+        ops.append(op)
+    return ops, offset
+
+
+def _event_from_json(data: dict[str, Any]) -> EventRecord:
+    return _event_from_tuple(
+        [
+            data[name]
+            for name in (
+                "run",
+                "flow",
+                "node",
+                "status",
+                "msg",
+                "desc",
+                "worker",
+                "device",
+                "session",
+                "ts",
+                "dur",
+                "id",
+                "m",
+            )
+        ]
+    )
 
 
 def fold_from(store: Store, path: Path) -> tuple[int, int]:
-    """Fold *path*'s complete lines after the offset the store has for it; (ops, offset)."""
-    start = store.journal_offset(path.name)
-    batch = list(_lines(path, start))
-    if not batch:
-        return 0, start
-    store.fold([line for line, _ in batch], journal=path.name, offset=batch[-1][1])
-    return len(batch), batch[-1][1]
+    """Fold *path*'s complete ops after the offset the store has for it; (ops, offset)."""
+    ops, offset = read_ops(path, store.journal_offset(path.name))
+    if ops:
+        store.apply(ops, journal=path.name, offset=offset)
+    return len(ops), offset
 
 
 def recover(store: Store) -> int:
@@ -112,7 +252,7 @@ def fold_forever(journal: str, store_path: str, interval: float = 0.1) -> None:
 
     A line on standard input asks for everything written so far (the writer wrote it before
     asking); the answer, on standard output, is one JSON line: how far the journal is folded,
-    and the last error.
+    and the last error. The first such line comes unasked, when the folder is ready.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the tests' to handle
     asks: queue.Queue[bool] = queue.Queue()
@@ -126,6 +266,7 @@ def fold_forever(journal: str, store_path: str, interval: float = 0.1) -> None:
     path = Path(journal)
     store = Store(store_path)
     folded, error = store.journal_offset(path.name), ""
+    print(json.dumps({"folded": folded, "error": error}), flush=True)
     while True:
         try:
             ask: bool | None = asks.get(timeout=interval)
@@ -136,68 +277,98 @@ def fold_forever(journal: str, store_path: str, interval: float = 0.1) -> None:
         except Exception as exc:  # busy or broken: tried again at the next turn
             error = f"{type(exc).__name__}: {exc}"
         if ask is False:
+            store.close()
             return
         if ask:
             print(json.dumps({"folded": folded, "error": error}), flush=True)
 
 
-# The folder's command line: the package is found where this process found it.
+# The folder's command line: the package is found where this process found it. Once the
+# folder is done, the interpreter's own teardown is skipped: the writer waits for the exit.
 _FOLDER = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from pytest_userflow.journal import fold_forever; fold_forever(sys.argv[2], sys.argv[3])"
+    "import os, sys; sys.path.insert(0, sys.argv[1]); "
+    "from pytest_userflow.journal import fold_forever; fold_forever(sys.argv[2], sys.argv[3]); "
+    "os._exit(0)"
 )
 
 
 class JournalWriter:
     """This process's journal, folded into *store* by the folder process.
 
-    ``write`` is what a test's teardown pays: one JSON line appended to a file. Any thread
-    may write. Without a folder (*spawn* false, or it could not start or died), the
-    writing thread that created the journal folds every *batch* lines itself.
+    ``write`` is what a test's teardown pays: one record appended to a file. Any thread
+    may write. The folder is started once *folder_after* records are written (a short run
+    never pays for one; None: never). Without a folder (not yet, or it could not start or
+    died), the thread that created the journal folds every *batch* records itself, and
+    ``flush`` folds what is left.
     """
 
-    def __init__(self, store: Store, *, batch: int = 500, spawn: bool = True) -> None:
+    def __init__(self, store: Store, *, batch: int = 500, folder_after: int | None = 200) -> None:
         self.store = store
         name = f"{store.path.name}.journal-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path = store.path.parent / name
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         _try_lock(self.fd)
-        self.offset = 0
+        os.write(self.fd, MAGIC)
+        self.offset = len(MAGIC)
         self.batch = batch
         self.error: str | None = None
-        self._encode = json.JSONEncoder(
-            separators=(",", ":"), check_circular=False, default=_encode
-        ).encode
         self._lock = threading.Lock()  # one append at a time, offsets in file order
         self._owner = threading.get_ident()
-        self._unfolded = 0  # lines written since the last fold here (no folder)
+        self.written = 0  # records
+        self._unfolded = 0  # records written since the last fold here
+        self._folder_after = folder_after
         self._folder: subprocess.Popen[bytes] | None = None
-        if spawn:
-            package_parent = str(Path(__file__).resolve().parent.parent)
-            with contextlib.suppress(OSError):
-                self._folder = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-c",
-                        _FOLDER,
-                        package_parent,
-                        str(self.path),
-                        str(store.path),
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                )
+        self._answers: queue.Queue[bytes] = queue.Queue()  # the folder's lines
+        self._ready = False  # the folder said it is ready
+        if folder_after == 0:
+            self._start_folder()
 
     def write(self, op: dict[str, Any]) -> None:
-        line = self._encode(op).encode() + b"\n"
+        record = encode(op)
         with self._lock:
-            os.write(self.fd, line)
-            self.offset += len(line)
+            os.write(self.fd, record)
+            self.offset += len(record)
             self._unfolded += 1
-            due = self._folder is None and self._unfolded >= self.batch
-        if due and threading.get_ident() == self._owner:
+            self.written += 1
+            unfolded, written = self._unfolded, self.written
+        if self._folder is not None or threading.get_ident() != self._owner:
+            return
+        if self._folder_after is not None and written >= self._folder_after:
+            self._start_folder()
+        elif unfolded >= self.batch:
             self._fold_here()
+
+    def _start_folder(self) -> None:
+        """Start the folder (once: where it cannot run, this process folds)."""
+        self._folder_after = None
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        try:
+            folder = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _FOLDER,
+                    package_parent,
+                    str(self.path),
+                    str(self.store.path),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError:
+            return
+        stdout, answers = folder.stdout, self._answers
+        assert stdout is not None
+
+        def read() -> None:
+            with stdout:
+                for line in stdout:
+                    answers.put(line)
+            answers.put(b"")  # it ended
+
+        threading.Thread(target=read, name="userflow-folder-reader", daemon=True).start()
+        self._folder = folder
 
     def _fold_here(self) -> bool:
         """Fold from the journal what the store does not have yet, in this process."""
@@ -210,22 +381,29 @@ class JournalWriter:
         self.error = None
         return folded >= self.offset
 
+    def _answer(self, timeout: float | None) -> dict[str, Any] | None:
+        """The folder's next line (None: none in time, or it ended)."""
+        try:
+            line = self._answers.get(timeout=timeout) if timeout else self._answers.get_nowait()
+            answer = json.loads(line or b"null")
+        except (queue.Empty, ValueError):
+            return None
+        return answer if isinstance(answer, dict) else None
+
     def _ask_folder(self, timeout: float) -> bool:
         folder = self._folder
-        assert folder is not None and folder.stdin is not None and folder.stdout is not None
-        answers: queue.Queue[bytes] = queue.Queue()
+        assert folder is not None and folder.stdin is not None
+        if not self._ready:  # still starting: this process is quicker at folding the rest
+            if self._answer(None) is None:
+                return False
+            self._ready = True
         try:
             folder.stdin.write(b"flush\n")
             folder.stdin.flush()
         except OSError:
             return False  # it died
-        stdout = folder.stdout
-        threading.Thread(target=lambda: answers.put(stdout.readline()), daemon=True).start()
-        try:
-            answer = json.loads(answers.get(timeout=timeout) or b"null")
-        except (queue.Empty, ValueError):
-            return False
-        if not isinstance(answer, dict):
+        answer = self._answer(timeout)
+        if answer is None:
             return False
         self.error = answer.get("error") or None
         return int(answer.get("folded", 0)) >= self.offset
@@ -234,6 +412,8 @@ class JournalWriter:
         folder, self._folder = self._folder, None
         if folder is None:
             return
+        if not self._ready:
+            folder.kill()  # it has folded nothing yet, or nothing that is not committed
         with contextlib.suppress(OSError):
             assert folder.stdin is not None
             folder.stdin.close()
@@ -242,14 +422,12 @@ class JournalWriter:
         except subprocess.TimeoutExpired:
             folder.kill()
             folder.wait()
-        if folder.stdout is not None:
-            folder.stdout.close()
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Fold everything written so far; True when it is all in the store.
 
-        The folder is asked first; if it does not answer in *timeout* seconds, it is stopped
-        and this process folds what is left itself.
+        The folder is asked first; if it is not ready yet, or does not answer in *timeout*
+        seconds, it is stopped and this process folds what is left itself.
         """
         if self._folder is not None:
             if self._ask_folder(timeout):

@@ -105,46 +105,6 @@ _COPY_FROM_2 = (
     "DROP TABLE measurements_v2",
 )
 
-#: How journal lines are folded: the events of a batch are taken apart by SQLite's JSON
-#: functions inside a few statements, never as Python objects (measured cheaper than
-#: parsing in Python and binding row by row). ``:batch`` is the batch as one JSON array.
-_FOLD_SQL = (
-    """CREATE TEMP TABLE IF NOT EXISTS fold (
-        id TEXT PRIMARY KEY, run TEXT, flow TEXT, description TEXT, nodeid TEXT, worker TEXT,
-        device TEXT, session TEXT, status TEXT, message TEXT, ts REAL, duration REAL, m TEXT,
-        upload TEXT, state TEXT)""",
-    "DELETE FROM temp.fold",
-    """INSERT OR IGNORE INTO temp.fold SELECT json_extract(value, '$.event.id'),
-        json_extract(value, '$.event.run'), json_extract(value, '$.event.flow'),
-        json_extract(value, '$.event.desc'), json_extract(value, '$.event.node'),
-        json_extract(value, '$.event.worker'), json_extract(value, '$.event.device'),
-        json_extract(value, '$.event.session'), json_extract(value, '$.event.status'),
-        json_extract(value, '$.event.msg'), json_extract(value, '$.event.ts'),
-        json_extract(value, '$.event.dur'), json_extract(value, '$.event.m'),
-        json_extract(value, '$.upload'), coalesce(json_extract(value, '$.state'), 'pending')
-        FROM json_each(:batch) WHERE json_extract(value, '$.op') = 'event'""",
-    # idempotent: an event already in the store is left as it is
-    "DELETE FROM temp.fold WHERE id IN (SELECT perf_event_id FROM events)",
-)
-_FOLD_FLOWS = "SELECT flow, min(description) FROM temp.fold GROUP BY flow"
-_FOLD_ROWS = (
-    f"""INSERT INTO events ({_EVENT_COLUMNS})
-        SELECT f.id, f.run, fl.user_flow_id, f.flow, f.nodeid, f.worker, f.device, f.session,
-        f.status, f.message, f.ts,
-        strftime('%Y-%m-%d %H:%M:%S', CAST(f.ts AS INTEGER), 'unixepoch'), f.duration
-        FROM temp.fold f JOIN flows fl ON fl.name = f.flow ORDER BY f.rowid""",
-    """INSERT INTO measurement_rows (event, key_name, key_type, key_units, value)
-        SELECT e.id, json_extract(m.value, '$[0]'), json_extract(m.value, '$[2]'),
-        json_extract(m.value, '$[3]'), json_extract(m.value, '$[1]')
-        FROM temp.fold f JOIN events e ON e.perf_event_id = f.id, json_each(f.m) m
-        ORDER BY f.rowid, m.key""",
-    """INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan, progress,
-        updated_ts) SELECT id, run, state, json_extract(upload, '$[1]'),
-        json_extract(upload, '$[2]'), json_extract(upload, '$[0]'), '{}', :now
-        FROM temp.fold WHERE upload IS NOT NULL ORDER BY rowid""",
-)
-_EVENT_LINE = b'{"op":"event",'
-
 #: Upload states: waiting to be sent, delivered, refused by HeadSpin (kept), or not
 #: routable (no session and no device) and so kept only here.
 PENDING, SENT, FAILED, LOCAL_ONLY = "pending", "sent", "failed", "local-only"
@@ -259,43 +219,6 @@ class Upload:
     attempts: int = 0
 
 
-def event_to_json(event: EventRecord) -> dict[str, Any]:
-    """An EventRecord as one compact JSON object (a journal line)."""
-    return {
-        "run": event.run_id,
-        "flow": event.flow,
-        "node": event.nodeid,
-        "status": event.status,
-        "msg": event.status_message,
-        "desc": event.description,
-        "worker": event.worker,
-        "device": event.device_address,
-        "session": event.session_id,
-        "ts": event.event_ts,
-        "dur": event.duration,
-        "id": event.perf_event_id,
-        "m": [[m.key, m.value, m.type, m.units] for m in event.measurements],
-    }
-
-
-def event_from_json(data: dict[str, Any]) -> EventRecord:
-    return EventRecord(
-        run_id=data["run"],
-        flow=data["flow"],
-        nodeid=data["node"],
-        status=data["status"],
-        status_message=data["msg"],
-        description=data["desc"],
-        worker=data["worker"],
-        device_address=data["device"],
-        session_id=data["session"],
-        event_ts=data["ts"],
-        duration=data["dur"],
-        perf_event_id=data["id"],
-        measurements=[Measurement(k, v, t, u) for k, v, t, u in data["m"]],
-    )
-
-
 class Store:
     """One connection to the store file; use one Store per thread."""
 
@@ -321,7 +244,6 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the userflow store {self.path}: {exc}") from None
         self._flow_ids: dict[str, str] = {}
-        self._json_sql = True  # fold() lets SQLite parse journal lines, until it cannot
         try:
             self._init_schema()
         except sqlite3.DatabaseError as exc:
@@ -418,7 +340,7 @@ class Store:
     def _record_many(
         self, items: list[tuple[EventRecord, tuple[list[dict[str, Any]], str, str] | None, str]]
     ) -> None:
-        """Insert events, their measurements and uploads (``fold`` does it without Python).
+        """Insert events, their measurements and uploads.
 
         Idempotent: events already in the store are left as they are.
         """
@@ -520,10 +442,9 @@ class Store:
         for op in ops:
             if op["op"] == "event":
                 upload = op.get("upload")
-                event = op["event"]  # the object itself when folded from memory
                 events.append(
                     (
-                        event if isinstance(event, EventRecord) else event_from_json(event),
+                        op["event"],
                         (upload[0], upload[1], upload[2]) if upload else None,
                         op.get("state", PENDING),
                     )
@@ -546,39 +467,6 @@ class Store:
             self._progress_rows(op["id"], op["progress"])
         else:
             raise StoreError(f"unknown journal operation {kind!r}")
-
-    def fold(self, lines: Sequence[bytes], *, journal: str | None = None, offset: int = 0) -> None:
-        """Apply journal *lines* (JSON, without their newlines) in one transaction.
-
-        The same as ``apply`` of the parsed ops, done by SQLite: events and their
-        measurements never pass through Python objects. Where SQLite has no JSON functions,
-        or a line is not JSON it can read, the batch goes through ``apply`` instead.
-        """
-        if self._json_sql:
-            try:
-                with self.transaction():
-                    self._fold_sql(lines)
-                    self._note_journal(journal, offset)
-                return
-            except sqlite3.OperationalError as exc:
-                if "json" not in str(exc).lower():
-                    raise  # busy, locked, disk full: the caller keeps the lines and retries
-                self._json_sql = "no such function" not in str(exc)
-        self.apply([json.loads(line) for line in lines], journal=journal, offset=offset)
-
-    def _fold_sql(self, lines: Sequence[bytes]) -> None:
-        params = {"batch": (b"[" + b",".join(lines) + b"]").decode(), "now": time.time()}
-        for statement in _FOLD_SQL:
-            self.db.execute(statement, params)
-        for flow, description in self.db.execute(_FOLD_FLOWS).fetchall():
-            self._flow_id(flow, description)
-        for statement in _FOLD_ROWS:
-            self.db.execute(statement, params)
-        for line in lines:  # the marks and progress of uploads, after their events
-            if not line.startswith(_EVENT_LINE):
-                op = json.loads(line)
-                if op["op"] != "event":  # an event written by another encoder: done above
-                    self._apply_op(op)
 
     def _note_journal(self, journal: str | None, offset: int) -> None:
         if journal is not None:

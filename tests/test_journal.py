@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
+import pytest
 from conftest import store_rows
 
-from pytest_userflow.journal import JournalWriter, recover
+from pytest_userflow.journal import MAGIC, JournalWriter, decode, encode, fold_from, recover
 from pytest_userflow.measurement import Measurement
-from pytest_userflow.store import EventRecord, Store, event_to_json
+from pytest_userflow.store import EventRecord, Store
 
 
 def event_op(n: int) -> dict:
@@ -21,16 +23,16 @@ def event_op(n: int) -> dict:
         perf_event_id=f"e{n}",
         measurements=[Measurement("k", n, None, "ms")],
     )
-    return {"op": "event", "event": event_to_json(event), "upload": None, "state": "pending"}
+    return {"op": "event", "event": event, "upload": None, "state": "pending"}
 
 
 def test_a_dead_processs_journal_is_folded_once_from_where_it_stopped(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    lines = [json.dumps(event_op(n)) + "\n" for n in range(3)]
+    records = [encode(event_op(n)) for n in range(3)]
     journal = tmp_path / "s.db.journal-999-dead"
-    journal.write_text("".join(lines) + '{"op": "event", "event": {"trunc')  # torn last write
-    # the first line was folded before the crash, in the same transaction as its offset
-    store.apply([event_op(0)], journal=journal.name, offset=len(lines[0].encode()))
+    journal.write_bytes(MAGIC + b"".join(records) + encode(event_op(3))[:-5])  # torn last write
+    # the first record was folded before the crash, in the same transaction as its offset
+    store.apply([event_op(0)], journal=journal.name, offset=len(MAGIC) + len(records[0]))
     assert recover(store) == 2
     assert store_rows(store.path, "SELECT value FROM measurements ORDER BY value") == [
         (0,),
@@ -42,9 +44,60 @@ def test_a_dead_processs_journal_is_folded_once_from_where_it_stopped(tmp_path: 
     assert recover(store) == 0
 
 
+def test_a_journal_of_the_first_format_json_lines_is_still_folded(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    lines = [
+        json.dumps(
+            {
+                "op": "event",
+                "event": {
+                    "run": "r",
+                    "flow": "F",
+                    "node": f"t::{n}",
+                    "status": "Passed",
+                    "msg": None,
+                    "desc": None,
+                    "worker": None,
+                    "device": None,
+                    "session": None,
+                    "ts": 1700000000.5,
+                    "dur": 0.1,
+                    "id": f"e{n}",
+                    "m": [["k", n, None, "ms"]],
+                },
+                "upload": None,
+                "state": "pending",
+            }
+        )
+        + "\n"
+        for n in range(3)
+    ]
+    journal = tmp_path / "s.db.journal-998-old"
+    journal.write_text("".join(lines) + '{"op": "event", "event": {"trunc')  # torn last line
+    assert recover(store) == 3
+    assert store_rows(store.path, "SELECT nodeid, key_units, value FROM measurements") == [
+        ("t::0", "ms", 0),
+        ("t::1", "ms", 1),
+        ("t::2", "ms", 2),
+    ]
+    assert not journal.exists()
+
+
+def test_a_record_holding_anything_but_plain_data_is_refused(tmp_path: Path) -> None:
+    body = pickle.dumps(("event", Path("/etc/passwd"), None, "pending"))
+    with pytest.raises(pickle.UnpicklingError, match="plain data, not pathlib"):
+        decode(body)
+    store = Store(tmp_path / "s.db")
+    journal = tmp_path / "s.db.journal-997-bad"
+    journal.write_bytes(MAGIC + len(body).to_bytes(4, "little") + body)
+    with pytest.raises(pickle.UnpicklingError):
+        fold_from(store, journal)
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
 def test_a_live_processs_journal_is_left_to_it(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    writer = JournalWriter(store, spawn=False)  # no folder: folds when asked
+    writer = JournalWriter(store, folder_after=None)  # no folder: folds when asked
     writer.write(event_op(1))
     assert recover(store) == 0  # locked by its (live) writer
     assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
@@ -89,7 +142,7 @@ def test_the_folder_process_folds_the_journal_as_it_grows(tmp_path: Path) -> Non
     import threading
 
     store = Store(tmp_path / "s.db")
-    writer = JournalWriter(store)
+    writer = JournalWriter(store, folder_after=0)
     assert writer._folder is not None and writer._folder.poll() is None
 
     def events() -> int:
@@ -116,7 +169,7 @@ def test_the_folder_process_folds_the_journal_as_it_grows(tmp_path: Path) -> Non
 
 def test_a_dead_folder_is_replaced_by_folding_here(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    writer = JournalWriter(store)
+    writer = JournalWriter(store, folder_after=0)
     assert writer._folder is not None
     writer._folder.kill()
     writer._folder.wait()
@@ -128,9 +181,46 @@ def test_a_dead_folder_is_replaced_by_folding_here(tmp_path: Path) -> None:
     writer.close()
 
 
+def test_a_short_run_starts_no_folder_and_a_long_one_starts_it(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store, folder_after=3)
+    writer.write(event_op(1))
+    writer.write(event_op(2))
+    assert writer._folder is None
+    assert writer.flush()  # folded here
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(2,)]
+    writer.write(event_op(3))
+    assert writer._folder is not None  # the third record since the journal was opened
+    folder = writer._folder
+    writer.close()
+    assert folder.poll() is not None
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]
+
+
+def test_a_folder_still_starting_at_the_end_is_stopped_and_the_writer_folds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from pytest_userflow import journal
+
+    monkeypatch.setattr(journal, "_FOLDER", "import time; time.sleep(60)")  # never ready
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store, folder_after=1)
+    writer.write(event_op(1))
+    folder = writer._folder
+    assert folder is not None
+    start = time.monotonic()
+    assert writer.flush()
+    assert time.monotonic() - start < 10  # not the flush timeout: nobody waited for it
+    assert folder.poll() is not None and writer._folder is None
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(1,)]
+    writer.close()
+
+
 def test_without_a_folder_the_writer_folds_every_batch(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    writer = JournalWriter(store, batch=3, spawn=False)
+    writer = JournalWriter(store, batch=3, folder_after=None)
     writer.write(event_op(1))
     writer.write(event_op(2))
     assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
@@ -164,10 +254,10 @@ def dump_store(path: Path) -> dict[str, list]:
     }
 
 
-def test_sqlite_folds_lines_exactly_as_python_applies_them(tmp_path: Path) -> None:
-    """Store.fold lets SQLite's JSON functions take lines apart; Store.apply is the same in
-    Python (used where SQLite has no JSON functions). Both must leave the same rows."""
-    ops = []
+def test_ops_fold_from_the_journal_exactly_as_applied_from_memory(tmp_path: Path) -> None:
+    """Every field of every kind of op survives the journal: folding the file leaves the
+    same rows as applying the ops directly."""
+    ops: list[dict] = []
     for n in range(6):
         event = EventRecord(
             run_id="r",
@@ -190,7 +280,7 @@ def test_sqlite_folds_lines_exactly_as_python_applies_them(tmp_path: Path) -> No
             ][: n % 5],
         )
         upload = None if n % 2 else [[{"op": "create_user_flow", "args": {"name": "F"}}], "u", "v0"]
-        ops.append({"op": "event", "event": event_to_json(event), "upload": upload})
+        ops.append({"op": "event", "event": event, "upload": upload, "state": "pending"})
     ops.insert(
         3,
         {
@@ -202,32 +292,18 @@ def test_sqlite_folds_lines_exactly_as_python_applies_them(tmp_path: Path) -> No
             "remote": "x",
         },
     )
-    lines = [json.dumps(op, separators=(",", ":")).encode() for op in ops]
-    lines.append(lines[0])  # an event folded twice counts once
-    by_sql = Store(tmp_path / "sql.db")
-    by_sql.fold(lines)
-    assert by_sql._json_sql  # SQLite took the lines apart itself
-    by_python = Store(tmp_path / "python.db")
-    by_python.apply([json.loads(line) for line in lines])
-    by_sql.fold(lines[:2])  # and again: nothing changes
-    assert dump_store(by_sql.path) == dump_store(by_python.path)
-    assert len(dump_store(by_sql.path)["measurements"]) == sum(n % 5 for n in range(6))
-
-
-def test_a_store_without_json_functions_folds_through_python(tmp_path: Path) -> None:
-    import sqlite3
-
-    store = Store(tmp_path / "s.db")
-    lines = [json.dumps(event_op(n), separators=(",", ":")).encode() for n in range(3)]
-
-    def without_json(batch):  # what an SQLite built without JSON1 answers
-        raise sqlite3.OperationalError("no such function: json_each")
-
-    store._fold_sql = without_json  # type: ignore[method-assign]
-    store.fold(lines, journal="j", offset=7)
-    assert not store._json_sql  # and it stops trying
-    assert store_rows(store.path, "SELECT COUNT(*) FROM measurements") == [(3,)]
-    assert store.journal_offset("j") == 7
+    ops.insert(5, {"op": "progress", "id": "e2", "progress": {"step": 2, "vars": {"x": "y"}}})
+    ops.append(ops[0])  # an event folded twice counts once
+    assert [decode(encode(op)[4:]) for op in ops] == ops
+    from_memory = Store(tmp_path / "memory.db")
+    from_memory.apply(ops)
+    journal = tmp_path / "file.db.journal-1-x"
+    journal.write_bytes(MAGIC + b"".join(encode(op) for op in ops))
+    from_file = Store(tmp_path / "file.db")
+    assert fold_from(from_file, journal) == (len(ops), journal.stat().st_size)
+    assert fold_from(from_file, journal) == (0, journal.stat().st_size)  # nothing new
+    assert dump_store(from_file.path) == dump_store(from_memory.path)
+    assert len(dump_store(from_file.path)["measurements"]) == sum(n % 5 for n in range(6))
 
 
 def test_run_aggregates_give_count_min_median_max_of_numbers_per_group(tmp_path: Path) -> None:
@@ -246,7 +322,7 @@ def test_run_aggregates_give_count_min_median_max_of_numbers_per_group(tmp_path:
                 Measurement("Build", f"v{n}" if n % 3 else 4 - n, None, None),
             ],
         )
-        ops.append({"op": "event", "event": event_to_json(event), "upload": None})
+        ops.append({"op": "event", "event": event, "upload": None})
     store.apply(ops)
     got = {
         (k["flow"], k["key"], k["device"]): (
