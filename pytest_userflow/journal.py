@@ -42,6 +42,7 @@ from typing import Any
 
 from .measurement import Measurement
 from .store import PENDING, EventRecord, Store
+from .tally import Tally
 
 try:  # POSIX
     import fcntl
@@ -220,11 +221,16 @@ def _event_from_json(data: dict[str, Any]) -> EventRecord:
     )
 
 
-def fold_from(store: Store, path: Path) -> tuple[int, int]:
-    """Fold *path*'s complete ops after the offset the store has for it; (ops, offset)."""
+def fold_from(store: Store, path: Path, tally: Tally | None = None) -> tuple[int, int]:
+    """Fold *path*'s complete ops after the offset the store has for it; (ops, offset).
+
+    The events stored are added to *tally*.
+    """
     ops, offset = read_ops(path, store.journal_offset(path.name))
     if ops:
-        store.apply(ops, journal=path.name, offset=offset)
+        stored = store.apply(ops, journal=path.name, offset=offset)
+        if tally is not None:
+            tally.add(stored)
     return len(ops), offset
 
 
@@ -252,35 +258,41 @@ def fold_forever(journal: str, store_path: str, interval: float = 0.1) -> None:
 
     A line on standard input asks for everything written so far (the writer wrote it before
     asking); the answer, on standard output, is one JSON line: how far the journal is folded,
-    and the last error. The first such line comes unasked, when the folder is ready.
+    and the last error. The first such line comes unasked, when the folder is ready. A line
+    ``aggregates`` also asks for the aggregates of what it folded (``Tally``), null unless
+    it folded the journal from its start.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the tests' to handle
-    asks: queue.Queue[bool] = queue.Queue()
+    asks: queue.Queue[bytes | None] = queue.Queue()
 
     def read_asks() -> None:
-        for _ in sys.stdin:
-            asks.put(True)
-        asks.put(False)  # the writer closed its end, or died
+        for line in sys.stdin.buffer:
+            asks.put(line.strip())
+        asks.put(None)  # the writer closed its end, or died
 
     threading.Thread(target=read_asks, daemon=True).start()
     path = Path(journal)
     store = Store(store_path)
     folded, error = store.journal_offset(path.name), ""
+    tally = Tally() if folded == 0 else None  # it sees the journal from its start
     print(json.dumps({"folded": folded, "error": error}), flush=True)
     while True:
         try:
-            ask: bool | None = asks.get(timeout=interval)
+            ask: bytes | None = asks.get(timeout=interval)
         except queue.Empty:
-            ask = None  # nobody asked: fold what has come meanwhile
+            ask = b""  # nobody asked: fold what has come meanwhile
         try:
-            folded, error = fold_from(store, path)[1], ""
+            folded, error = fold_from(store, path, tally)[1], ""
         except Exception as exc:  # busy or broken: tried again at the next turn
             error = f"{type(exc).__name__}: {exc}"
-        if ask is False:
+        if ask is None:
             store.close()
             return
         if ask:
-            print(json.dumps({"folded": folded, "error": error}), flush=True)
+            answer: dict[str, Any] = {"folded": folded, "error": error}
+            if ask == b"aggregates":
+                answer["aggregates"] = tally.aggregates() if tally is not None else None
+            print(json.dumps(answer), flush=True)
 
 
 # The folder's command line: the package is found where this process found it. Once the
@@ -320,6 +332,8 @@ class JournalWriter:
         self._folder: subprocess.Popen[bytes] | None = None
         self._answers: queue.Queue[bytes] = queue.Queue()  # the folder's lines
         self._ready = False  # the folder said it is ready
+        self._folded_here = False  # this process folded some of the journal itself
+        self.aggregates: dict[str, Any] | None = None  # see flush
         if folder_after == 0:
             self._start_folder()
 
@@ -374,10 +388,11 @@ class JournalWriter:
         """Fold from the journal what the store does not have yet, in this process."""
         self._unfolded = 0
         try:
-            folded = fold_from(self.store, self.path)[1]
+            ops, folded = fold_from(self.store, self.path)
         except Exception as exc:  # busy or broken: the journal keeps it
             self.error = f"{type(exc).__name__}: {exc}"
             return False
+        self._folded_here = self._folded_here or ops > 0
         self.error = None
         return folded >= self.offset
 
@@ -390,7 +405,7 @@ class JournalWriter:
             return None
         return answer if isinstance(answer, dict) else None
 
-    def _ask_folder(self, timeout: float) -> bool:
+    def _ask_folder(self, timeout: float, aggregates: bool) -> bool:
         folder = self._folder
         assert folder is not None and folder.stdin is not None
         if not self._ready:  # still starting: this process is quicker at folding the rest
@@ -398,13 +413,15 @@ class JournalWriter:
                 return False
             self._ready = True
         try:
-            folder.stdin.write(b"flush\n")
+            folder.stdin.write(b"aggregates\n" if aggregates else b"flush\n")
             folder.stdin.flush()
         except OSError:
             return False  # it died
         answer = self._answer(timeout)
         if answer is None:
             return False
+        if not self._folded_here:  # else the folder's are not the whole journal's
+            self.aggregates = answer.get("aggregates")
         self.error = answer.get("error") or None
         return int(answer.get("folded", 0)) >= self.offset
 
@@ -423,14 +440,17 @@ class JournalWriter:
             folder.kill()
             folder.wait()
 
-    def flush(self, timeout: float = 60.0) -> bool:
+    def flush(self, timeout: float = 60.0, *, aggregates: bool = False) -> bool:
         """Fold everything written so far; True when it is all in the store.
 
         The folder is asked first; if it is not ready yet, or does not answer in *timeout*
-        seconds, it is stopped and this process folds what is left itself.
+        seconds, it is stopped and this process folds what is left itself. With
+        *aggregates*, ``self.aggregates`` is then the journal's ``Tally.aggregates()``
+        when the folder folded all of it, else None (the store has them).
         """
+        self.aggregates = None
         if self._folder is not None:
-            if self._ask_folder(timeout):
+            if self._ask_folder(timeout, aggregates):
                 return True
             self._stop_folder()
         return self._fold_here()

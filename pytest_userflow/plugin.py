@@ -446,7 +446,7 @@ class UserflowRun:
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the spool keeps the rest
             self.sink.finish(timeout)
-            if self.journal is not None and not self.journal.flush():
+            if self.journal is not None and not self.journal.flush(aggregates=True):
                 self.errors.append(
                     f"the local store {self.settings.store} could not take this run's data yet "
                     f"({self.journal.error or 'timeout'}); it is kept in {self.journal.path} "
@@ -461,6 +461,7 @@ class UserflowRun:
                 dry_run=self.settings.dry_run,
                 notes=self._notes(),
                 with_events=self.settings.report is not None,
+                aggregates=self.journal.aggregates if self.journal is not None else None,
             )
             if self.workerinput is not None:
                 self.config.workeroutput["userflow"] = json.dumps(summary, default=str)  # type: ignore[attr-defined]

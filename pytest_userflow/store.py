@@ -339,8 +339,9 @@ class Store:
 
     def _record_many(
         self, items: list[tuple[EventRecord, tuple[list[dict[str, Any]], str, str] | None, str]]
-    ) -> None:
-        """Insert events, their measurements and uploads.
+    ) -> list[tuple[EventRecord, object]]:
+        """Insert events, their measurements and uploads; return the events inserted, each
+        with its upload.
 
         Idempotent: events already in the store are left as they are.
         """
@@ -352,11 +353,13 @@ class Store:
             sql = f"SELECT perf_event_id FROM events WHERE perf_event_id IN ({marks})"
             known.update(r[0] for r in self.db.execute(sql, chunk))
         measurement_rows, upload_rows = [], []
+        stored: list[tuple[EventRecord, object]] = []
         now = time.time()
         for event, upload, upload_state in items:
             if event.perf_event_id in known:
                 continue
             known.add(event.perf_event_id)
+            stored.append((event, upload))
             row_id = self.db.execute(
                 f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -402,6 +405,7 @@ class Store:
             " progress, updated_ts) VALUES (?,?,?,?,?,?,?,?)",
             upload_rows,
         )
+        return stored
 
     def _mark_rows(
         self,
@@ -435,8 +439,11 @@ class Store:
 
     def apply(
         self, ops: Iterable[dict[str, Any]], *, journal: str | None = None, offset: int = 0
-    ) -> None:
-        """Apply journal ops in one transaction, and note how far *journal* is folded."""
+    ) -> list[tuple[EventRecord, object]]:
+        """Apply journal ops in one transaction, and note how far *journal* is folded.
+
+        Returns the events it stored (those not in the store before), each with its upload.
+        """
         ops = list(ops)
         events = []
         for op in ops:
@@ -451,11 +458,12 @@ class Store:
                 )
         with self.transaction():
             # Events first, in one go: a mark or progress op always follows its event.
-            self._record_many(events)
+            stored = self._record_many(events)
             for op in ops:
                 if op["op"] != "event":
                     self._apply_op(op)
             self._note_journal(journal, offset)
+        return stored
 
     def _apply_op(self, op: dict[str, Any]) -> None:
         kind = op["op"]

@@ -40,14 +40,18 @@ def process_summary(
     dry_run: bool,
     notes: dict[str, Any],
     with_events: bool = False,
+    aggregates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What this process (or, with worker=False, the whole run) recorded, from the store.
 
-    Aggregates only, computed in SQL, unless *with_events* (the JSON report) asks for each
-    test: memory does not grow with the number of tests.
+    Aggregates only, computed in SQL unless given (the folder kept them, see tally.py),
+    and each test only when *with_events* (the JSON report) asks: memory does not grow
+    with the number of tests.
     """
     agg: dict[str, Any] = {"flows": {}, "keys": [], "pending": {"tests": 0, "measurements": 0}}
-    if store is not None:
+    if aggregates is not None:
+        agg = aggregates
+    elif store is not None:
         agg = store.run_aggregates(run_id, worker)
     for flow in agg["flows"].values():
         places: dict[str, int] = defaultdict(int)

@@ -341,3 +341,89 @@ def test_run_aggregates_give_count_min_median_max_of_numbers_per_group(tmp_path:
     assert got[("Login", "Build", "d1")] == (2, 1, 4, 4, 4)  # 4 and "v2": only the number
     assert got[("Search", "Build", None)] == (2, 1, 1, 1, 1)  # 1 and "v5"
     assert got[("Search", "Build", "d1")] == (1, 0, None, None, None)  # "v1" alone
+
+
+def varied_events(run: str = "r", worker: str | None = None) -> list[EventRecord]:
+    """Events with every shape the aggregates meet: several flows, statuses, devices, types,
+    units; ints, floats, big ints and text; odd and even counts; a test measuring nothing."""
+    events = []
+    for n in range(23):
+        values: list[int | float | str] = [n * 1.25, -n, 2**53 + n, f"v{n}" if n % 4 else n]
+        events.append(
+            EventRecord(
+                run_id=run,
+                flow=["Login", "Caf\u00e9 \U0001f600", "Search"][n % 3],
+                nodeid=f"t::{n}",
+                status=["Passed", "Failed", "Excluded", "Passed"][n % 4],
+                worker=worker,
+                device_address=["d1@h", None][n % 2],
+                perf_event_id=f"{run}-{worker}-{n}",
+                measurements=[]
+                if n == 5
+                else [
+                    Measurement("Time", values[0], None, ["s", "ms", None][n % 3]),
+                    Measurement("Time", values[1], "Custom Metrics", None),
+                    Measurement("Big", values[2], None, "bytes"),
+                    Measurement("Build", values[3], None, None),
+                ][: 1 + n % 4],
+            )
+        )
+    return events
+
+
+def test_a_tally_gives_exactly_the_stores_run_aggregates(tmp_path: Path) -> None:
+    from pytest_userflow.tally import Tally
+
+    store = Store(tmp_path / "s.db")
+    mine = varied_events("r", "gw0")
+    others = varied_events("r", "gw1") + varied_events("r2", "gw0")  # not this process's
+    store.apply([{"op": "event", "event": e, "upload": None} for e in others])
+    tally = Tally()
+    for start in range(0, len(mine), 5):  # batch by batch, as the folder folds
+        ops = [{"op": "event", "event": e, "upload": None} for e in mine[start : start + 5]]
+        tally.add(store.apply(ops))
+        tally.add(store.apply(ops))  # folded again: nothing is stored, nothing counted twice
+    expected = store.run_aggregates("r", "gw0")
+    assert len(expected["keys"]) > 20 and len(expected["flows"]) == 3
+    assert tally.aggregates() == expected
+    assert json.loads(json.dumps(tally.aggregates())) == expected  # as the folder sends them
+    assert list(tally.aggregates()["flows"]) == list(expected["flows"])  # the same order
+
+
+def test_a_tally_of_a_run_with_uploads_leaves_it_to_the_store() -> None:
+    from pytest_userflow.tally import Tally
+
+    tally = Tally()
+    event = varied_events()[0]
+    tally.add([(event, None)])
+    assert tally.aggregates() is not None
+    tally.add([(varied_events()[1], [[], "u", "v0"])])  # its place changes as it is sent
+    assert tally.aggregates() is None
+
+
+def test_the_folder_answers_with_the_aggregates_of_the_whole_journal(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store, folder_after=0)
+    events = varied_events()
+    for event in events:
+        writer.write({"op": "event", "event": event, "upload": None, "state": "pending"})
+    # A folder still starting when asked is not waited for (the writer folds): let it start.
+    assert wait_for(lambda: store_rows(store.path, "SELECT COUNT(*) FROM events") == [(23,)])
+    assert writer.flush(aggregates=True)
+    assert writer.aggregates == store.run_aggregates("r", None)
+    assert writer.flush() and writer.aggregates is None  # not asked
+    writer.close()
+
+
+def test_no_aggregates_when_the_writer_folded_part_of_the_journal(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store, folder_after=3)
+    events = varied_events()
+    writer.write({"op": "event", "event": events[0], "upload": None})
+    assert writer.flush(aggregates=True) and writer.aggregates is None  # no folder yet
+    for event in events[1:]:
+        writer.write({"op": "event", "event": event, "upload": None})
+    assert writer._folder is not None
+    assert writer.flush(aggregates=True)
+    assert writer.aggregates is None  # the folder did not see the first event
+    writer.close()

@@ -338,3 +338,44 @@ def test_a_store_of_schema_2_is_migrated_with_every_row(tmp_path) -> None:
     assert not {"events_v2", "measurements_v2"} & store._tables()
     store.close()
     assert Store(path).run_aggregates("r1")["flows"]["Login"]["tests"] == 2  # opened again: as is
+
+
+def test_a_long_run_summarizes_from_the_folders_aggregates(pytester: pytest.Pytester) -> None:
+    """Past a few hundred tests the folder process folds the journal and keeps the
+    aggregates; the summary shows the same figures the store holds."""
+    pytester.makeconftest(
+        """
+        from pytest_userflow.store import Store
+
+        def not_here(*args, **kwargs):
+            raise AssertionError("the summary read the store")
+
+        Store.run_aggregates = not_here
+        """
+    )
+    pytester.makepyfile(
+        """
+        import time
+        import pytest
+
+        @pytest.mark.userflow("Long")
+        @pytest.mark.parametrize("n", range(301))
+        def test_n(record_measurement, n):
+            record_measurement("N", n, units="ms")
+            record_measurement("Half", n / 2 if n % 3 else "none")
+            if n == 300:
+                time.sleep(1)  # the folder, started at the 200th test, is ready by now
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=301)
+    result.stdout.fnmatch_lines(
+        [
+            "flow 'Long': 301 tests (301 Passed); 602 measurements: 602 stored locally",
+            "  key   n    min  median  max    units",
+            "  Half  301  0.5  75      149.5  -",  # 200 numbers (n / 2 where n % 3), 101 texts
+            "  N     301  0    150     300    ms",
+        ]
+    )
+    path = pytester.path / ".userflow" / "userflow.db"
+    assert store_rows(path, "SELECT COUNT(*) FROM measurements") == [(602,)]
