@@ -83,7 +83,7 @@ def _event_tuple(e: EventRecord) -> tuple[Any, ...]:
         e.event_ts,
         e.duration,
         e.perf_event_id,
-        [(m.key, m.value, m.type, m.units) for m in e.measurements],
+        [tuple(m) for m in e.measurements],  # plain tuples: loading makes no classes
     )
 
 
@@ -103,7 +103,7 @@ def _event_from_tuple(t: tuple[Any, ...] | list[Any]) -> EventRecord:
         event_ts=ts,
         duration=dur,
         perf_event_id=event_id,
-        measurements=[Measurement(k, v, t, u) for k, v, t, u in measurements],
+        measurements=[Measurement._make(m) for m in measurements],
     )
 
 
@@ -253,7 +253,7 @@ def recover(store: Store) -> int:
     return folded
 
 
-def fold_forever(journal: str, store_path: str, interval: float = 0.1) -> None:
+def fold_forever(journal: str, store_path: str, interval: float = 0.02) -> None:
     """The folder: fold *journal* into the store as it grows, until standard input ends.
 
     A line on standard input asks for everything written so far (the writer wrote it before
@@ -273,6 +273,9 @@ def fold_forever(journal: str, store_path: str, interval: float = 0.1) -> None:
     threading.Thread(target=read_asks, daemon=True).start()
     path = Path(journal)
     store = Store(store_path)
+    # Checkpoint the WAL often, here and in the background: the tests' process closes the
+    # store last, and would otherwise copy up to 4 MB of WAL into it on its way out.
+    store.db.execute("PRAGMA wal_autocheckpoint = 100")
     folded, error = store.journal_offset(path.name), ""
     tally = Tally() if folded == 0 else None  # it sees the journal from its start
     print(json.dumps({"folded": folded, "error": error}), flush=True)
@@ -331,6 +334,7 @@ class JournalWriter:
         self._folder_after = folder_after
         self._folder: subprocess.Popen[bytes] | None = None
         self._answers: queue.Queue[bytes] = queue.Queue()  # the folder's lines
+        self._folder_ended = threading.Event()  # its output ended: it exited
         self._ready = False  # the folder said it is ready
         self._folded_here = False  # this process folded some of the journal itself
         self.aggregates: dict[str, Any] | None = None  # see flush
@@ -372,7 +376,7 @@ class JournalWriter:
             )
         except OSError:
             return
-        stdout, answers = folder.stdout, self._answers
+        stdout, answers, ended = folder.stdout, self._answers, self._folder_ended
         assert stdout is not None
 
         def read() -> None:
@@ -380,6 +384,7 @@ class JournalWriter:
                 for line in stdout:
                     answers.put(line)
             answers.put(b"")  # it ended
+            ended.set()
 
         threading.Thread(target=read, name="userflow-folder-reader", daemon=True).start()
         self._folder = folder
@@ -434,11 +439,11 @@ class JournalWriter:
         with contextlib.suppress(OSError):
             assert folder.stdin is not None
             folder.stdin.close()
-        try:
-            folder.wait(5)
-        except subprocess.TimeoutExpired:
+        # Its output ends when it exits: waiting for that wakes at once, where Popen.wait
+        # with a timeout polls (and costs a run up to a few milliseconds more).
+        if not self._folder_ended.wait(5):
             folder.kill()
-            folder.wait()
+        folder.wait()
 
     def flush(self, timeout: float = 60.0, *, aggregates: bool = False) -> bool:
         """Fold everything written so far; True when it is all in the store.

@@ -12,8 +12,7 @@ import math
 import numbers
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 Value = int | float | str
 
@@ -75,9 +74,11 @@ def check_value(value: object, *, key: str = "?", where: str | None = None) -> V
     return number
 
 
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    """One key/value pair of a test, with the optional type (category) and units."""
+class Measurement(NamedTuple):
+    """One key/value pair of a test, with the optional type (category) and units.
+
+    A named tuple: immutable, and built at the cost of a tuple (a test may record many).
+    """
 
     key: str
     value: Value
@@ -142,6 +143,8 @@ class Measurement:
 
 def dedupe(measurements: list[Measurement]) -> list[Measurement]:
     """Keep the last value of each (key, type), as the API does when it overwrites."""
+    if len({(m.key, m.type) for m in measurements}) == len(measurements):
+        return list(measurements)  # the common case: nothing to drop, the order stays
     seen: dict[tuple[str, str | None], Measurement] = {}
     for m in measurements:
         seen.pop((m.key, m.type), None)
@@ -150,20 +153,25 @@ def dedupe(measurements: list[Measurement]) -> list[Measurement]:
 
 
 def quick(key: object, value: object, type: object, units: object) -> Measurement | None:
-    """The common measurement, checked with a few type tests and no message built; None
-    when ``Measurement.create`` has to decide (and say what is wrong)."""
-    if not (
-        isinstance(key, str)
+    """The common measurement, checked with a few class tests and no message built; None
+    when ``Measurement.create`` has to decide (and say what is wrong).
+
+    Exactly str, int and float: subclasses, bool, numpy and Decimal take the long way.
+    """
+    kind = value.__class__
+    if (
+        key.__class__ is str
+        and ((kind is float and value - value == 0.0) or kind is int or kind is str)  # type: ignore[operator]
+        and (units is None or units.__class__ is str)
+        and (type is None or type.__class__ is str)
         and key
         and not key.isspace()
-        and (type is None or isinstance(type, str))
-        and (units is None or isinstance(units, str))
     ):
-        return None
-    kind = value.__class__  # exactly these: bool, numpy and Decimal take the long way
-    if kind is int or kind is str or (kind is float and math.isfinite(value)):  # type: ignore[arg-type]
-        return Measurement(key, value, type, units)  # type: ignore[arg-type]
+        return _new(Measurement, (key, value, type, units))  # finite: inf - inf is nan
     return None
+
+
+_new = tuple.__new__  # a Measurement without NamedTuple's Python-level __new__
 
 
 def normalize_status(status: object, *, where: str | None = None) -> str:

@@ -24,7 +24,7 @@ from .fixtures import (  # noqa: F401  (userflow_device is found on the plugin m
 )
 from .journal import JournalWriter, recover
 from .measurement import Measurement, MeasurementError, UserflowError, normalize_status
-from .recorder import Recorder, TestRecord, status_from_reports
+from .recorder import Recorder, TestRecord, flush_result, status_from_reports
 from .runinfo import new_run, run_from_dict
 from .sinks import DryRunSink, HeadSpinSink, NullSink, Sender, Sink
 from .store import EventRecord, RunInfo, Store, StoreError
@@ -119,8 +119,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[RUN_KEY]
 
 
-def _flow_of(item: pytest.Item, default: str | None) -> tuple[str | None, str | None]:
-    marker = item.get_closest_marker("userflow")
+def _flow_of(
+    item: pytest.Item, marker: pytest.Mark | None, default: str | None
+) -> tuple[str | None, str | None]:
     if marker is None:
         return default, None
     name = marker.args[0] if marker.args else marker.kwargs.get("name")
@@ -181,6 +182,8 @@ class UserflowRun:
         self.journal: JournalWriter | None = None
         self.recorder: Recorder | None = None
         self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
+        # node -> marker name -> its markers and its parents', nearest first (see _markers)
+        self.inherited: dict[pytest.Item | pytest.Collector, dict[str, list[pytest.Mark]]] = {}
         self.whole: dict[str, Any] | None = None
         self.gate: Gate | None = None
         self.summaries: list[dict[str, Any]] = []
@@ -294,14 +297,38 @@ class UserflowRun:
 
     # -- per test ------------------------------------------------------------------------------
 
+    def _markers(self, item: pytest.Item, name: str) -> list[pytest.Mark]:
+        """``list(item.iter_markers(name))``, nearest first, with the parents' part kept per
+        parent: a module's or class's markers are looked up once, not at every test."""
+        own = [mark for mark in item.own_markers if mark.name == name]
+        parent = item.parent
+        if parent is None:
+            return own
+        by_name = self.inherited.setdefault(parent, {})
+        inherited = by_name.get(name)
+        if inherited is None:
+            inherited = by_name[name] = list(parent.iter_markers(name))
+        return own + inherited if own else inherited
+
+    def _hooked(self, name: str) -> bool:
+        """Whether anything implements our hook *name*: a hook nobody implements is not
+        called, which spares each test a few microseconds per hook."""
+        return bool(getattr(self.config.hook, name).get_hookimpls())
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         record = TestRecord(item.nodeid, None, device=self.device)
         item.stash[RECORD_KEY] = record
         self.fixtures.current = record
-        record.flow, record.description = _flow_of(item, self.settings.flow)
+        flows = self._markers(item, "userflow")
+        record.flow, record.description = _flow_of(
+            item, flows[0] if flows else None, self.settings.flow
+        )
+        budgets = self._markers(item, "userflow_budget")
+        if not budgets:
+            return
         flow = record.flow or default_flow_name(item.nodeid)
-        for marker in reversed(list(item.iter_markers("userflow_budget"))):  # nearest last: wins
+        for marker in reversed(budgets):  # nearest last: wins
             key = marker.args[0] if marker.args else marker.kwargs.get("key")
             unknown = set(marker.kwargs) - {"key", "max", "min"}
             where = f"@pytest.mark.userflow_budget on {item.nodeid}"
@@ -344,10 +371,11 @@ class UserflowRun:
         Runs right after the call phase (and again after teardown for values that fixture
         teardowns recorded); a breach turns a passing report into a failure.
         """
+        if self.gate is None or not self.gate.active(record.budgets):
+            record.checked = len(record.measurements)
+            return
         new = record.measurements[record.checked :]
         record.checked = len(record.measurements)
-        if self.gate is None or not self.gate.active(record.budgets):
-            return
         flow = record.flow or default_flow_name(item.nodeid)
         failing = self.gate.check(
             item.nodeid,
@@ -371,21 +399,22 @@ class UserflowRun:
     def _finish(self, item: pytest.Item, record: TestRecord) -> EventRecord:
         assert self.recorder is not None
         reports = [record.reports[w] for w in ("setup", "call", "teardown") if w in record.reports]
-        ihook = item.ihook
         if record.status_override is not None:
             status, message = record.status_override
         else:
             status, message = status_from_reports(reports)
-            decided = ihook.pytest_userflow_status(item=item, reports=reports)
-            if decided is not None:
-                try:
-                    status, message = self._hook_status(item, decided)
-                except MeasurementError as exc:
-                    self.errors.append(f"{exc}; the built-in status {status} was used")
-        measurements = list(record.measurements)
-        validated = {id(m) for m in measurements}  # checked by record_measurement already
-        ihook.pytest_userflow_measurements(item=item, measurements=measurements)
-        record.measurements = self._checked(item, measurements, validated)
+            if self._hooked("pytest_userflow_status"):
+                decided = item.ihook.pytest_userflow_status(item=item, reports=reports)
+                if decided is not None:
+                    try:
+                        status, message = self._hook_status(item, decided)
+                    except MeasurementError as exc:
+                        self.errors.append(f"{exc}; the built-in status {status} was used")
+        if self._hooked("pytest_userflow_measurements"):
+            measurements = list(record.measurements)
+            validated = {id(m) for m in measurements}  # checked by record_measurement already
+            item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
+            record.measurements = self._checked(item, measurements, validated)
         return self.recorder.event_for(record, status, message, default_flow_name(item.nodeid))
 
     def _hook_status(self, item: pytest.Item, decided: Any) -> tuple[str, str | None]:
@@ -429,11 +458,12 @@ class UserflowRun:
             return
         item, event = pending
         try:
-            result = self.recorder.flush(event)
+            outcome = self.recorder.flush(event)
         except (UserflowError, sqlite3.Error) as exc:
             self.errors.append(f"could not record {event.nodeid}: {exc}")
             return
-        item.ihook.pytest_userflow_flushed(item=item, result=result)
+        if self._hooked("pytest_userflow_flushed"):
+            item.ihook.pytest_userflow_flushed(item=item, result=flush_result(event, outcome))
 
     # -- session end -----------------------------------------------------------------------------
 

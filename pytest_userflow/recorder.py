@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .measurement import Measurement, MeasurementError, dedupe, truncate_message
+from .measurement import Measurement, dedupe, truncate_message
 from .sinks import FlushOutcome, Sink
-from .store import EventRecord
+from .store import EventRecord, new_event_id
 
 
 class ReportLike(Protocol):
@@ -119,35 +119,34 @@ class Recorder:
     ) -> EventRecord:
         now = time.time()
         return EventRecord(
-            run_id=self.run_id,
-            flow=record.flow or fallback_flow,
-            nodeid=record.nodeid,
-            status=status,
-            status_message=truncate_message(message),
-            description=record.description,
-            worker=self.worker,
-            device_address=record.device,
-            session_id=record.session_id,
-            event_ts=now,
-            duration=now - record.started,
-            measurements=dedupe(record.measurements),
+            self.run_id,
+            record.flow or fallback_flow,
+            record.nodeid,
+            status,
+            truncate_message(message),
+            record.description,
+            self.worker,
+            record.device,
+            record.session_id,
+            now,
+            now - record.started,
+            dedupe(record.measurements),
+            new_event_id(),
         )
 
-    def flush(self, event: EventRecord) -> FlushResult:
-        for m in event.measurements:
-            if not isinstance(m, Measurement):
-                raise MeasurementError(
-                    f"pytest_userflow_measurements left a {type(m).__name__} in the list of "
-                    f"{event.nodeid}; only Measurement objects can be recorded"
-                )
-        outcome: FlushOutcome = self.sink.submit(event)
-        return FlushResult(
-            event.nodeid,
-            event.flow,
-            event.status,
-            event.status_message,
-            outcome.destination,
-            event.perf_event_id,
-            event.measurements,
-            outcome.plan,
-        )
+    def flush(self, event: EventRecord) -> FlushOutcome:
+        """Hand *event* (its measurements all checked) to the sink."""
+        return self.sink.submit(event)
+
+
+def flush_result(event: EventRecord, outcome: FlushOutcome) -> FlushResult:
+    return FlushResult(
+        event.nodeid,
+        event.flow,
+        event.status,
+        event.status_message,
+        outcome.destination,
+        event.perf_event_id,
+        event.measurements,
+        outcome.plan,
+    )

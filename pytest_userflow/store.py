@@ -141,13 +141,18 @@ def parse_time(value: str | float | int | datetime) -> float:
     )
 
 
-_ID_PREFIX = uuid.uuid4().hex[:20]
+def _prefix() -> str:
+    p = uuid.uuid4().hex
+    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-"
+
+
+_ID_PREFIX = _prefix()
 _id_counter = itertools.count()
 
 
 def _new_prefix() -> None:
     global _ID_PREFIX, _id_counter
-    _ID_PREFIX, _id_counter = uuid.uuid4().hex[:20], itertools.count()
+    _ID_PREFIX, _id_counter = _prefix(), itertools.count()
 
 
 if hasattr(os, "register_at_fork"):  # a forked child must not reuse its parent's ids
@@ -159,8 +164,7 @@ def new_event_id() -> str:
 
     As unique as uuid4 across processes and hosts, for a fraction of its cost per test.
     """
-    p = _ID_PREFIX
-    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{next(_id_counter):012x}"
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,10 @@ def test_fixtures_in_test_classes_raise_no_warnings(pytester: pytest.Pytester) -
         ("k", True, None, None),  # bool: refused
         ("k", float("nan"), None, None),
         ("k", float("inf"), None, None),
+        ("k", float("-inf"), None, None),
+        ("k", 2**70, None, None),
         (" ", 1, None, None),
+        ("\t\n", 2.0, None, None),
         ("", 1, None, None),
         (5, 1, None, None),
         ("k", 1, 3, None),
@@ -243,7 +246,8 @@ def test_the_quick_check_agrees_with_the_full_one(key, value, kind, units) -> No
             full = None
         fast = quick(key, candidate, kind, units)
         if fast is not None:  # quick may decline (then create decides) but never differ
-            assert fast == full and type(fast.value) is type(full.value)
+            assert type(fast) is Measurement and fast == full
+            assert type(fast.value) is type(full.value)
 
 
 def test_measurements_are_user_properties_when_a_report_reads_them(
