@@ -286,7 +286,10 @@ def _open_store(path: str, *, must_exist: bool = True) -> Store:
             f"no store at {path}: run pytest with pytest-userflow first, or pass --store"
         )
     store = Store(path)
-    recover(store)  # fold what crashed runs left in their journals
+    problems: list[str] = []
+    recover(store, problems)  # fold what crashed runs left in their journals
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     return store
 
 

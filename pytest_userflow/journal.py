@@ -33,6 +33,7 @@ import os
 import pickle
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -234,8 +235,13 @@ def fold_from(store: Store, path: Path, tally: Tally | None = None) -> tuple[int
     return len(ops), offset
 
 
-def recover(store: Store) -> int:
-    """Fold every journal left by a dead process into *store*; return how many ops."""
+def recover(store: Store, problems: list[str] | None = None) -> int:
+    """Fold every journal left by a dead process into *store*; return how many ops.
+
+    A journal that cannot be folded for what it holds (not for a busy or full disk) would
+    stop every later run at this point: it is renamed ``*.unfoldable-*`` beside the store,
+    kept as it is, and described in *problems*.
+    """
     folded = 0
     for path in sorted(store.path.parent.glob(journal_glob(store.path))):
         try:
@@ -245,8 +251,21 @@ def recover(store: Store) -> int:
         try:
             if not _try_lock(fd):
                 continue  # its process is alive and folds it itself
-            folded += fold_from(store, path)[0]
-            path.unlink()
+            try:
+                folded += fold_from(store, path)[0]
+            except (OSError, sqlite3.OperationalError):
+                raise  # the store or the disk: the journal waits for the next try
+            except Exception as exc:
+                aside = path.with_name(path.name.replace(".journal-", ".unfoldable-", 1))
+                path.rename(aside)
+                if problems is not None:
+                    problems.append(
+                        f"the journal {path.name} left by a process that ended early cannot be "
+                        f"folded into the store ({type(exc).__name__}: {exc}); it is kept as "
+                        f"{aside}"
+                    )
+            else:
+                path.unlink()
             store.forget_journal(path.name)
         finally:
             os.close(fd)

@@ -20,6 +20,8 @@ Value = int | float | str
 STATUSES = ("Passed", "Failed", "Excluded")
 #: Statuses the measurement listing filters on (``status=`` query parameter).
 FILTER_STATUSES = ("passed", "failed", "not_set", "excluded")
+#: The ints the store keeps (SQLite's 64-bit INTEGER).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 #: The API document's limit for a status message we send.
 MAX_STATUS_MESSAGE = 255
 
@@ -54,7 +56,8 @@ def check_value(value: object, *, key: str = "?", where: str | None = None) -> V
     """Return *value* as the API takes it, or raise :class:`MeasurementError`.
 
     A finite int or float (any real number type, numpy's included) or a str.
-    bool is refused even though it is an int: it is almost always a mistake.
+    bool is refused even though it is an int: it is almost always a mistake. An int must
+    fit in 64 bits, as the store (SQLite) keeps it.
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not ours
     if isinstance(value, str):
@@ -65,7 +68,13 @@ def check_value(value: object, *, key: str = "?", where: str | None = None) -> V
             f"got {type(value).__name__} {value!r}{_where(where)}"
         )
     if isinstance(value, numbers.Integral):
-        return int(value)
+        integer = int(value)
+        if not INT_MIN <= integer <= INT_MAX:
+            raise MeasurementError(
+                f"value for key {key!r} is an int beyond 64 bits ({integer}), which the store "
+                f"cannot keep; pass it as a float (float(value)){_where(where)}"
+            )
+        return integer
     number = float(value)
     if not math.isfinite(number):
         raise MeasurementError(
@@ -161,7 +170,11 @@ def quick(key: object, value: object, type: object, units: object) -> Measuremen
     kind = value.__class__
     if (
         key.__class__ is str
-        and ((kind is float and value - value == 0.0) or kind is int or kind is str)  # type: ignore[operator]
+        and (
+            (kind is float and value - value == 0.0)  # type: ignore[operator]
+            or (kind is int and INT_MIN <= value <= INT_MAX)  # type: ignore[operator]
+            or kind is str
+        )
         and (units is None or units.__class__ is str)
         and (type is None or type.__class__ is str)
         and key

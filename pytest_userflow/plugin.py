@@ -216,7 +216,7 @@ class UserflowRun:
         else:
             try:
                 self.store = Store(self.settings.store)
-                recover(self.store)  # what dead processes left in their journals
+                recover(self.store, self.errors)  # what dead processes left in journals
                 self.store.start_run(self.run)
                 if not self.controller:
                     self.journal = JournalWriter(self.store)
@@ -282,7 +282,7 @@ class UserflowRun:
             if self.store is not None:
                 # What the dead worker finished is in its journal when it shares this host's
                 # file system (popen workers); remote workers' stores are on their hosts.
-                recover(self.store)
+                recover(self.store, self.errors)
                 self.summaries.append(
                     process_summary(
                         self.store,
@@ -498,6 +498,8 @@ class UserflowRun:
             else:
                 self.summaries.append(summary)
         if self.workerinput is None:
+            if self.controller and self.errors:  # the workers' summaries carry their own
+                self.summaries.append({"errors": list(self.errors)})
             if self.store is not None:
                 self.store.finish_run(self.run.run_id)
                 if self.controller:

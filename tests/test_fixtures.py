@@ -28,6 +28,11 @@ from conftest import store_rows
             'record_measurement("t", [1])',
             "value for key 't' must be a finite int, float or str, got list",
         ),
+        (
+            'record_measurement("t", 2**64)',
+            "value for key 't' is an int beyond 64 bits (18446744073709551616), which the store "
+            "cannot keep; pass it as a float (float(value))",
+        ),
         ('record_measurement("", 1)', "key must be a non-empty str, got ''"),
         ('record_measurement("  ", 1)', "key must be a non-empty str, got '  '"),
         ("record_measurement(7, 1)", "key must be a str, got int 7"),

@@ -427,3 +427,27 @@ def test_no_aggregates_when_the_writer_folded_part_of_the_journal(tmp_path: Path
     assert writer.flush(aggregates=True)
     assert writer.aggregates is None  # the folder did not see the first event
     writer.close()
+
+
+def test_a_journal_that_cannot_be_folded_is_set_aside_not_retried_forever(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "s.db")
+    bad = event_op(1)
+    bad["event"].measurements = [Measurement("bytes", 2**64)]  # past validation, by hand
+    poisoned = tmp_path / "s.db.journal-1-poisoned"
+    poisoned.write_bytes(MAGIC + encode(bad))
+    fine = tmp_path / "s.db.journal-2-fine"
+    fine.write_bytes(MAGIC + encode(event_op(2)))
+    problems: list[str] = []
+    assert recover(store, problems) == 1  # the other dead process's journal is folded
+    aside = tmp_path / "s.db.unfoldable-1-poisoned"
+    assert [p.name for p in tmp_path.glob("s.db.*-*")] == [aside.name]
+    assert aside.read_bytes() == MAGIC + encode(bad)  # kept as it was
+    assert problems == [
+        "the journal s.db.journal-1-poisoned left by a process that ended early cannot be "
+        "folded into the store (OverflowError: Python int too large to convert to SQLite "
+        f"INTEGER); it is kept as {aside}"
+    ]
+    assert recover(store, problems) == 0 and len(problems) == 1  # and not tried again
+    assert store_rows(store.path, "SELECT nodeid FROM events") == [("t::2",)]

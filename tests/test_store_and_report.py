@@ -379,3 +379,34 @@ def test_a_long_run_summarizes_from_the_folders_aggregates(pytester: pytest.Pyte
     )
     path = pytester.path / ".userflow" / "userflow.db"
     assert store_rows(path, "SELECT COUNT(*) FROM measurements") == [(602,)]
+
+
+def test_a_journal_that_cannot_be_folded_does_not_stop_the_next_run(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    from pytest_userflow.journal import MAGIC, encode
+    from pytest_userflow.measurement import Measurement
+    from pytest_userflow.store import EventRecord, Store
+
+    Store(store_path).close()
+    event = EventRecord("old", "F", "t::old", "Passed", measurements=[Measurement("b", 2**64)])
+    journal = store_path.with_name(store_path.name + ".journal-99-dead")
+    journal.write_bytes(MAGIC + encode({"op": "event", "event": event, "upload": None}))
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR*the journal userflow.db.journal-99-dead left by a process that ended early "
+            "cannot be folded into the store (OverflowError: *); it is kept as "
+            "*userflow.db.unfoldable-99-dead",
+        ]
+    )
+    assert store_rows(store_path, "SELECT COUNT(*) FROM events") == [(3,)]
+    cli = subprocess.run(
+        [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "flows"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.returncode == 0 and "warning" not in cli.stderr  # set aside once, for good
