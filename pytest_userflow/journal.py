@@ -89,22 +89,21 @@ def _event_tuple(e: EventRecord) -> tuple[Any, ...]:
 
 
 def _event_from_tuple(t: tuple[Any, ...] | list[Any]) -> EventRecord:
-    *fields, measurements = t
-    run, flow, node, status, msg, desc, worker, device, session, ts, dur, event_id = fields
+    run, flow, node, status, msg, desc, worker, device, session, ts, dur, event_id, ms = t
     return EventRecord(
-        run_id=run,
-        flow=flow,
-        nodeid=node,
-        status=status,
-        status_message=msg,
-        description=desc,
-        worker=worker,
-        device_address=device,
-        session_id=session,
-        event_ts=ts,
-        duration=dur,
-        perf_event_id=event_id,
-        measurements=[Measurement._make(m) for m in measurements],
+        run,
+        flow,
+        node,
+        status,
+        msg,
+        desc,
+        worker,
+        device,
+        session,
+        ts,
+        dur,
+        list(map(Measurement._make, ms)),
+        event_id,
     )
 
 
@@ -142,7 +141,10 @@ class _PlainData(pickle.Unpickler):
 
 def decode(data: bytes) -> dict[str, Any]:
     """A record's body back into the op ``Store.apply`` takes."""
-    body = _PlainData(io.BytesIO(data)).load()
+    return _op(_PlainData(io.BytesIO(data)).load())
+
+
+def _op(body: tuple[Any, ...]) -> dict[str, Any]:
     kind = body[0]
     if kind == "event":
         _, event, upload, state = body
@@ -175,11 +177,17 @@ def read_ops(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
         f.seek(offset)
         data = f.read()
     ops, at = [], 0
+    stream = io.BytesIO(data)
+    unpickler = _PlainData(stream)  # one for the batch: each load reads one record's body
     while at + _LENGTH <= len(data):
         end = at + _LENGTH + int.from_bytes(data[at : at + _LENGTH], "little")
         if end > len(data):
             break  # the write was cut short by a crash: that op never happened
-        ops.append(decode(data[at + _LENGTH : end]))
+        stream.seek(at + _LENGTH)
+        ops.append(_op(unpickler.load()))
+        unpickler.memo.clear()
+        if stream.tell() != end:
+            raise pickle.UnpicklingError(f"a record of {path} does not end where it says")
         at = end
     return ops, offset + at
 

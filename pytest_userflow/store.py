@@ -356,17 +356,24 @@ class Store:
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT perf_event_id FROM events WHERE perf_event_id IN ({marks})"
             known.update(r[0] for r in self.db.execute(sql, chunk))
-        measurement_rows, upload_rows = [], []
+        event_rows, measurement_rows, upload_rows = [], [], []
         stored: list[tuple[EventRecord, object]] = []
         now = time.time()
+        # Rows are numbered here, so that every table takes its rows in one executemany:
+        # the transaction holds the write lock, nobody else numbers meanwhile.
+        row_id = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+        second, when = None, ""
         for event, upload, upload_state in items:
             if event.perf_event_id in known:
                 continue
             known.add(event.perf_event_id)
             stored.append((event, upload))
-            row_id = self.db.execute(
-                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            row_id += 1
+            if int(event.event_ts) != second:  # one date text per second, not per event
+                second, when = int(event.event_ts), api_time(event.event_ts)
+            event_rows.append(
                 (
+                    row_id,
                     event.perf_event_id,
                     event.run_id,
                     self._flow_id(event.flow, event.description),
@@ -378,10 +385,10 @@ class Store:
                     event.status,
                     event.status_message,
                     event.event_ts,
-                    api_time(event.event_ts),
+                    when,
                     event.duration,
-                ),
-            ).lastrowid
+                )
+            )
             measurement_rows += [
                 (row_id, m.key, m.type, m.units, m.value) for m in event.measurements
             ]
@@ -399,6 +406,10 @@ class Store:
                         now,
                     )
                 )
+        self.db.executemany(
+            f"INSERT INTO events (id, {_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            event_rows,
+        )
         self.db.executemany(
             "INSERT INTO measurement_rows (event, key_name, key_type, key_units, value)"
             " VALUES (?,?,?,?,?)",

@@ -451,3 +451,13 @@ def test_a_journal_that_cannot_be_folded_is_set_aside_not_retried_forever(
     ]
     assert recover(store, problems) == 0 and len(problems) == 1  # and not tried again
     assert store_rows(store.path, "SELECT nodeid FROM events") == [("t::2",)]
+
+
+def test_a_record_longer_than_its_body_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    body = encode(event_op(1))[4:] + b"junk"  # what a damaged length would claim
+    journal = tmp_path / "s.db.journal-3-damaged"
+    journal.write_bytes(MAGIC + len(body).to_bytes(4, "little") + body)
+    with pytest.raises(pickle.UnpicklingError, match="does not end where it says"):
+        fold_from(store, journal)
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
