@@ -5,7 +5,8 @@
 
 Bare pytest is ``-p no:userflow`` with a stub ``record_measurement`` that does nothing, so both
 sides run the same test bodies. Plugin and bare runs alternate (A/B, B/A, ...) and medians
-are reported with min and max. Cases:
+are reported with min and max, and the median of each round's own ratio (its two runs were
+back to back: the steadier figure on a noisy machine). Cases:
 
 1. local store, N tests x 10 measurements, tests doing no work: wall time ratio;
 2. HeadSpin backend against the stand-in adding 50 ms to every request, tests doing 20 ms of
@@ -58,7 +59,8 @@ def pytest_configure(config):
         config.pluginmanager.register(_Bare(), "bare-userflow-stub")
 '''
 
-# Prints the process's own peak RSS (KiB) after the run. Linux's VmHWM where there is one:
+# Prints the process's own peak RSS (KiB) after the run, and the CPU seconds it and its
+# children (the folder) used. Linux's VmHWM where there is one:
 # ru_maxrss carries the parent's peak over fork and exec, and this script's parent is big.
 RUNNER = """
 import resource, sys, pytest
@@ -70,6 +72,8 @@ try:
 except OSError:
     pass
 print("MAXRSS", peak, file=sys.stderr)
+cpu = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+print("CPU", sum(r.ru_utime + r.ru_stime for r in cpu), file=sys.stderr)
 sys.exit(rc)
 """
 
@@ -97,8 +101,10 @@ def make_suite(
     )
 
 
-def run_pytest(folder: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, int]:
-    """(wall seconds, peak RSS in KiB) of one pytest run in a fresh process."""
+def run_pytest(
+    folder: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS in KiB, CPU seconds) of one pytest run in a fresh process."""
     full_env = {**os.environ, **(env or {})}
     # As users run: compiled (and assertion-rewritten) modules cached between runs.
     full_env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -116,10 +122,10 @@ def run_pytest(folder: Path, *args: str, env: dict[str, str] | None = None) -> t
         raise SystemExit(
             f"pytest failed in {folder}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
-    rss = int(
-        next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS"))
+    said = dict(
+        line.split(" ", 1) for line in proc.stderr.splitlines() if line[:4] in ("MAXR", "CPU ")
     )
-    return wall, rss
+    return wall, int(said["MAXRSS"]), float(said["CPU"])
 
 
 def ab(
@@ -131,6 +137,7 @@ def ab(
 ) -> dict[str, Any]:
     """Alternate plugin and bare runs; medians, min and max of each, and the ratio of medians."""
     times: dict[str, list[float]] = {"plugin": [], "bare": []}
+    cpu: dict[str, list[float]] = {"plugin": [], "bare": []}
     for args in (plugin_args, ["-p", "no:userflow"]):  # warm-up: fill the bytecode caches
         run_pytest(folder, *args, env=env)
     for i in range(rounds):
@@ -139,12 +146,25 @@ def ab(
             if reset is not None and reset.exists():
                 shutil.rmtree(reset)
             args = plugin_args if side == "plugin" else ["-p", "no:userflow"]
-            times[side].append(run_pytest(folder, *args, env=env)[0])
+            wall, _, seconds = run_pytest(folder, *args, env=env)
+            times[side].append(wall)
+            cpu[side].append(seconds)
     med = {side: statistics.median(values) for side, values in times.items()}
+    # Each round's plugin run over its own bare run: the two ran back to back, so a machine
+    # that slows down for a while slows both, where medians of the sides can catch it apart.
+    paired = [p / b for p, b in zip(times["plugin"], times["bare"], strict=True)]
     return {
         "plugin_median": med["plugin"],
         "bare_median": med["bare"],
         "ratio": med["plugin"] / med["bare"],
+        "ratio_paired": statistics.median(paired),
+        "ratio_paired_min": min(paired),
+        "ratio_paired_max": max(paired),
+        # CPU seconds of pytest and its children (the folder process): the work, which a
+        # busy machine disturbs less than the wall time
+        "cpu_plugin_median": statistics.median(cpu["plugin"]),
+        "cpu_bare_median": statistics.median(cpu["bare"]),
+        "cpu_ratio": statistics.median(cpu["plugin"]) / statistics.median(cpu["bare"]),
         "plugin_min": min(times["plugin"]),
         "plugin_max": max(times["plugin"]),
         "bare_min": min(times["bare"]),
@@ -269,8 +289,8 @@ def case_memory(work_dir: Path, small: int) -> dict[str, Any]:
     for tests in (small, small * 4):
         folder = work_dir / f"mem{tests}"
         make_suite(folder, tests, 10, 0.0, None)
-        _, rss_plugin = run_pytest(folder, "--userflow-backend", "local")
-        _, rss_bare = run_pytest(folder, "-p", "no:userflow")
+        rss_plugin = run_pytest(folder, "--userflow-backend", "local")[1]
+        rss_bare = run_pytest(folder, "-p", "no:userflow")[1]
         out[f"rss_plugin_{tests}_mib"] = rss_plugin / 1024
         out[f"rss_bare_{tests}_mib"] = rss_bare / 1024
     growth_plugin = out[f"rss_plugin_{small * 4}_mib"] - out[f"rss_plugin_{small}_mib"]

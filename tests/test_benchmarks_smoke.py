@@ -27,6 +27,7 @@ def test_the_benchmark_script_runs_every_case(tmp_path: Path) -> None:
     assert [next(p for p in prefixes if n.startswith(p)) for n in names] == list(prefixes)
     local = next(r for r in data["results"] if r["case"].startswith("local store"))
     assert local["ratio"] > 0 and local["plugin_median"] > 0 and local["bare_median"] > 0
+    assert local["ratio_paired_min"] <= local["ratio_paired"] <= local["ratio_paired_max"]
     requests = next(r for r in data["results"] if r["case"] == "requests per test")
     assert (
         requests["v0_with_session"] == 2
