@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .measurement import Measurement, MeasurementError
 
@@ -39,8 +38,7 @@ def _bound(value: object, name: str, where: str) -> float | None:
     return float(value)
 
 
-@dataclass(frozen=True)
-class Budget:
+class Budget(NamedTuple):
     """Bounds of one key; *flow* ``*`` means any flow."""
 
     flow: str
@@ -116,8 +114,7 @@ def numeric(value: object) -> float | None:
     return float(value)
 
 
-@dataclass
-class Check:
+class Check(NamedTuple):
     """One checked value: its budget or baseline, and the verdict."""
 
     nodeid: str
@@ -168,8 +165,7 @@ def check_budget(nodeid: str, flow: str, m: Measurement, budget: Budget) -> Chec
     return Check(nodeid, flow, m.key, value, m.units, "budget", budget.describe(), verdict)
 
 
-@dataclass(frozen=True)
-class Baseline:
+class Baseline(NamedTuple):
     """The median of the last passed values of one flow and key."""
 
     flow: str
@@ -331,5 +327,5 @@ class Gate:
             decided = verdict(m, baseline)
             if decided is not None:
                 regressed = "regressed (warning)" if self.warn_only else "regressed"
-                check.verdict = regressed if decided else "ok"
+                check = check._replace(verdict=regressed if decided else "ok")
         return check

@@ -15,9 +15,8 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .measurement import (
     Measurement,
@@ -73,8 +72,7 @@ class RetryableError(HeadSpinError):
     """429, 5xx or a connection failure that outlived every retry."""
 
 
-@dataclass(frozen=True)
-class ApiCall:
+class ApiCall(NamedTuple):
     """One request as it goes on the wire (what dry runs print)."""
 
     method: str

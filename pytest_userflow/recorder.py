@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .measurement import Measurement, dedupe, truncate_message
 from .sinks import FlushOutcome, Sink
@@ -22,24 +21,38 @@ class ReportLike(Protocol):
     longrepr: Any
 
 
-@dataclass(slots=True)
 class TestRecord:
     """What one test recorded; lives on ``item.stash`` from setup to teardown."""
 
     __test__ = False  # not a test class, whatever pytest's collection thinks of the name
+    __slots__ = (
+        "budgets",
+        "checked",
+        "description",
+        "device",
+        "flow",
+        "measurements",
+        "nodeid",
+        "reports",
+        "session_id",
+        "started",
+        "status_override",
+        "used",
+    )
 
-    nodeid: str
-    flow: str | None
-    description: str | None = None
-    device: str | None = None
-    session_id: str | None = None
-    status_override: tuple[str, str | None] | None = None
-    measurements: list[Measurement] = field(default_factory=list)
-    used: bool = False  # the test asked for record_measurement or userflow
-    started: float = field(default_factory=time.time)
-    reports: dict[str, Any] = field(default_factory=dict)
-    budgets: dict[str, Any] = field(default_factory=dict)  # key -> Budget from budget=
-    checked: int = 0  # how many measurements were checked against budgets and baselines
+    def __init__(self, nodeid: str, flow: str | None, device: str | None = None) -> None:
+        self.nodeid = nodeid
+        self.flow = flow
+        self.description: str | None = None
+        self.device = device
+        self.session_id: str | None = None
+        self.status_override: tuple[str, str | None] | None = None
+        self.measurements: list[Measurement] = []
+        self.used = False  # the test asked for record_measurement or userflow
+        self.started = time.time()
+        self.reports: dict[str, Any] = {}
+        self.budgets: dict[str, Any] = {}  # key -> Budget from budget=
+        self.checked = 0  # how many measurements were checked against budgets and baselines
 
     def add(self, measurement: Measurement) -> None:
         self.measurements.append(measurement)
@@ -92,8 +105,7 @@ def status_from_reports(reports: Sequence[Any]) -> tuple[str, str | None]:
     return "Passed", None
 
 
-@dataclass
-class FlushResult:
+class FlushResult(NamedTuple):
     """What ``pytest_userflow_flushed`` receives: where one test's data went."""
 
     nodeid: str

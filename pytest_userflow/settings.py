@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -152,8 +152,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("userflow_regression_mode", "fail or warn", default="")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     flow: str | None
     backend: str  # resolved: local, headspin or off
     url: str
@@ -168,7 +167,13 @@ class Settings:
     regression: float = DEFAULT_REGRESSION
     baseline_runs: int = DEFAULT_BASELINE_RUNS
     regression_mode: str = "fail"
-    token: str | None = field(default=None, repr=False)
+    token: str | None = None
+
+    def __repr__(self) -> str:  # never the token
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self._fields if name != "token"
+        )
+        return f"Settings({shown})"
 
 
 def _pick(

@@ -15,8 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .client import AuthError, DryRunClient, HeadSpinClient, HeadSpinError, RetryableError
 from .measurement import MeasurementError
@@ -169,13 +168,17 @@ def run_plan(
     return {"step": len(plan), "vars": variables}
 
 
-@dataclass
 class SendStats:
-    sent: int = 0
-    failed: int = 0
-    retried_later: int = 0
-    auth_error: str | None = None
-    errors: list[str] = field(default_factory=list)
+    """What a sender did: counters, the token's refusal, and the errors seen."""
+
+    __slots__ = ("auth_error", "errors", "failed", "retried_later", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.failed = 0
+        self.retried_later = 0
+        self.auth_error: str | None = None
+        self.errors: list[str] = []
 
 
 class Sender:
@@ -333,8 +336,7 @@ class Sender:
         self.client.close()
 
 
-@dataclass
-class FlushOutcome:
+class FlushOutcome(NamedTuple):
     """What happened to one test's data at its teardown."""
 
     destination: str  # local, queued, local-only, dry-run, off

@@ -18,10 +18,9 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .measurement import FILTER_STATUSES, Measurement, UserflowError
 
@@ -167,8 +166,7 @@ def new_event_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
-@dataclass(frozen=True)
-class RunInfo:
+class RunInfo(NamedTuple):
     """What is known of one pytest run (also the head of the JSON report)."""
 
     run_id: str
@@ -192,27 +190,76 @@ class RunInfo:
         }
 
 
-@dataclass
+_EVENT_FIELDS = (
+    "run_id",
+    "flow",
+    "nodeid",
+    "status",
+    "status_message",
+    "description",
+    "worker",
+    "device_address",
+    "session_id",
+    "event_ts",
+    "duration",
+    "measurements",
+    "perf_event_id",
+)
+
+
 class EventRecord:
-    """One finished test: what goes into ``events`` and ``measurements``."""
+    """One finished test: what goes into ``events`` and ``measurements``.
 
-    run_id: str
-    flow: str
-    nodeid: str
-    status: str
-    status_message: str | None = None
-    description: str | None = None
-    worker: str | None = None
-    device_address: str | None = None
-    session_id: str | None = None
-    event_ts: float = field(default_factory=time.time)
-    duration: float | None = None
-    measurements: list[Measurement] = field(default_factory=list)
-    perf_event_id: str = field(default_factory=lambda: new_event_id())
+    *event_ts* defaults to now, *perf_event_id* to a new id. A plain class with slots, not
+    a dataclass: making a dataclass costs every pytest process about 1 ms at import.
+    """
+
+    __slots__ = _EVENT_FIELDS
+
+    def __init__(
+        self,
+        run_id: str,
+        flow: str,
+        nodeid: str,
+        status: str,
+        status_message: str | None = None,
+        description: str | None = None,
+        worker: str | None = None,
+        device_address: str | None = None,
+        session_id: str | None = None,
+        event_ts: float | None = None,
+        duration: float | None = None,
+        measurements: list[Measurement] | None = None,
+        perf_event_id: str | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.flow = flow
+        self.nodeid = nodeid
+        self.status = status
+        self.status_message = status_message
+        self.description = description
+        self.worker = worker
+        self.device_address = device_address
+        self.session_id = session_id
+        self.event_ts: float = time.time() if event_ts is None else event_ts
+        self.duration = duration
+        self.measurements: list[Measurement] = [] if measurements is None else measurements
+        self.perf_event_id: str = new_event_id() if perf_event_id is None else perf_event_id
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _EVENT_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EventRecord) and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _EVENT_FIELDS)
+        return f"EventRecord({shown})"
 
 
-@dataclass(frozen=True)
-class Upload:
+class Upload(NamedTuple):
     """A pending upload: the calls that deliver one event, and how far they got."""
 
     perf_event_id: str
