@@ -283,3 +283,25 @@ def test_junit_xml_carries_the_measurements(pytester: pytest.Pytester) -> None:
     assert '<property name="userflow" value="Login" />' in xml
     assert '<property name="userflow_status" value="Passed" />' in xml
     assert '<property name="userflow:Login Time" value="1.25" />' in xml
+
+
+def test_the_settings_never_show_the_token() -> None:
+    from pathlib import Path
+
+    from pytest_userflow.settings import Settings
+
+    settings = Settings(
+        flow=None,
+        backend="headspin",
+        url="https://api-dev.headspin.io",
+        store=Path(".userflow/userflow.db"),
+        devices=(),
+        api="v0",
+        report=None,
+        dry_run=False,
+        flush_timeout=60.0,
+        token="s3cr3t-t0ken",
+    )
+    assert settings.token == "s3cr3t-t0ken"
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings)
+    assert "backend='headspin'" in repr(settings)
