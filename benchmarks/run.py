@@ -108,9 +108,12 @@ def run_pytest(
     full_env = {**os.environ, **(env or {})}
     # As users run: compiled (and assertion-rewritten) modules cached between runs.
     full_env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # Both sides as a plain pytest install runs: the development extras' pytest-randomly
+    # (it reorders) and pytest-rerunfailures (it wraps every test) are left out.
+    plain = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:rerunfailures"]
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
+        [sys.executable, "-c", RUNNER, "-q", *plain, *args],
         cwd=folder,
         capture_output=True,
         text=True,

@@ -312,7 +312,8 @@ def fold_forever(journal: str, store_path: str, interval: float = 0.02) -> None:
         except queue.Empty:
             ask = b""  # nobody asked: fold what has come meanwhile
         try:
-            folded, error = fold_from(store, path, tally)[1], ""
+            if error or os.stat(path).st_size > folded:  # else nothing came: no query
+                folded, error = fold_from(store, path, tally)[1], ""
         except Exception as exc:  # busy or broken: tried again at the next turn
             error = f"{type(exc).__name__}: {exc}"
         if ask is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
@@ -156,6 +156,24 @@ def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
 REPORTS_READING_PROPERTIES = ("xmlpath", "report_log", "htmlpath", "json_report")
 
 
+class _Reruns:
+    """Beside pytest-rerunfailures only, which decides that an attempt is a rerun after its
+    teardown, when it logs the attempt's reports: each test is flushed when its teardown
+    report is logged, and an attempt logged as a rerun is dropped (the final one is kept).
+    Without it a test is flushed at its teardown, and logging costs nothing."""
+
+    def __init__(self, flush: Callable[[pytest.Item, EventRecord], None]) -> None:
+        self.flush = flush
+        self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if str(report.outcome) == "rerun":
+            self.pending.pop(report.nodeid, None)
+        elif report.when == "teardown" and report.nodeid in self.pending:
+            self.flush(*self.pending.pop(report.nodeid))
+
+
 class UserflowRun:
     """One pytest process's part of the run: its store, sink and summary."""
 
@@ -181,7 +199,7 @@ class UserflowRun:
         self.sink: Sink | None = None
         self.journal: JournalWriter | None = None
         self.recorder: Recorder | None = None
-        self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
+        self.reruns: _Reruns | None = None
         # node -> marker name -> its markers and its parents', nearest first (see _markers)
         self.inherited: dict[pytest.Item | pytest.Collector, dict[str, list[pytest.Mark]]] = {}
         self.whole: dict[str, Any] | None = None
@@ -236,6 +254,9 @@ class UserflowRun:
                 run_id=self.run.run_id,
                 worker=self.worker,
             )
+            if self.config.pluginmanager.hasplugin("rerunfailures"):
+                self.reruns = _Reruns(self._flush)
+                self.config.pluginmanager.register(self.reruns, "userflow-reruns")
 
     def _baselines(self) -> BaselineSource | None:
         s = self.settings
@@ -358,7 +379,10 @@ class UserflowRun:
                 report.user_properties.extend(
                     (f"userflow:{m.key}", m.value) for m in event.measurements
                 )
-            self.pending[item.nodeid] = (item, event)
+            if self.reruns is not None:  # pytest-rerunfailures may yet call it a rerun
+                self.reruns.pending[item.nodeid] = (item, event)
+            else:
+                self._flush(item, event)
         if report.when == "teardown":
             # Items live until the session ends: keeping the record (and its reports) on
             # them would make memory grow with the number of tests.
@@ -444,19 +468,8 @@ class UserflowRun:
                 self.errors.append(str(exc))
         return good
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        # pytest-rerunfailures logs a report with outcome "rerun" for an attempt it will
-        # retry (after all three phases ran): that attempt is dropped, the final one is kept.
-        if str(report.outcome) == "rerun":
-            self.pending.pop(report.nodeid, None)
-            return
-        if report.when != "teardown" or self.recorder is None:
-            return
-        pending = self.pending.pop(report.nodeid, None)
-        if pending is None:
-            return
-        item, event = pending
+    def _flush(self, item: pytest.Item, event: EventRecord) -> None:
+        assert self.recorder is not None
         try:
             outcome = self.recorder.flush(event)
         except (UserflowError, sqlite3.Error) as exc:
@@ -584,6 +597,8 @@ class UserflowRun:
 
     def close(self) -> None:
         self.config.pluginmanager.unregister(self.fixtures)
+        if self.reruns is not None:
+            self.config.pluginmanager.unregister(self.reruns)
         if self.sink is not None:
             self.sink.close()
         if self.journal is not None:

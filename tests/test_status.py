@@ -214,3 +214,65 @@ def test_only_the_final_rerun_attempt_is_recorded(pytester: pytest.Pytester, sto
         "SELECT e.status, m.value FROM events e JOIN measurements m USING (perf_event_id)",
     )
     assert rows == [("Passed", 3)]
+
+
+@pytest.mark.parametrize(
+    "plugins", [(), ("-p", "no:rerunfailures")], ids=["with-rerunfailures", "without"]
+)
+def test_every_outcome_is_recorded_once_with_or_without_rerunfailures(
+    pytester: pytest.Pytester, store_path, plugins: tuple[str, ...]
+) -> None:
+    """Beside pytest-rerunfailures a test is flushed when its teardown report is logged;
+    without it, at its teardown. Both record the same, and tell the flushed hook once."""
+    pytester.makeconftest(
+        """
+        flushed = []
+
+        def pytest_userflow_flushed(item, result):
+            flushed.append((item.name, result.status, result.destination))
+
+        def pytest_sessionfinish(session):
+            print("FLUSHED", sorted(flushed))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def broken_teardown():
+            yield
+            raise RuntimeError("teardown broke")
+
+        @pytest.mark.userflow("Flow")
+        @pytest.mark.parametrize("case", ["pass", "fail", "skip", "xfail", "teardown"])
+        def test_it(record_measurement, request, case):
+            record_measurement("t", 1)
+            if case == "fail":
+                assert False
+            if case == "skip":
+                pytest.skip("not today")
+            if case == "xfail":
+                pytest.xfail("known")
+            if case == "teardown":
+                request.getfixturevalue("broken_teardown")
+        """
+    )
+    result = pytester.runpytest("-s", *plugins)
+    result.assert_outcomes(passed=2, failed=1, skipped=1, xfailed=1, errors=1)
+    rows = store_rows(store_path, "SELECT nodeid, status FROM events ORDER BY nodeid")
+    assert [(nodeid.split("[")[1][:-1], status) for nodeid, status in rows] == [
+        ("fail", "Failed"),
+        ("pass", "Passed"),
+        ("skip", "Excluded"),
+        ("teardown", "Failed"),
+        ("xfail", "Excluded"),
+    ]
+    flushed = [
+        ("test_it[fail]", "Failed", "local"),
+        ("test_it[pass]", "Passed", "local"),
+        ("test_it[skip]", "Excluded", "local"),
+        ("test_it[teardown]", "Failed", "local"),
+        ("test_it[xfail]", "Excluded", "local"),
+    ]
+    assert f"FLUSHED {flushed}" in result.stdout.str()  # each once
