@@ -37,6 +37,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,14 @@ def recover(store: Store, problems: list[str] | None = None) -> int:
     return folded
 
 
-def fold_forever(journal: str, store_path: str, interval: float = 0.02) -> None:
+#: The folder folds once this much is unfolded, or once the oldest unfolded record waited
+#: FOLD_AFTER seconds: batches of ~80 tests, few enough transactions to cost the folder little
+#: CPU beside the tests, and little left to fold when the run ends.
+FOLD_BYTES = 32 * 1024
+FOLD_AFTER = 0.1
+
+
+def fold_forever(journal: str, store_path: str, interval: float = 0.01) -> None:
     """The folder: fold *journal* into the store as it grows, until standard input ends.
 
     A line on standard input asks for everything written so far (the writer wrote it before
@@ -301,20 +309,30 @@ def fold_forever(journal: str, store_path: str, interval: float = 0.02) -> None:
     path = Path(journal)
     store = Store(store_path)
     # Checkpoint the WAL often, here and in the background: the tests' process closes the
-    # store last, and would otherwise copy up to 4 MB of WAL into it on its way out.
+    # store last, and would otherwise copy up to 4 MB of WAL into it on its way out (5-8 ms).
     store.db.execute("PRAGMA wal_autocheckpoint = 100")
     folded, error = store.journal_offset(path.name), ""
     tally = Tally() if folded == 0 else None  # it sees the journal from its start
     print(json.dumps({"folded": folded, "error": error}), flush=True)
+    waiting_since: float | None = None  # when unfolded records were first seen
     while True:
         try:
             ask: bytes | None = asks.get(timeout=interval)
         except queue.Empty:
-            ask = b""  # nobody asked: fold what has come meanwhile
+            ask = b""  # nobody asked: fold what has come meanwhile, when it is time
         try:
-            if error or os.stat(path).st_size > folded:  # else nothing came: no query
+            unfolded = os.stat(path).st_size - folded
+            now = time.monotonic()
+            if unfolded > 0 and waiting_since is None:
+                waiting_since = now
+            if (
+                ask != b""
+                or unfolded >= FOLD_BYTES
+                or (waiting_since is not None and now - waiting_since >= FOLD_AFTER)
+            ):
+                waiting_since = None
                 folded, error = fold_from(store, path, tally)[1], ""
-        except Exception as exc:  # busy or broken: tried again at the next turn
+        except Exception as exc:  # busy or broken: tried again after FOLD_AFTER
             error = f"{type(exc).__name__}: {exc}"
         if ask is None:
             store.close()
