@@ -325,7 +325,9 @@ class UserflowRun:
         parent = item.parent
         if parent is None:
             return own
-        by_name = self.inherited.setdefault(parent, {})
+        by_name = self.inherited.get(parent)
+        if by_name is None:
+            by_name = self.inherited[parent] = {}
         inherited = by_name.get(name)
         if inherited is None:
             inherited = by_name[name] = list(parent.iter_markers(name))
