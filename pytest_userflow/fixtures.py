@@ -19,7 +19,6 @@ from .measurement import (
 )
 from .recorder import TestRecord
 
-RECORD_KEY = pytest.StashKey[TestRecord]()
 DEVICE_KEY = pytest.StashKey["str | None"]()
 
 

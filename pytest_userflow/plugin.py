@@ -17,7 +17,6 @@ from . import hookspecs, settings
 from .budgets import BaselineSource, Budget, BudgetExceeded, Gate, headspin_fetch, local_fetch
 from .fixtures import (  # noqa: F401  (userflow_device is found on the plugin module)
     DEVICE_KEY,
-    RECORD_KEY,
     Fixtures,
     default_flow_name,
     userflow_device,
@@ -200,6 +199,8 @@ class UserflowRun:
         self.journal: JournalWriter | None = None
         self.recorder: Recorder | None = None
         self.reruns: _Reruns | None = None
+        self.testing: tuple[pytest.Item, TestRecord] | None = None  # from setup to teardown
+        self.hooked: dict[str, bool] = {}  # see _hooked
         # node -> marker name -> its markers and its parents', nearest first (see _markers)
         self.inherited: dict[pytest.Item | pytest.Collector, dict[str, list[pytest.Mark]]] = {}
         self.whole: dict[str, Any] | None = None
@@ -335,13 +336,20 @@ class UserflowRun:
 
     def _hooked(self, name: str) -> bool:
         """Whether anything implements our hook *name*: a hook nobody implements is not
-        called, which spares each test a few microseconds per hook."""
-        return bool(getattr(self.config.hook, name).get_hookimpls())
+        called, which spares each test a few microseconds per hook. Known until a plugin
+        or conftest is registered."""
+        hooked = self.hooked.get(name)
+        if hooked is None:
+            hooked = self.hooked[name] = bool(getattr(self.config.hook, name).get_hookimpls())
+        return hooked
+
+    def pytest_plugin_registered(self) -> None:
+        self.hooked.clear()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         record = TestRecord(item.nodeid, None, device=self.device)
-        item.stash[RECORD_KEY] = record
+        self.testing = (item, record)
         self.fixtures.current = record
         flows = self._markers(item, "userflow")
         record.flow, record.description = _flow_of(
@@ -367,9 +375,9 @@ class UserflowRun:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        record = item.stash.get(RECORD_KEY, None)
-        if record is None or self.recorder is None:
+        if self.testing is None or self.testing[0] is not item or self.recorder is None:
             return report
+        record = self.testing[1]
         record.reports[report.when] = report
         if report.when != "setup" and len(record.measurements) > record.checked:
             self._gate(item, record, report)
@@ -386,9 +394,7 @@ class UserflowRun:
             else:
                 self._flush(item, event)
         if report.when == "teardown":
-            # Items live until the session ends: keeping the record (and its reports) on
-            # them would make memory grow with the number of tests.
-            del item.stash[RECORD_KEY]
+            self.testing = None  # the record (and its reports) go with the test
         return report
 
     def _gate(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:

@@ -343,6 +343,9 @@ class FlushOutcome(NamedTuple):
     plan: Plan | None = None
 
 
+_LOCAL = FlushOutcome("local")
+
+
 class Sink:
     """Writes each finished test to the local store; subclasses decide what else happens."""
 
@@ -357,7 +360,7 @@ class Sink:
 
     def submit(self, event: EventRecord) -> FlushOutcome:
         self._write_event(event)
-        return FlushOutcome("local")
+        return _LOCAL
 
     def finish(self, timeout: float) -> None:
         """Called once at session end."""

@@ -276,3 +276,37 @@ def test_every_outcome_is_recorded_once_with_or_without_rerunfailures(
         ("test_it[xfail]", "Excluded", "local"),
     ]
     assert f"FLUSHED {flushed}" in result.stdout.str()  # each once
+
+
+def test_a_hook_registered_during_the_run_is_called_from_then_on(
+    pytester: pytest.Pytester,
+) -> None:
+    """Hooks nobody implements are skipped, and that is known per registration: a plugin
+    registered by a test is heard for the tests after it."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        seen = []
+
+        class Late:
+            def pytest_userflow_flushed(self, item, result):
+                seen.append(item.name)
+
+        @pytest.mark.userflow("Flow")
+        def test_0():
+            pass  # flushed while nothing implements the hook
+
+        @pytest.mark.userflow("Flow")
+        def test_a(request):
+            request.config.pluginmanager.register(Late(), "late")
+
+        @pytest.mark.userflow("Flow")
+        def test_b():
+            pass
+
+        def test_c():
+            assert seen == ["test_a", "test_b"]  # test_a is flushed after it registered
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=4)
