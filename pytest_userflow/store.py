@@ -346,6 +346,10 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def checkpoint_every(self, pages: int) -> None:
+        """Copy the WAL into the store whenever this connection's commits grew it by *pages*."""
+        self.db.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+
     def transaction(self) -> _Transaction:
         return _Transaction(self.db)
 
