@@ -54,9 +54,6 @@ class TestRecord:
         self.budgets: dict[str, Any] = {}  # key -> Budget from budget=
         self.checked = 0  # how many measurements were checked against budgets and baselines
 
-    def add(self, measurement: Measurement) -> None:
-        self.measurements.append(measurement)
-
     @property
     def wanted(self) -> bool:
         """Whether this test goes to a flow: it has a flow, or it recorded something."""
