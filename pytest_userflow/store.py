@@ -145,17 +145,15 @@ def _prefix() -> str:
     return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-"
 
 
-_ID_PREFIX = _prefix()
-_id_counter = itertools.count()
-
-
-def _new_prefix() -> None:
-    global _ID_PREFIX, _id_counter
-    _ID_PREFIX, _id_counter = _prefix(), itertools.count()
-
-
-if hasattr(os, "register_at_fork"):  # a forked child must not reuse its parent's ids
-    os.register_at_fork(after_in_child=_new_prefix)
+#: This process's id prefix and counter. A forked child must not reuse its parent's ids, so
+#: the fork empties the list and the child's first id makes a new one. What is registered is
+#: the list's own ``clear``, not a function of this module: the interpreter holds fork
+#: callbacks until its very end, and a function would hold this module's globals with them,
+#: and through its loader (pytest's assertion rewriter) the pytest session and every test
+#: item. That made the interpreter's exit 40-60 ms slower in a run of 2,000 tests.
+_IDS: list[Any] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDS.clear)
 
 
 def new_event_id() -> str:
@@ -163,7 +161,10 @@ def new_event_id() -> str:
 
     As unique as uuid4 across processes and hosts, for a fraction of its cost per test.
     """
-    return f"{_ID_PREFIX}{next(_id_counter):012x}"
+    ids = _IDS
+    if not ids:  # this process's first id
+        ids += (_prefix(), itertools.count())
+    return f"{ids[0]}{next(ids[1]):012x}"
 
 
 class RunInfo(NamedTuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -410,3 +411,51 @@ def test_a_journal_that_cannot_be_folded_does_not_stop_the_next_run(
         check=False,
     )
     assert cli.returncode == 0 and "warning" not in cli.stderr  # set aside once, for good
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    from pytest_userflow.store import new_event_id
+
+    parent = [new_event_id() for _ in range(3)]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids go back through the pipe
+        try:
+            os.write(write, " ".join(new_event_id() for _ in range(3)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent.append(new_event_id())
+    assert len(child) == 3 and not set(child) & set(parent)
+    prefix = parent[0][:24]
+    assert all(i.startswith(prefix) for i in parent)  # one prefix a process, a counter after it
+    assert all(i.startswith(child[0][:24]) for i in child) and child[0][:24] != prefix
+
+
+def test_nothing_outside_the_store_module_keeps_its_globals_alive() -> None:
+    """Once the store module is dropped, its globals can go: the interpreter keeps fork
+    callbacks until its very end, and one of this module's functions there would keep them,
+    and through the assertion rewriter that loaded the module, a pytest session with every
+    test item, alive through the interpreter's slow last collection."""
+    code = """if True:
+        import gc, sys, weakref
+        import pytest_userflow.store as store
+        store.new_event_id()
+        class Probe: pass
+        probe = Probe()
+        store.__dict__["_probe"] = probe
+        ref = weakref.ref(probe)
+        del probe, store
+        for name in [n for n in sys.modules if n.startswith("pytest_userflow")]:
+            del sys.modules[name]
+        gc.collect()
+        print("alive" if ref() is not None else "freed")
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "freed"
