@@ -83,6 +83,25 @@ def test_a_journal_of_the_first_format_json_lines_is_still_folded(tmp_path: Path
     assert not journal.exists()
 
 
+def test_records_pickled_with_the_earlier_protocol_are_still_folded(tmp_path: Path) -> None:
+    """Journals left by the previous version hold protocol-2 records, mixed here with new ones."""
+
+    def protocol_2(record: bytes) -> bytes:
+        body = pickle.dumps(pickle.loads(record[4:]), protocol=2)
+        return len(body).to_bytes(4, "little") + body
+
+    new = encode(event_op(1))
+    assert new != protocol_2(new)  # the encodings do differ
+    store = Store(tmp_path / "s.db")
+    journal = tmp_path / "s.db.journal-996-old"
+    journal.write_bytes(MAGIC + protocol_2(encode(event_op(0))) + new)
+    assert recover(store) == 2
+    assert store_rows(store.path, "SELECT nodeid, value FROM measurements ORDER BY value") == [
+        ("t::0", 0),
+        ("t::1", 1),
+    ]
+
+
 def test_a_record_holding_anything_but_plain_data_is_refused(tmp_path: Path) -> None:
     body = pickle.dumps(("event", Path("/etc/passwd"), None, "pending"))
     with pytest.raises(pickle.UnpicklingError, match="plain data, not pathlib"):
