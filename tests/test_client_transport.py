@@ -213,31 +213,29 @@ def test_errors_share_one_base_class() -> None:
         assert issubclass(error, HeadSpinError)
 
 
-def test_proxies_from_the_environment_are_honoured_and_no_proxy_too(
-    headspin, sleeps, monkeypatch
-) -> None:
+def test_proxies_from_the_environment_are_honoured_and_no_proxy_too(headspin, monkeypatch) -> None:
     with socket.socket() as closed:  # a port where no proxy listens
         closed.bind(("127.0.0.1", 0))
         proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
     monkeypatch.setenv("HTTP_PROXY", proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    through_proxy = HeadSpinClient(TOKEN, base_url=headspin.url, retries=0, sleep=sleeps.append)
-    with pytest.raises(RetryableError, match="could not reach"):
+    through_proxy = HeadSpinClient(TOKEN, base_url=headspin.url, retries=0)
+    with through_proxy, pytest.raises(RetryableError, match="could not reach"):
         through_proxy.list_user_flows()  # it went to the proxy, which is not there
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    direct = HeadSpinClient(TOKEN, base_url=headspin.url, retries=0, sleep=sleeps.append)
-    assert direct.list_user_flows() == []
+    with HeadSpinClient(TOKEN, base_url=headspin.url, retries=0) as direct:
+        assert direct.list_user_flows() == []
     assert len(headspin.state.requests) == 1
 
 
 def test_a_netrc_entry_for_the_host_does_not_replace_the_token(
-    headspin, client, tmp_path, monkeypatch
+    headspin, tmp_path, monkeypatch
 ) -> None:
     netrc = tmp_path / ".netrc"
     netrc.write_text("machine 127.0.0.1 login someone password secret\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     monkeypatch.setenv("HOME", str(tmp_path))
-    fresh = HeadSpinClient(TOKEN, base_url=headspin.url, retries=0)
-    assert fresh.list_user_flows() == []  # sent with the Bearer token: not refused
+    with HeadSpinClient(TOKEN, base_url=headspin.url, retries=0) as client:
+        assert client.list_user_flows() == []  # sent with the Bearer token: not refused

@@ -415,22 +415,29 @@ def test_a_journal_that_cannot_be_folded_does_not_stop_the_next_run(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_makes_ids_of_its_own() -> None:
-    from pytest_userflow.store import new_event_id
-
-    parent = [new_event_id() for _ in range(3)]
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its ids go back through the pipe
-        try:
+    # Forked in a process of its own: forking pytest (threads, open store) is not safe.
+    code = """if True:
+        import os
+        from pytest_userflow.store import new_event_id
+        parent = [new_event_id() for _ in range(3)]
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its ids go back through the pipe
             os.write(write, " ".join(new_event_id() for _ in range(3)).encode())
-        finally:
             os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        child = pipe.read().split()
-    os.waitpid(pid, 0)
-    parent.append(new_event_id())
-    assert len(child) == 3 and not set(child) & set(parent)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            child = pipe.read()
+        os.waitpid(pid, 0)
+        parent.append(new_event_id())
+        print(" ".join(parent))
+        print(child)
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    parent, child = (line.split() for line in out.splitlines())
+    assert len(parent) == 4 and len(child) == 3 and not set(child) & set(parent)
     prefix = parent[0][:24]
     assert all(i.startswith(prefix) for i in parent)  # one prefix a process, a counter after it
     assert all(i.startswith(child[0][:24]) for i in child) and child[0][:24] != prefix
