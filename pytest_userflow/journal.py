@@ -15,7 +15,8 @@ little-endian) and the body, the op pickled as plain data (tuples, lists, dicts,
 numbers, None; loading refuses anything else). A record cut short by a crash is an op that
 never happened. The ops, as tuples:
 
-- ``("event", event, upload, state)``: *event* as ``_event_tuple`` lays it out, *upload*
+- ``("event", event, upload, state)``: *event* as ``_event_tuple`` lays it out (its
+  measurements may repeat a key and type: the last one counts), *upload*
   ``[plan, base_url, api]`` or None;
 - ``("mark", perf_event_id, state, error, progress, remote)``;
 - ``("progress", perf_event_id, progress)``.
@@ -42,7 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .measurement import Measurement
+from .measurement import Measurement, dedupe
 from .store import PENDING, EventRecord, Store
 from .tally import Tally
 
@@ -103,7 +104,8 @@ def _event_from_tuple(t: tuple[Any, ...] | list[Any]) -> EventRecord:
         session,
         ts,
         dur,
-        list(map(Measurement._make, ms)),
+        # A quick write keeps duplicates: the last value of each key and type is the one kept
+        dedupe(list(map(Measurement._make, ms))),
         event_id,
     )
 
@@ -390,7 +392,20 @@ class JournalWriter:
             self._start_folder()
 
     def write(self, op: dict[str, Any]) -> None:
-        record = encode(op)
+        self._append(encode(op))
+
+    def write_event(self, head: tuple[Any, ...], measurements: list[Measurement]) -> None:
+        """A finished test, the quick way: no EventRecord and no op are made for it.
+
+        *head* is the first twelve fields of ``_event_tuple``; *measurements* are as recorded,
+        duplicates and all: folding keeps the last value of each key and type.
+        """
+        data = pickle.dumps(
+            ("event", (*head, [tuple(m) for m in measurements]), None, PENDING), protocol=5
+        )
+        self._append(len(data).to_bytes(_LENGTH, "little") + data)
+
+    def _append(self, record: bytes) -> None:
         with self._lock:
             os.write(self.fd, record)
             self.offset += len(record)

@@ -201,8 +201,9 @@ class UserflowRun:
         self.reruns: _Reruns | None = None
         self.testing: tuple[pytest.Item, TestRecord] | None = None  # from setup to teardown
         self.hooked: dict[str, bool] = {}  # see _hooked
-        # node -> marker name -> its markers and its parents', nearest first (see _markers)
-        self.inherited: dict[pytest.Item | pytest.Collector, dict[str, list[pytest.Mark]]] = {}
+        self.quick: bool | None = None  # see _quick
+        # id(parent) -> (parent, its userflow markers, its userflow_budget markers): see _markers
+        self.inherited: dict[int, tuple[Any, list[pytest.Mark], list[pytest.Mark]]] = {}
         self.whole: dict[str, Any] | None = None
         self.gate: Gate | None = None
         self.summaries: list[dict[str, Any]] = []
@@ -274,9 +275,10 @@ class UserflowRun:
 
     def _make_sink(self) -> Sink:
         s = self.settings
-        write = self.journal.write if self.journal is not None else None
-        if write is None:  # the xdist controller records nothing itself
+        journal = self.journal
+        if journal is None:  # the xdist controller records nothing itself
             return NullSink()
+        write = journal.write
         if s.dry_run:
             return DryRunSink(write, s.url, s.api)
         if s.backend == "headspin":
@@ -286,7 +288,7 @@ class UserflowRun:
             return HeadSpinSink(
                 write, Sender(HeadSpinClient(s.token, base_url=s.url), write), s.api
             )
-        return Sink(write)
+        return Sink(write, journal.write_event)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -319,20 +321,26 @@ class UserflowRun:
 
     # -- per test ------------------------------------------------------------------------------
 
-    def _markers(self, item: pytest.Item, name: str) -> list[pytest.Mark]:
-        """``list(item.iter_markers(name))``, nearest first, with the parents' part kept per
-        parent: a module's or class's markers are looked up once, not at every test."""
-        own = [mark for mark in item.own_markers if mark.name == name]
+    def _markers(self, item: pytest.Item) -> tuple[list[pytest.Mark], list[pytest.Mark]]:
+        """The item's ``userflow`` and ``userflow_budget`` markers, each nearest first (as
+        ``iter_markers`` gives them), with the parents' part kept per parent: a module's or
+        class's markers are looked up once, not at every test. Kept by the parent's id (with
+        the parent, so the id stays its own): hashing a node is a Python call."""
         parent = item.parent
-        if parent is None:
-            return own
-        by_name = self.inherited.get(parent)
-        if by_name is None:
-            by_name = self.inherited[parent] = {}
-        inherited = by_name.get(name)
+        inherited = self.inherited.get(id(parent))
         if inherited is None:
-            inherited = by_name[name] = list(parent.iter_markers(name))
-        return own + inherited if own else inherited
+            inherited = self.inherited[id(parent)] = (
+                parent,
+                list(parent.iter_markers("userflow")) if parent is not None else [],
+                list(parent.iter_markers("userflow_budget")) if parent is not None else [],
+            )
+        flows, budgets = inherited[1], inherited[2]
+        for mark in item.own_markers:  # usually none of ours: one pass, nothing made
+            if mark.name == "userflow" or mark.name == "userflow_budget":
+                own = [m for m in item.own_markers if m.name == "userflow"]
+                own_budgets = [m for m in item.own_markers if m.name == "userflow_budget"]
+                return own + flows, own_budgets + budgets
+        return flows, budgets
 
     def _hooked(self, name: str) -> bool:
         """Whether anything implements our hook *name*: a hook nobody implements is not
@@ -343,19 +351,33 @@ class UserflowRun:
             hooked = self.hooked[name] = bool(getattr(self.config.hook, name).get_hookimpls())
         return hooked
 
+    def _quick(self) -> bool:
+        """Whether a finished test needs nothing but keeping, the quick way (see _finish):
+        the sink keeps tests without an EventRecord, no report file reads user properties,
+        no rerunfailures, and none of our hooks about a test's data is implemented."""
+        assert self.recorder is not None
+        return (
+            self.recorder.write_event is not None
+            and not self.properties
+            and self.reruns is None
+            and not self._hooked("pytest_userflow_status")
+            and not self._hooked("pytest_userflow_measurements")
+            and not self._hooked("pytest_userflow_flushed")
+        )
+
     def pytest_plugin_registered(self) -> None:
         self.hooked.clear()
+        self.quick = None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         record = TestRecord(item.nodeid, None, device=self.device)
         self.testing = (item, record)
         self.fixtures.current = record
-        flows = self._markers(item, "userflow")
+        flows, budgets = self._markers(item)
         record.flow, record.description = _flow_of(
             item, flows[0] if flows else None, self.settings.flow
         )
-        budgets = self._markers(item, "userflow_budget")
         if not budgets:
             return
         flow = record.flow or default_flow_name(item.nodeid)
@@ -381,21 +403,49 @@ class UserflowRun:
         record.reports[report.when] = report
         if report.when != "setup" and len(record.measurements) > record.checked:
             self._gate(item, record, report)
-        if report.when == "teardown" and record.wanted:
-            event = self._finish(item, record)
-            if self.properties:
-                report.user_properties.append(("userflow", event.flow))
-                report.user_properties.append(("userflow_status", event.status))
-                report.user_properties.extend(
-                    (f"userflow:{m.key}", m.value) for m in event.measurements
-                )
-            if self.reruns is not None:  # pytest-rerunfailures may yet call it a rerun
-                self.reruns.pending[item.nodeid] = (item, event)
-            else:
-                self._flush(item, event)
         if report.when == "teardown":
             self.testing = None  # the record (and its reports) go with the test
+            if record.wanted:
+                self._finish(item, record, report)
         return report
+
+    def _finish(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
+        """Hand the finished test to the sink (it is flushed now, or after rerunfailures
+        decides that this attempt is the last)."""
+        assert self.recorder is not None
+        quick = self.quick
+        if quick is None:
+            quick = self.quick = self._quick()
+        if quick:  # the common case, kept short: it is what every test pays at its teardown
+            status, message = record.status_override or status_from_reports(
+                list(record.reports.values())
+            )
+            try:
+                self.recorder.keep(
+                    record, status, message, record.flow or default_flow_name(item.nodeid)
+                )
+            except OSError as exc:
+                self.errors.append(f"could not record {item.nodeid}: {exc}")
+            return
+        status, message = self._status(item, record)
+        if self._hooked("pytest_userflow_measurements"):
+            measurements = list(record.measurements)
+            validated = {id(m) for m in measurements}  # checked by record_measurement already
+            item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
+            record.measurements = self._checked(item, measurements, validated)
+        event = self.recorder.event_for(
+            record, status, message, record.flow or default_flow_name(item.nodeid)
+        )
+        if self.properties:
+            report.user_properties.append(("userflow", event.flow))
+            report.user_properties.append(("userflow_status", event.status))
+            report.user_properties.extend(
+                (f"userflow:{m.key}", m.value) for m in event.measurements
+            )
+        if self.reruns is not None:  # pytest-rerunfailures may yet call it a rerun
+            self.reruns.pending[item.nodeid] = (item, event)
+        else:
+            self._flush(item, event)
 
     def _gate(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
         """Budgets and the regression gate for what was recorded since the last check.
@@ -428,26 +478,19 @@ class UserflowRun:
             report.longrepr = excinfo.getrepr(style="no")
             report.userflow_message = message  # type: ignore[attr-defined]  # the flow's status
 
-    def _finish(self, item: pytest.Item, record: TestRecord) -> EventRecord:
-        assert self.recorder is not None
-        reports = [record.reports[w] for w in ("setup", "call", "teardown") if w in record.reports]
+    def _status(self, item: pytest.Item, record: TestRecord) -> tuple[str, str | None]:
         if record.status_override is not None:
-            status, message = record.status_override
-        else:
-            status, message = status_from_reports(reports)
-            if self._hooked("pytest_userflow_status"):
-                decided = item.ihook.pytest_userflow_status(item=item, reports=reports)
-                if decided is not None:
-                    try:
-                        status, message = self._hook_status(item, decided)
-                    except MeasurementError as exc:
-                        self.errors.append(f"{exc}; the built-in status {status} was used")
-        if self._hooked("pytest_userflow_measurements"):
-            measurements = list(record.measurements)
-            validated = {id(m) for m in measurements}  # checked by record_measurement already
-            item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
-            record.measurements = self._checked(item, measurements, validated)
-        return self.recorder.event_for(record, status, message, default_flow_name(item.nodeid))
+            return record.status_override
+        reports = list(record.reports.values())  # setup, call, teardown: in the order made
+        status, message = status_from_reports(reports)
+        if self._hooked("pytest_userflow_status"):
+            decided = item.ihook.pytest_userflow_status(item=item, reports=reports)
+            if decided is not None:
+                try:
+                    status, message = self._hook_status(item, decided)
+                except MeasurementError as exc:
+                    self.errors.append(f"{exc}; the built-in status {status} was used")
+        return status, message
 
     def _hook_status(self, item: pytest.Item, decided: Any) -> tuple[str, str | None]:
         where = f"pytest_userflow_status for {item.nodeid}"
@@ -480,7 +523,7 @@ class UserflowRun:
         assert self.recorder is not None
         try:
             outcome = self.recorder.flush(event)
-        except (UserflowError, sqlite3.Error) as exc:
+        except (UserflowError, sqlite3.Error, OSError) as exc:
             self.errors.append(f"could not record {event.nodeid}: {exc}")
             return
         if self._hooked("pytest_userflow_flushed"):

@@ -122,14 +122,41 @@ class Recorder:
         self.sink = sink
         self.run_id = run_id
         self.worker = worker
+        #: None when the sink needs an EventRecord for each test (to send it)
+        self.write_event = sink.write_event
+
+    def keep(self, record: TestRecord, status: str, message: str | None, flow: str) -> None:
+        """Hand the test to the sink the quick way (``write_event``): no EventRecord is made.
+
+        What a test pays at its teardown, so it makes as few objects and calls as it can.
+        """
+        assert self.write_event is not None
+        now = time.time()
+        self.write_event(
+            (
+                self.run_id,
+                flow,
+                record.nodeid,
+                status,
+                None if message is None else truncate_message(message),
+                record.description,
+                self.worker,
+                record.device,
+                record.session_id,
+                now,
+                now - record.started,
+                new_event_id(),
+            ),
+            record.measurements,
+        )
 
     def event_for(
-        self, record: TestRecord, status: str, message: str | None, fallback_flow: str
+        self, record: TestRecord, status: str, message: str | None, flow: str
     ) -> EventRecord:
         now = time.time()
         return EventRecord(
             self.run_id,
-            record.flow or fallback_flow,
+            flow,
             record.nodeid,
             status,
             truncate_message(message),

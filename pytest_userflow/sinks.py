@@ -23,6 +23,8 @@ from .store import FAILED, LOCAL_ONLY, PENDING, SENT, EventRecord, Upload
 
 #: Where a sink writes: a journal op such as ``{"op": "event", ...}`` (see journal.py).
 Write = Callable[[dict[str, Any]], None]
+#: ``JournalWriter.write_event``: a test's head fields and its measurements, no EventRecord
+WriteEvent = Callable[[tuple[Any, ...], list[Any]], None]
 
 Plan = list[dict[str, Any]]
 
@@ -346,11 +348,20 @@ class FlushOutcome(NamedTuple):
 _LOCAL = FlushOutcome("local")
 
 
-class Sink:
-    """Writes each finished test to the local store; subclasses decide what else happens."""
+def _keep_nothing(head: tuple[Any, ...], measurements: list[Any]) -> None:
+    pass
 
-    def __init__(self, write: Write | None) -> None:
+
+class Sink:
+    """Writes each finished test to the local store; subclasses decide what else happens.
+
+    ``write_event`` is the quick way for a test that needs nothing but keeping: no
+    EventRecord is made for it. It is None where a sink needs the event (to send it).
+    """
+
+    def __init__(self, write: Write | None, write_event: WriteEvent | None = None) -> None:
         self.write = write
+        self.write_event = write_event
 
     def _write_event(
         self, event: EventRecord, upload: list[Any] | None = None, state: str = PENDING
@@ -373,7 +384,7 @@ class NullSink(Sink):
     """``--userflow-backend off``: values are validated, nothing is kept."""
 
     def __init__(self) -> None:
-        super().__init__(None)
+        super().__init__(None, _keep_nothing)
 
     def submit(self, event: EventRecord) -> FlushOutcome:
         return FlushOutcome("off")

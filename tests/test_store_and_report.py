@@ -88,6 +88,98 @@ def test_store_rows_are_the_api_listing_plus_run_test_and_worker(
     assert store_rows(store_path, "SELECT COUNT(*) FROM flows") == [(1,)]
 
 
+EVERY_OUTCOME = """
+    import pytest
+
+    @pytest.mark.userflow("Login", description="cold start")
+    def test_pass(record_measurement, userflow):
+        userflow.attach_session("9f527e3f-daa1-11ec-ac12-06c4c57ba6cd")
+        record_measurement("Login Time", 1.5, units="seconds")
+        record_measurement("Screen", "home")
+        record_measurement("Login Time", 1.25, units="seconds")  # the last one counts
+
+    def test_fail(record_measurement):
+        record_measurement("Frames", 3, type="Video")
+        assert 1 == 2, "slow"
+
+    def test_skip(record_measurement):
+        record_measurement("Frames", 4)
+        pytest.skip("no device")
+
+    @pytest.mark.xfail(reason="known")
+    def test_xfail(record_measurement):
+        record_measurement("Frames", 5)
+        assert 0
+
+    def test_override(record_measurement, userflow):
+        record_measurement("Frames", 6)
+        userflow.set_status("Excluded", "warm-up")
+
+    @pytest.fixture
+    def late(record_measurement):
+        yield
+        record_measurement("Teardown Time", 0.5)
+
+    def test_recorded_in_teardown(late):
+        pass
+"""
+
+
+def test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event(
+    pytester: pytest.Pytester,
+) -> None:
+    """A test whose data no hook asks for is kept the quick way, with no EventRecord made;
+    it must land in the store exactly as one kept through the EventRecord does."""
+    pytester.makepyfile(EVERY_OUTCOME)
+    # Without rerunfailures: beside it, every test goes through the EventRecord
+    pytester.runpytest("-p", "no:rerunfailures", "--userflow-store", "quick.db").assert_outcomes(
+        passed=3, failed=1, skipped=1, xfailed=1
+    )
+    pytester.makeconftest("""
+        SEEN = []
+        def pytest_userflow_flushed(item, result):
+            SEEN.append(result.nodeid)
+    """)
+    pytester.runpytest("-p", "no:rerunfailures", "--userflow-store", "event.db").assert_outcomes(
+        passed=3, failed=1, skipped=1, xfailed=1
+    )
+    sql = (
+        "SELECT e.nodeid, e.user_flow_name, f.description, e.status, e.status_message,"
+        " e.session_id, e.device_address, e.worker, e.duration > 0, m.key_name, m.key_type,"
+        " m.key_units, m.value FROM events e JOIN flows f USING (user_flow_id)"
+        " LEFT JOIN measurement_rows m ON m.event = e.id ORDER BY e.nodeid, m.id"
+    )
+    quick = store_rows(pytester.path / "quick.db", sql)
+    assert quick == store_rows(pytester.path / "event.db", sql)
+    assert [row[3:5] for row in quick] == [
+        ("Failed", "AssertionError: slow"),
+        ("Excluded", "warm-up"),
+        ("Passed", None),
+        ("Passed", None),  # the first Login Time was overwritten by the second
+        ("Passed", None),
+        ("Excluded", "skipped: no device"),
+        ("Excluded", "xfail: known"),
+    ]
+    login = [row for row in quick if row[9] == "Login Time"]
+    assert login == [
+        (
+            "test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event.py::test_pass",
+            "Login",
+            "cold start",
+            "Passed",
+            None,
+            "9f527e3f-daa1-11ec-ac12-06c4c57ba6cd",
+            None,
+            None,
+            1,
+            "Login Time",
+            None,
+            "seconds",
+            1.25,
+        )
+    ]
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_run_metadata_names_git_commit_branch_and_ci_build(
     pytester: pytest.Pytester, store_path, monkeypatch
