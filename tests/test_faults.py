@@ -205,3 +205,33 @@ def test_push_shows_progress_and_retries_refused_uploads_on_request(
     assert retried.returncode == 0 and "sent 1, refused 0, still pending 0" in retried.stdout
     assert retried.stderr == ""  # no bar when stderr is not a terminal
     assert_delivered_once(hs_env)
+
+
+@pytest.mark.parametrize("plugins", [[], ["-p", "no:rerunfailures"]], ids=["event", "quick"])
+def test_a_test_whose_record_cannot_be_written_is_reported_and_the_run_goes_on(
+    pytester: pytest.Pytester, store_path, plugins: list[str]
+) -> None:
+    # The journal's file descriptor is made read-only for one test (a full disk fails alike)
+    pytester.makepyfile("""
+        import os
+
+        STATE = {}
+
+        def journal(request):
+            return request.config.pluginmanager.get_plugin("userflow-run").journal
+
+        def test_a(request, record_measurement):
+            STATE["fd"] = journal(request).fd
+            journal(request).fd = os.open(os.devnull, os.O_RDONLY)
+            record_measurement("k", 1)
+
+        def test_b(request, record_measurement):
+            os.close(journal(request).fd)
+            journal(request).fd = STATE["fd"]
+            record_measurement("k", 2)
+    """)
+    result = pytester.runpytest("-p", "no:randomly", *plugins)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*could not record test_a_test_whose_*.py::test_a: *Bad file*"])
+    rows = store_rows(store_path, "SELECT nodeid, value FROM measurements")
+    assert [(nodeid.split("::")[1], value) for nodeid, value in rows] == [("test_b", 2)]
