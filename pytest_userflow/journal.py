@@ -91,23 +91,8 @@ def _event_tuple(e: EventRecord) -> tuple[Any, ...]:
 
 
 def _event_from_tuple(t: tuple[Any, ...] | list[Any]) -> EventRecord:
-    run, flow, node, status, msg, desc, worker, device, session, ts, dur, event_id, ms = t
-    return EventRecord(
-        run,
-        flow,
-        node,
-        status,
-        msg,
-        desc,
-        worker,
-        device,
-        session,
-        ts,
-        dur,
-        # A quick write keeps duplicates: the last value of each key and type is the one kept
-        dedupe(list(map(Measurement._make, ms))),
-        event_id,
-    )
+    # A quick write keeps duplicates: the last value of each key and type is the one kept
+    return EventRecord.from_head(t[:12], dedupe(list(map(Measurement._make, t[12]))))
 
 
 def encode(op: dict[str, Any]) -> bytes:

@@ -125,49 +125,37 @@ class Recorder:
         #: None when the sink needs an EventRecord for each test (to send it)
         self.write_event = sink.write_event
 
-    def keep(self, record: TestRecord, status: str, message: str | None, flow: str) -> None:
-        """Hand the test to the sink the quick way (``write_event``): no EventRecord is made.
-
-        What a test pays at its teardown, so it makes as few objects and calls as it can.
-        """
-        assert self.write_event is not None
-        now = time.time()
-        self.write_event(
-            (
-                self.run_id,
-                flow,
-                record.nodeid,
-                status,
-                None if message is None else truncate_message(message),
-                record.description,
-                self.worker,
-                record.device,
-                record.session_id,
-                now,
-                now - record.started,
-                new_event_id(),
-            ),
-            record.measurements,
-        )
-
-    def event_for(
+    def head(
         self, record: TestRecord, status: str, message: str | None, flow: str
-    ) -> EventRecord:
+    ) -> tuple[Any, ...]:
+        """The test's fields as the journal lays out an event, but its measurements."""
         now = time.time()
-        return EventRecord(
+        return (
             self.run_id,
             flow,
             record.nodeid,
             status,
-            truncate_message(message),
+            None if message is None else truncate_message(message),
             record.description,
             self.worker,
             record.device,
             record.session_id,
             now,
             now - record.started,
-            dedupe(record.measurements),
             new_event_id(),
+        )
+
+    def keep(self, record: TestRecord, status: str, message: str | None, flow: str) -> None:
+        """Hand the test to the sink the quick way (``write_event``): no EventRecord is made
+        (what a test pays at its teardown)."""
+        assert self.write_event is not None
+        self.write_event(self.head(record, status, message, flow), record.measurements)
+
+    def event_for(
+        self, record: TestRecord, status: str, message: str | None, flow: str
+    ) -> EventRecord:
+        return EventRecord.from_head(
+            self.head(record, status, message, flow), dedupe(record.measurements)
         )
 
     def flush(self, event: EventRecord) -> FlushOutcome:

@@ -247,6 +247,26 @@ class EventRecord:
         self.measurements: list[Measurement] = [] if measurements is None else measurements
         self.perf_event_id: str = new_event_id() if perf_event_id is None else perf_event_id
 
+    @classmethod
+    def from_head(cls, head: Sequence[Any], measurements: list[Measurement]) -> EventRecord:
+        """From its fields as a journal lays out an event: the id before the measurements."""
+        run, flow, node, status, msg, desc, worker, device, session, ts, dur, event_id = head
+        return cls(
+            run,
+            flow,
+            node,
+            status,
+            msg,
+            desc,
+            worker,
+            device,
+            session,
+            ts,
+            dur,
+            measurements,
+            event_id,
+        )
+
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _EVENT_FIELDS)
 
