@@ -352,16 +352,14 @@ class UserflowRun:
         return hooked
 
     def _quick(self) -> bool:
-        """Whether a finished test needs nothing but keeping, the quick way (see _finish):
-        the sink keeps tests without an EventRecord, no report file reads user properties,
-        no rerunfailures, and none of our hooks about a test's data is implemented."""
+        """Whether nothing asks for a finished test's EventRecord, so that the sink keeps the
+        test without one (see _finish): the sink can, no report file reads user properties,
+        no rerunfailures holds tests back, and no ``pytest_userflow_flushed`` is implemented."""
         assert self.recorder is not None
         return (
             self.recorder.write_event is not None
             and not self.properties
             and self.reruns is None
-            and not self._hooked("pytest_userflow_status")
-            and not self._hooked("pytest_userflow_measurements")
             and not self._hooked("pytest_userflow_flushed")
         )
 
@@ -413,29 +411,23 @@ class UserflowRun:
         """Hand the finished test to the sink (it is flushed now, or after rerunfailures
         decides that this attempt is the last)."""
         assert self.recorder is not None
-        quick = self.quick
-        if quick is None:
-            quick = self.quick = self._quick()
-        if quick:  # the common case, kept short: it is what every test pays at its teardown
-            status, message = record.status_override or status_from_reports(
-                list(record.reports.values())
-            )
-            try:
-                self.recorder.keep(
-                    record, status, message, record.flow or default_flow_name(item.nodeid)
-                )
-            except OSError as exc:
-                self.errors.append(f"could not record {item.nodeid}: {exc}")
-            return
         status, message = self._status(item, record)
         if self._hooked("pytest_userflow_measurements"):
             measurements = list(record.measurements)
             validated = {id(m) for m in measurements}  # checked by record_measurement already
             item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
             record.measurements = self._checked(item, measurements, validated)
-        event = self.recorder.event_for(
-            record, status, message, record.flow or default_flow_name(item.nodeid)
-        )
+        flow = record.flow or default_flow_name(item.nodeid)
+        quick = self.quick
+        if quick is None:
+            quick = self.quick = self._quick()
+        if quick:  # the common case: a teardown costs about a third less without the event
+            try:
+                self.recorder.keep(record, status, message, flow)
+            except OSError as exc:
+                self.errors.append(f"could not record {item.nodeid}: {exc}")
+            return
+        event = self.recorder.event_for(record, status, message, flow)
         if self.properties:
             report.user_properties.append(("userflow", event.flow))
             report.user_properties.append(("userflow_status", event.status))

@@ -128,14 +128,14 @@ class Recorder:
     def head(
         self, record: TestRecord, status: str, message: str | None, flow: str
     ) -> tuple[Any, ...]:
-        """The test's fields as the journal lays out an event, but its measurements."""
+        """The test's fields, all but its measurements, in the order a journal keeps them."""
         now = time.time()
         return (
             self.run_id,
             flow,
             record.nodeid,
             status,
-            None if message is None else truncate_message(message),
+            truncate_message(message),
             record.description,
             self.worker,
             record.device,

@@ -128,18 +128,33 @@ EVERY_OUTCOME = """
 def test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event(
     pytester: pytest.Pytester,
 ) -> None:
-    """A test whose data no hook asks for is kept the quick way, with no EventRecord made;
-    it must land in the store exactly as one kept through the EventRecord does."""
+    """A test whose EventRecord nothing asks for is kept the quick way, without one; it must
+    land in the store exactly as one kept through the EventRecord does (the status and
+    measurements hooks apply to both)."""
     pytester.makepyfile(EVERY_OUTCOME)
+    hooks = """
+        from pytest_userflow import Measurement
+
+        def pytest_userflow_status(item, reports):
+            if item.name == "test_skip":
+                return ("Excluded", "no device today")
+
+        def pytest_userflow_measurements(item, measurements):
+            if item.name == "test_pass":
+                measurements.append(Measurement.create("Battery", 90, units="%"))
+    """
+    pytester.makeconftest(hooks)
     # Without rerunfailures: beside it, every test goes through the EventRecord
     pytester.runpytest("-p", "no:rerunfailures", "--userflow-store", "quick.db").assert_outcomes(
         passed=3, failed=1, skipped=1, xfailed=1
     )
-    pytester.makeconftest("""
-        SEEN = []
-        def pytest_userflow_flushed(item, result):
-            SEEN.append(result.nodeid)
-    """)
+    pytester.makeconftest(
+        hooks
+        + """
+        def pytest_userflow_flushed(item, result):  # asks for the EventRecord
+            pass
+    """
+    )
     pytester.runpytest("-p", "no:rerunfailures", "--userflow-store", "event.db").assert_outcomes(
         passed=3, failed=1, skipped=1, xfailed=1
     )
@@ -157,7 +172,8 @@ def test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event(
         ("Passed", None),
         ("Passed", None),  # the first Login Time was overwritten by the second
         ("Passed", None),
-        ("Excluded", "skipped: no device"),
+        ("Passed", None),  # Battery, from the measurements hook
+        ("Excluded", "no device today"),
         ("Excluded", "xfail: known"),
     ]
     login = [row for row in quick if row[9] == "Login Time"]
