@@ -118,11 +118,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[RUN_KEY]
 
 
-def _flow_of(
-    item: pytest.Item, marker: pytest.Mark | None, default: str | None
-) -> tuple[str | None, str | None]:
-    if marker is None:
-        return default, None
+def _flow_of(item: pytest.Item, marker: pytest.Mark) -> tuple[str, str | None]:
     name = marker.args[0] if marker.args else marker.kwargs.get("name")
     description = marker.kwargs.get("description")
     if not isinstance(name, str) or not name.strip():
@@ -204,6 +200,8 @@ class UserflowRun:
         self.quick: bool | None = None  # see _quick
         # id(parent) -> (parent, its userflow markers, its userflow_budget markers): see _markers
         self.inherited: dict[int, tuple[Any, list[pytest.Mark], list[pytest.Mark]]] = {}
+        # id(marker) -> (marker, flow, description): see _flow
+        self.flows: dict[int, tuple[pytest.Mark, str, str | None]] = {}
         self.whole: dict[str, Any] | None = None
         self.gate: Gate | None = None
         self.summaries: list[dict[str, Any]] = []
@@ -342,6 +340,19 @@ class UserflowRun:
                 return own + flows, own_budgets + budgets
         return flows, budgets
 
+    def _flow(self, item: pytest.Item, marker: pytest.Mark | None) -> tuple[str | None, str | None]:
+        """The flow and description that *marker* (the nearest ``userflow`` marker) gives.
+
+        A marker is checked once, not at each of the tests that share it (a module's, a
+        class's, a parametrized function's); one that is wrong fails every test it marks."""
+        if marker is None:
+            return self.settings.flow, None
+        known = self.flows.get(id(marker))
+        if known is None or known[0] is not marker:
+            name, description = _flow_of(item, marker)
+            known = self.flows[id(marker)] = (marker, name, description)
+        return known[1], known[2]
+
     def _hooked(self, name: str) -> bool:
         """Whether anything implements our hook *name*: a hook nobody implements is not
         called, which spares each test a few microseconds per hook. Known until a plugin
@@ -373,9 +384,7 @@ class UserflowRun:
         self.testing = (item, record)
         self.fixtures.current = record
         flows, budgets = self._markers(item)
-        record.flow, record.description = _flow_of(
-            item, flows[0] if flows else None, self.settings.flow
-        )
+        record.flow, record.description = self._flow(item, flows[0] if flows else None)
         if not budgets:
             return
         flow = record.flow or default_flow_name(item.nodeid)

@@ -239,6 +239,30 @@ def test_bad_markers_are_errors_naming_the_test(pytester: pytest.Pytester, marke
     result.stdout.fnmatch_lines([f"E *MeasurementError: {message}"])
 
 
+def test_a_marker_shared_by_many_tests_names_each_test_it_fails(pytester: pytest.Pytester) -> None:
+    # A marker is read once for all the tests that share it; one that is wrong is still
+    # reported at every test it marks, under that test's own id.
+    pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        pytestmark = pytest.mark.userflow("A", colour="red")
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_case(n):
+            pass
+    """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(errors=2)
+    for n in (1, 2):  # ? for the brackets, which fnmatch reads as a set
+        result.stdout.fnmatch_lines(
+            [
+                f"E *MeasurementError: @pytest.mark.userflow takes*colour* on test_bad.py::test_case?{n}?"
+            ]
+        )
+
+
 def test_disabled_plugin_and_backend_off_record_nothing(
     pytester: pytest.Pytester, store_path
 ) -> None:
