@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from . import analysis
-from .client import DEFAULT_URL, TOKEN_ENV, HeadSpinClient
+from .client import HeadSpinClient
 from .journal import recover
-from .measurement import FILTER_STATUSES, UserflowError
+from .measurement import DEFAULT_URL, FILTER_STATUSES, TOKEN_ENV, UserflowError
 from .sinks import Sender
 from .store import API_COLUMNS, FAILED, PENDING, Store, StoreError
 from .summary import format_table

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .measurement import (
+    DEFAULT_URL,
+    TOKEN_ENV,
     Measurement,
     MeasurementError,
     UserflowError,
@@ -32,8 +34,6 @@ from .measurement import (
 if TYPE_CHECKING:
     import requests
 
-DEFAULT_URL = "https://api-dev.headspin.io"
-TOKEN_ENV = "HEADSPIN_API_TOKEN"
 TimeFilter = str | int | float | datetime | None
 Params = list[tuple[str, str]]
 

@@ -24,6 +24,10 @@ FILTER_STATUSES = ("passed", "failed", "not_set", "excluded")
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 #: The API document's limit for a status message we send.
 MAX_STATUS_MESSAGE = 255
+#: HeadSpin's API base, and the variable its token is read from. Here, not in client.py, so
+#: that the plugin's options can name them without loading the client on a local run.
+DEFAULT_URL = "https://api-dev.headspin.io"
+TOKEN_ENV = "HEADSPIN_API_TOKEN"
 
 
 class UserflowError(Exception):

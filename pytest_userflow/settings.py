@@ -9,8 +9,7 @@ from typing import NamedTuple
 import pytest
 
 from .budgets import Budget
-from .client import DEFAULT_URL, TOKEN_ENV
-from .measurement import MeasurementError, check_device_address
+from .measurement import DEFAULT_URL, TOKEN_ENV, MeasurementError, check_device_address
 
 URL_ENV = "HEADSPIN_API_URL"
 BACKENDS = ("auto", "local", "headspin", "off")

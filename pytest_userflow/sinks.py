@@ -6,7 +6,8 @@ so test time does not pay for a database commit. The HeadSpin
 sink also stores an *upload plan*: the client calls that deliver the test, with
 ``$user_flow_id`` / ``$perf_event_id`` standing for ids HeadSpin hands back. A
 background :class:`Sender` runs the plans and marks them sent; ``pytest-userflow push``
-runs what is left with the same code.
+runs what is left with the same code. The client is loaded by the HeadSpin and dry-run
+sinks only: a run on the local store does without it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .client import AuthError, DryRunClient, HeadSpinClient, HeadSpinError, RetryableError
 from .measurement import MeasurementError
 from .store import FAILED, LOCAL_ONLY, PENDING, SENT, EventRecord, Upload
+
+if TYPE_CHECKING:
+    from .client import HeadSpinClient
 
 #: Where a sink writes: a journal op such as ``{"op": "event", ...}`` (see journal.py).
 Write = Callable[[dict[str, Any]], None]
@@ -251,6 +254,8 @@ class Sender:
 
     def deliver(self, upload: Upload) -> None:
         """Run one upload and record the outcome in the store (also used by ``push``)."""
+        from .client import AuthError, HeadSpinError, RetryableError
+
         if self.stats.auth_error or self._stop.is_set():
             return
         try:
@@ -394,6 +399,8 @@ class DryRunSink(Sink):
     """Keeps the test in the local store and notes the calls HeadSpin would get."""
 
     def __init__(self, write: Write, base_url: str, api: str) -> None:
+        from .client import DryRunClient
+
         super().__init__(write)
         self.client = DryRunClient(base_url)
         self.api = api

@@ -263,6 +263,25 @@ def test_a_marker_shared_by_many_tests_names_each_test_it_fails(pytester: pytest
         )
 
 
+def test_a_run_on_the_local_store_does_not_load_the_headspin_client(
+    pytester: pytest.Pytester,
+) -> None:
+    # Loading the client costs every run's start; only HeadSpin and dry runs talk to it.
+    pytester.makeconftest("""
+        import sys
+
+        def pytest_sessionfinish(session):
+            print("client loaded:", "pytest_userflow.client" in sys.modules)
+    """)
+    pytester.makepyfile(ONE_TEST)
+    result = pytester.runpytest_subprocess("--userflow-backend", "local", "-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*client loaded: False*"])
+    result = pytester.runpytest_subprocess("--userflow-dry-run", "-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*client loaded: True*"])
+
+
 def test_disabled_plugin_and_backend_off_record_nothing(
     pytester: pytest.Pytester, store_path
 ) -> None:
