@@ -13,12 +13,18 @@ back to back: the steadier figure on a noisy machine). Cases:
    work with 10 measurements and a session each: wall time ratio (network hidden?);
 3. requests per test (v0 with a session, legacy) and flow PUTs per process;
 4. ``pytest-userflow measurements --key K`` and ``stats`` on a store of 1,000,000 measurements;
-5. peak memory (max RSS) of runs of N and 4N tests, with and without the plugin.
+5. peak memory (max RSS) of runs of N and 4N tests, with and without the plugin;
+6. ``--only instructions`` (needs valgrind): case 1 counted in instructions by callgrind,
+   at N/4 and N tests, split into a fixed cost and a cost per test. A count does not move
+   with what else the machine is doing, where the wall time of case 1 moves by several
+   percent from one run to the next; it leaves out the kernel's work (the journal's write)
+   and the folder process, and says nothing of caches.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -101,19 +107,28 @@ def make_suite(
     )
 
 
+# Both sides as a plain pytest install runs: the development extras' pytest-randomly
+# (it reorders) and pytest-rerunfailures (it wraps every test) are left out.
+PLAIN = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:rerunfailures"]
+BARE = ["-p", "no:userflow"]
+LOCAL = ["--userflow-backend", "local"]
+
+
+def _env(env: dict[str, str] | None) -> dict[str, str]:
+    full_env = {**os.environ, **(env or {})}
+    # As users run: compiled (and assertion-rewritten) modules cached between runs.
+    full_env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return full_env
+
+
 def run_pytest(
     folder: Path, *args: str, env: dict[str, str] | None = None
 ) -> tuple[float, int, float]:
     """(wall seconds, peak RSS in KiB, CPU seconds) of one pytest run in a fresh process."""
-    full_env = {**os.environ, **(env or {})}
-    # As users run: compiled (and assertion-rewritten) modules cached between runs.
-    full_env.pop("PYTHONDONTWRITEBYTECODE", None)
-    # Both sides as a plain pytest install runs: the development extras' pytest-randomly
-    # (it reorders) and pytest-rerunfailures (it wraps every test) are left out.
-    plain = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:rerunfailures"]
+    full_env = _env(env)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, "-q", *plain, *args],
+        [sys.executable, "-c", RUNNER, "-q", *PLAIN, *args],
         cwd=folder,
         capture_output=True,
         text=True,
@@ -141,14 +156,14 @@ def ab(
     """Alternate plugin and bare runs; medians, min and max of each, and the ratio of medians."""
     times: dict[str, list[float]] = {"plugin": [], "bare": []}
     cpu: dict[str, list[float]] = {"plugin": [], "bare": []}
-    for args in (plugin_args, ["-p", "no:userflow"]):  # warm-up: fill the bytecode caches
+    for args in (plugin_args, BARE):  # warm-up: fill the bytecode caches
         run_pytest(folder, *args, env=env)
     for i in range(rounds):
         order = ("plugin", "bare") if i % 2 == 0 else ("bare", "plugin")
         for side in order:
             if reset is not None and reset.exists():
                 shutil.rmtree(reset)
-            args = plugin_args if side == "plugin" else ["-p", "no:userflow"]
+            args = plugin_args if side == "plugin" else BARE
             wall, _, seconds = run_pytest(folder, *args, env=env)
             times[side].append(wall)
             cpu[side].append(seconds)
@@ -179,7 +194,7 @@ def ab(
 def case_local(work_dir: Path, tests: int, rounds: int) -> dict[str, Any]:
     folder = work_dir / "local"
     make_suite(folder, tests, 10, 0.0, None)
-    result = ab(folder, rounds, ["--userflow-backend", "local"], reset=folder / ".userflow")
+    result = ab(folder, rounds, LOCAL, reset=folder / ".userflow")
     return {
         "case": f"local store, {tests} tests x 10 measurements, no work",
         "target": "<= 1.05x",
@@ -225,6 +240,76 @@ def case_headspin(
         **result,
     }
     return case, counts
+
+
+def count_instructions(folder: Path, *args: str) -> int:
+    """Instructions the tests' process ran (valgrind's callgrind; the folder, a child
+    process, is not followed)."""
+    out = folder / f"callgrind-{uuid.uuid4().hex}.out"
+    try:
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                *PLAIN,
+                *args,
+            ],
+            cwd=folder,
+            capture_output=True,
+            env=_env(None),
+            check=True,
+        )
+        totals = [line for line in out.read_text().splitlines() if line.startswith("summary:")]
+        return int(totals[0].split()[1])
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def case_instructions(work_dir: Path, tests: int) -> dict[str, Any]:
+    """Case 1 in instructions: the plugin's and bare pytest's at N/4 and N tests (run side by
+    side, one a core), so the plugin's cost splits into a fixed part and a part per test."""
+    case = f"local store in instructions, {tests} tests x 10 measurements, no work"
+    if shutil.which("valgrind") is None:
+        return {"case": case, "skipped": "valgrind is not installed"}
+    sizes = (tests // 4, tests)
+    runs = []
+    for n in sizes:
+        # plugin and bare in folders of their own: the two may run at the same time
+        for side, args in (("plugin", LOCAL), ("bare", BARE)):
+            folder = work_dir / f"instructions-{side}-{n}"
+            make_suite(folder, n, 10, 0.0, None)
+            run_pytest(folder, *args)  # warm-up: fill the bytecode caches
+            shutil.rmtree(folder / ".userflow", ignore_errors=True)
+            runs.append((side, n, folder, args))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(
+            zip(
+                [(side, n) for side, n, _, _ in runs],
+                pool.map(lambda run: count_instructions(run[2], *run[3]), runs),
+                strict=True,
+            )
+        )
+    small, big = sizes
+    per_test = (
+        (counts["plugin", big] - counts["plugin", small])
+        - (counts["bare", big] - counts["bare", small])
+    ) / (big - small)
+    fixed = counts["plugin", small] - counts["bare", small] - per_test * small
+    return {
+        "case": case,
+        "target": "none: case 1 (wall <= 1.05x) counted",
+        "ratio": counts["plugin", big] / counts["bare", big],
+        "plugin_instructions": counts["plugin", big],
+        "bare_instructions": counts["bare", big],
+        "bare_per_test": (counts["bare", big] - counts["bare", small]) / (big - small),
+        "plugin_fixed": fixed,
+        "plugin_per_test": per_test,
+    }
 
 
 def case_cli(work_dir: Path, rows: int, smoke: bool) -> dict[str, Any]:
@@ -292,8 +377,8 @@ def case_memory(work_dir: Path, small: int) -> dict[str, Any]:
     for tests in (small, small * 4):
         folder = work_dir / f"mem{tests}"
         make_suite(folder, tests, 10, 0.0, None)
-        rss_plugin = run_pytest(folder, "--userflow-backend", "local")[1]
-        rss_bare = run_pytest(folder, "-p", "no:userflow")[1]
+        rss_plugin = run_pytest(folder, *LOCAL)[1]
+        rss_bare = run_pytest(folder, *BARE)[1]
         out[f"rss_plugin_{tests}_mib"] = rss_plugin / 1024
         out[f"rss_bare_{tests}_mib"] = rss_bare / 1024
     growth_plugin = out[f"rss_plugin_{small * 4}_mib"] - out[f"rss_plugin_{small}_mib"]
@@ -310,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="tiny sizes, one round: the script works"
     )
     parser.add_argument("--rounds", type=int, default=6, help="A/B rounds per case (default 6)")
-    parser.add_argument("--only", nargs="*", default=["local", "headspin", "cli", "memory"])
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=["local", "headspin", "cli", "memory"],
+        choices=["local", "headspin", "cli", "memory", "instructions"],
+        help="the cases to run (default: all but instructions, which needs valgrind)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -326,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(case_cli(work_dir, 20_000 if smoke else 1_000_000, smoke))
         if "memory" in args.only:
             results.append(case_memory(work_dir, 100 if smoke else 5000))
+        if "instructions" in args.only:
+            results.append(case_instructions(work_dir, 40 if smoke else 2000))
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {platform.system()}"
