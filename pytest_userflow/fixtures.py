@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -40,8 +40,9 @@ class RecordMeasurement:
     ...         app.search("shoes")
     """
 
-    def __init__(self, record: TestRecord) -> None:
+    def __init__(self, record: TestRecord, gating: Callable[[], None]) -> None:
         self._record = record
+        self._gating = gating  # hooks the gate in: a budget= may fail the test
 
     def __call__(
         self,
@@ -73,6 +74,7 @@ class RecordMeasurement:
                 f"budget= needs a numeric value, {key!r} is {value!r} in {where}"
             )
         self._record.budgets[key] = Budget.create("*", key, max=budget, where=where)
+        self._gating()
 
     @contextmanager
     def timer(
@@ -156,8 +158,9 @@ class Fixtures:
     in the per-test cost. The plugin sets ``current`` when each test's setup starts.
     """
 
-    def __init__(self, device: str | None) -> None:
+    def __init__(self, device: str | None, gating: Callable[[], None]) -> None:
         self.device = device
+        self.gating = gating  # called when a test sets a budget (budget=)
         self.current: TestRecord | None = None
 
     def _record(self) -> TestRecord:
@@ -169,7 +172,7 @@ class Fixtures:
     @pytest.fixture
     def record_measurement(self) -> RecordMeasurement:
         """Record a measurement for this test: ``record_measurement(key, value, type=, units=)``."""
-        return RecordMeasurement(self._record())
+        return RecordMeasurement(self._record(), self.gating)
 
     @pytest.fixture
     def userflow(self) -> UserflowHandle:

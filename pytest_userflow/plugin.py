@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -151,22 +151,27 @@ def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
 REPORTS_READING_PROPERTIES = ("xmlpath", "report_log", "htmlpath", "json_report")
 
 
-class _Reruns:
-    """Beside pytest-rerunfailures only, which decides that an attempt is a rerun after its
-    teardown, when it logs the attempt's reports: each test is flushed when its teardown
-    report is logged, and an attempt logged as a rerun is dropped (the final one is kept).
-    Without it a test is flushed at its teardown, and logging costs nothing."""
+class _Gatekeeper:
+    """The budgets and the regression gate, registered only once something can fail a test
+    on its measurements (``--userflow-budget``, a baseline, a ``userflow_budget`` marker or
+    ``budget=``): a hook wrapper costs every test a few microseconds, at each of its three
+    reports. It turns a passing report into a failure before anything sees it (the terminal,
+    report files, pytest-rerunfailures)."""
 
-    def __init__(self, flush: Callable[[pytest.Item, EventRecord], None]) -> None:
-        self.flush = flush
-        self.pending: dict[str, tuple[pytest.Item, EventRecord]] = {}
+    def __init__(self, run: UserflowRun) -> None:
+        self.run = run
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if str(report.outcome) == "rerun":
-            self.pending.pop(report.nodeid, None)
-        elif report.when == "teardown" and report.nodeid in self.pending:
-            self.flush(*self.pending.pop(report.nodeid))
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        testing = self.run.testing
+        if testing is not None and testing[0] is item and report.when != "setup":
+            record = testing[1]
+            if len(record.measurements) > record.checked:
+                self.run._gate(item, record, report)
+        return report
 
 
 class UserflowRun:
@@ -179,7 +184,7 @@ class UserflowRun:
         self.worker: str | None = self.workerinput["workerid"] if self.workerinput else None
         self.device = self._device()
         config.stash[DEVICE_KEY] = self.device
-        self.fixtures = Fixtures(self.device)
+        self.fixtures = Fixtures(self.device, self._gating)
         config.pluginmanager.register(self.fixtures, "userflow-fixtures")
         opt = config.option
         # Measurements ride on each report's user_properties only when a report file reads
@@ -194,7 +199,7 @@ class UserflowRun:
         self.sink: Sink | None = None
         self.journal: JournalWriter | None = None
         self.recorder: Recorder | None = None
-        self.reruns: _Reruns | None = None
+        self.gatekeeper: _Gatekeeper | None = None  # see _gating
         self.testing: tuple[pytest.Item, TestRecord] | None = None  # from setup to teardown
         self.hooked: dict[str, bool] = {}  # see _hooked
         self.quick: bool | None = None  # see _quick
@@ -254,9 +259,8 @@ class UserflowRun:
                 run_id=self.run.run_id,
                 worker=self.worker,
             )
-            if self.config.pluginmanager.hasplugin("rerunfailures"):
-                self.reruns = _Reruns(self._flush)
-                self.config.pluginmanager.register(self.reruns, "userflow-reruns")
+            if self.gate.budgets or self.gate.baselines is not None:
+                self._gating()
 
     def _baselines(self) -> BaselineSource | None:
         s = self.settings
@@ -365,12 +369,11 @@ class UserflowRun:
     def _quick(self) -> bool:
         """Whether nothing asks for a finished test's EventRecord, so that the sink keeps the
         test without one (see _finish): the sink can, no report file reads user properties,
-        no rerunfailures holds tests back, and no ``pytest_userflow_flushed`` is implemented."""
+        and no ``pytest_userflow_flushed`` is implemented."""
         assert self.recorder is not None
         return (
             self.recorder.write_event is not None
             and not self.properties
-            and self.reruns is None
             and not self._hooked("pytest_userflow_flushed")
         )
 
@@ -381,7 +384,8 @@ class UserflowRun:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         record = TestRecord(item.nodeid, None, device=self.device)
-        self.testing = (item, record)
+        if self.recorder is not None:  # else nothing is kept (--setup-plan, say)
+            self.testing = (item, record)
         self.fixtures.current = record
         flows, budgets = self._markers(item)
         record.flow, record.description = self._flow(item, flows[0] if flows else None)
@@ -398,27 +402,38 @@ class UserflowRun:
                 flow, key, marker.kwargs.get("max"), marker.kwargs.get("min"), where=where
             )
             record.budgets[budget.key] = budget
+        self._gating()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if self.testing is None or self.testing[0] is not item or self.recorder is None:
-            return report
-        record = self.testing[1]
+    def _gating(self) -> None:
+        """Hook the gate in (once): from now on each report is checked."""
+        if self.gatekeeper is None:
+            self.gatekeeper = _Gatekeeper(self)
+            self.config.pluginmanager.register(self.gatekeeper, "userflow-gate")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Keep the test's reports; at its teardown report, hand it to the sink.
+
+        Logged reports, not made ones: pytest-rerunfailures runs an attempt whole and then
+        logs its reports, the one that asks for a rerun with the outcome "rerun", and then
+        the attempt is dropped (the final one is kept). First of the hook's implementations,
+        so that report files read the user properties added here."""
+        testing = self.testing
+        if testing is None or report.nodeid != testing[1].nodeid:
+            return  # the xdist controller, or a test set up outside this plugin's hooks
+        outcome: str = report.outcome  # pytest-rerunfailures' "rerun" is none of pytest's
+        if outcome == "rerun":
+            self.testing = None
+            return
+        record = testing[1]
         record.reports[report.when] = report
-        if report.when != "setup" and len(record.measurements) > record.checked:
-            self._gate(item, record, report)
         if report.when == "teardown":
             self.testing = None  # the record (and its reports) go with the test
             if record.wanted:
-                self._finish(item, record, report)
-        return report
+                self._finish(testing[0], record, report)
 
     def _finish(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
-        """Hand the finished test to the sink (it is flushed now, or after rerunfailures
-        decides that this attempt is the last)."""
+        """Hand the finished test to the sink."""
         assert self.recorder is not None
         status, message = self._status(item, record)
         if self._hooked("pytest_userflow_measurements"):
@@ -443,10 +458,7 @@ class UserflowRun:
             report.user_properties.extend(
                 (f"userflow:{m.key}", m.value) for m in event.measurements
             )
-        if self.reruns is not None:  # pytest-rerunfailures may yet call it a rerun
-            self.reruns.pending[item.nodeid] = (item, event)
-        else:
-            self._flush(item, event)
+        self._flush(item, event)
 
     def _gate(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
         """Budgets and the regression gate for what was recorded since the last check.
@@ -649,8 +661,8 @@ class UserflowRun:
 
     def close(self) -> None:
         self.config.pluginmanager.unregister(self.fixtures)
-        if self.reruns is not None:
-            self.config.pluginmanager.unregister(self.reruns)
+        if self.gatekeeper is not None:
+            self.config.pluginmanager.unregister(self.gatekeeper)
         if self.sink is not None:
             self.sink.close()
         if self.journal is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from conftest import store_rows
 
@@ -44,6 +46,71 @@ def test_budget_argument_fails_the_test_after_its_call(
         )
     )
     assert sorted(rows.values()) == ["Failed: " + message, "Passed: "]
+
+
+def test_the_gate_is_hooked_in_only_once_something_can_fail_a_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """A report hook wrapper costs every test: it is registered at the first budget=, or at
+    the first test with a budget marker, and the tests from there on are checked."""
+    pytester.makeconftest("""
+        def pytest_runtest_teardown(item):
+            gate = item.config.pluginmanager.get_plugin("userflow-gate")
+            print("GATE", item.name, gate is not None)
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        def test_0_plain(record_measurement):
+            record_measurement("Login Time", 9000)
+
+        def test_1_budget(record_measurement):
+            record_measurement("Login Time", 9000, budget=2000)
+
+        @pytest.mark.userflow_budget("Login Time", max=2000)
+        def test_2_marker(record_measurement):
+            record_measurement("Login Time", 9000)
+    """)
+    result = pytester.runpytest("-s", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        ["*GATE test_0_plain False*", "*GATE test_1_budget True*", "*GATE test_2_marker True*"]
+    )
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow_budget("Login Time", max=2000)
+        def test_marker(record_measurement):
+            record_measurement("Login Time", 9000)
+    """)
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(failed=1)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytest_rerunfailures") is None,
+    reason="pytest-rerunfailures is not installed",
+)
+def test_a_budget_breach_is_rerun_and_only_the_last_attempt_kept(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    """The gate fails the report before pytest-rerunfailures reads it: a breach is retried
+    like any failure, and the store keeps the attempt that counted."""
+    pytester.makepyfile("""
+        import pytest
+        attempts = []
+
+        @pytest.mark.userflow("Login")
+        def test_login(record_measurement):
+            attempts.append(1)
+            record_measurement("Login Time", 2500 if len(attempts) == 1 else 1500, budget=2000)
+    """)
+    result = pytester.runpytest("--reruns", "1")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    rows = store_rows(
+        store_path,
+        "SELECT e.status, m.value FROM events e JOIN measurements m USING (perf_event_id)",
+    )
+    assert rows == [("Passed", 1500)]
 
 
 def test_budget_markers_min_and_max_nearest_wins(pytester: pytest.Pytester) -> None:

@@ -222,8 +222,8 @@ def test_only_the_final_rerun_attempt_is_recorded(pytester: pytest.Pytester, sto
 def test_every_outcome_is_recorded_once_with_or_without_rerunfailures(
     pytester: pytest.Pytester, store_path, plugins: tuple[str, ...]
 ) -> None:
-    """Beside pytest-rerunfailures a test is flushed when its teardown report is logged;
-    without it, at its teardown. Both record the same, and tell the flushed hook once."""
+    """A test is flushed when its teardown report is logged, which pytest-rerunfailures
+    delays to the end of the attempt. Both record the same, and tell the flushed hook once."""
     pytester.makeconftest(
         """
         flushed = []

@@ -144,8 +144,7 @@ def test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event(
                 measurements.append(Measurement.create("Battery", 90, units="%"))
     """
     pytester.makeconftest(hooks)
-    # Without rerunfailures: beside it, every test goes through the EventRecord
-    pytester.runpytest("-p", "no:rerunfailures", "--userflow-store", "quick.db").assert_outcomes(
+    pytester.runpytest("--userflow-store", "quick.db").assert_outcomes(
         passed=3, failed=1, skipped=1, xfailed=1
     )
     pytester.makeconftest(
@@ -155,7 +154,7 @@ def test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event(
             pass
     """
     )
-    pytester.runpytest("-p", "no:rerunfailures", "--userflow-store", "event.db").assert_outcomes(
+    pytester.runpytest("--userflow-store", "event.db").assert_outcomes(
         passed=3, failed=1, skipped=1, xfailed=1
     )
     sql = (

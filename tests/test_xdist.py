@@ -23,15 +23,17 @@ def _device_args(devices=DEVICES) -> list[str]:
     return [arg for d in devices for arg in ("--userflow-device", d)]
 
 
-# Beside pytest-rerunfailures every test goes through an EventRecord; without it, the
-# quick way (Recorder.keep): both must give the same store and summary.
-@pytest.mark.parametrize("plugins", [[], ["-p", "no:rerunfailures"]], ids=["event", "quick"])
+# With a pytest_userflow_flushed hook every test goes through an EventRecord; without one,
+# the quick way (Recorder.keep): both must give the same store and summary.
+@pytest.mark.parametrize("flushed_hook", [True, False], ids=["event", "quick"])
 def test_each_worker_drives_its_device_and_the_controller_merges(
-    pytester: pytest.Pytester, store_path, read_report, plugins: list[str]
+    pytester: pytest.Pytester, store_path, read_report, flushed_hook: bool
 ) -> None:
     pytester.makepyfile(DEVICE_SUITE)
+    if flushed_hook:
+        pytester.makeconftest("def pytest_userflow_flushed(item, result):\n    pass\n")
     result = pytester.runpytest_subprocess(
-        "-n", "2", *plugins, *_device_args(), "--userflow-report", "report.json"
+        "-n", "2", *_device_args(), "--userflow-report", "report.json"
     )
     result.assert_outcomes(passed=6)
     rows = store_rows(
