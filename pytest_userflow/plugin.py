@@ -553,7 +553,7 @@ class UserflowRun:
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the spool keeps the rest
             self.sink.finish(timeout)
-            if self.journal is not None and not self.journal.flush(aggregates=True):
+            if self.journal is not None and not self.journal.flush(aggregates=True, last=True):
                 self.errors.append(
                     f"the local store {self.settings.store} could not take this run's data yet "
                     f"({self.journal.error or 'timeout'}); it is kept in {self.journal.path} "

@@ -186,6 +186,29 @@ def test_the_folder_process_folds_the_journal_as_it_grows(tmp_path: Path) -> Non
     assert store_rows(store.path, "SELECT COUNT(*) FROM journals") == [(0,)]
 
 
+def test_the_last_flush_lets_the_folder_go_and_a_later_record_is_still_folded(
+    tmp_path: Path,
+) -> None:
+    """The run's last flush (the summary's) lets the folder exit while the run ends; a record
+    written after it (an upload's mark, say) is folded by the writer at close."""
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store, folder_after=0)
+    folder = writer._folder
+    assert folder is not None
+    for n in range(3):
+        writer.write(event_op(n))
+    # A folder still starting when asked is not waited for (the writer folds): let it start.
+    assert wait_for(lambda: store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)])
+    assert writer.flush(aggregates=True, last=True)
+    assert writer.aggregates is not None  # the folder folded the whole journal
+    assert wait_for(lambda: folder.poll() is not None)  # it exits without being waited for
+    writer.write(event_op(3))
+    writer.close()
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(4,)]
+    assert not writer.path.exists()
+    assert store_rows(store.path, "SELECT COUNT(*) FROM journals") == [(0,)]
+
+
 def test_a_dead_folder_is_replaced_by_folding_here(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     writer = JournalWriter(store, folder_after=0)
