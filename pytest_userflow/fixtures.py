@@ -52,15 +52,15 @@ class RecordMeasurement:
         type: str | None = None,
         units: str | None = None,
         budget: float | None = None,
-    ) -> Measurement:
+    ) -> None:
         __tracebackhide__ = True
-        measurement = quick(key, value, type, units)  # the common case, no message built
-        if measurement is None:
-            measurement = Measurement.create(key, value, type=type, units=units, where=self._where)
+        row = quick(key, value, type, units)  # the common case, no message built
+        if row is None:
+            m = Measurement.create(key, value, type=type, units=units, where=self._where)
+            row = (m.key, m.value, m.type, m.units)
         if budget is not None:
             self._budget(key, value, budget, self._where)
-        self._record.measurements.append(measurement)
-        return measurement
+        self._record.measurements.append(row)
 
     @property
     def _where(self) -> str:
@@ -98,7 +98,7 @@ class RecordMeasurement:
         start = time.perf_counter()
         yield result
         result.elapsed = time.perf_counter() - start
-        self._record.measurements.append(Measurement(key, result.elapsed, type, units))
+        self._record.measurements.append((key, result.elapsed, type, units))
 
 
 class UserflowHandle:

@@ -43,7 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .measurement import Measurement, dedupe
+from .measurement import Measurement, Row, dedupe
 from .store import PENDING, EventRecord, Store
 from .tally import Tally
 
@@ -381,15 +381,14 @@ class JournalWriter:
     def write(self, op: dict[str, Any]) -> None:
         self._append(encode(op))
 
-    def write_event(self, head: tuple[Any, ...], measurements: list[Measurement]) -> None:
+    def write_event(self, head: tuple[Any, ...], measurements: list[Row]) -> None:
         """A finished test, the quick way: no EventRecord and no op are made for it.
 
-        *head* is the first twelve fields of ``_event_tuple``; *measurements* are as recorded,
-        duplicates and all: folding keeps the last value of each key and type.
+        *head* is the first twelve fields of ``_event_tuple``; *measurements* are the rows as
+        recorded (plain tuples, pickled as they are), duplicates and all: folding keeps the
+        last value of each key and type.
         """
-        data = pickle.dumps(
-            ("event", (*head, [tuple(m) for m in measurements]), None, PENDING), protocol=5
-        )
+        data = pickle.dumps(("event", (*head, measurements), None, PENDING), protocol=5)
         self._append(len(data).to_bytes(_LENGTH, "little") + data)
 
     def _append(self, record: bytes) -> None:

@@ -437,10 +437,13 @@ class UserflowRun:
         assert self.recorder is not None
         status, message = self._status(item, record)
         if self._hooked("pytest_userflow_measurements"):
-            measurements = list(record.measurements)
+            measurements = list(map(Measurement._make, record.measurements))
             validated = {id(m) for m in measurements}  # checked by record_measurement already
             item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
-            record.measurements = self._checked(item, measurements, validated)
+            record.measurements = [
+                (m.key, m.value, m.type, m.units)
+                for m in self._checked(item, measurements, validated)
+            ]
         flow = record.flow or default_flow_name(item.nodeid)
         quick = self.quick
         if quick is None:
@@ -469,7 +472,7 @@ class UserflowRun:
         if self.gate is None or not self.gate.active(record.budgets):
             record.checked = len(record.measurements)
             return
-        new = record.measurements[record.checked :]
+        new = list(map(Measurement._make, record.measurements[record.checked :]))
         record.checked = len(record.measurements)
         flow = record.flow or default_flow_name(item.nodeid)
         failing = self.gate.check(

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-from .measurement import Measurement, dedupe, truncate_message
+from .measurement import Measurement, Row, dedupe, truncate_message
 from .sinks import FlushOutcome, Sink
 from .store import EventRecord, new_event_id
 
@@ -47,7 +47,7 @@ class TestRecord:
         self.device = device
         self.session_id: str | None = None
         self.status_override: tuple[str, str | None] | None = None
-        self.measurements: list[Measurement] = []
+        self.measurements: list[Row] = []  # as recorded: see measurement.Row
         self.used = False  # the test asked for record_measurement or userflow
         self.started = time.time()
         self.reports: dict[str, Any] = {}
@@ -155,7 +155,8 @@ class Recorder:
         self, record: TestRecord, status: str, message: str | None, flow: str
     ) -> EventRecord:
         return EventRecord.from_head(
-            self.head(record, status, message, flow), dedupe(record.measurements)
+            self.head(record, status, message, flow),
+            dedupe(list(map(Measurement._make, record.measurements))),
         )
 
     def flush(self, event: EventRecord) -> FlushOutcome:
