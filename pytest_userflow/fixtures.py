@@ -40,6 +40,8 @@ class RecordMeasurement:
     ...         app.search("shoes")
     """
 
+    __slots__ = ("_gating", "_record")  # one a test: no __dict__ to make and collect
+
     def __init__(self, record: TestRecord, gating: Callable[[], None]) -> None:
         self._record = record
         self._gating = gating  # hooks the gate in: a budget= may fail the test
@@ -103,6 +105,8 @@ class RecordMeasurement:
 
 class UserflowHandle:
     """The current test's user flow: its name, device, session and status override."""
+
+    __slots__ = ("_record",)
 
     def __init__(self, record: TestRecord) -> None:
         self._record = record
