@@ -8,7 +8,6 @@ from contextlib import contextmanager
 
 import pytest
 
-from .budgets import Budget
 from .measurement import (
     Measurement,
     MeasurementError,
@@ -75,6 +74,8 @@ class RecordMeasurement:
             raise MeasurementError(
                 f"budget= needs a numeric value, {key!r} is {value!r} in {where}"
             )
+        from .budgets import Budget  # loaded where budgets are used
+
         self._record.budgets[key] = Budget.create("*", key, max=budget, where=where)
         self._gating()
 

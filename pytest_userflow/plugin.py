@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import hookspecs, settings
-from .budgets import BaselineSource, Budget, BudgetExceeded, Gate, headspin_fetch, local_fetch
 from .fixtures import (  # noqa: F401  (userflow_device is found on the plugin module)
     DEVICE_KEY,
     Fixtures,
@@ -28,6 +27,9 @@ from .runinfo import new_run, run_from_dict
 from .sinks import DryRunSink, HeadSpinSink, NullSink, Sender, Sink
 from .store import EventRecord, RunInfo, Store, StoreError
 from .summary import build_report, merge, process_summary, render, write_report
+
+if TYPE_CHECKING:  # budgets.py is loaded only where budgets are used: see _gating
+    from .budgets import BaselineSource, Gate
 
 RUN_KEY = pytest.StashKey["UserflowRun"]()
 MARKER = (
@@ -247,27 +249,24 @@ class UserflowRun:
                 raise pytest.UsageError(str(exc)) from None
             self.sink = self._make_sink()
         if not self.controller:
-            s = self.settings
-            self.gate = Gate(
-                s.budgets,
-                self._baselines(),
-                pct=s.regression,
-                warn_only=s.regression_mode == "warn",
-            )
             self.recorder = Recorder(
                 self.sink,
                 run_id=self.run.run_id,
                 worker=self.worker,
             )
-            if self.gate.budgets or self.gate.baselines is not None:
-                self._gating()
+            baselines = self._baselines()
+            if self.settings.budgets or baselines is not None:
+                self._gating(baselines)
 
     def _baselines(self) -> BaselineSource | None:
         s = self.settings
         assert self.run is not None
         if s.baseline == "local" and self.store is not None:
+            from .budgets import BaselineSource, local_fetch
+
             return BaselineSource(local_fetch(self.store, self.run.run_id), s.baseline_runs)
         if s.baseline == "headspin":
+            from .budgets import BaselineSource, headspin_fetch
             from .client import HeadSpinClient
 
             assert s.token is not None
@@ -391,6 +390,8 @@ class UserflowRun:
         record.flow, record.description = self._flow(item, flows[0] if flows else None)
         if not budgets:
             return
+        from .budgets import Budget  # loaded where budgets are used
+
         flow = record.flow or default_flow_name(item.nodeid)
         for marker in reversed(budgets):  # nearest last: wins
             key = marker.args[0] if marker.args else marker.kwargs.get("key")
@@ -404,9 +405,17 @@ class UserflowRun:
             record.budgets[budget.key] = budget
         self._gating()
 
-    def _gating(self) -> None:
-        """Hook the gate in (once): from now on each report is checked."""
+    def _gating(self, baselines: BaselineSource | None = None) -> None:
+        """Make the gate and hook it in (once): from now on each report is checked.
+
+        *baselines*: the regression gate's history, known when the session starts."""
         if self.gatekeeper is None:
+            from .budgets import Gate
+
+            s = self.settings
+            self.gate = Gate(
+                s.budgets, baselines, pct=s.regression, warn_only=s.regression_mode == "warn"
+            )
             self.gatekeeper = _Gatekeeper(self)
             self.config.pluginmanager.register(self.gatekeeper, "userflow-gate")
 
@@ -485,6 +494,8 @@ class UserflowRun:
             ),
         )
         if failing and report.passed:
+            from .budgets import BudgetExceeded
+
             message = "; ".join(check.message() for check in failing)
             try:
                 raise BudgetExceeded(message)
@@ -615,7 +626,12 @@ class UserflowRun:
         return whole if tests == sum(f["tests"] for f in merged["flows"].values()) else None
 
     def _notes(self) -> dict[str, Any]:
-        notes: dict[str, Any] = {"errors": list(self.errors), "send_errors": []}
+        notes: dict[str, Any] = {
+            "errors": list(self.errors),
+            "send_errors": [],
+            "checks": [],  # the gate's, made only once a budget or baseline is in play
+            "no_history": [],
+        }
         if self.gate is not None:
             notes["checks"] = [c.as_dict() for c in self.gate.checks]
             notes["no_history"] = sorted(self.gate.no_history)

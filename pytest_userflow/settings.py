@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
-from .budgets import Budget
 from .measurement import DEFAULT_URL, TOKEN_ENV, MeasurementError, check_device_address
+
+if TYPE_CHECKING:
+    from .budgets import Budget
 
 URL_ENV = "HEADSPIN_API_URL"
 BACKENDS = ("auto", "local", "headspin", "off")
@@ -250,7 +252,10 @@ def resolve(config: pytest.Config) -> Settings:
             raise pytest.UsageError(f"{devices_where}: {exc}") from None
 
     budgets = []
-    for line in config.getini("userflow_budgets"):
+    lines = config.getini("userflow_budgets")
+    if lines:  # budgets.py is loaded only where budgets are used
+        from .budgets import Budget
+    for line in lines:
         try:
             budgets.append(Budget.parse_line(line, where="ini key userflow_budgets"))
         except MeasurementError as exc:

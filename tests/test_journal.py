@@ -209,6 +209,23 @@ def test_the_last_flush_lets_the_folder_go_and_a_later_record_is_still_folded(
     assert store_rows(store.path, "SELECT COUNT(*) FROM journals") == [(0,)]
 
 
+def test_the_folder_loads_no_more_than_folding_needs() -> None:
+    """The folder starts while tests run, on another core: what it loads costs them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pytest_userflow.journal import fold_forever; "
+        "print(sorted(m for m in sys.modules if m.startswith('pytest_userflow')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pytest_userflow.journal" in loaded
+    assert "pytest_userflow.budgets" not in loaded
+    assert "pytest_userflow.client" not in loaded
+
+
 def test_a_dead_folder_is_replaced_by_folding_here(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     writer = JournalWriter(store, folder_after=0)
