@@ -169,29 +169,6 @@ def dedupe(measurements: list[Measurement]) -> list[Measurement]:
     return list(seen.values())
 
 
-def quick(key: object, value: object, type: object, units: object) -> Row | None:
-    """The common measurement as a row, checked with a few class tests and no message built;
-    None when ``Measurement.create`` has to decide (and say what is wrong).
-
-    Exactly str, int and float: subclasses, bool, numpy and Decimal take the long way.
-    """
-    kind = value.__class__
-    if (
-        key.__class__ is str
-        and (
-            (kind is float and value - value == 0.0)  # type: ignore[operator]
-            or (kind is int and INT_MIN <= value <= INT_MAX)  # type: ignore[operator]
-            or kind is str
-        )
-        and (units is None or units.__class__ is str)
-        and (type is None or type.__class__ is str)
-        and key
-        and not key.isspace()
-    ):
-        return (key, value, type, units)  # type: ignore[return-value]  # finite: inf - inf is nan
-    return None
-
-
 def normalize_status(status: object, *, where: str | None = None) -> str:
     """``"passed"`` -> ``"Passed"``; anything but the three statuses is an error."""
     __tracebackhide__ = True  # pytest shows the caller's line, not ours

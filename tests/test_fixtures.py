@@ -238,21 +238,31 @@ def test_fixtures_in_test_classes_raise_no_warnings(pytester: pytest.Pytester) -
         ("k", None, None, None),
     ],
 )
-def test_the_quick_check_agrees_with_the_full_one(key, value, kind, units) -> None:
-    """record_measurement's quick path accepts only what Measurement.create accepts, as is."""
+def test_record_measurement_keeps_exactly_what_the_full_check_accepts(
+    key, value, kind, units
+) -> None:
+    """record_measurement's own quick check (exact str, int and float) accepts only what
+    Measurement.create accepts, and keeps it as create would (the value's type too)."""
     from decimal import Decimal
 
-    from pytest_userflow.measurement import Measurement, MeasurementError, quick
+    from pytest_userflow.fixtures import RecordMeasurement
+    from pytest_userflow.measurement import Measurement, MeasurementError
+    from pytest_userflow.recorder import TestRecord
 
     for candidate in (value, Decimal("2.5") if value == 1 else value):
         try:
             full = Measurement.create(key, candidate, type=kind, units=units)
         except MeasurementError:
             full = None
-        fast = quick(key, candidate, kind, units)
-        if fast is not None:  # quick may decline (then create decides) but never differ
-            assert full is not None and type(fast) is tuple and fast == tuple(full)
-            assert type(fast[1]) is type(full.value)
+        record = TestRecord("t.py::test", None)
+        try:
+            RecordMeasurement(record, lambda: None)(key, candidate, type=kind, units=units)
+        except MeasurementError:
+            assert full is None
+            continue
+        assert full is not None and record.measurements == [tuple(full)]
+        assert type(record.measurements[0]) is tuple  # plain: the journal pickles it as is
+        assert type(record.measurements[0][1]) is type(full.value)
 
 
 def test_measurements_are_user_properties_when_a_report_reads_them(
