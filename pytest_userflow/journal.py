@@ -503,8 +503,8 @@ class JournalWriter:
         seconds, it is stopped and this process folds what is left itself. With
         *aggregates*, ``self.aggregates`` is then the journal's ``Tally.aggregates()``
         when the folder folded all of it, else None (the store has them). *last*: once it
-        has answered, the folder is let go (it exits while the run ends, where ``close``
-        would wait for it); what is written after is folded here.
+        has answered, the folder is let go: it exits while the summary is written, and
+        ``close`` only reaps it; what is written after is folded here.
         """
         self.aggregates = None
         folder = self._folder
