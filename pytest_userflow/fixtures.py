@@ -41,7 +41,7 @@ class RecordMeasurement:
     ...         app.search("shoes")
     """
 
-    __slots__ = ("_gating", "_record")  # one a test: no __dict__ to make and collect
+    __slots__ = ("_gating", "_record")  # one a test, without a __dict__
 
     def __init__(self, record: TestRecord, gating: Callable[[], None]) -> None:
         self._record = record
@@ -76,8 +76,7 @@ class RecordMeasurement:
         ):
             row: Row = (key, value, type, units)
         else:
-            m = Measurement.create(key, value, type=type, units=units, where=self._where)
-            row = (m.key, m.value, m.type, m.units)
+            row = Measurement.create(key, value, type=type, units=units, where=self._where).row()
         if budget is not None:
             self._budget(key, value, budget, self._where)
         self._record.measurements.append(row)

@@ -123,6 +123,10 @@ class Measurement(NamedTuple):
             _check_label("units", units, where, required=False),
         )
 
+    def row(self) -> Row:
+        """This measurement as a test keeps it: a plain tuple (see ``Row``)."""
+        return (self.key, self.value, self.type, self.units)
+
     @classmethod
     def coerce(cls, item: object, *, where: str | None = None) -> Measurement:
         """Accept a Measurement or a ``{key, value, type?, units?}`` mapping."""

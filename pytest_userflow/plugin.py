@@ -449,10 +449,7 @@ class UserflowRun:
             measurements = list(map(Measurement._make, record.measurements))
             validated = {id(m) for m in measurements}  # checked by record_measurement already
             item.ihook.pytest_userflow_measurements(item=item, measurements=measurements)
-            record.measurements = [
-                (m.key, m.value, m.type, m.units)
-                for m in self._checked(item, measurements, validated)
-            ]
+            record.measurements = [m.row() for m in self._checked(item, measurements, validated)]
         flow = record.flow or default_flow_name(item.nodeid)
         quick = self.quick
         if quick is None:
