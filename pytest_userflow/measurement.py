@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 Value = int | float | str
 #: A measurement as a test records it: (key, value, type, units) in a plain tuple, which the
-#: journal pickles as it is. A ``Measurement`` is built from it only where one is read (hooks,
+#: journal writes as it is. A ``Measurement`` is built from it only where one is read (hooks,
 #: budgets, uploads): a test recording ten values makes no named tuple.
 Row = tuple[str, Value, "str | None", "str | None"]
 
@@ -57,7 +57,13 @@ def _check_label(name: str, value: object, where: str | None, *, required: bool)
         )
     if required and not value.strip():
         raise MeasurementError(f"{name} must be a non-empty str, got {value!r}{_where(where)}")
-    return value
+    return plain_str(value)
+
+
+def plain_str(text: str) -> str:
+    """*text* as an exact str: a subclass's (a StrEnum member's, numpy's str_) characters, as
+    the journal and the store keep them."""
+    return text if text.__class__ is str else str.__str__(text)
 
 
 def check_value(value: object, *, key: str = "?", where: str | None = None) -> Value:
@@ -69,7 +75,7 @@ def check_value(value: object, *, key: str = "?", where: str | None = None) -> V
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not ours
     if isinstance(value, str):
-        return value
+        return plain_str(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise MeasurementError(
             f"value for key {key!r} must be a finite int, float or str, "

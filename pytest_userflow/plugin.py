@@ -21,7 +21,13 @@ from .fixtures import (  # noqa: F401  (userflow_device is found on the plugin m
     userflow_device,
 )
 from .journal import JournalWriter, recover
-from .measurement import Measurement, MeasurementError, UserflowError, normalize_status
+from .measurement import (
+    Measurement,
+    MeasurementError,
+    UserflowError,
+    normalize_status,
+    plain_str,
+)
 from .recorder import Recorder, TestRecord, flush_result, status_from_reports
 from .runinfo import new_run, run_from_dict
 from .sinks import DryRunSink, HeadSpinSink, NullSink, Sender, Sink
@@ -139,7 +145,7 @@ def _flow_of(item: pytest.Item, marker: pytest.Mark) -> tuple[str, str | None]:
             f"@pytest.mark.userflow takes (name, *, description=None), got extra "
             f"{sorted(unknown) or list(marker.args[1:])} on {item.nodeid}"
         )
-    return name, description
+    return plain_str(name), None if description is None else plain_str(description)
 
 
 def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
@@ -457,7 +463,7 @@ class UserflowRun:
         if quick:  # the common case: a teardown costs about a third less without the event
             try:
                 self.recorder.keep(record, status, message, flow)
-            except OSError as exc:
+            except (UserflowError, OSError) as exc:
                 self.errors.append(f"could not record {item.nodeid}: {exc}")
             return
         event = self.recorder.event_for(record, status, message, flow)

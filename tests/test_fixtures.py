@@ -94,6 +94,39 @@ def test_values_units_types_and_numeric_kinds_are_kept(
     ]
 
 
+def test_str_subclasses_are_kept_as_their_text(pytester: pytest.Pytester, store_path) -> None:
+    """A StrEnum member (or any str subclass) as flow, key, value or units is kept as the
+    plain text it holds: the journal and the store take exact types."""
+    pytester.makepyfile("""
+        import enum, pytest
+
+        class Flow(str, enum.Enum):
+            LOGIN = "Login"
+
+        class Key(str, enum.Enum):
+            TIME = "Login Time"
+
+        class Text(str):
+            pass
+
+        @pytest.mark.userflow(Flow.LOGIN, description=Text("sign in"))
+        def test_it(record_measurement):
+            record_measurement(Key.TIME, 1.5, units=Text("seconds"), type=Text("Custom"))
+            record_measurement("Screen", Text("home"))
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*could not record*")
+    assert store_rows(
+        store_path,
+        "SELECT user_flow_name, key_name, key_type, key_units, value FROM measurements ORDER BY id",
+    ) == [
+        ("Login", "Login Time", "Custom", "seconds", 1.5),
+        ("Login", "Screen", None, None, "home"),
+    ]
+    assert store_rows(store_path, "SELECT name, description FROM flows") == [("Login", "sign in")]
+
+
 def test_timer_records_elapsed_seconds_and_nothing_when_the_block_raises(
     pytester: pytest.Pytester, store_path
 ) -> None:
@@ -261,7 +294,7 @@ def test_record_measurement_keeps_exactly_what_the_full_check_accepts(
             assert full is None
             continue
         assert full is not None and record.measurements == [tuple(full)]
-        assert type(record.measurements[0]) is tuple  # plain: the journal pickles it as is
+        assert type(record.measurements[0]) is tuple  # plain: the journal writes it as it is
         assert type(record.measurements[0][1]) is type(full.value)
 
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import marshal
 import pickle
 from pathlib import Path
 
 import pytest
 from conftest import store_rows
 
-from pytest_userflow.journal import MAGIC, JournalWriter, decode, encode, fold_from, recover
-from pytest_userflow.measurement import Measurement
+from pytest_userflow.journal import (
+    MAGIC,
+    MAGIC_2,
+    JournalWriter,
+    decode,
+    encode,
+    fold_from,
+    recover,
+)
+from pytest_userflow.measurement import Measurement, UserflowError
 from pytest_userflow.store import EventRecord, Store
 
 
@@ -83,18 +92,21 @@ def test_a_journal_of_the_first_format_json_lines_is_still_folded(tmp_path: Path
     assert not journal.exists()
 
 
-def test_records_pickled_with_the_earlier_protocol_are_still_folded(tmp_path: Path) -> None:
-    """Journals left by the previous version hold protocol-2 records, mixed here with new ones."""
+def pickled(record: bytes, protocol: int) -> bytes:
+    """*record* as the second format wrote it: its body pickled."""
+    body = pickle.dumps(marshal.loads(record[4:]), protocol=protocol)
+    return len(body).to_bytes(4, "little") + body
 
-    def protocol_2(record: bytes) -> bytes:
-        body = pickle.dumps(pickle.loads(record[4:]), protocol=2)
-        return len(body).to_bytes(4, "little") + body
 
-    new = encode(event_op(1))
-    assert new != protocol_2(new)  # the encodings do differ
+def test_a_journal_of_the_second_format_pickled_records_is_still_folded(tmp_path: Path) -> None:
+    """Journals left by earlier versions hold pickled records (protocols 2 and 5)."""
+    assert MAGIC_2 != MAGIC and len(MAGIC_2) == len(MAGIC)
     store = Store(tmp_path / "s.db")
     journal = tmp_path / "s.db.journal-996-old"
-    journal.write_bytes(MAGIC + protocol_2(encode(event_op(0))) + new)
+    torn = pickled(encode(event_op(2)), 5)[:-3]
+    journal.write_bytes(
+        MAGIC_2 + pickled(encode(event_op(0)), 2) + pickled(encode(event_op(1)), 5) + torn
+    )
     assert recover(store) == 2
     assert store_rows(store.path, "SELECT nodeid, value FROM measurements ORDER BY value") == [
         ("t::0", 0),
@@ -102,16 +114,46 @@ def test_records_pickled_with_the_earlier_protocol_are_still_folded(tmp_path: Pa
     ]
 
 
-def test_a_record_holding_anything_but_plain_data_is_refused(tmp_path: Path) -> None:
+def test_a_pickled_record_holding_anything_but_plain_data_is_refused(tmp_path: Path) -> None:
     body = pickle.dumps(("event", Path("/etc/passwd"), None, "pending"))
-    with pytest.raises(pickle.UnpicklingError, match="plain data, not pathlib"):
-        decode(body)
     store = Store(tmp_path / "s.db")
     journal = tmp_path / "s.db.journal-997-bad"
-    journal.write_bytes(MAGIC + len(body).to_bytes(4, "little") + body)
-    with pytest.raises(pickle.UnpicklingError):
+    journal.write_bytes(MAGIC_2 + len(body).to_bytes(4, "little") + body)
+    with pytest.raises(pickle.UnpicklingError, match="plain data, not pathlib"):
         fold_from(store, journal)
     assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_a_record_that_is_no_op_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="holds an op tuple, not dict"):
+        decode(marshal.dumps({"op": "event"}))
+    with pytest.raises(ValueError, match="unknown journal operation 'drop'"):
+        decode(marshal.dumps(("drop", "e1")))
+    store = Store(tmp_path / "s.db")
+    journal = tmp_path / "s.db.journal-995-bad"
+    body = b"\xff" * 8  # not marshal's
+    journal.write_bytes(MAGIC + encode(event_op(0)) + len(body).to_bytes(4, "little") + body)
+    with pytest.raises(ValueError):
+        fold_from(store, journal)
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]  # nothing half-done
+
+
+def test_only_plain_data_is_written(tmp_path: Path) -> None:
+    class Label(str):
+        pass
+
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store, folder_after=None)
+    head = ("r", Label("F"), "t::1", "Passed", None, None, None, None, None, 1.0, 0.1, "e1")
+    with pytest.raises(UserflowError, match=r"other than plain data .*not their subclasses"):
+        writer.write_event(head, [("k", 1, None, None)])
+    op = event_op(1)
+    op["event"].flow = Label("F")
+    with pytest.raises(UserflowError, match="other than plain data"):
+        writer.write(op)
+    writer.write(event_op(2))  # what comes after is kept
+    writer.close()
+    assert store_rows(store.path, "SELECT nodeid FROM events") == [("t::2",)]
 
 
 def test_a_live_processs_journal_is_left_to_it(tmp_path: Path) -> None:
@@ -512,11 +554,11 @@ def test_a_journal_that_cannot_be_folded_is_set_aside_not_retried_forever(
     assert store_rows(store.path, "SELECT nodeid FROM events") == [("t::2",)]
 
 
-def test_a_record_longer_than_its_body_is_refused(tmp_path: Path) -> None:
+def test_a_pickled_record_longer_than_its_body_is_refused(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    body = encode(event_op(1))[4:] + b"junk"  # what a damaged length would claim
+    body = pickled(encode(event_op(1)), 5)[4:] + b"junk"  # what a damaged length would claim
     journal = tmp_path / "s.db.journal-3-damaged"
-    journal.write_bytes(MAGIC + len(body).to_bytes(4, "little") + body)
+    journal.write_bytes(MAGIC_2 + len(body).to_bytes(4, "little") + body)
     with pytest.raises(pickle.UnpicklingError, match="does not end where it says"):
         fold_from(store, journal)
     assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(0,)]
