@@ -63,6 +63,8 @@ class _Bare:
 def pytest_configure(config):
     if not config.pluginmanager.hasplugin("userflow"):
         config.pluginmanager.register(_Bare(), "bare-userflow-stub")
+        # as a suite that had never used the plugin would: no unknown-marker warning
+        config.addinivalue_line("markers", "userflow(name): the flow")
 '''
 
 # Prints the process's own peak RSS (KiB) after the run, and the CPU seconds it and its
