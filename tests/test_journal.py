@@ -282,6 +282,31 @@ def test_a_dead_folder_is_replaced_by_folding_here(tmp_path: Path) -> None:
     writer.close()
 
 
+def test_a_folder_that_cannot_start_leaves_the_folding_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import threading
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("no processes left")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    store = Store(tmp_path / "s.db")
+    writer = JournalWriter(store, folder_after=0)
+    assert writer._folder is None
+    assert writer._folder_ended.wait(5)  # the reader saw its pipe end, and ends
+    readers = [t for t in threading.enumerate() if t.name == "userflow-folder-reader"]
+    for reader in readers:
+        reader.join(5)
+        assert not reader.is_alive()
+    for n in range(3):
+        writer.write(event_op(n))
+    assert writer.flush()
+    writer.close()
+    assert store_rows(store.path, "SELECT COUNT(*) FROM events") == [(3,)]
+
+
 def test_a_short_run_starts_no_folder_and_a_long_one_starts_it(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     writer = JournalWriter(store, folder_after=3)
