@@ -11,11 +11,12 @@ process that opens the store; a live process holds a lock on its journal, so nob
 touches it.
 
 A journal is the line ``MAGIC`` then one record per op: the length of its body (4 bytes,
-little-endian) and the body, the op as plain data (tuples, lists, str, numbers, None) in
-``marshal``'s format, version 4: the quickest of the standard library's encoders to write
-inside a test run (about 4 us a record there, where pickle took 6 and loading it another
-2 ms a run), and it makes no objects but those. A record cut short by a crash is an op that
-never happened. The ops, as tuples:
+little-endian) and the body, the op as plain data (tuples, lists, dicts, str, numbers, None)
+in ``marshal``'s format, version 4: the quickest of the standard library's encoders to write
+inside a test run (about 4 us a record there, where pickle took 6, and loading pickle another
+2 ms a run), and loading it looks up no class and runs no code. A record cut short by a
+crash is an op that never happened; a record that does not load stops the fold there (the
+journal is set aside as unfoldable, see ``recover``). The ops, as tuples:
 
 - ``("event", event, upload, state)``: *event* as ``_event_tuple`` lays it out (its
   measurements may repeat a key and type: the last one counts), *upload*
