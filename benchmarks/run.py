@@ -148,6 +148,29 @@ def run_pytest(
     return wall, int(said["MAXRSS"]), float(said["CPU"])
 
 
+def median_interval(
+    values: list[float], level: float = 0.95, resamples: int = 4000
+) -> tuple[float, float]:
+    """A bootstrap interval for the median of *values*: the middle *level* of the medians of
+    *resamples* samples drawn with replacement (seeded: the same values give the same
+    interval). On a machine whose runs vary by several percent, it says whether a ratio is
+    above or below a target, or whether this many rounds cannot tell."""
+    rng = random.Random(0)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    cut = round((1 - level) / 2 * resamples)
+    return medians[cut], medians[resamples - 1 - cut]
+
+
+def verdict(interval: tuple[float, float], target: float) -> str:
+    """The verdict on a ratio's *interval*: met when it is all at or below *target*, missed
+    when it is all above, else within the noise (this many rounds cannot tell)."""
+    if interval[1] <= target:
+        return "met"
+    return "missed" if interval[0] > target else "within the noise"
+
+
 def ab(
     folder: Path,
     rounds: int,
@@ -180,6 +203,9 @@ def ab(
         "ratio_paired": statistics.median(paired),
         "ratio_paired_min": min(paired),
         "ratio_paired_max": max(paired),
+        # 95% of the rounds' medians resampled: where the paired ratio lies, as far as this
+        # many rounds can tell
+        "ratio_paired_interval": median_interval(paired),
         # CPU seconds of pytest and its children (the folder process): the work, which a
         # busy machine disturbs less than the wall time
         "cpu_plugin_median": statistics.median(cpu["plugin"]),
@@ -200,6 +226,7 @@ def case_local(work_dir: Path, tests: int, rounds: int) -> dict[str, Any]:
     return {
         "case": f"local store, {tests} tests x 10 measurements, no work",
         "target": "<= 1.05x",
+        "verdict": verdict(result["ratio_paired_interval"], 1.05),
         **result,
     }
 
@@ -239,6 +266,7 @@ def case_headspin(
         "case": f"HeadSpin, +{latency * 1000:.0f} ms per request, {tests} tests x 20 ms work x 10 "
         "measurements, sessions",
         "target": "<= 1.20x",
+        "verdict": verdict(result["ratio_paired_interval"], 1.20),
         **result,
     }
     return case, counts

@@ -3,11 +3,14 @@ they are measured with ``python benchmarks/run.py`` and reported in the README."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +34,9 @@ def test_the_benchmark_script_runs_every_case(tmp_path: Path) -> None:
     local = next(r for r in data["results"] if r["case"].startswith("local store"))
     assert local["ratio"] > 0 and local["plugin_median"] > 0 and local["bare_median"] > 0
     assert local["ratio_paired_min"] <= local["ratio_paired"] <= local["ratio_paired_max"]
+    low, high = local["ratio_paired_interval"]
+    assert low <= local["ratio_paired"] <= high
+    assert local["verdict"] in ("met", "missed", "within the noise")
     requests = next(r for r in data["results"] if r["case"] == "requests per test")
     assert (
         requests["v0_with_session"] == 2
@@ -58,3 +64,30 @@ def test_the_instructions_case_counts_both_sides(tmp_path: Path) -> None:
     assert case["plugin_instructions"] > case["bare_instructions"]
     assert case["ratio"] == case["plugin_instructions"] / case["bare_instructions"]
     assert case["plugin_per_test"] > 0 and case["bare_per_test"] > 0
+
+
+def _bench_module() -> object:
+    spec = importlib.util.spec_from_file_location("userflow_benchmarks", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_interval_of_a_median_narrows_with_agreeing_rounds() -> None:
+    bench: Any = _bench_module()
+    spread = [1.00, 1.10, 1.02, 0.95, 1.20, 1.04, 1.08, 0.99, 1.15, 1.03]
+    low, high = bench.median_interval(spread)
+    assert min(spread) <= low < statistics.median(spread) < high <= max(spread)
+    assert bench.median_interval(spread) == (low, high)  # seeded: the same every time
+    # the same values four times over: a narrower interval around the same median
+    low4, high4 = bench.median_interval(spread * 4)
+    assert low <= low4 < high4 <= high and high4 - low4 < high - low
+    assert bench.median_interval([1.03] * 7) == (1.03, 1.03)
+
+
+def test_a_verdict_needs_the_whole_interval_on_one_side_of_the_target() -> None:
+    bench: Any = _bench_module()
+    assert bench.verdict((1.01, 1.05), 1.05) == "met"
+    assert bench.verdict((1.051, 1.09), 1.05) == "missed"
+    assert bench.verdict((1.03, 1.07), 1.05) == "within the noise"
