@@ -6,7 +6,8 @@
 Bare pytest is ``-p no:userflow`` with a stub ``record_measurement`` that does nothing, so both
 sides run the same test bodies. Plugin and bare runs alternate (A/B, B/A, ...) and medians
 are reported with min and max, and the median of each round's own ratio (its two runs were
-back to back: the steadier figure on a noisy machine). Cases:
+back to back: the steadier figure on a noisy machine), with a 95% interval for it and a
+verdict against the target (met, missed, or within the noise). Cases:
 
 1. local store, N tests x 10 measurements, tests doing no work: wall time ratio;
 2. HeadSpin backend against the stand-in adding 50 ms to every request, tests doing 20 ms of

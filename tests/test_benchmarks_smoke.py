@@ -66,7 +66,7 @@ def test_the_instructions_case_counts_both_sides(tmp_path: Path) -> None:
     assert case["plugin_per_test"] > 0 and case["bare_per_test"] > 0
 
 
-def _bench_module() -> object:
+def _bench_module() -> Any:
     spec = importlib.util.spec_from_file_location("userflow_benchmarks", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -75,7 +75,7 @@ def _bench_module() -> object:
 
 
 def test_the_interval_of_a_median_narrows_with_agreeing_rounds() -> None:
-    bench: Any = _bench_module()
+    bench = _bench_module()
     spread = [1.00, 1.10, 1.02, 0.95, 1.20, 1.04, 1.08, 0.99, 1.15, 1.03]
     low, high = bench.median_interval(spread)
     assert min(spread) <= low < statistics.median(spread) < high <= max(spread)
@@ -87,7 +87,7 @@ def test_the_interval_of_a_median_narrows_with_agreeing_rounds() -> None:
 
 
 def test_a_verdict_needs_the_whole_interval_on_one_side_of_the_target() -> None:
-    bench: Any = _bench_module()
+    bench = _bench_module()
     assert bench.verdict((1.01, 1.05), 1.05) == "met"
     assert bench.verdict((1.051, 1.09), 1.05) == "missed"
     assert bench.verdict((1.03, 1.07), 1.05) == "within the noise"
