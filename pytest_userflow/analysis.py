@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 STAT_COLUMNS = ("count", "min", "mean", "p50", "p95", "max")
+
+
+def is_number(value: object) -> bool:
+    """An int or float that statistics may use (bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of *values* (the mean of the middle two for an even count)."""
+    return float(statistics.median(values))
 
 
 def percentile(ordered: list[float], pct: float) -> float:
@@ -32,9 +41,7 @@ def percentile(ordered: list[float], pct: float) -> float:
 def summarize(values: Iterable[Any]) -> dict[str, float | int | None]:
     """count (all values), and min, mean, p50, p95, max of the numeric ones."""
     all_values = list(values)
-    numbers = sorted(
-        float(v) for v in all_values if isinstance(v, (int, float)) and not isinstance(v, bool)
-    )
+    numbers = sorted(float(v) for v in all_values if is_number(v))
     if not numbers:
         return {"count": len(all_values), "min": None, "mean": None, "p50": None, "p95": None,
                 "max": None}  # fmt: skip
@@ -42,7 +49,7 @@ def summarize(values: Iterable[Any]) -> dict[str, float | int | None]:
         "count": len(all_values),
         "min": numbers[0],
         "mean": statistics.fmean(numbers),
-        "p50": percentile(numbers, 50),
+        "p50": median(numbers),
         "p95": percentile(numbers, 95),
         "max": numbers[-1],
     }
@@ -127,11 +134,11 @@ def _medians(
         value = row["value"]
         key = (row["user_flow_name"], row["key_name"], row.get("key_type"))
         units[key] = row.get("key_units") or units.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number(value):
             values[key].append(float(value))
         else:
             values.setdefault(key, [])
-    return {k: (statistics.median(v) if v else None, len(v), units[k]) for k, v in values.items()}
+    return {k: (median(v) if v else None, len(v), units[k]) for k, v in values.items()}
 
 
 def compare(
@@ -158,7 +165,3 @@ def fmt_number(value: float | int | None) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
-
-
-def utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -11,20 +11,26 @@ import csv
 import json
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from . import analysis
+from . import analysis, queries
 from .client import HeadSpinClient
-from .journal import recover
-from .measurement import DEFAULT_URL, FILTER_STATUSES, TOKEN_ENV, UserflowError
-from .sinks import Sender
-from .store import API_COLUMNS, FAILED, PENDING, Store, StoreError
-from .summary import format_table
-
-DEFAULT_STORE = ".userflow/userflow.db"
-URL_ENV = "HEADSPIN_API_URL"
+from .model import (
+    DEFAULT_STORE,
+    DEFAULT_URL,
+    FILTER_STATUSES,
+    TOKEN_ENV,
+    URL_ENV,
+    UserflowError,
+    headspin_token,
+    headspin_url,
+    utc_text,
+)
+from .queries import API_COLUMNS
+from .report import format_table
+from .store import FAILED, PENDING, Store, StoreError
+from .upload import Sender
 
 EPILOG = """examples:
   pytest-userflow flows
@@ -256,7 +262,7 @@ def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]
             yield from client.iter_measurements(args.flow, **filters)
         return
     store = _open_store(args.store)
-    yield from store.query_measurements(flow=args.flow, **filters)
+    yield from queries.query_measurements(store, flow=args.flow, **filters)
 
 
 def _count(text: str) -> int:
@@ -270,26 +276,23 @@ def _count(text: str) -> int:
 
 
 def _token(args: argparse.Namespace) -> str:
-    token = args.headspin_token or os.environ.get(TOKEN_ENV, "").strip()
+    token = headspin_token(args.headspin_token)
     if not token:
         raise CliError(f"HeadSpin needs an API token: set {TOKEN_ENV} or pass --headspin-token")
-    return str(token)
+    return token
 
 
-def _url(args: argparse.Namespace) -> str:
-    return str(args.headspin_url or os.environ.get(URL_ENV, "").strip() or DEFAULT_URL)
+def _url(args: argparse.Namespace, stored: str | None = None) -> str:
+    return headspin_url(args.headspin_url, stored)
 
 
-def _open_store(path: str, *, must_exist: bool = True) -> Store:
-    if must_exist and not os.path.exists(path):
+def _open_store(path: str) -> Store:
+    if not os.path.exists(path):
         raise CliError(
             f"no store at {path}: run pytest with pytest-userflow first, or pass --store"
         )
     store = Store(path)
-    problems: list[str] = []
-    recover(store, problems)  # fold what crashed runs left in their journals
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
+    store.check()
     return store
 
 
@@ -320,7 +323,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
         return 0
     store = _open_store(args.store)
     columns = ("user_flow_id", "name", "description", "created_time", "tests", "measurements")
-    _emit(store.flows(), columns, args.format, "user_flows")
+    _emit(queries.flows(store), columns, args.format, "user_flows")
     return 0
 
 
@@ -355,8 +358,8 @@ def cmd_measurements(args: argparse.Namespace) -> int:
         _emit(_rows(args), columns, args.format, "measurements")
         return 0
     store = _open_store(args.store)
-    rows = store.query_measurements(
-        flow=args.flow, limit=args.limit, offset=args.offset, run_ids=args.run_ids, **filters
+    rows = queries.query_measurements(
+        store, flow=args.flow, limit=args.limit, offset=args.offset, run_ids=args.run_ids, **filters
     )
     _emit(rows, columns, args.format, "measurements")
     return 0
@@ -382,10 +385,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    rows = _open_store(args.store).runs(limit=args.limit)
+    rows = queries.runs(_open_store(args.store), limit=args.limit)
     if args.format == "table":
         for row in rows:
-            row["started_at"] = analysis.utc(row["started_at"])
+            row["started_at"] = utc_text(row["started_at"])
             row["git_commit"] = (row["git_commit"] or "-")[:10]
     columns = (
         "run_id",
@@ -416,7 +419,7 @@ def _compare_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         return base, cand, said
     if args.source == "headspin":
         raise CliError("HeadSpin knows no runs: compare time windows (--baseline-start ...)")
-    runs = [r["run_id"] for r in _open_store(args.store).runs(limit=None)]  # newest first
+    runs = [r["run_id"] for r in queries.runs(_open_store(args.store), limit=None)]  # newest first
     candidate = args.candidate_run or (runs[0] if runs else None)
     if candidate is None:
         raise CliError("the store has no runs yet")
@@ -501,10 +504,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.source == "headspin":
         raise CliError("plot draws runs of the local store")
     store = _open_store(args.store)
-    runs = store.runs(limit=args.last or None)[::-1]  # oldest first
+    runs = queries.runs(store, limit=args.last or None)[::-1]  # oldest first
     if not runs:
         raise CliError("the store has no runs yet")
-    rows = store.query_measurements(
+    rows = queries.query_measurements(
+        store,
         flow=args.flow,
         keys=[args.key],
         statuses=["passed", "failed"],
@@ -522,20 +526,25 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     states = (PENDING, FAILED) if args.retry_failed else (PENDING,)
-    uploads = list(store.uploads(states))
+    uploads = store.uploads(states)
     if not uploads:
-        print(f"nothing to push: no pending uploads in {args.store}")
+        refused = store.count_uploads((FAILED,))
+        more = (
+            f"; {refused} upload(s) were refused by HeadSpin before: "
+            "'pytest-userflow push --retry-failed' sends them again"
+            if refused
+            else ""
+        )
+        print(f"nothing to push: no pending uploads in {args.store}{more}")
         return 0
     token = _token(args)
     by_url: dict[str, list[Any]] = {}
     for upload in uploads:
-        url = args.headspin_url or upload.base_url or _url(args)
-        by_url.setdefault(url, []).append(upload)
+        by_url.setdefault(_url(args, upload.base_url), []).append(upload)
     sent = failed = 0
     auth_error = None
     for url, group in by_url.items():
-        client = HeadSpinClient(token, base_url=url)
-        sender = Sender(client, _locked_apply(store))
+        sender = Sender(HeadSpinClient(token, base_url=url), store)
         print(f"pushing {len(group)} upload(s) to {url} ...", flush=True)
         for upload in group:
             sender.submit(upload)
@@ -558,17 +567,6 @@ def cmd_push(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if pending == 0 and failed == 0 else 1
-
-
-def _locked_apply(store: Store) -> Callable[[dict[str, Any]], None]:
-    """Apply the sender's marks to the store, one small transaction each."""
-    lock = threading.Lock()
-
-    def apply(op: dict[str, Any]) -> None:
-        with lock:
-            store.apply([op])
-
-    return apply
 
 
 class _ProgressBar:

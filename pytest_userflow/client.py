@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .measurement import (
+from .model import (
     DEFAULT_URL,
     TOKEN_ENV,
     Measurement,

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .budgets import Baseline
-    from .measurement import Measurement
-    from .recorder import FlushResult
+    from .gate import Baseline
+    from .model import Measurement, TestRecord
 
 
 @pytest.hookspec(firstresult=True)
@@ -49,8 +48,11 @@ def pytest_userflow_verdict(item: pytest.Item, measurement: Measurement, baselin
 
 
 @pytest.hookspec
-def pytest_userflow_flushed(item: pytest.Item, result: FlushResult) -> None:
-    """Called at *item*'s teardown once its data was stored, queued for upload or spooled.
+def pytest_userflow_flushed(item: pytest.Item, result: TestRecord) -> None:
+    """Called at *item*'s teardown once its record was stored, queued for upload or spooled.
 
-    ``result.destination`` is one of "local", "queued", "local-only", "dry-run", "off".
+    *result* is the test's record: ``nodeid``, ``flow``, ``status``, ``status_message``,
+    ``measurements``, ``perf_event_id``, ``plan`` (the HeadSpin requests, or None) and
+    ``destination``, one of "local", "queued", "local-only", "dry-run", "off", or
+    "unstored" when the store could not take it.
     """

@@ -6,8 +6,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from .analysis import percentile, utc
-from .measurement import UserflowError
+from .analysis import median, percentile
+from .model import UserflowError, utc_text
 
 
 def plot_trend(
@@ -44,7 +44,7 @@ def plot_trend(
         else:
             passed[index[row["run_id"]]].append(float(value))
     xs = sorted(passed)
-    medians = [percentile(sorted(passed[x]), 50) for x in xs]
+    medians = [median(passed[x]) for x in xs]
     p95s = [percentile(sorted(passed[x]), 95) for x in xs]
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     ax.plot(xs, medians, marker="o", label="median (passed)")
@@ -60,7 +60,7 @@ def plot_trend(
         )
     step = max(1, len(runs) // 12)  # at most about a dozen labels
     ticks = list(range(0, len(runs), step))
-    labels = [f"{utc(runs[i]['started_at'])[5:16]} {runs[i]['run_id'][:6]}" for i in ticks]
+    labels = [f"{utc_text(runs[i]['started_at'])[5:16]} {runs[i]['run_id'][:6]}" for i in ticks]
     ax.set_xticks(ticks, labels, fontsize=7, rotation=30, ha="right")
     ax.set_xlabel("run (UTC start, id)")
     ax.set_title(f"{key}: trend over {len(runs)} run(s)")

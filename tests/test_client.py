@@ -17,7 +17,7 @@ from conftest import TOKEN
 from headspin_server import MEASUREMENT_FIELDS
 
 from pytest_userflow.client import AuthError, BadRequest, HeadSpinClient, NotFound
-from pytest_userflow.measurement import Measurement
+from pytest_userflow.model import Measurement
 
 vcr = pytest.importorskip("vcr")
 

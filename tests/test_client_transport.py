@@ -20,7 +20,7 @@ from pytest_userflow.client import (
     RetryableError,
     measurement_params,
 )
-from pytest_userflow.measurement import MeasurementError
+from pytest_userflow.model import MeasurementError
 
 SESSION = "8a37be67-c718-11ec-896d-0acbaa89a1b3"
 

@@ -7,6 +7,7 @@ then counts what was recorded (the local store), delivered (the stand-in) and pe
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import uuid
@@ -207,33 +208,43 @@ def test_push_shows_progress_and_retries_refused_uploads_on_request(
     assert_delivered_once(hs_env)
 
 
-@pytest.mark.parametrize("flushed_hook", [True, False], ids=["event", "quick"])
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
 def test_a_test_whose_record_cannot_be_written_is_reported_and_the_run_goes_on(
-    pytester: pytest.Pytester, store_path, flushed_hook: bool
+    pytester: pytest.Pytester, store_path
 ) -> None:
-    if flushed_hook:  # the test goes through an EventRecord; without it, the quick way
-        pytester.makeconftest("def pytest_userflow_flushed(item, result):\n    pass\n")
-    # The journal's file descriptor is made read-only for one test (a full disk fails alike)
+    # A file size limit during test_b's teardown: the store's writes fail as on a full disk.
+    pytester.makeconftest("""
+        import resource, signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+        LIMIT = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+        def pytest_runtest_teardown(item):
+            if item.name == "test_b":
+                wal = item.config.rootpath / ".userflow" / "userflow.db-wal"
+                resource.setrlimit(resource.RLIMIT_FSIZE, (wal.stat().st_size, LIMIT[1]))
+
+        def pytest_runtest_setup(item):
+            resource.setrlimit(resource.RLIMIT_FSIZE, LIMIT)
+    """)
     pytester.makepyfile("""
-        import os
-
-        STATE = {}
-
-        def journal(request):
-            return request.config.pluginmanager.get_plugin("userflow-run").journal
-
-        def test_a(request, record_measurement):
-            STATE["fd"] = journal(request).fd
-            journal(request).fd = os.open(os.devnull, os.O_RDONLY)
+        def test_a(record_measurement):
             record_measurement("k", 1)
 
-        def test_b(request, record_measurement):
-            os.close(journal(request).fd)
-            journal(request).fd = STATE["fd"]
+        def test_b(record_measurement):
             record_measurement("k", 2)
+
+        def test_c(record_measurement):
+            record_measurement("k", 3)
     """)
-    result = pytester.runpytest("-p", "no:randomly")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*could not record test_a_test_whose_*.py::test_a: *Bad file*"])
-    rows = store_rows(store_path, "SELECT nodeid, value FROM measurements")
-    assert [(nodeid.split("::")[1], value) for nodeid, value in rows] == [("test_b", 2)]
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["*ERROR: the local store */userflow.db could not take 1 test(s); the first: *::test_b: *"]
+    )
+    rows = store_rows(store_path, "SELECT nodeid, value FROM measurements ORDER BY event")
+    assert [(nodeid.split("::")[1], value) for nodeid, value in rows] == [
+        ("test_a", 1),
+        ("test_c", 3),
+    ]

@@ -83,7 +83,8 @@ def test_values_units_types_and_numeric_kinds_are_kept(
     """)
     pytester.runpytest().assert_outcomes(passed=1)
     rows = store_rows(
-        store_path, "SELECT key_name, value, key_type, key_units FROM measurements ORDER BY id"
+        store_path,
+        "SELECT key_name, value, key_type, key_units FROM measurements ORDER BY event, seq",
     )
     assert rows == [
         ("int", 3, "Video", "frames"),
@@ -119,7 +120,7 @@ def test_str_subclasses_are_kept_as_their_text(pytester: pytest.Pytester, store_
     result.stdout.no_fnmatch_line("*could not record*")
     assert store_rows(
         store_path,
-        "SELECT user_flow_name, key_name, key_type, key_units, value FROM measurements ORDER BY id",
+        "SELECT user_flow_name, key_name, key_type, key_units, value FROM measurements ORDER BY event, seq",
     ) == [
         ("Login", "Login Time", "Custom", "seconds", 1.5),
         ("Login", "Screen", None, None, "home"),
@@ -146,7 +147,8 @@ def test_timer_records_elapsed_seconds_and_nothing_when_the_block_raises(
     """)
     pytester.runpytest().assert_outcomes(passed=1)
     rows = store_rows(
-        store_path, "SELECT key_name, key_type, key_units, value FROM measurements ORDER BY id"
+        store_path,
+        "SELECT key_name, key_type, key_units, value FROM measurements ORDER BY event, seq",
     )
     assert [r[:3] for r in rows] == [("Wait", "Custom", "seconds"), ("Wait ms", None, "ms")]
     assert 0.01 <= rows[0][3] < 1.0
@@ -203,7 +205,7 @@ def test_measurements_hook_can_add_and_change(pytester: pytest.Pytester, store_p
     result.stdout.fnmatch_lines(
         ["ERROR: value for key 'Bad' must be finite, got nan in pytest_userflow_measurements *"]
     )
-    rows = store_rows(store_path, "SELECT key_name, value FROM measurements ORDER BY id")
+    rows = store_rows(store_path, "SELECT key_name, value FROM measurements ORDER BY event, seq")
     assert rows == [("Login Time", 1.0), ("Battery", 81), ("From dict", 2)]
 
 
@@ -251,54 +253,98 @@ def test_fixtures_in_test_classes_raise_no_warnings(pytester: pytest.Pytester) -
     ).assert_outcomes(passed=1)
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "kind", "units"),
-    [
-        ("k", 1.5, None, "ms"),
-        ("k", 3, "Custom", None),
-        ("k", "v1.2", None, None),
-        ("k", True, None, None),  # bool: refused
-        ("k", float("nan"), None, None),
-        ("k", float("inf"), None, None),
-        ("k", float("-inf"), None, None),
-        ("k", 2**70, None, None),
-        (" ", 1, None, None),
-        ("\t\n", 2.0, None, None),
-        ("", 1, None, None),
-        (5, 1, None, None),
-        ("k", 1, 3, None),
-        ("k", 1, None, b"ms"),
-        ("k", None, None, None),
-    ],
-)
-def test_record_measurement_keeps_exactly_what_the_full_check_accepts(
-    key, value, kind, units
+BAD_VALUES = {
+    "nan": ("'k'", "float('nan')", "must be finite, got nan"),
+    "bool": ("'k'", "True", "must be a finite int, float or str, got bool"),
+    "surrogate": ("'k'", "'bad \\ud800'", "cannot be encoded as UTF-8"),
+    "long key": ("'k' * 256", "1.0", "256 characters long, more than the 255 allowed"),
+    "nul key": ("'a\\x00b'", "1.0", "holds a NUL character"),
+    "long text": ("'k'", "'x' * 70_000", "more than the 65536 allowed"),
+}
+ENTRY_POINTS = {
+    "call": "record_measurement({key}, {value})",
+    "hook": "record_measurement('ok', 1.0)",
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+@pytest.mark.parametrize("bad", sorted(BAD_VALUES))
+def test_one_check_for_every_way_in(pytester: pytest.Pytester, entry: str, bad: str) -> None:
+    """record_measurement and the measurements hook refuse the same values with the same
+    message; the bad value is one error, and the other tests' records are all stored."""
+    key, value, message = BAD_VALUES[bad]
+    if entry == "hook":
+        pytester.makeconftest(
+            f"""
+            from pytest_userflow import Measurement
+
+            def pytest_userflow_measurements(item, measurements):
+                if item.name == "test_bad":
+                    measurements.append(Measurement({key}, {value}))
+            """
+        )
+    pytester.makepyfile(
+        f"""
+        def test_good(record_measurement):
+            record_measurement("fine", 2.0)
+
+        def test_bad(record_measurement):
+            {ENTRY_POINTS[entry].format(key=key, value=value)}
+
+        def test_after(record_measurement):
+            record_measurement("fine", 3.0)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.stdout.fnmatch_lines([f"*{message}*test_bad*"])
+    if entry == "call":
+        result.assert_outcomes(passed=2, failed=1)
+    else:
+        result.assert_outcomes(passed=3)
+    path = pytester.path / ".userflow" / "userflow.db"
+    rows = store_rows(path, "SELECT nodeid, key_name, value FROM measurements ORDER BY event, seq")
+    expected_bad = (
+        [] if entry == "call" else [("test_one_check_for_every_way_in.py::test_bad", "ok", 1.0)]
+    )
+    assert rows == [
+        ("test_one_check_for_every_way_in.py::test_good", "fine", 2.0),
+        *expected_bad,
+        ("test_one_check_for_every_way_in.py::test_after", "fine", 3.0),
+    ]
+
+
+def test_a_fixture_kept_past_its_test_refuses_with_the_tests_name(
+    pytester: pytest.Pytester,
 ) -> None:
-    """record_measurement's own quick check (exact str, int and float) accepts only what
-    Measurement.create accepts, and keeps it as create would (the value's type too)."""
-    from decimal import Decimal
+    pytester.makepyfile(
+        """
+        import threading
+        kept = []
 
-    from pytest_userflow.fixtures import RecordMeasurement
-    from pytest_userflow.measurement import Measurement, MeasurementError
-    from pytest_userflow.recorder import TestRecord
+        def test_first(record_measurement, userflow):
+            kept.append(record_measurement)
+            kept.append(userflow)
+            record_measurement("a", 1.0)
 
-    for candidate in (value, Decimal("2.5") if value == 1 else value):
-        try:
-            full = Measurement.create(key, candidate, type=kind, units=units)
-        except MeasurementError:
-            full = None
-        record = TestRecord("t.py::test", None)
-        try:
-            RecordMeasurement(record, lambda: None)(key, candidate, type=kind, units=units)
-        except MeasurementError:
-            assert full is None
-            continue
-        assert full is not None and record.measurements == [tuple(full)]
-        assert type(record.measurements[0]) is tuple  # plain: the journal writes it as it is
-        assert type(record.measurements[0][1]) is type(full.value)
+        def test_second(record_measurement):
+            record_measurement("b", 2.0)
+            kept[0]("late", 3.0)
+
+        def test_third():
+            kept[1].set_status("Failed")
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*record_measurement() of test_a_fixture_kept_past_its_test_refuses_with_the_tests_name.py::test_first was called after*test_first ended*",
+            "*userflow.set_status() of *::test_first was called after*",
+        ]
+    )
 
 
-def test_measurements_are_user_properties_when_a_report_reads_them(
+def test_measurements_are_user_properties_of_every_teardown_report(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeconftest(
@@ -323,6 +369,9 @@ def test_measurements_are_user_properties_when_a_report_reads_them(
     assert '<property name="userflow" value="Login"' in xml
     assert '<property name="userflow_status" value="Passed"' in xml
     assert '<property name="userflow:Login Time" value="1.25"' in xml
-    # No report reads them: pytest keeps every report to the end, so nothing is added.
+    # Always there, as record_property's are: a conftest, Allure or ReportPortal sees them.
     result = pytester.runpytest("-s")
-    result.stdout.fnmatch_lines(["*PROPS *::test_login []"])
+    assert (
+        "::test_login [('userflow', 'Login'), ('userflow_status', 'Passed'), "
+        "('userflow:Login Time', 1.25)]"
+    ) in result.stdout.str()

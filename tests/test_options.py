@@ -62,7 +62,7 @@ def test_help_lists_the_userflow_group(pytester: pytest.Pytester) -> None:
         (
             ["--headspin-url", "ftp://x"],
             "",
-            "--headspin-url: 'ftp://x' is not an http:// or https:// URL",
+            "--headspin-url: ftp://x is not an http:// or https:// URL",
         ),
         (
             ["--userflow-backend", "headspin"],
@@ -263,37 +263,6 @@ def test_a_marker_shared_by_many_tests_names_each_test_it_fails(pytester: pytest
         )
 
 
-def test_a_run_on_the_local_store_loads_neither_the_client_nor_the_budgets(
-    pytester: pytest.Pytester,
-) -> None:
-    # Loading a module costs every run's start: the client is loaded only by HeadSpin and
-    # dry runs, which talk to it, and the budgets only where a budget is used.
-    pytester.makeconftest("""
-        import sys
-
-        def pytest_sessionfinish(session):
-            print("client loaded:", "pytest_userflow.client" in sys.modules)
-            print("budgets loaded:", "pytest_userflow.budgets" in sys.modules)
-    """)
-    pytester.makepyfile(ONE_TEST)
-    result = pytester.runpytest_subprocess("--userflow-backend", "local", "-s")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*client loaded: False*", "*budgets loaded: False*"])
-    result = pytester.runpytest_subprocess("--userflow-dry-run", "-s")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*client loaded: True*"])
-    pytester.makepyfile(
-        test_budget="""
-        def test_budget(record_measurement):
-            record_measurement("Login Time", 1.5, budget=2)
-    """
-    )
-    result = pytester.runpytest_subprocess("-s")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*budgets loaded: True*"])
-    result.stdout.fnmatch_lines(["budgets and regressions: 1 checked, 0 not ok"])
-
-
 def test_disabled_plugin_and_backend_off_record_nothing(
     pytester: pytest.Pytester, store_path
 ) -> None:
@@ -343,7 +312,7 @@ def test_junit_xml_carries_the_measurements(pytester: pytest.Pytester) -> None:
 def test_the_settings_never_show_the_token() -> None:
     from pathlib import Path
 
-    from pytest_userflow.settings import Settings
+    from pytest_userflow.options import Settings
 
     settings = Settings(
         flow=None,

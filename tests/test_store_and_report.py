@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -125,14 +124,11 @@ EVERY_OUTCOME = """
 """
 
 
-def test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event(
-    pytester: pytest.Pytester,
-) -> None:
-    """A test whose EventRecord nothing asks for is kept the quick way, without one; it must
-    land in the store exactly as one kept through the EventRecord does (the status and
-    measurements hooks apply to both)."""
+def test_every_outcome_is_stored_once_with_its_hooks_applied(pytester: pytest.Pytester) -> None:
+    """Each test is one record: its status, message and measurements as the status and
+    measurements hooks left them; the flushed hook sees the record that was stored."""
     pytester.makepyfile(EVERY_OUTCOME)
-    hooks = """
+    pytester.makeconftest("""
         from pytest_userflow import Measurement
 
         def pytest_userflow_status(item, reports):
@@ -142,29 +138,21 @@ def test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event(
         def pytest_userflow_measurements(item, measurements):
             if item.name == "test_pass":
                 measurements.append(Measurement.create("Battery", 90, units="%"))
-    """
-    pytester.makeconftest(hooks)
-    pytester.runpytest("--userflow-store", "quick.db").assert_outcomes(
-        passed=3, failed=1, skipped=1, xfailed=1
-    )
-    pytester.makeconftest(
-        hooks
-        + """
-        def pytest_userflow_flushed(item, result):  # asks for the EventRecord
-            pass
-    """
-    )
-    pytester.runpytest("--userflow-store", "event.db").assert_outcomes(
-        passed=3, failed=1, skipped=1, xfailed=1
-    )
+
+        def pytest_userflow_flushed(item, result):
+            print("FLUSHED", item.name, result.status, result.destination,
+                  [m.key for m in result.measurements])
+    """)
+    result = pytester.runpytest("-s", "-p", "no:randomly", "--userflow-store", "one.db")
+    result.assert_outcomes(passed=3, failed=1, skipped=1, xfailed=1)
+    result.stdout.fnmatch_lines(["*FLUSHED test_pass Passed local *'Login Time'*'Battery'*"])
     sql = (
         "SELECT e.nodeid, e.user_flow_name, f.description, e.status, e.status_message,"
         " e.session_id, e.device_address, e.worker, e.duration > 0, m.key_name, m.key_type,"
         " m.key_units, m.value FROM events e JOIN flows f USING (user_flow_id)"
-        " LEFT JOIN measurement_rows m ON m.event = e.id ORDER BY e.nodeid, m.id"
+        " LEFT JOIN measurement_rows m ON m.event = e.id ORDER BY e.nodeid, m.seq"
     )
-    quick = store_rows(pytester.path / "quick.db", sql)
-    assert quick == store_rows(pytester.path / "event.db", sql)
+    quick = store_rows(pytester.path / "one.db", sql)
     assert [row[3:5] for row in quick] == [
         ("Failed", "AssertionError: slow"),
         ("Excluded", "warm-up"),
@@ -178,7 +166,7 @@ def test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event(
     login = [row for row in quick if row[9] == "Login Time"]
     assert login == [
         (
-            "test_a_test_is_stored_alike_whether_or_not_a_hook_asks_for_its_event.py::test_pass",
+            "test_every_outcome_is_stored_once_with_its_hooks_applied.py::test_pass",
             "Login",
             "cold start",
             "Passed",
@@ -340,7 +328,10 @@ def test_a_store_path_that_cannot_be_created_is_a_clear_error(pytester: pytest.P
     result = pytester.runpytest("--userflow-store", "blocker/sub/flows.db")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: cannot create the folder of the userflow store */blocker/sub/flows.db: *"]
+        [
+            "ERROR: cannot create the userflow store */blocker/sub/flows.db: */blocker is not a "
+            "writable folder*"
+        ]
     )
 
 
@@ -359,111 +350,41 @@ def test_a_killed_process_keeps_every_finished_test(pytester: pytest.Pytester, s
     """)
     result = pytester.runpytest_subprocess()
     assert result.ret == 9
-    # The finished tests are in the dead process's journal; whoever opens the store next
-    # (a run, or the command here) folds them in.
-    assert list(store_path.parent.glob("userflow.db.journal-*"))
+    # Each finished test was committed at its teardown: the store has them all as it is.
+    assert store_rows(store_path, "SELECT COUNT(*) FROM events") == [(5,)]
     command = [sys.executable, "-m", "pytest_userflow", "--store", str(store_path)]
     listing = subprocess.run(
         [*command, "measurements", "--format", "json"], capture_output=True, text=True, check=True
     )
     assert sorted(m["value"] for m in json.loads(listing.stdout)["measurements"]) == list(range(5))
-    assert not list(store_path.parent.glob("userflow.db.journal-*"))
     rows = store_rows(store_path, "SELECT value FROM measurements ORDER BY value")
     assert rows == [(n,) for n in range(5)]
 
 
-#: The tables of schema 2, as pytest-userflow 0.1 made them.
-SCHEMA_2 = """
-CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at REAL, finished_at REAL, host TEXT,
-    git_commit TEXT, git_branch TEXT, ci_build_id TEXT, backend TEXT);
-CREATE TABLE flows (user_flow_id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, description TEXT,
-    created_time REAL);
-CREATE TABLE events (perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL,
-    user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
-    device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
-    event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL);
-CREATE INDEX events_run ON events(run_id, worker);
-CREATE TABLE measurements (id INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL,
-    run_id TEXT NOT NULL, user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL,
-    event_time TEXT NOT NULL, event_ts REAL NOT NULL, session_id TEXT, status TEXT NOT NULL,
-    key_name TEXT NOT NULL, key_type TEXT, key_units TEXT, value, nodeid TEXT NOT NULL,
-    worker TEXT, device_address TEXT);
-CREATE INDEX measurements_flow_key ON measurements(user_flow_id, key_name, event_ts);
-CREATE INDEX measurements_key ON measurements(key_name, event_ts);
-CREATE INDEX measurements_run ON measurements(run_id);
-CREATE TABLE uploads (perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
-    base_url TEXT, api TEXT, plan TEXT NOT NULL, progress TEXT, attempts INTEGER DEFAULT 0,
-    last_error TEXT, remote_event_id TEXT, updated_ts REAL);
-CREATE INDEX uploads_state ON uploads(state);
-CREATE TABLE journals (name TEXT PRIMARY KEY, folded INTEGER NOT NULL);
-PRAGMA user_version = 2;
-"""
-
-
-def test_a_store_of_schema_2_is_migrated_with_every_row(tmp_path) -> None:
+def test_a_store_of_another_schema_version_is_refused_and_left_alone(
+    pytester: pytest.Pytester, store_path
+) -> None:
     import sqlite3
 
-    from pytest_userflow.store import SCHEMA_VERSION, Store
-
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    db.executescript(SCHEMA_2)
-    db.execute("INSERT INTO runs (run_id, started_at, host) VALUES ('r1', 1.0, 'h')")
-    db.execute("INSERT INTO flows VALUES ('f-1', 'Login', NULL, 1.0)")
-    for n, (event, value) in enumerate([("e2", 2.5), ("e1", 1.5), ("e1", "v1"), ("e2", 3)]):
-        ts = {"e1": 100.0, "e2": 200.0}[event]
-        if n < 2:
-            db.execute(
-                "INSERT INTO events VALUES (?, 'r1', 'f-1', 'Login', ?, NULL, NULL, NULL,"
-                " 'Passed', NULL, ?, 'T', 0.1)",
-                (event, f"t::{event}", ts),
-            )
-        db.execute(
-            "INSERT INTO measurements (perf_event_id, run_id, user_flow_id, user_flow_name,"
-            " event_time, event_ts, status, key_name, key_units, value, nodeid)"
-            " VALUES (?, 'r1', 'f-1', 'Login', 'T', ?, 'Passed', ?, 's', ?, ?)",
-            (event, ts, "Build" if isinstance(value, str) else "Time", value, f"t::{event}"),
-        )
-    db.execute(
-        "INSERT INTO uploads (perf_event_id, run_id, state, plan) VALUES ('e1', 'r1', 'sent', '[]')"
-    )
+    store_path.parent.mkdir()
+    db = sqlite3.connect(store_path)
+    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+    db.execute("PRAGMA user_version = 7")
     db.commit()
     db.close()
-
-    store = Store(path)
-    assert store.db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-    rows = [(r["perf_event_id"], r["key_name"], r["value"]) for r in store.query_measurements()]
-    assert rows == [
-        ("e1", "Time", 1.5),
-        ("e1", "Build", "v1"),
-        ("e2", "Time", 2.5),
-        ("e2", "Time", 3),
-    ]
-    keys = {k["key"]: (k["count"], k["median"]) for k in store.run_aggregates("r1")["keys"]}
-    assert keys == {"Time": (3, 2.5), "Build": (1, None)}
-    assert [f["measurements"] for f in store.flows()] == [4]
-    assert store_rows(path, "SELECT state FROM uploads") == [("sent",)]
-    assert not {"events_v2", "measurements_v2"} & store._tables()
-    store.close()
-    assert Store(path).run_aggregates("r1")["flows"]["Login"]["tests"] == 2  # opened again: as is
-
-
-def test_a_long_run_summarizes_from_the_folders_aggregates(pytester: pytest.Pytester) -> None:
-    """Past a few hundred tests the folder process folds the journal and keeps the
-    aggregates; the summary shows the same figures the store holds."""
-    pytester.makeconftest(
-        """
-        from pytest_userflow.store import Store
-
-        def not_here(*args, **kwargs):
-            raise AssertionError("the summary read the store")
-
-        Store.run_aggregates = not_here
-        """
+    before = store_path.read_bytes()
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: */userflow.db is not a usable pytest-userflow store (schema version 7, *"]
     )
+    assert store_path.read_bytes() == before
+
+
+def test_a_long_run_summarizes_what_the_store_holds(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        import time
         import pytest
 
         @pytest.mark.userflow("Long")
@@ -471,8 +392,6 @@ def test_a_long_run_summarizes_from_the_folders_aggregates(pytester: pytest.Pyte
         def test_n(record_measurement, n):
             record_measurement("N", n, units="ms")
             record_measurement("Half", n / 2 if n % 3 else "none")
-            if n == 300:
-                time.sleep(1)  # the folder, started at the 200th test, is ready by now
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly")
@@ -487,89 +406,3 @@ def test_a_long_run_summarizes_from_the_folders_aggregates(pytester: pytest.Pyte
     )
     path = pytester.path / ".userflow" / "userflow.db"
     assert store_rows(path, "SELECT COUNT(*) FROM measurements") == [(602,)]
-
-
-def test_a_journal_that_cannot_be_folded_does_not_stop_the_next_run(
-    pytester: pytest.Pytester, store_path
-) -> None:
-    from pytest_userflow.journal import MAGIC, encode
-    from pytest_userflow.measurement import Measurement
-    from pytest_userflow.store import EventRecord, Store
-
-    Store(store_path).close()
-    event = EventRecord("old", "F", "t::old", "Passed", measurements=[Measurement("b", 2**64)])
-    journal = store_path.with_name(store_path.name + ".journal-99-dead")
-    journal.write_bytes(MAGIC + encode({"op": "event", "event": event, "upload": None}))
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest()
-    result.assert_outcomes(passed=2, xfailed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*ERROR*the journal userflow.db.journal-99-dead left by a process that ended early "
-            "cannot be folded into the store (OverflowError: *); it is kept as "
-            "*userflow.db.unfoldable-99-dead",
-        ]
-    )
-    assert store_rows(store_path, "SELECT COUNT(*) FROM events") == [(3,)]
-    cli = subprocess.run(
-        [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "flows"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert cli.returncode == 0 and "warning" not in cli.stderr  # set aside once, for good
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_makes_ids_of_its_own() -> None:
-    # Forked in a process of its own: forking pytest (threads, open store) is not safe.
-    code = """if True:
-        import os
-        from pytest_userflow.store import new_event_id
-        parent = [new_event_id() for _ in range(3)]
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: its ids go back through the pipe
-            os.write(write, " ".join(new_event_id() for _ in range(3)).encode())
-            os._exit(0)
-        os.close(write)
-        with os.fdopen(read) as pipe:
-            child = pipe.read()
-        os.waitpid(pid, 0)
-        parent.append(new_event_id())
-        print(" ".join(parent))
-        print(child)
-    """
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    parent, child = (line.split() for line in out.splitlines())
-    assert len(parent) == 4 and len(child) == 3 and not set(child) & set(parent)
-    prefix = parent[0][:24]
-    assert all(i.startswith(prefix) for i in parent)  # one prefix a process, a counter after it
-    assert all(i.startswith(child[0][:24]) for i in child) and child[0][:24] != prefix
-
-
-def test_nothing_outside_the_store_module_keeps_its_globals_alive() -> None:
-    """Once the store module is dropped, its globals can go: the interpreter keeps fork
-    callbacks until its very end, and one of this module's functions there would keep them,
-    and through the assertion rewriter that loaded the module, a pytest session with every
-    test item, alive through the interpreter's slow last collection."""
-    code = """if True:
-        import gc, sys, weakref
-        import pytest_userflow.store as store
-        store.new_event_id()
-        class Probe: pass
-        probe = Probe()
-        store.__dict__["_probe"] = probe
-        ref = weakref.ref(probe)
-        del probe, store
-        for name in [n for n in sys.modules if n.startswith("pytest_userflow")]:
-            del sys.modules[name]
-        gc.collect()
-        print("alive" if ref() is not None else "freed")
-    """
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "freed"

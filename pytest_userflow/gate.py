@@ -16,7 +16,10 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .measurement import Measurement, MeasurementError
+from .analysis import is_number, median
+from .model import Measurement, MeasurementError
+from .queries import recent_values
+from .store import Store
 
 MIN_HISTORY = 3
 
@@ -27,7 +30,9 @@ class BudgetExceeded(AssertionError):
     __module__ = "pytest_userflow"  # shown as pytest_userflow.BudgetExceeded
 
 
-_LINE = re.compile(r"^\s*(?P<flow>.+?)\s*::\s*(?P<key>.+?)\s*(?P<op><=|>=)\s*(?P<value>\S+)\s*$")
+_LINE = re.compile(
+    r"^\s*(?P<flow>.+?)\s*::\s*(?P<key>.+?)\s*(?P<op><=|>=)\s*(?P<value>[^\s#]+)\s*(?:#.*)?$"
+)
 
 
 def _bound(value: object, name: str, where: str) -> float | None:
@@ -63,7 +68,8 @@ class Budget(NamedTuple):
 
     @classmethod
     def parse_line(cls, line: str, *, where: str) -> Budget:
-        """``flow :: key <= value`` or ``flow :: key >= value`` (flow ``*``: any flow)."""
+        """``flow :: key <= value`` or ``flow :: key >= value`` (flow ``*``: any flow); a
+        ``#`` after the value starts a comment."""
         match = _LINE.match(line)
         number = None
         if match:
@@ -109,9 +115,7 @@ def merge(budgets: Iterable[Budget]) -> dict[tuple[str, str], Budget]:
 
 
 def numeric(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
+    return float(value) if is_number(value) else None  # type: ignore[arg-type]
 
 
 class Check(NamedTuple):
@@ -178,9 +182,7 @@ class Baseline(NamedTuple):
 
     @property
     def median(self) -> float:
-        import statistics  # only runs with a baseline pay for importing it
-
-        return statistics.median(self.values)
+        return median(self.values)
 
 
 class BaselineSource:
@@ -225,15 +227,12 @@ def check_regression(
     return Check(nodeid, flow, m.key, value, m.units, "regression", limit, verdict, change)
 
 
-def local_fetch(store: Any, exclude_run: str) -> Callable[[str, str, int], list[float]]:
+def local_fetch(store: Store, exclude_run: str) -> Callable[[str, str, int], list[float]]:
     """Baseline values from the local store: newest passed values first, this run excluded."""
 
     def fetch(flow: str, key: str, limit: int) -> list[float]:
-        return [
-            v
-            for v in store.recent_values(flow, key, limit, exclude_run=exclude_run)
-            if numeric(v) is not None
-        ]
+        values = recent_values(store, flow, key, limit, exclude_run=exclude_run)
+        return [v for v in values if is_number(v)]
 
     return fetch
 

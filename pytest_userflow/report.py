@@ -1,5 +1,5 @@
 """The end of a run: each process's summary (plain data, so xdist workers can hand it to
-the controller), the merged terminal section and the JSON report."""
+the controller), the terminal section and the JSON report. No pytest import."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .measurement import STATUSES
-from .store import FAILED, LOCAL_ONLY, PENDING, SENT, RunInfo, Store
+from .analysis import fmt_number
+from .model import STATUSES, RunInfo
+from .queries import run_events, run_summary
+from .store import FAILED, LOCAL_ONLY, PENDING, SENT, Store
 
 _UPLOAD_DESTINATIONS = {
     SENT: "headspin",
@@ -40,19 +42,12 @@ def process_summary(
     dry_run: bool,
     notes: dict[str, Any],
     with_events: bool = False,
-    aggregates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What this process (or, with worker=False, the whole run) recorded, from the store.
-
-    Aggregates only, computed in SQL unless given (the folder kept them, see tally.py),
-    and each test only when *with_events* (the JSON report) asks: memory does not grow
-    with the number of tests.
-    """
+    """What this process (or, with worker=False, the whole run) recorded, read from the
+    store; each test only when *with_events* (the JSON report) asks for them."""
     agg: dict[str, Any] = {"flows": {}, "keys": [], "pending": {"tests": 0, "measurements": 0}}
-    if aggregates is not None:
-        agg = aggregates
-    elif store is not None:
-        agg = store.run_aggregates(run_id, worker)
+    if store is not None:
+        agg = run_summary(store, run_id, worker)
     for flow in agg["flows"].values():
         places: dict[str, int] = defaultdict(int)
         for state, n in flow.pop("places").items():
@@ -67,10 +62,9 @@ def process_summary(
         **notes,
     }
     if with_events:
-        # in-process, worker is None: every event of the run is this process's
-        events = (
-            store.run_events(run_id, worker if isinstance(worker, str) else None) if store else []
-        )
+        events = []
+        if store is not None:
+            events = run_events(store, run_id, worker if isinstance(worker, str) else None)
         for event in events:
             event["destination"] = destination(backend, dry_run, event.pop("upload_state"))
         summary["events"] = events
@@ -118,10 +112,6 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"flows": flows, "keys": list(keys.values()), "pending": pending}
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
-
-
 def _names(nodeids: list[str]) -> str:
     shown = ", ".join(nodeids[:MAX_NAMED])
     return shown + (f" and {len(nodeids) - MAX_NAMED} more" if len(nodeids) > MAX_NAMED else "")
@@ -137,7 +127,7 @@ def key_rows(keys: list[dict[str, Any]], *, with_device: bool) -> list[list[str]
     for k in order:
         stats = ["-"] * 3
         if k["numeric"]:
-            stats = [_fmt(k["min"]), _fmt(k["median"]), _fmt(k["max"])]
+            stats = [fmt_number(k["min"]), fmt_number(k["median"]), fmt_number(k["max"])]
         labels = [
             k["key"],
             *([k["type"] or "-"] if with_type else []),

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import pytest
 
-from .measurement import DEFAULT_URL, TOKEN_ENV, MeasurementError, check_device_address
+from .gate import Budget
+from .model import (
+    DEFAULT_STORE,
+    DEFAULT_URL,
+    TOKEN_ENV,
+    URL_ENV,
+    MeasurementError,
+    UserflowError,
+    check_device_address,
+    headspin_token,
+    headspin_url,
+)
 
-if TYPE_CHECKING:
-    from .budgets import Budget
-
-URL_ENV = "HEADSPIN_API_URL"
 BACKENDS = ("auto", "local", "headspin", "off")
 APIS = ("v0", "legacy")
-DEFAULT_STORE = ".userflow/userflow.db"
 DEFAULT_FLUSH_TIMEOUT = 60.0
 BASELINES = ("off", "local", "headspin")
 MODES = ("fail", "warn")
@@ -206,7 +212,11 @@ def resolve(config: pytest.Config) -> Settings:
     flow, _ = _pick(config, "userflow", "userflow_name")
     backend_value, backend_where = _pick(config, "userflow_backend", "userflow_backend")
     backend = _choice(backend_value, backend_where, BACKENDS, "auto")
-    token = config.getoption("headspin_token") or os.environ.get(TOKEN_ENV, "").strip() or None
+    try:
+        token = headspin_token(config.getoption("headspin_token"))
+        url = headspin_url(config.getoption("headspin_url"), config.getini("headspin_url").strip())
+    except UserflowError as exc:
+        raise pytest.UsageError(str(exc)) from None
     if backend == "auto":
         backend = "headspin" if token else "local"
     if backend == "headspin" and not token and not config.getoption("userflow_dry_run"):
@@ -214,11 +224,6 @@ def resolve(config: pytest.Config) -> Settings:
             f"--userflow-backend headspin needs an API token: set {TOKEN_ENV} or pass "
             "--headspin-token"
         )
-
-    url, url_where = _pick(config, "headspin_url", "headspin_url", URL_ENV)
-    url = url or DEFAULT_URL
-    if not url.startswith(("http://", "https://")):
-        raise pytest.UsageError(f"{url_where}: {url!r} is not an http:// or https:// URL")
 
     api_value, api_where = _pick(config, "userflow_api", "userflow_api")
     api = _choice(api_value, api_where, APIS, "v0")
@@ -241,21 +246,24 @@ def resolve(config: pytest.Config) -> Settings:
     else:
         store = Path(config.rootpath, config.getini("userflow_store").strip() or DEFAULT_STORE)
 
-    cli_devices = config.getoption("userflow_devices")
-    raw_devices = cli_devices or config.getini("userflow_devices")
-    devices_where = "--userflow-device" if cli_devices else "ini key userflow_devices"
-    devices = []
-    for raw in raw_devices:
+    devices_where = (
+        "--userflow-device" if config.getoption("userflow_devices") else "ini key userflow_devices"
+    )
+    devices: list[str] = []
+    for raw in configured_devices(config):
         try:
-            devices.append(check_device_address(raw))
+            device = check_device_address(raw)
         except MeasurementError as exc:
             raise pytest.UsageError(f"{devices_where}: {exc}") from None
+        if device in devices:
+            raise pytest.UsageError(
+                f"{devices_where}: the device {device} is given twice; each xdist worker "
+                "drives a device of its own"
+            )
+        devices.append(device)
 
     budgets = []
-    lines = config.getini("userflow_budgets")
-    if lines:  # budgets.py is loaded only where budgets are used
-        from .budgets import Budget
-    for line in lines:
+    for line in config.getini("userflow_budgets"):
         try:
             budgets.append(Budget.parse_line(line, where="ini key userflow_budgets"))
         except MeasurementError as exc:
@@ -277,7 +285,7 @@ def resolve(config: pytest.Config) -> Settings:
     return Settings(
         flow=flow,
         backend=backend,
-        url=url.rstrip("/"),
+        url=url,
         store=store.resolve(),
         devices=tuple(devices),
         api=api,
@@ -304,3 +312,36 @@ def _number(config: pytest.Config, name: str, default: float, what: str) -> floa
     if not number >= 0 or number == float("inf"):
         raise pytest.UsageError(f"{where}: {value!r} is not {what}")
     return number
+
+
+def configured_devices(config: pytest.Config) -> list[str]:
+    """The device addresses as given: ``--userflow-device`` wins over the ini key."""
+    return list(config.getoption("userflow_devices") or config.getini("userflow_devices") or [])
+
+
+def check_workers(config: pytest.Config, devices: tuple[str, ...]) -> None:
+    """One xdist worker per device: the numbers must match (a UsageError otherwise)."""
+    n = len(devices)
+    if not n or hasattr(config, "workerinput"):
+        return
+    xdist = config.pluginmanager.hasplugin("xdist")
+    distributed = xdist and getattr(config.option, "dist", "no") != "no"
+    numprocesses = getattr(config.option, "numprocesses", None)
+    workers = (numprocesses or len(getattr(config.option, "tx", None) or [])) if distributed else 0
+    if n > 1 and not xdist:
+        raise pytest.UsageError(
+            f"{n} devices were given (--userflow-device / userflow_devices) but pytest-xdist is "
+            "not available: one worker per device needs it (pip install pytest-xdist), "
+            "or give a single device"
+        )
+    if n > 1 and workers == 0:
+        raise pytest.UsageError(
+            f"{n} devices were given but xdist runs no workers (-n 0): drop -n 0 for one worker "
+            "per device, or give a single device"
+        )
+    if workers and workers != n:
+        raise pytest.UsageError(
+            f"-n asks for {workers} xdist worker(s) but {n} device(s) were given "
+            "(--userflow-device / userflow_devices): each worker drives one device, so the "
+            "numbers must match; leave -n out to get one worker per device"
+        )

@@ -1,0 +1,494 @@
+"""The values pytest-userflow records, their validation, and the outcome-to-status rules.
+
+No pytest import: the store, the client and the CLI use this module too. Reports are read
+by their attributes (``when``, ``outcome``, ``longrepr``, ``wasxfail``).
+
+>>> Measurement.create("Login Time", 1.25, units="seconds")
+Measurement(key='Login Time', value=1.25, type=None, units='seconds')
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+import urllib.parse
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+Value = int | float | str
+
+#: Statuses a test can have in a user flow (the API document's spelling).
+STATUSES = ("Passed", "Failed", "Excluded")
+#: Statuses the measurement listing filters on (``status=`` query parameter).
+FILTER_STATUSES = ("passed", "failed", "not_set", "excluded")
+#: The ints the store keeps (SQLite's 64-bit INTEGER).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: The API document's limit for a status message we send.
+MAX_STATUS_MESSAGE = 255
+#: The longest key, type or units we accept, and the longest string value.
+MAX_LABEL = 255
+MAX_TEXT = 64 * 1024
+
+#: HeadSpin's API base, and the variables its token and URL are read from.
+DEFAULT_URL = "https://api-dev.headspin.io"
+TOKEN_ENV = "HEADSPIN_API_TOKEN"
+URL_ENV = "HEADSPIN_API_URL"
+#: The local store, relative to the rootdir (the plugin) or the working folder (the CLI).
+DEFAULT_STORE = ".userflow/userflow.db"
+
+
+class UserflowError(Exception):
+    """Base of every error pytest-userflow raises on purpose."""
+
+
+class MeasurementError(UserflowError, ValueError):
+    """A measurement, status or identifier that the API would not accept."""
+
+
+def _where(where: str | None) -> str:
+    return f" in {where}" if where else ""
+
+
+def check_text(
+    name: str,
+    value: object,
+    where: str | None = None,
+    *,
+    required: bool = True,
+    limit: int = MAX_LABEL,
+) -> str | None:
+    """*value* as an exact str that the store and the wire can carry, or MeasurementError.
+
+    A str subclass (a StrEnum member, numpy's str_) is kept as its text. Refused: a
+    non-str, an empty or blank required text, more than *limit* characters, a NUL, and
+    what UTF-8 cannot encode (a lone surrogate).
+    """
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise MeasurementError(
+            f"{name} must be a str{'' if required else ' or None'}, "
+            f"got {type(value).__name__} {value!r}{_where(where)}"
+        )
+    text = value if value.__class__ is str else str.__str__(value)
+    if required and not text.strip():
+        raise MeasurementError(f"{name} must be a non-empty str, got {text!r}{_where(where)}")
+    if len(text) > limit:
+        raise MeasurementError(
+            f"{name} is {len(text)} characters long, more than the {limit} allowed: "
+            f"{text[:40]!r}...{_where(where)}"
+        )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise MeasurementError(
+                f"{name} cannot be encoded as UTF-8 ({exc.reason} at position {exc.start}): "
+                f"{text[:40]!r}{_where(where)}"
+            ) from None
+    if "\x00" in text:
+        raise MeasurementError(f"{name} holds a NUL character: {text[:40]!r}{_where(where)}")
+    return text
+
+
+def check_value(value: object, *, key: str = "?", where: str | None = None) -> Value:
+    """Return *value* as the API takes it, or raise :class:`MeasurementError`.
+
+    A finite int or float (any real number type, numpy's included) or a str of at most
+    ``MAX_TEXT`` characters. bool is refused even though it is an int: it is almost always
+    a mistake. An int must fit in 64 bits, as the store (SQLite) keeps it.
+    """
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
+    kind = value.__class__
+    if kind is float:
+        if value - value == 0.0:  # type: ignore[operator]  # finite: inf - inf and nan are nan
+            return value  # type: ignore[return-value]
+    elif kind is int and INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
+        return value  # type: ignore[return-value]
+    if isinstance(value, str):
+        text = check_text(f"value for key {key!r}", value, where, required=False, limit=MAX_TEXT)
+        assert text is not None
+        return text
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise MeasurementError(
+            f"value for key {key!r} must be a finite int, float or str, "
+            f"got {type(value).__name__} {value!r}{_where(where)}"
+        )
+    if isinstance(value, numbers.Integral):
+        integer = int(value)
+        if not INT_MIN <= integer <= INT_MAX:
+            raise MeasurementError(
+                f"value for key {key!r} is an int beyond 64 bits ({integer}), which the store "
+                f"cannot keep; pass it as a float (float(value)){_where(where)}"
+            )
+        return integer
+    number = float(value)
+    if not math.isfinite(number):
+        raise MeasurementError(
+            f"value for key {key!r} must be finite, got {number!r}{_where(where)}"
+        )
+    return number
+
+
+class Measurement(NamedTuple):
+    """One key/value pair of a test, with the optional type (category) and units."""
+
+    key: str
+    value: Value
+    type: str | None = None
+    units: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        key: object,
+        value: object,
+        *,
+        type: object = None,
+        units: object = None,
+        where: str | None = None,
+    ) -> Measurement:
+        """Validate and build: the one check every measurement passes, wherever it comes
+        from (``record_measurement``, its timer, a hook, the client). *where* names the
+        test (or call) in error messages."""
+        __tracebackhide__ = True  # pytest shows the caller's line, not ours
+        checked_key = check_text("key", key, where)
+        assert checked_key is not None
+        return cls(
+            checked_key,
+            check_value(value, key=checked_key, where=where),
+            check_text("type", type, where, required=False),
+            check_text("units", units, where, required=False),
+        )
+
+    @classmethod
+    def coerce(cls, item: object, *, where: str | None = None) -> Measurement:
+        """Check a Measurement or a ``{key, value, type?, units?}`` mapping."""
+        __tracebackhide__ = True  # pytest shows the caller's line, not ours
+        if isinstance(item, Measurement):
+            return cls.create(item.key, item.value, type=item.type, units=item.units, where=where)
+        if isinstance(item, Mapping):
+            unknown = set(item) - {"key", "value", "type", "units"}
+            if unknown or "key" not in item or "value" not in item:
+                raise MeasurementError(
+                    "a measurement mapping needs 'key' and 'value' (and optionally 'type', "
+                    f"'units'), got keys {sorted(map(str, item))}{_where(where)}"
+                )
+            return cls.create(
+                item["key"],
+                item["value"],
+                type=item.get("type"),
+                units=item.get("units"),
+                where=where,
+            )
+        raise MeasurementError(
+            f"a measurement must be a Measurement or a mapping, "
+            f"got {type(item).__name__}{_where(where)}"
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        """The measurement as an element of the API's ``data`` list."""
+        data: dict[str, Any] = {"key": self.key, "value": self.value}
+        if self.type is not None:
+            data["type"] = self.type
+        if self.units is not None:
+            data["units"] = self.units
+        return data
+
+
+def dedupe(measurements: Sequence[Measurement]) -> list[Measurement]:
+    """Keep the last value of each (key, type), as the API does when it overwrites."""
+    last: dict[tuple[str, str | None], Measurement] = {}
+    for m in measurements:
+        last.pop((m.key, m.type), None)  # the order is that of the last values
+        last[(m.key, m.type)] = m
+    return list(last.values())
+
+
+def normalize_status(status: object, *, where: str | None = None) -> str:
+    """``"passed"`` -> ``"Passed"``; anything but the three statuses is an error."""
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
+    if isinstance(status, str):
+        for known in STATUSES:
+            if status.strip().lower() == known.lower():
+                return known
+    raise MeasurementError(
+        f"status must be one of {', '.join(STATUSES)}, got {status!r}{_where(where)}"
+    )
+
+
+def normalize_filter_status(status: object) -> str:
+    """A status for the listing filter: passed, failed, not_set or excluded."""
+    if isinstance(status, str):
+        value = status.strip().lower().replace(" ", "_").replace("-", "_")
+        if value in FILTER_STATUSES:
+            return value
+    raise MeasurementError(
+        f"status filter must be one of {', '.join(FILTER_STATUSES)}, got {status!r}"
+    )
+
+
+def truncate_message(message: str | None, limit: int = MAX_STATUS_MESSAGE) -> str | None:
+    """One line, at most *limit* characters (an ellipsis marks a cut)."""
+    if message is None:
+        return None
+    line = " ".join(message.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def check_session_id(session_id: object, *, where: str | None = None) -> str:
+    """A HeadSpin capture session id is a UUID; return it in canonical form."""
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
+    if isinstance(session_id, uuid.UUID):
+        return str(session_id)
+    if isinstance(session_id, str):
+        try:
+            return str(uuid.UUID(session_id.strip()))
+        except ValueError:
+            pass
+    raise MeasurementError(
+        f"session_id must be a HeadSpin session UUID such as "
+        f"'9f527e3f-daa1-11ec-ac12-06c4c57ba6cd', got {session_id!r}{_where(where)}"
+    )
+
+
+def check_device_address(address: object, *, where: str | None = None) -> str:
+    """A device address is ``device_id@hostname``, both parts non-empty, no spaces."""
+    __tracebackhide__ = True  # pytest shows the caller's line, not ours
+    if isinstance(address, str):
+        device_id, at, host = address.strip().partition("@")
+        if (
+            at
+            and device_id
+            and host
+            and "@" not in host
+            and not any(c.isspace() for c in address.strip())
+        ):
+            return address.strip()
+    raise MeasurementError(
+        f"device address must look like 'device_id@hostname' "
+        f"(for example 'R58M41@proxy-us-mvo-5.headspin.io'), got {address!r}{_where(where)}"
+    )
+
+
+def headspin_token(given: str | None) -> str | None:
+    """The API token: *given* (``--headspin-token``), else ``HEADSPIN_API_TOKEN``; None when
+    there is none. A token that cannot go into a header safely is refused, and never shown."""
+    token = (given or os.environ.get(TOKEN_ENV, "")).strip() or None
+    if token is not None and not all(c.isprintable() and not c.isspace() for c in token):
+        source = "--headspin-token" if given else TOKEN_ENV
+        raise UserflowError(
+            f"the HeadSpin API token from {source} holds spaces, a newline or other control "
+            "characters, which an HTTP header cannot carry: set it to the token alone"
+        )
+    return token
+
+
+def headspin_url(given: str | None, fallback: str | None = None) -> str:
+    """The API base: *given* (``--headspin-url``), else ``HEADSPIN_API_URL``, else
+    *fallback* (the ini key's, or the URL an upload was recorded with), else the default.
+    Credentials in it are refused, and never shown: the token is the only credential sent."""
+    env = os.environ.get(URL_ENV, "").strip()
+    url = (given or env or fallback or DEFAULT_URL).rstrip("/")
+    source = "--headspin-url" if given else URL_ENV if env else "the configured URL"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = url if "@" not in url else "(not shown: it has an @)"
+        raise UserflowError(f"{source}: {shown} is not an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise UserflowError(
+            f"{source} holds a user name or password (user:pass@...); they are not shown, and "
+            f"not used: the API token is the credential. Give the URL without them, such as "
+            f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
+        )
+    return url
+
+
+# -- times ------------------------------------------------------------------------------------
+
+
+def utc_text(ts: float) -> str:
+    """UNIX seconds as the API writes event times: ``2022-03-30 16:48:22`` (UTC)."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_time(value: str | float | int | datetime) -> float:
+    """An ISO time (UTC unless it says otherwise), UNIX number or datetime to UNIX seconds."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return aware.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            return parse_time(datetime.fromisoformat(text))
+        except ValueError:
+            pass
+    raise UserflowError(
+        f"time must be ISO (such as '2022-03-30 16:48:22') or a UNIX timestamp, got {value!r}"
+    )
+
+
+# -- a run and its tests ---------------------------------------------------------------------
+
+
+class RunInfo(NamedTuple):
+    """What is known of one pytest run (also the head of the JSON report)."""
+
+    run_id: str
+    started_at: float
+    host: str
+    git_commit: str | None = None
+    git_branch: str | None = None
+    ci_build_id: str | None = None
+    backend: str = "local"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": utc_text(self.started_at),
+            "started_ts": self.started_at,
+            "host": self.host,
+            "git_commit": self.git_commit,
+            "git_branch": self.git_branch,
+            "ci_build_id": self.ci_build_id,
+            "backend": self.backend,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], host: str) -> RunInfo:
+        """The controller's RunInfo as an xdist worker on *host* receives it."""
+        return cls(
+            run_id=str(data["run_id"]),
+            started_at=float(data["started_ts"]),
+            host=host,
+            git_commit=data.get("git_commit"),
+            git_branch=data.get("git_branch"),
+            ci_build_id=data.get("ci_build_id"),
+            backend=str(data.get("backend", "local")),
+        )
+
+
+def default_flow_name(nodeid: str) -> str:
+    """A test with no marker and no --userflow records into a flow named after it
+    (parametrized cases share it)."""
+    return nodeid.split("[", 1)[0]
+
+
+class TestRecord:
+    """One test: what it recorded, and once it has ended, its status and where it went.
+
+    Made at the test's setup and kept on ``item.stash``; at its teardown it is finished,
+    written to the store once, and handed to ``pytest_userflow_flushed`` as it is.
+    """
+
+    __test__ = False  # not a test class, whatever pytest's collection thinks of the name
+
+    def __init__(
+        self,
+        nodeid: str,
+        flow: str | None,
+        description: str | None = None,
+        *,
+        device: str | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.nodeid = nodeid
+        self.marked_flow = flow  # from a marker or --userflow; None: named after the test
+        self.description = description
+        self.device_address = device
+        self.worker = worker
+        self.session_id: str | None = None
+        self.status_override: tuple[str, str | None] | None = None
+        self.measurements: list[Measurement] = []
+        self.budgets: dict[str, Any] = {}  # key -> gate.Budget, from markers and budget=
+        self.checked = 0  # how many measurements the gate has seen
+        self.used = False  # the test asked for record_measurement or userflow
+        self.reports: list[Any] = []  # setup, call, teardown: as they were logged
+        self.started = time.time()
+        self.ended = False
+        # Set when the test ends:
+        self.status = "Passed"
+        self.status_message: str | None = None
+        self.event_ts = self.started
+        self.duration = 0.0
+        self.perf_event_id = ""
+        self.destination = ""  # local, queued, local-only, dry-run, off, unstored
+        self.plan: list[dict[str, Any]] | None = None
+
+    @property
+    def flow(self) -> str:
+        return self.marked_flow or default_flow_name(self.nodeid)
+
+    @property
+    def wanted(self) -> bool:
+        """Whether this test goes to a flow: it has a flow, or it recorded something."""
+        return self.marked_flow is not None or self.used or bool(self.measurements)
+
+    def end(self, status: str, message: str | None) -> None:
+        """The test is over: its status is known and its measurements final."""
+        now = time.time()
+        self.ended = True
+        self.status = status
+        self.status_message = truncate_message(message)
+        self.event_ts, self.duration = now, now - self.started
+        self.measurements = dedupe(self.measurements)
+        self.perf_event_id = new_event_id()
+
+    def __repr__(self) -> str:
+        return f"<TestRecord {self.nodeid} {self.flow!r} {self.status} {self.destination}>"
+
+
+def new_event_id() -> str:
+    """A local event id, in the form of HeadSpin's (a UUID)."""
+    return str(uuid.uuid4())
+
+
+def _crash_line(report: Any) -> str:
+    gate = getattr(report, "userflow_message", None)  # a budget or regression: said plainly
+    if gate:
+        return str(gate)
+    longrepr = report.longrepr
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        text = str(crash.message).strip()
+        return text.splitlines()[0] if text else ""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    lines = [line for line in str(longrepr or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _skip_reason(report: Any) -> str | None:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return _crash_line(report) or None
+
+
+def status_from_reports(reports: Sequence[Any]) -> tuple[str, str | None]:
+    """The DESIGN's rules: a failure anywhere is Failed; skip and xfail are Excluded;
+    xpass (non-strict) and a passing call are Passed."""
+    for report in reports:
+        if report.outcome == "failed":
+            line = _crash_line(report)
+            prefix = "" if report.when == "call" else f"error in {report.when}: "
+            return "Failed", truncate_message(prefix + line if line else prefix + "failed")
+    for report in reports:
+        if report.outcome == "skipped":
+            if getattr(report, "wasxfail", None) is not None:
+                reason = str(report.wasxfail or "").removeprefix("reason: ")
+                return "Excluded", truncate_message("xfail" + (f": {reason}" if reason else ""))
+            skip = _skip_reason(report)
+            return "Excluded", truncate_message("skipped" + (f": {skip}" if skip else ""))
+    return "Passed", None

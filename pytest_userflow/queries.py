@@ -1,0 +1,299 @@
+"""Reads of the local store: the run's summary, its tests, and the listings of the CLI.
+
+No pytest import. Every function takes a :class:`~pytest_userflow.store.Store`; a store
+that does not exist yet reads as empty.
+
+>>> list(query_measurements(store, flow="Login", keys=["Login Time"]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .analysis import is_number, median
+from .model import FILTER_STATUSES, parse_time
+from .store import PENDING, Store, StoreError
+
+#: The columns of the API's measurement listing, in the API's CSV order.
+API_COLUMNS = (
+    "user_flow_id",
+    "user_flow_name",
+    "perf_event_id",
+    "event_time",
+    "session_id",
+    "perf_key_id",
+    "key_name",
+    "key_type",
+    "key_units",
+    "value",
+)
+
+
+def _select(store: Store, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    if not store.exists:
+        return []
+    with store.lock:
+        return store.db.execute(sql, list(args)).fetchall()
+
+
+def run_summary(store: Store, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
+    """One run's tests per flow and status, where their measurements went, and per (flow,
+    key, type, device) the count, min, median, max and units of the values.
+
+    *worker*: False for every process of the run, else one process (None: in-process).
+    """
+    where = "run_id = ?"
+    args: list[Any] = [run_id]
+    if worker is not False:
+        where += " AND worker IS ?"
+        args.append(worker)
+    flows: dict[str, dict[str, Any]] = {}
+
+    def flow(name: str) -> dict[str, Any]:
+        return flows.setdefault(name, {"tests": 0, "statuses": {}, "places": {}})
+
+    for name, status, n in _select(
+        store,
+        f"SELECT user_flow_name, status, COUNT(*) FROM events WHERE {where} GROUP BY 1, 2",
+        args,
+    ):
+        flow(name)["tests"] += n
+        flow(name)["statuses"][status] = n
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for name, key, kind, device, units, value, state in _select(
+        store,
+        "SELECT m.user_flow_name, m.key_name, m.key_type, m.device_address, m.key_units,"
+        " m.value, u.state FROM measurements m LEFT JOIN uploads u USING (perf_event_id)"
+        f" WHERE {' AND '.join('m.' + p for p in where.split(' AND '))}",
+        args,
+    ):
+        places = flow(name)["places"]
+        places[state or ""] = places.get(state or "", 0) + 1
+        group = groups.setdefault(
+            (name, key, kind, device), {"count": 0, "values": [], "units": None}
+        )
+        group["count"] += 1
+        group["units"] = units or group["units"]
+        if is_number(value):
+            group["values"].append(value)
+    keys = []
+    for (name, key, kind, device), group in sorted(
+        groups.items(), key=lambda item: tuple((v is not None, v) for v in item[0])
+    ):
+        values = group["values"]
+        keys.append(
+            {
+                "flow": name,
+                "key": key,
+                "type": kind,
+                "device": device,
+                "count": group["count"],
+                "numeric": len(values),
+                "min": min(values) if values else None,
+                "median": median(values) if values else None,
+                "max": max(values) if values else None,
+                "units": group["units"],
+            }
+        )
+    pending = _select(
+        store,
+        "SELECT COUNT(DISTINCT e.perf_event_id), COUNT(m.seq) FROM events e JOIN uploads u"
+        " USING (perf_event_id) LEFT JOIN measurement_rows m ON m.event = e.id"
+        f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))} AND u.state = ?",
+        [*args, PENDING],
+    )
+    tests, measurements = pending[0] if pending else (0, 0)
+    return {
+        "flows": dict(sorted(flows.items())),
+        "keys": keys,
+        "pending": {"tests": tests, "measurements": measurements},
+    }
+
+
+def run_events(store: Store, run_id: str, worker: str | None = None) -> list[dict[str, Any]]:
+    """This run's tests (one process's, given *worker*), with where their data went."""
+    sql = (
+        "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
+        " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
+        " u.state, u.last_error, u.remote_event_id FROM events e"
+        " LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id WHERE e.run_id = ?"
+    )
+    args: list[Any] = [run_id]
+    if worker is not None:
+        sql += " AND e.worker IS ?"
+        args.append(worker)
+    events: dict[int, dict[str, Any]] = {}
+    for row in _select(store, sql + " ORDER BY e.event_ts, e.id", args):
+        events[row[0]] = {
+            "nodeid": row[2],
+            "flow": row[3],
+            "status": row[4],
+            "status_message": row[5],
+            "session_id": row[6],
+            "device": row[7],
+            "worker": row[8],
+            "event_time": row[9],
+            "duration": row[10],
+            "local_event_id": row[1],
+            "upload_state": row[11],
+            "upload_error": row[12],
+            "event_id": row[13],
+            "measurements": [],
+        }
+    if events:
+        sql = (
+            "SELECT event, key_name, value, key_type, key_units FROM measurements"
+            " WHERE run_id = ?" + (" AND worker IS ?" if worker is not None else "")
+        )
+        for row in _select(store, sql + " ORDER BY event, seq", args):
+            events[row[0]]["measurements"].append(
+                {"key": row[1], "value": row[2], "type": row[3], "units": row[4]}
+            )
+    return list(events.values())
+
+
+def flows(store: Store) -> list[dict[str, Any]]:
+    sql = (
+        "SELECT f.user_flow_id, f.name, f.description, f.created_time,"
+        " (SELECT COUNT(*) FROM events e WHERE e.user_flow_id = f.user_flow_id),"
+        " (SELECT COUNT(*) FROM measurements m WHERE m.user_flow_id = f.user_flow_id)"
+        " FROM flows f ORDER BY f.name"
+    )
+    names = ("user_flow_id", "name", "description", "created_time", "tests", "measurements")
+    return [dict(zip(names, row, strict=True)) for row in _select(store, sql)]
+
+
+def runs(store: Store, limit: int | None = 20) -> list[dict[str, Any]]:
+    """The recorded runs, newest first, with their test and measurement counts."""
+    sql = (
+        "SELECT r.run_id, r.started_at, r.finished_at, r.host, r.git_commit, r.git_branch,"
+        " r.ci_build_id, r.backend, r.outcome,"
+        " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
+        " (SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id)"
+        " FROM runs r ORDER BY r.started_at DESC"
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    names = (
+        "run_id",
+        "started_at",
+        "finished_at",
+        "host",
+        "git_commit",
+        "git_branch",
+        "ci_build_id",
+        "backend",
+        "outcome",
+        "tests",
+        "measurements",
+    )
+    return [dict(zip(names, row, strict=True)) for row in _select(store, sql)]
+
+
+def resolve_flow(store: Store, flow: str) -> str | None:
+    rows = _select(
+        store, "SELECT user_flow_id FROM flows WHERE name = ? OR user_flow_id = ?", (flow, flow)
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def recent_values(
+    store: Store, flow: str, key: str, limit: int, *, exclude_run: str | None = None
+) -> list[Any]:
+    """The newest *limit* values of passed tests for one flow and key (a baseline)."""
+    flow_id = resolve_flow(store, flow)
+    if flow_id is None:
+        return []
+    sql = (
+        "SELECT value FROM measurements WHERE user_flow_id = ? AND key_name = ?"
+        " AND status = 'Passed' AND run_id IS NOT ? ORDER BY event_ts DESC LIMIT ?"
+    )
+    return [r[0] for r in _select(store, sql, (flow_id, key, exclude_run, int(limit)))]
+
+
+def query_measurements(
+    store: Store,
+    *,
+    flow: str | None = None,
+    session_ids: Iterable[str] = (),
+    keys: Iterable[str] = (),
+    statuses: Iterable[str] = (),
+    start_time: str | float | None = None,
+    end_time: str | float | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+    run_ids: Iterable[str] = (),
+) -> Iterator[dict[str, Any]]:
+    """The API's measurement listing over the local store, with the API's semantics.
+
+    Filters combine with AND; repeated values of one filter with OR; times are
+    inclusive; no status means passed, failed and not_set.
+    """
+    where: list[str] = []
+    args: list[Any] = []
+    if flow is not None:
+        flow_id = resolve_flow(store, flow)
+        if flow_id is None:
+            raise StoreError(f"no user flow named or with id {flow!r} in {store.path}")
+        where.append("user_flow_id = ?")
+        args.append(flow_id)
+
+    def any_of(column: str, values: Iterable[Any]) -> None:
+        values = list(values)
+        if values:
+            where.append(f"{column} IN ({','.join('?' * len(values))})")
+            args.extend(values)
+
+    any_of("session_id", session_ids)
+    any_of("key_name", keys)
+    any_of("run_id", run_ids)
+    wanted = [s.lower() for s in statuses] or ["passed", "failed", "not_set"]
+    for s in wanted:
+        if s not in FILTER_STATUSES:
+            raise StoreError(f"status must be one of {', '.join(FILTER_STATUSES)}, got {s!r}")
+    # Locally every test has a status; not_set matches none of them.
+    any_of("status", [s.capitalize() for s in wanted if s != "not_set"] or ["-"])
+    if start_time is not None:
+        where.append("event_ts >= ?")
+        args.append(parse_time(start_time))
+    if end_time is not None:
+        where.append("event_ts <= ?")
+        args.append(parse_time(end_time))
+    sql = (
+        "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id,"
+        " key_name, key_type, key_units, value, status, run_id, nodeid, worker,"
+        " device_address FROM measurements"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY event_ts, event, seq"
+    if limit is not None or offset is not None:
+        sql += " LIMIT ? OFFSET ?"
+        args += [-1 if limit is None else limit, offset or 0]
+    if not store.exists:
+        return
+    names = (
+        "user_flow_id",
+        "user_flow_name",
+        "perf_event_id",
+        "event_time",
+        "session_id",
+        "key_name",
+        "key_type",
+        "key_units",
+        "value",
+        "status",
+        "run_id",
+        "nodeid",
+        "worker",
+        "device_address",
+    )
+    with store.lock:
+        cursor = store.db.execute(sql, args)
+        rows = iter(lambda: cursor.fetchmany(1000), [])
+        for chunk in rows:
+            for r in chunk:
+                row = dict(zip(names, r, strict=True))
+                row["perf_key_id"] = None
+                yield row
