@@ -314,7 +314,7 @@ def headspin_url(given: str | None, fallback: str | None = None) -> str:
 
 def utc_text(ts: float) -> str:
     """UNIX seconds as the API writes event times: ``2022-03-30 16:48:22`` (UTC)."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
 def parse_time(value: str | float | int | datetime) -> float:

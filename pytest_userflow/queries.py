@@ -60,16 +60,19 @@ def run_summary(store: Store, run_id: str, worker: str | bool | None = False) ->
     ):
         flow(name)["tests"] += n
         flow(name)["statuses"][status] = n
+    uploads = bool(_select(store, "SELECT 1 FROM uploads WHERE run_id = ? LIMIT 1", [run_id]))
+    state = "u.state" if uploads else "NULL"
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for name, key, kind, device, units, value, state in _select(
+    for name, key, kind, device, units, value, place in _select(
         store,
-        "SELECT m.user_flow_name, m.key_name, m.key_type, m.device_address, m.key_units,"
-        " m.value, u.state FROM measurements m LEFT JOIN uploads u USING (perf_event_id)"
-        f" WHERE {' AND '.join('m.' + p for p in where.split(' AND '))}",
+        "SELECT e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units,"
+        f" m.value, {state} FROM events e JOIN measurement_rows m ON m.event = e.id"
+        + (" LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id" if uploads else "")
+        + f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))}",
         args,
     ):
         places = flow(name)["places"]
-        places[state or ""] = places.get(state or "", 0) + 1
+        places[place or ""] = places.get(place or "", 0) + 1
         group = groups.setdefault(
             (name, key, kind, device), {"count": 0, "values": [], "units": None}
         )

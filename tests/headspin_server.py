@@ -5,7 +5,8 @@ answers 400/404 where the document says. Capture sessions exist on HeadSpin befo
 user flow knows them; tests create them with :meth:`HeadSpinState.add_session`.
 
 Faults can be injected (:class:`Faults`): a share of 503s, a 429 every N requests with
-``Retry-After``, added latency, and dropped connections.
+``Retry-After``, added latency, dropped connections, and answers lost or late after the
+work was done (what a proxy timeout or a reset connection does).
 
 Run it by hand: ``python tests/headspin_server.py --port 8099 --token secret``.
 """
@@ -140,11 +141,15 @@ class Faults:
     retry_after: float = 0.01  # sent with every injected 429 (and 503, see below)
     retry_after_on_503: bool = True
     latency: float = 0.0  # seconds added to every request
-    drop_rate: float = 0.0  # share of connections closed without an answer
+    drop_rate: float = 0.0  # share of connections closed without an answer, the work not done
+    lose_rate: float = 0.0  # share of requests done, then the connection closed unanswered
+    late_rate: float = 0.0  # share of requests done, then answered after late_delay seconds
+    late_delay: float = 1.0
     down: bool = False  # every request answered 503
-    script: list[str] = field(
-        default_factory=list
-    )  # the next answers, in order: "503", "429", "drop"
+    # the next answers, in order: "503", "429", "drop", "lose", "late", or None (a normal one)
+    script: list[str | None] = field(default_factory=list)
+    # only requests whose "METHOD /path" matches this regular expression get faults
+    match: str | None = None
     seed: int = 1234
     injected: int = 0
     _count: int = 0
@@ -153,7 +158,9 @@ class Faults:
     def __post_init__(self) -> None:
         self._rng.seed(self.seed)
 
-    def decide(self) -> str | None:
+    def decide(self, method: str = "GET", path: str = "/") -> str | None:
+        if self.match is not None and not re.search(self.match, f"{method} {path}"):
+            return None
         self._count += 1
         if self.script:
             return self.script.pop(0)
@@ -162,10 +169,15 @@ class Faults:
         if self.every_429 and self._count % self.every_429 == 0:
             return "429"
         roll = self._rng.random()
-        if roll < self.drop_rate:
-            return "drop"
-        if roll < self.drop_rate + self.error_rate:
-            return "503"
+        for fault, rate in (
+            ("drop", self.drop_rate),
+            ("503", self.error_rate),
+            ("lose", self.lose_rate),
+            ("late", self.late_rate),
+        ):
+            if roll < rate:
+                return fault
+            roll -= rate
         return None
 
 
@@ -705,7 +717,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         srv = self.server
-        fault = srv.faults.decide()
+        fault = srv.faults.decide(self.command, urlsplit(self.path).path)
         if srv.faults.latency:
             time.sleep(srv.faults.latency)
         if fault == "drop":
@@ -732,10 +744,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self.command, url.path, parse_qsl(url.query, keep_blank_values=True), body
             )
         except ApiError as exc:
-            self._answer(
-                exc.code, {"status": "Error", "status_code": exc.code, "message": exc.message}
-            )
+            code, payload = exc.code, {"status": "Error", "status_code": exc.code, "message": exc.message}
+        if fault == "lose":  # the work is done; the answer never comes
+            srv.faults.injected += 1
+            self.close_connection = True
             return
+        if fault == "late":  # the work is done; the answer comes after the client gave up
+            srv.faults.injected += 1
+            time.sleep(srv.faults.late_delay)
         self._answer(code, payload)
 
     do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _serve

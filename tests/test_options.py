@@ -86,36 +86,30 @@ def test_bad_values_are_usage_errors(
 def test_precedence_command_line_then_environment_then_ini(
     pytester: pytest.Pytester, monkeypatch
 ) -> None:
+    # Tests with neither session nor device: nothing goes on the wire, the header says where.
+    monkeypatch.setenv("HEADSPIN_API_TOKEN", "abc")
     pytester.makeini("""
         [pytest]
         headspin_url = http://from-ini.invalid
-        userflow_backend = local
+        userflow_backend = headspin
         userflow_name = FromIni
     """)
-    pytester.makeconftest("""
-        from pytest_userflow.plugin import RUN_KEY
-
-        def pytest_sessionstart(session):
-            run = session.config.stash[RUN_KEY]
-            print("URL", run.settings.url, "FLOW", run.settings.flow, "BACKEND", run.settings.backend)
-    """)
     pytester.makepyfile(ONE_TEST)
-    pytester.runpytest("-s").stdout.fnmatch_lines(
-        ["URL http://from-ini.invalid FLOW FromIni BACKEND local"]
+    pytester.runpytest().stdout.fnmatch_lines(
+        ["userflow: HeadSpin http://from-ini.invalid *", "flow 'FromIni': 1 test*"]
     )
     monkeypatch.setenv("HEADSPIN_API_URL", "http://from-env.invalid")
-    pytester.runpytest("-s").stdout.fnmatch_lines(
-        ["URL http://from-env.invalid FLOW FromIni BACKEND local"]
+    pytester.runpytest().stdout.fnmatch_lines(
+        ["userflow: HeadSpin http://from-env.invalid *", "flow 'FromIni': 1 test*"]
     )
     pytester.runpytest(
-        "-s",
-        "--headspin-url",
-        "http://from-cli.invalid",
-        "--userflow",
-        "FromCli",
-        "--userflow-backend",
-        "off",
-    ).stdout.fnmatch_lines(["URL http://from-cli.invalid FLOW FromCli BACKEND off"])
+        "--headspin-url", "http://from-cli.invalid", "--userflow", "FromCli"
+    ).stdout.fnmatch_lines(
+        ["userflow: HeadSpin http://from-cli.invalid *", "flow 'FromCli': 1 test*"]
+    )
+    pytester.runpytest("--userflow-backend", "off").stdout.fnmatch_lines(
+        ["userflow: userflow backend off: nothing recorded"]
+    )
 
 
 def test_auto_backend_is_headspin_with_a_token_and_local_without(
