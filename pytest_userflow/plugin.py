@@ -97,36 +97,36 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[RUN_KEY]
 
 
-def _flow_of(item: pytest.Item, marker: pytest.Mark) -> tuple[str, str | None]:
+def _flow_of(nodeid: str, marker: pytest.Mark) -> tuple[str, str | None]:
     """The flow name and description of a ``userflow`` marker, checked."""
     name = marker.args[0] if marker.args else marker.kwargs.get("name")
     description = marker.kwargs.get("description")
     if not isinstance(name, str) or not name.strip():
         raise MeasurementError(
             f"@pytest.mark.userflow needs a flow name, a non-empty str, as its first argument; "
-            f"got {name!r} on {item.nodeid}"
+            f"got {name!r} on {nodeid}"
         )
     if description is not None and not isinstance(description, str):
         raise MeasurementError(
             f"@pytest.mark.userflow(description=...) must be a str, got "
-            f"{type(description).__name__} on {item.nodeid}"
+            f"{type(description).__name__} on {nodeid}"
         )
     unknown = set(marker.kwargs) - {"name", "description"}
     if unknown or len(marker.args) > 1:
         raise MeasurementError(
             f"@pytest.mark.userflow takes (name, *, description=None), got extra "
-            f"{sorted(unknown) or list(marker.args[1:])} on {item.nodeid}"
+            f"{sorted(unknown) or list(marker.args[1:])} on {nodeid}"
         )
-    where = f"@pytest.mark.userflow on {item.nodeid}"
+    where = f"@pytest.mark.userflow on {nodeid}"
     flow = check_text("the flow name", name, where)
     assert flow is not None
     return flow, check_text("description", description, where, required=False, limit=10_000)
 
 
-def _budgets_of(item: pytest.Item, flow: str) -> dict[str, Budget]:
+def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
     """The test's ``userflow_budget`` markers by key, the nearest winning."""
     budgets: dict[str, Budget] = {}
-    where = f"@pytest.mark.userflow_budget on {item.nodeid}"
+    where = f"@pytest.mark.userflow_budget on {nodeid}"
     for marker in item.iter_markers("userflow_budget"):  # nearest first
         unknown = set(marker.kwargs) - {"key", "max", "min"}
         if unknown or len(marker.args) > 1:
@@ -262,11 +262,12 @@ class UserflowRun:
         if self.sink is None:
             return
         self.running = item
+        nodeid = item.nodeid
         marker = item.get_closest_marker("userflow")
-        flow, description = _flow_of(item, marker) if marker else (self.settings.flow, None)
-        record = TestRecord(item.nodeid, flow, description, device=self.device, worker=self.worker)
+        flow, description = _flow_of(nodeid, marker) if marker else (self.settings.flow, None)
+        record = TestRecord(nodeid, flow, description, device=self.device, worker=self.worker)
         item.stash[RECORD_KEY] = record
-        record.budgets = _budgets_of(item, record.flow)
+        record.budgets = _budgets_of(item, nodeid, record.flow)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -292,7 +293,7 @@ class UserflowRun:
         new = record.measurements[record.checked :]
         record.checked = len(record.measurements)
         failing = self.gate.check(
-            item.nodeid,
+            record.nodeid,
             record.flow,
             new,
             record.budgets,
@@ -319,10 +320,10 @@ class UserflowRun:
         the attempt is dropped (the final one is kept). First of the hook's implementations,
         so that report files read the user properties added here."""
         item = self.running
-        if item is None or report.nodeid != item.nodeid:
+        if item is None:
             return  # the xdist controller, or a test set up outside this plugin's hooks
         record = item.stash.get(RECORD_KEY, None)
-        if record is None:
+        if record is None or report.nodeid != record.nodeid:
             return
         outcome: str = report.outcome  # pytest-rerunfailures' "rerun" is none of pytest's
         if outcome == "rerun":
@@ -345,7 +346,7 @@ class UserflowRun:
         if hook.pytest_userflow_measurements.get_hookimpls():
             measurements: list[Any] = list(record.measurements)
             hook.pytest_userflow_measurements(item=item, measurements=measurements)
-            record.measurements = self._checked(item, measurements)
+            record.measurements = self._checked(record, measurements)
         record.end(status, message)
         report.user_properties.append(("userflow", record.flow))
         report.user_properties.append(("userflow_status", record.status))
@@ -364,7 +365,7 @@ class UserflowRun:
         decided = hook.pytest_userflow_status(item=item, reports=list(record.reports))
         if decided is None:
             return status, message
-        where = f"pytest_userflow_status for {item.nodeid}"
+        where = f"pytest_userflow_status for {record.nodeid}"
         try:
             if not (isinstance(decided, tuple) and len(decided) == 2):
                 raise MeasurementError(
@@ -376,13 +377,13 @@ class UserflowRun:
             self.errors.append(f"{exc}; the built-in status {status} was used")
             return status, message
 
-    def _checked(self, item: pytest.Item, measurements: list[Any]) -> list[Measurement]:
+    def _checked(self, record: TestRecord, measurements: list[Any]) -> list[Measurement]:
         """What the measurements hook left, each checked as record_measurement checks."""
         good = []
         for m in measurements:
             try:
                 good.append(
-                    Measurement.coerce(m, where=f"pytest_userflow_measurements for {item.nodeid}")
+                    Measurement.coerce(m, where=f"pytest_userflow_measurements for {record.nodeid}")
                 )
             except MeasurementError as exc:
                 self.errors.append(str(exc))
