@@ -212,11 +212,12 @@ def compare(
     goals: dict[str, float | None],
     extra: list[str] = (),  # type: ignore[assignment]
     reset: Path | None = None,
+    warm_up: bool = True,
 ) -> dict[str, Any]:
     """Run every side once a round, in an order that turns each round; each side's wall
     and CPU against bare's of the same round."""
     names = list(sides)
-    for name in names:  # warm-up: fill the bytecode caches
+    for name in names if warm_up else ():  # fill the bytecode caches
         run_pytest(folder, *sides[name][0], *extra, env=sides[name][1])
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
@@ -241,7 +242,9 @@ def compare(
     return out
 
 
-def case_local(work_dir: Path, tests: int, rounds: int, workers: int) -> dict[str, Any]:
+def case_local(
+    work_dir: Path, tests: int, rounds: int, workers: int, warm_up: bool = True
+) -> dict[str, Any]:
     folder = work_dir / f"local-{workers}"
     make_suite(folder, tests, 10, 0.0, None)
     extra = ["-n", str(workers)] if workers else []
@@ -252,6 +255,7 @@ def case_local(work_dir: Path, tests: int, rounds: int, workers: int) -> dict[st
         {"plugin wall": 1.10, "plugin cpu": 1.10},
         extra=extra,
         reset=folder / ".userflow",
+        warm_up=warm_up,
     )
     where = f"under -n {workers}" if workers else "in-process"
     return {"case": f"local store, {tests} no-work tests x 10 measurements, {where}", **result}
@@ -473,7 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = Path(tmp)
         if "local" in args.only:
             for workers in (0, 2):
-                results.append(case_local(work_dir, 50 if smoke else 2000, rounds, workers))
+                results.append(
+                    case_local(work_dir, 50 if smoke else 2000, rounds, workers, not smoke)
+                )
         if "work" in args.only:
             results.append(case_work(work_dir, 20 if smoke else 600, rounds))
         if "headspin" in args.only:

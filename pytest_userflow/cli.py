@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -195,8 +196,9 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show a progress bar on stderr (default: when stderr is a terminal)",
+        default=True,
+        help="show progress on stderr: a bar on a terminal, else a line every few seconds "
+        "(default: on)",
     )
     return parser
 
@@ -544,16 +546,23 @@ def cmd_push(args: argparse.Namespace) -> int:
     sent = failed = 0
     auth_error = None
     for url, group in by_url.items():
-        sender = Sender(HeadSpinClient(token, base_url=url), store)
+        # A few tries a request: a server that cannot be reached is given up within seconds.
+        sender = Sender(HeadSpinClient(token, base_url=url, retries=3), store)
         print(f"pushing {len(group)} upload(s) to {url} ...", flush=True)
         for upload in group:
             sender.submit(upload)
-        show = args.progress if args.progress is not None else sys.stderr.isatty()
-        bar = _ProgressBar(len(group), sender) if show else None
+        bar = _ProgressBar(len(group), sender, sys.stderr.isatty()) if args.progress else None
         sender.drain(args.timeout, tick=bar.draw if bar else None)
         if bar:
             bar.finish()
         sender.close()
+        if sender.stats.unreachable:
+            left = store.count_uploads((PENDING,))
+            print(
+                f"error: gave up on {url}: {sender.stats.unreachable}; {left} upload(s) still "
+                "pending: push again once it can be reached (or give --headspin-url)",
+                file=sys.stderr,
+            )
         sent += sender.stats.sent
         failed += sender.stats.failed
         auth_error = auth_error or sender.stats.auth_error
@@ -570,27 +579,36 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 class _ProgressBar:
-    """``[#########.......]  120/300  sent 118  refused 2`` on stderr, redrawn in place."""
+    """``[#########.......]  120/300  sent 118  refused 2`` on stderr: redrawn in place on a
+    terminal, else written as a line every few seconds (a CI log)."""
 
     width = 30
+    every = 5.0  # seconds between lines when stderr is not a terminal
 
-    def __init__(self, total: int, sender: Sender) -> None:
+    def __init__(self, total: int, sender: Sender, terminal: bool) -> None:
         self.total = total
         self.sender = sender
+        self.terminal = terminal
+        self.last = time.monotonic()
 
-    def draw(self) -> None:
+    def draw(self, force: bool = False) -> None:
+        if not self.terminal and not force and time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
         done = self.total - self.sender.unfinished
         filled = self.width * done // max(1, self.total)
         stats = self.sender.stats
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}"
+        text = (
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}"
             f"  sent {stats.sent}  refused {stats.failed}"
         )
+        sys.stderr.write(f"\r{text}" if self.terminal else f"{text}\n")
         sys.stderr.flush()
 
     def finish(self) -> None:
-        self.draw()
-        sys.stderr.write("\n")
+        self.draw(force=True)
+        if self.terminal:
+            sys.stderr.write("\n")
 
 
 COMMANDS = {

@@ -73,6 +73,16 @@ class RetryableError(HeadSpinError):
     """429, 5xx or a connection failure that outlived every retry."""
 
 
+class LostAnswer(RetryableError):
+    """A request that must not be sent twice (it creates something) may have been done, but
+    no answer came: ask HeadSpin what it did before sending it again."""
+
+
+#: Seconds to wait for an answer (connecting: at most 10), and tries after a failure.
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRIES = 5
+
+
 class ApiCall(NamedTuple):
     """One request as it goes on the wire (what dry runs print)."""
 
@@ -196,8 +206,8 @@ class HeadSpinClient:
         self,
         token: str,
         base_url: str = DEFAULT_URL,
-        timeout: float | tuple[float, float] = 30,
-        retries: int = 5,
+        timeout: float | tuple[float, float] | None = None,
+        retries: int | None = None,
         *,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -208,8 +218,10 @@ class HeadSpinClient:
         if not isinstance(token, str) or not token.strip():
             raise AuthError(f"no HeadSpin API token: set {TOKEN_ENV} or pass --headspin-token")
         self.base_url = base_url.rstrip("/")
+        if timeout is None:
+            timeout = DEFAULT_TIMEOUT
         self.timeout = timeout if isinstance(timeout, tuple) else (min(10.0, timeout), timeout)
-        self.retries = retries
+        self.retries = DEFAULT_RETRIES if retries is None else retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.sleep = sleep
@@ -252,7 +264,7 @@ class HeadSpinClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _delay(self, attempt: int, response: requests.Response | None) -> float:
+    def retry_delay(self, attempt: int, response: requests.Response | None) -> float:
         if response is not None:
             retry_after = response.headers.get("Retry-After")
             if retry_after:
@@ -261,13 +273,19 @@ class HeadSpinClient:
                     return min(seconds, self.max_backoff * 4)
         return float(self.rng()) * min(self.max_backoff, self.backoff * 2.0**attempt)
 
-    def call(self, call: ApiCall, *, raw: bool = False) -> Any:
-        """Send *call*; return the decoded JSON (or the response when *raw*)."""
+    def call(self, call: ApiCall, *, raw: bool = False, once: bool = False) -> Any:
+        """Send *call*; return the decoded JSON (or the response when *raw*).
+
+        *once*: the call creates something, so it is sent again only after failures that
+        show it was not done (429, a refused connection); after any other failure it raises
+        :class:`LostAnswer`.
+        """
         url = self.base_url + call.path
         attempt = 0
         while True:
             response: requests.Response | None = None
             failure: str
+            sent = True  # the request may have reached HeadSpin
             try:
                 response = self._session.request(
                     call.method,
@@ -278,6 +296,7 @@ class HeadSpinClient:
                 )
             except (self._requests.ConnectionError, self._requests.Timeout) as exc:
                 failure = f"{type(exc).__name__}: could not reach {self.base_url}"
+                sent = not _never_sent(exc)
             else:
                 if response.status_code < 400:
                     if raw:
@@ -296,13 +315,13 @@ class HeadSpinClient:
                 if response.status_code != 429 and response.status_code < 500:
                     raise _error_for(response, call)
                 failure = _message(response)
+                sent = response.status_code != 429
+            code = response.status_code if response is not None else None
+            if once and sent:
+                raise LostAnswer(failure, status_code=code, method=call.method, path=call.path)
             if attempt >= self.retries:
-                if response is None:
-                    raise RetryableError(failure, method=call.method, path=call.path)
-                raise RetryableError(
-                    failure, status_code=response.status_code, method=call.method, path=call.path
-                )
-            self.sleep(self._delay(attempt, response))
+                raise RetryableError(failure, status_code=code, method=call.method, path=call.path)
+            self.sleep(self.retry_delay(attempt, response))
             attempt += 1
 
     def _get(self, path: str, params: Iterable[tuple[str, str]] = ()) -> Any:
@@ -429,8 +448,12 @@ class HeadSpinClient:
         call = ApiCall(
             "GET", self._flow_path(user_flow_id, "measurements"), (*params, ("format", "csv"))
         )
+        return self._csv(call)
+
+    def _csv(self, call: ApiCall) -> str:
+        """A CSV answer as text (UTF-8, whatever the answer's headers say); ``""`` for 204."""
         response = self.call(call, raw=True)
-        return "" if response.status_code == 204 else str(response.text)
+        return "" if response.status_code == 204 else response.content.decode("utf-8")
 
     def get_kpis(
         self,
@@ -453,6 +476,27 @@ class HeadSpinClient:
         )
         path = self._flow_path(user_flow_id, "verizon")
         return list(self._get(path, params).get("measurements", []))
+
+    def get_kpis_csv(
+        self,
+        user_flow_id: str,
+        *,
+        session_ids: Iterable[str] = (),
+        kpis: Iterable[str] | str = (),
+        start_time: TimeFilter = None,
+        end_time: TimeFilter = None,
+        statuses: Iterable[str] = (),
+    ) -> str:
+        """The KPI route as CSV; ``""`` when there is nothing."""
+        params = measurement_params(
+            session_ids=session_ids,
+            kpis=kpis,
+            start_time=start_time,
+            end_time=end_time,
+            statuses=statuses,
+        )
+        path = self._flow_path(user_flow_id, "verizon")
+        return self._csv(ApiCall("GET", path, (*params, ("format", "csv"))))
 
     # -- sessions and events: two kinds of performance event under a flow ----------------
 
@@ -557,12 +601,44 @@ class HeadSpinClient:
     ) -> list[dict[str, Any]]:
         return self._measurements(user_flow_id, "sessions", session_id, keys, limit, offset)
 
+    def get_session_measurements_csv(
+        self, user_flow_id: str, session_id: str, keys: Iterable[str] | str = ()
+    ) -> str:
+        return self._item_csv(user_flow_id, "sessions", session_id, keys)
+
+    def _item_csv(
+        self, user_flow_id: str, kind: str, item_id: str, keys: Iterable[str] | str
+    ) -> str:
+        path = self._item_path(user_flow_id, kind, item_id, "measurements")
+        params = (*measurement_params(keys=keys), ("format", "csv"))
+        return self._csv(ApiCall("GET", path, params))
+
     def list_events(self, user_flow_id: str) -> list[dict[str, Any]]:
         return self._list(user_flow_id, "events")
 
-    def create_event(self, user_flow_id: str, device_address: str) -> dict[str, Any]:
-        body = {"device_address": check_device_address(device_address)}
-        return dict(self._send("POST", self._flow_path(user_flow_id, "events"), body))
+    def create_event(
+        self,
+        user_flow_id: str,
+        device_address: str | None = None,
+        *,
+        device_id: str | None = None,
+        hostname: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a performance event for a device, given as ``device_id@hostname`` or as
+        *device_id* and *hostname*. Sent once: after a lost answer it raises
+        :class:`LostAnswer` (the event may exist; see ``list_events``)."""
+        if device_address is None:
+            if not device_id or not hostname:
+                raise MeasurementError(
+                    "create_event needs device_address, or device_id and hostname"
+                )
+            device_address = f"{device_id}@{hostname}"
+            check_device_address(device_address)
+            body: dict[str, Any] = {"device_id": device_id, "hostname": hostname}
+        else:
+            body = {"device_address": check_device_address(device_address)}
+        call = ApiCall("POST", self._flow_path(user_flow_id, "events"), (), body)
+        return dict(self.call(call, once=True))
 
     def get_event(self, user_flow_id: str, event_id: str) -> dict[str, Any]:
         return self._item(user_flow_id, "events", event_id)
@@ -595,6 +671,11 @@ class HeadSpinClient:
         offset: int | None = None,
     ) -> list[dict[str, Any]]:
         return self._measurements(user_flow_id, "events", event_id, keys, limit, offset)
+
+    def get_event_measurements_csv(
+        self, user_flow_id: str, event_id: str, keys: Iterable[str] | str = ()
+    ) -> str:
+        return self._item_csv(user_flow_id, "events", event_id, keys)
 
     # -- legacy routes ---------------------------------------------------------------------
 
@@ -656,10 +737,10 @@ def _message(response: requests.Response) -> str:
     except ValueError:
         return response.text.strip()[:300] or response.reason or "error"
     if isinstance(payload, dict):
-        for field in ("message", "error", "status_message", "detail"):
+        for field in ("message", "error", "status_message", "detail", "status"):
             if isinstance(payload.get(field), str):
                 return str(payload[field])
-    return str(payload)[:300]
+    return response.reason or f"error {response.status_code}"
 
 
 def _error_for(response: requests.Response, call: ApiCall) -> HeadSpinError:
@@ -682,7 +763,7 @@ class DryRunClient(HeadSpinClient):
         super().__init__("dry-run", base_url=base_url, retries=0)
         self.calls: list[ApiCall] = []
 
-    def call(self, call: ApiCall, *, raw: bool = False) -> Any:
+    def call(self, call: ApiCall, *, raw: bool = False, once: bool = False) -> Any:
         self.calls.append(call)
         if call.method == "PUT" and call.path == "/v0/userflows":
             return {
@@ -692,3 +773,16 @@ class DryRunClient(HeadSpinClient):
         if call.method == "POST" and call.path.endswith(("/events", "/sessions")):
             return {"perf_event_id": "<perf_event_id>"}
         return {}
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether a connection error came before the request could reach the server: the
+    connection was refused or never made (a reset or a read timeout may come after it)."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None  # requests wraps urllib3's MaxRetryError
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError))

@@ -196,7 +196,12 @@ def render(
         not total["flows"]
         and not crashed
         and not any(
-            s.get("auth_error") or s.get("unroutable") or s.get("errors") or s.get("no_history")
+            s.get("auth_error")
+            or s.get("unroutable")
+            or s.get("errors")
+            or s.get("no_history")
+            or s.get("unreachable")
+            or s.get("send_errors")
             for s in summaries
         )
     ):
@@ -250,10 +255,39 @@ def render(
                     {"red": True, "bold": True},
                 )
             )
-        for error in s.get("send_errors", [])[:MAX_NAMED]:
-            out.append((f"upload refused{label}: {error}", {"red": True}))
-        for error in s.get("errors", [])[:MAX_NAMED]:
-            out.append((f"ERROR{label}: {error}", {"red": True}))
+        if s.get("unreachable"):
+            out.append(
+                (
+                    f"ERROR{label}: HeadSpin could not be reached ({s['unreachable']}): sending "
+                    "stopped, and what was not sent stays pending for 'pytest-userflow push'",
+                    {"red": True, "bold": True},
+                )
+            )
+        for sid, shared in sorted(s.get("shared_sessions", {}).items()):
+            out.append(
+                (
+                    f"session {sid} in flow {shared['flow']!r}{label}: shared by "
+                    f"{shared['tests']} tests, sent as {shared['status']}",
+                    {},
+                )
+            )
+        if s.get("legacy"):
+            out.append(
+                (
+                    f"legacy API{label}: the upload route carries no status message and no flow "
+                    "description; tests with a device and no session went through the "
+                    "/v0/userflows routes",
+                    {},
+                )
+            )
+        for kind, errors in (
+            ("upload refused", s.get("send_errors", [])),
+            ("ERROR", s.get("errors", [])),
+        ):
+            out += [(f"{kind}{label}: {error}", {"red": True}) for error in errors[:MAX_NAMED]]
+            if len(errors) > MAX_NAMED:
+                more = len(errors) - MAX_NAMED
+                out.append((f"{kind}{label}: ... and {more} more (the JSON report has all)", {}))
     pending = total["pending"]
     if pending["tests"]:
         out.append(
@@ -305,6 +339,9 @@ def build_report(
         "warnings": {
             "unroutable": [n for s in summaries for n in s.get("unroutable", [])],
             "auth_error": next((s["auth_error"] for s in summaries if s.get("auth_error")), None),
+            "unreachable": next(
+                (s["unreachable"] for s in summaries if s.get("unreachable")), None
+            ),
             "upload_errors": [e for s in summaries for e in s.get("send_errors", [])],
             "errors": [e for s in summaries for e in s.get("errors", [])],
             "crashed_workers": list(crashed),

@@ -187,9 +187,12 @@ class Store:
         record: TestRecord,
         run: RunInfo,
         upload: tuple[list[dict[str, Any]], str, str, str] | None = None,
+        *,
+        error: str | None = None,
     ) -> None:
         """Commit one finished test, its measurements and its upload (plan, base URL, API,
-        state) in one transaction; the run's row comes with its first test."""
+        state; *error*: why it is refused) in one transaction; the run's row comes with its
+        first test."""
         with self.transaction() as db:
             if run.run_id not in self._runs:
                 _insert_run(db, run)
@@ -226,9 +229,9 @@ class Store:
                 plan, base_url, api, state = upload
                 db.execute(
                     "INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan,"
-                    " progress, updated_ts) VALUES (?,?,?,?,?,?,?,?)",
+                    " progress, last_error, updated_ts) VALUES (?,?,?,?,?,?,?,?,?)",
                     (record.perf_event_id, run.run_id, state, base_url, api, json.dumps(plan),
-                     "{}", time.time()),
+                     "{}", error, time.time()),
                 )  # fmt: skip
         self._runs.add(run.run_id)
 
@@ -348,10 +351,10 @@ def _version_and_tables(db: sqlite3.Connection) -> tuple[int, str]:
 
 
 def _create_schema(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("BEGIN IMMEDIATE")
+    """Make the tables (once, whoever comes first), then switch the file to WAL."""
+    db.execute("BEGIN IMMEDIATE")  # waits for another process making them meanwhile
     try:
-        if _version_and_tables(db)[0] == 0:  # else another process made it meanwhile
+        if _version_and_tables(db)[0] == 0:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -360,3 +363,13 @@ def _create_schema(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+    # Switching to WAL needs the file to itself, and SQLite does not wait for that: another
+    # process opening it at the same moment is waited for here.
+    deadline = time.monotonic() + 30
+    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

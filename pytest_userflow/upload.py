@@ -10,13 +10,14 @@ session, or of one (flow, device), go out in order, one upload at a time.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from .model import MeasurementError, RunInfo, TestRecord
+from .model import MeasurementError, RunInfo, TestRecord, truncate_message
 from .store import FAILED, LOCAL_ONLY, PENDING, SENT, Store, Upload
 
 if TYPE_CHECKING:
@@ -38,14 +39,20 @@ PLAN_OPS = frozenset(
 )
 
 
-def build_plan(record: TestRecord, api: str = "v0") -> Plan | None:
-    """The calls that deliver *record*; None when it has neither session nor device."""
+def build_plan(
+    record: TestRecord, api: str = "v0", status: tuple[str, str | None] | None = None
+) -> Plan | None:
+    """The calls that deliver *record*; None when it has neither session nor device.
+
+    *status*: the (status, message) to send instead of the record's own (a shared session's).
+    """
     data = [m.to_api() for m in record.measurements]
+    status_text, message = status or (record.status, record.status_message)
     if api == "legacy" and record.session_id:
         args: dict[str, Any] = {
             "test_name": record.flow,
             "session_id": record.session_id,
-            "status": record.status,
+            "status": status_text,
         }
         if data:
             args["data"] = data
@@ -62,8 +69,8 @@ def build_plan(record: TestRecord, api: str = "v0") -> Plan | None:
                 "args": {
                     "user_flow_id": "$user_flow_id",
                     "session_id": record.session_id,
-                    "status": record.status,
-                    "status_message": record.status_message,
+                    "status": status_text,
+                    "status_message": message,
                 },
                 "save": {"perf_event_id": "perf_event_id"},
             },
@@ -81,7 +88,8 @@ def build_plan(record: TestRecord, api: str = "v0") -> Plan | None:
             )
         return plan
     if record.device_address:
-        # The event id is saved as soon as it exists, so a replay never creates it twice.
+        # Made exactly once (see create_event_once); its id is saved as soon as it exists,
+        # so a replay goes on from there.
         plan = [
             flow,
             {
@@ -95,8 +103,8 @@ def build_plan(record: TestRecord, api: str = "v0") -> Plan | None:
                 "args": {
                     "user_flow_id": "$user_flow_id",
                     "event_id": "$perf_event_id",
-                    "status": record.status,
-                    "status_message": record.status_message,
+                    "status": status_text,
+                    "status_message": message,
                 },
             },
         ]
@@ -139,6 +147,11 @@ class FlowCache:
                 self._ids[name] = str(client.create_user_flow(name, description)["user_flow_id"])
             return self._ids[name]
 
+    def forget(self, name: str) -> None:
+        """The flow is gone from HeadSpin: the next use PUTs it again."""
+        with self._lock:
+            self._ids.pop(name, None)
+
 
 def run_plan(
     client: HeadSpinClient,
@@ -163,12 +176,96 @@ def run_plan(
                 client, args["name"], args.get("description")
             )
             continue
-        answer = getattr(client, op)(**args)
+        if op == "create_event":
+            creating = progress.get("creating") if index == progress.get("step") else None
+            answer = create_event_once(
+                client,
+                args["user_flow_id"],
+                args["device_address"],
+                creating,
+                functools.partial(_creating, checkpoint, index, dict(variables)),
+            )
+        else:
+            answer = getattr(client, op)(**args)
         for var, answer_field in step.get("save", {}).items():
             variables[var] = answer.get(answer_field)
         if step.get("checkpoint") and index + 1 < len(plan):
             checkpoint({"step": index + 1, "vars": variables})
     return {"step": len(plan), "vars": variables}
+
+
+def _creating(
+    checkpoint: Callable[[dict[str, Any]], None],
+    step: int,
+    variables: dict[str, Any],
+    known: list[str],
+) -> None:
+    """Save that the upload is creating its event at *step*, with the events known before."""
+    checkpoint({"step": step, "vars": variables, "creating": known})
+
+
+def _unset_events(client: HeadSpinClient, flow_id: str, device: str) -> dict[str, dict[str, Any]]:
+    """The flow's events on *device* that no status was set for yet, by id."""
+    device_id, _, host = device.partition("@")
+    return {
+        e["perf_event_id"]: e
+        for e in client.list_events(flow_id)
+        if e.get("device_id") == device_id
+        and e.get("host") == host
+        and e.get("status") == "Not Set"
+        and not e.get("session_id")
+    }
+
+
+def create_event_once(
+    client: HeadSpinClient,
+    flow_id: str,
+    device: str,
+    creating: list[str] | None,
+    checkpoint: Callable[[list[str]], None],
+) -> dict[str, Any]:
+    """Create *device*'s event in the flow exactly once, whatever happens to the answers.
+
+    Before each try, the events of the device with no status yet are listed and saved in the
+    upload's progress (*checkpoint*); after a lost answer, or on a replay of an upload that
+    was *creating* one, an event that is in the listing now and was not then is the one
+    HeadSpin made, and it is adopted. Event creation is serialised per flow and device (one
+    lane in the sender), so no other event can be that new one.
+    """
+    from .client import HeadSpinError, LostAnswer
+
+    if creating is not None:
+        made = _made(client, flow_id, device, set(creating))
+        if made is not None:
+            return made
+    before = set(_unset_events(client, flow_id, device))
+    for attempt in range(client.retries + 1):
+        checkpoint(sorted(before))
+        try:
+            return client.create_event(flow_id, device)
+        except LostAnswer:
+            made = _made(client, flow_id, device, before)
+            if made is not None:
+                return made
+            if attempt == client.retries:
+                raise
+            client.sleep(client.retry_delay(attempt, None))
+    raise HeadSpinError("unreachable")  # pragma: no cover  (the loop returns or raises)
+
+
+def _made(
+    client: HeadSpinClient, flow_id: str, device: str, before: set[str]
+) -> dict[str, Any] | None:
+    from .client import HeadSpinError
+
+    new = [e for i, e in _unset_events(client, flow_id, device).items() if i not in before]
+    if len(new) > 1:
+        raise HeadSpinError(
+            f"{len(new)} events with no status appeared on {device} while one was being "
+            "created: another program creates events on this device in this flow; this "
+            "test's data is kept locally"
+        )
+    return new[0] if new else None
 
 
 class _Stopped(Exception):
@@ -183,14 +280,17 @@ class SendStats:
         self.failed = 0
         self.retried_later = 0
         self.auth_error: str | None = None
+        self.unreachable: str | None = None  # why the server could not be reached
         self.errors: list[str] = []
 
 
 class Sender:
     """Background threads that deliver uploads and mark them in *store*.
 
-    At most *concurrency* uploads at once, and never two of one lane (see ``plan_lane``):
-    a lane's uploads go out in the order they were submitted.
+    At most *concurrency* uploads at once, and never two of one lane (see ``plan_lane``): a
+    lane's uploads go out in the order they were submitted, and one that cannot be sent now
+    holds back those behind it (they stay pending, for ``push`` to send in that order).
+    A server that cannot be reached stops the sending: the rest stays pending.
     """
 
     def __init__(self, client: HeadSpinClient, store: Store, *, concurrency: int = 8) -> None:
@@ -240,58 +340,75 @@ class Sender:
                     return
                 lane = self._ready.popleft()
                 upload = self._lanes[lane][0]
+            done = False
             try:
-                self.deliver(upload)
+                done = self.deliver(upload)
             finally:
                 with self._cond:
                     uploads = self._lanes[lane]
                     uploads.popleft()
+                    self._unfinished -= 1
+                    if not done:  # held back behind it: they stay pending, in order
+                        self._unfinished -= len(uploads)
+                        uploads.clear()
                     if uploads:
                         self._ready.append(lane)
                     else:
                         del self._lanes[lane]
-                    self._unfinished -= 1
                     self._cond.notify_all()
 
-    def _write(self, write: Callable[[], None]) -> None:
-        with self._cond:
-            if not self._closed:  # a thread that outlived close(): its upload stays pending
-                write()
-
-    def deliver(self, upload: Upload) -> None:
-        """Run one upload and record the outcome in the store."""
-        from .client import AuthError, HeadSpinError, RetryableError
+    def deliver(self, upload: Upload) -> bool:
+        """Run one upload and record the outcome in the store; False when it stays pending."""
+        from .client import AuthError, HeadSpinError, NotFound, RetryableError
 
         if self.stats.auth_error or self._stop.is_set():
-            return
+            return False
         key = upload.perf_event_id
 
         def save(progress: dict[str, Any]) -> None:
-            self._write(lambda: self.store.save_progress(key, progress))
+            with self._cond:
+                if not self._closed:
+                    self.store.save_progress(key, progress)
 
         try:
-            progress = run_plan(self.client, upload.plan, upload.progress, self.flows, save)
+            try:
+                progress = run_plan(self.client, upload.plan, upload.progress, self.flows, save)
+            except NotFound as exc:
+                # The flow was deleted meanwhile: made again once, and the plan run anew.
+                if exc.message != "User flow does not exist" or upload.plan[0]["op"] != (
+                    "create_user_flow"
+                ):
+                    raise
+                self.flows.forget(upload.plan[0]["args"]["name"])
+                progress = run_plan(self.client, upload.plan, {}, self.flows, save)
         except _Stopped:
-            return
+            return False
         except AuthError as exc:
             if self.stats.auth_error is None:
                 self.stats.auth_error = str(exc)
-            state, error = PENDING, str(exc)
+            self._mark(key, PENDING, error=str(exc))
+            return False
         except RetryableError as exc:
             self.stats.retried_later += 1
-            state, error = PENDING, str(exc)
+            if exc.status_code is None and self.stats.unreachable is None:
+                self.stats.unreachable = str(exc)
+                self.stop()
+            self._mark(key, PENDING, error=str(exc))
+            return False
         except (HeadSpinError, MeasurementError) as exc:
             self.stats.failed += 1
             self.stats.errors.append(str(exc))
-            state, error = FAILED, str(exc)
-        else:
-            self.stats.sent += 1
-            remote = progress["vars"].get("perf_event_id")
-            self._write(
-                lambda: self.store.mark(key, SENT, progress=progress, remote_event_id=remote)
-            )
-            return
-        self._write(lambda: self.store.mark(key, state, error=error))
+            self._mark(key, FAILED, error=str(exc))
+            return True
+        self.stats.sent += 1
+        remote = progress["vars"].get("perf_event_id")
+        self._mark(key, SENT, progress=progress, remote_event_id=remote)
+        return True
+
+    def _mark(self, key: str, state: str, **how: Any) -> None:
+        with self._cond:
+            if not self._closed:  # a thread that outlived close(): its upload stays pending
+                self.store.mark(key, state, **how)
 
     @property
     def unfinished(self) -> int:
@@ -306,7 +423,7 @@ class Sender:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            while self._unfinished and not self.stats.auth_error:
+            while self._unfinished and not self.stats.auth_error and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -404,6 +521,35 @@ class DryRunSink(Sink):
         return {"dry_run_lines": self.lines}
 
 
+class SharedSession:
+    """A HeadSpin session that several tests of this run attached: HeadSpin keeps it as one
+    event, with one status and one value per key and type.
+
+    Its status is Failed when any of its tests failed (the message is the first failure,
+    naming its test), else Passed when any passed, else Excluded; the uploads go out in test
+    order, so each key and type keeps the last test's value."""
+
+    def __init__(self, flow: str) -> None:
+        self.flow = flow
+        self.tests = 0
+        self.status = "Excluded"
+        self.message: str | None = None
+
+    def add(self, record: TestRecord) -> tuple[str, str | None]:
+        """Count *record* in; the (status, message) the session has with it."""
+        self.tests += 1
+        if record.status == "Failed" and self.status != "Failed":
+            self.status = "Failed"
+            self.message = record.status_message
+            if self.tests > 1:
+                self.message = truncate_message(f"{record.nodeid}: {record.status_message or ''}")
+        elif record.status == "Passed" and self.status == "Excluded":
+            self.status, self.message = "Passed", None
+        elif self.tests == 1:
+            self.message = record.status_message
+        return self.status, self.message
+
+
 class HeadSpinSink(Sink):
     """Commits each test with its upload plan, then hands the plan to the sender."""
 
@@ -413,9 +559,18 @@ class HeadSpinSink(Sink):
         self.url = client.base_url
         self.api = api
         self.unroutable: list[str] = []
+        self.sessions: dict[str, SharedSession] = {}
+        self.refused: list[str] = []  # sessions attached to two flows
 
     def keep(self, record: TestRecord) -> None:
-        record.plan = plan = build_plan(record, self.api)
+        status = None
+        if record.session_id is not None:
+            session = self.sessions.setdefault(record.session_id, SharedSession(record.flow))
+            if session.flow != record.flow:
+                self._refuse(record, session)
+                return
+            status = session.add(record)
+        record.plan = plan = build_plan(record, self.api, status)
         if plan is None:
             self.store.write_test(record, self.run, ([], self.url, self.api, LOCAL_ONLY))
             record.destination = "local-only"
@@ -425,6 +580,18 @@ class HeadSpinSink(Sink):
         record.destination = "queued"
         self.sender.submit(Upload(record.perf_event_id, plan, {}, self.url, self.api))
 
+    def _refuse(self, record: TestRecord, session: SharedSession) -> None:
+        """A session already attached in this run to another flow: HeadSpin keeps a session
+        in one flow, so this test's data stays here, refused."""
+        why = (
+            f"{record.nodeid} attached the HeadSpin session {record.session_id} to the flow "
+            f"{record.flow!r}, but this run attached it to the flow {session.flow!r} before: a "
+            "session belongs to one flow; this test's data is kept locally only"
+        )
+        self.store.write_test(record, self.run, ([], self.url, self.api, FAILED), error=why)
+        record.destination = "local-only"
+        self.refused.append(why)
+
     def finish(self, timeout: float) -> None:
         self.sender.drain(timeout)
 
@@ -433,8 +600,16 @@ class HeadSpinSink(Sink):
 
     def notes(self) -> dict[str, Any]:
         stats = self.sender.stats
+        shared = {
+            sid: {"flow": s.flow, "tests": s.tests, "status": s.status}
+            for sid, s in self.sessions.items()
+            if s.tests > 1
+        }
         return {
             "unroutable": self.unroutable,
             "auth_error": stats.auth_error,
-            "send_errors": stats.errors,
+            "unreachable": stats.unreachable and f"{self.url}: {stats.unreachable}",
+            "send_errors": stats.errors + self.refused,
+            "shared_sessions": shared,
+            "legacy": self.api == "legacy",
         }

@@ -146,6 +146,7 @@ class Faults:
     late_rate: float = 0.0  # share of requests done, then answered after late_delay seconds
     late_delay: float = 1.0
     down: bool = False  # every request answered 503
+    down_after_lose: bool = False  # once an answer was lost, down
     # the next answers, in order: "503", "429", "drop", "lose", "late", or None (a normal one)
     script: list[str | None] = field(default_factory=list)
     # only requests whose "METHOD /path" matches this regular expression get faults
@@ -159,13 +160,15 @@ class Faults:
         self._rng.seed(self.seed)
 
     def decide(self, method: str = "GET", path: str = "/") -> str | None:
+        if self.down:
+            return "503"
         if self.match is not None and not re.search(self.match, f"{method} {path}"):
             return None
         self._count += 1
         if self.script:
-            return self.script.pop(0)
-        if self.down:
-            return "503"
+            fault = self.script.pop(0)
+            self.down = self.down_after_lose and fault == "lose"
+            return fault
         if self.every_429 and self._count % self.every_429 == 0:
             return "429"
         roll = self._rng.random()
@@ -744,7 +747,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.command, url.path, parse_qsl(url.query, keep_blank_values=True), body
             )
         except ApiError as exc:
-            code, payload = exc.code, {"status": "Error", "status_code": exc.code, "message": exc.message}
+            code, payload = (
+                exc.code,
+                {"status": "Error", "status_code": exc.code, "message": exc.message},
+            )
         if fault == "lose":  # the work is done; the answer never comes
             srv.faults.injected += 1
             self.close_connection = True

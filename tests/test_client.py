@@ -17,7 +17,7 @@ from conftest import TOKEN
 from headspin_server import MEASUREMENT_FIELDS
 
 from pytest_userflow.client import AuthError, BadRequest, HeadSpinClient, NotFound
-from pytest_userflow.model import Measurement
+from pytest_userflow.model import Measurement, MeasurementError
 
 vcr = pytest.importorskip("vcr")
 
@@ -261,3 +261,22 @@ def test_no_cassette_holds_a_token() -> None:
         assert TOKEN not in text and "Bearer" not in text and "uthorization" not in text, (
             cassette.name
         )
+
+
+def test_events_by_device_id_and_csv_of_every_listing(client: HeadSpinClient) -> None:
+    """create_event takes device_id and hostname too; the session, event and KPI routes
+    give CSV, read as UTF-8 whatever the answer's headers say."""
+    flow = client.create_user_flow("Checkout ✓")["user_flow_id"]
+    device_id, host = DEVICE.split("@")
+    event = client.create_event(flow, device_id=device_id, hostname=host)
+    assert (event["device_id"], event["host"]) == (device_id, host)
+    client.add_event_measurements(flow, event["perf_event_id"], [{"key": "Pay ✓", "value": 1.5}])
+    client.attach_session(flow, SESSION_1, status="Passed")
+    client.add_session_measurements(flow, SESSION_1, [{"key": "Login ✓", "value": 2.5}])
+    assert "Login ✓" in client.get_measurements_csv(flow)
+    assert "Pay ✓" in client.get_event_measurements_csv(flow, event["perf_event_id"])
+    session_csv = client.get_session_measurements_csv(flow, SESSION_1, keys=["Login ✓"])
+    assert "Login ✓" in session_csv and "Pay ✓" not in session_csv
+    assert isinstance(client.get_kpis_csv(flow), str)
+    with pytest.raises(MeasurementError, match="device_address, or device_id and hostname"):
+        client.create_event(flow, device_id=device_id)

@@ -85,7 +85,12 @@ def test_device_events_are_created_patched_and_filled(pytester, hs_env) -> None:
     )
     assert sorted(routes(hs_env)) == sorted(
         [("PUT", "/v0/userflows")]
-        + [("POST", "/v0/userflows/<id>/events"), ("PATCH", "/v0/userflows/<id>/events/<id>")] * 2
+        + [
+            ("GET", "/v0/userflows/<id>/events"),  # the device's events with no status yet
+            ("POST", "/v0/userflows/<id>/events"),
+            ("PATCH", "/v0/userflows/<id>/events/<id>"),
+        ]
+        * 2
         + [("POST", "/v0/userflows/<id>/events/<id>/measurements")]
     )
     events = sorted(hs_env.state.events.values(), key=lambda e: e["status"])

@@ -406,3 +406,57 @@ def test_a_long_run_summarizes_what_the_store_holds(pytester: pytest.Pytester) -
     )
     path = pytester.path / ".userflow" / "userflow.db"
     assert store_rows(path, "SELECT COUNT(*) FROM measurements") == [(602,)]
+
+
+def test_runs_at_once_on_a_new_store_beside_a_reader_lose_nothing(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    """Four runs start at once on a store that does not exist yet, while another program
+    opens it and reads it in a loop: every finished test of every run is in it, once."""
+    import threading
+
+    from pytest_userflow import queries
+    from pytest_userflow.store import Store
+
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.userflow("Busy")
+        @pytest.mark.parametrize("n", range(40))
+        def test_n(record_measurement, n):
+            record_measurement("n", n)
+        """
+    )
+    stop = threading.Event()
+    reads = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            if store_path.exists():
+                store = Store(store_path)
+                reads.append(len(queries.runs(store)))
+                store.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"],
+                cwd=pytester.path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outputs = [run.communicate(timeout=120)[0] for run in runs]
+    finally:
+        stop.set()
+        thread.join()
+    assert all(run.returncode == 0 for run in runs), outputs
+    assert not any("could not take" in out for out in outputs), outputs
+    assert reads  # the reader did open the store while the runs wrote it
+    rows = store_rows(store_path, "SELECT run_id, COUNT(*) FROM events GROUP BY run_id")
+    assert sorted(n for _, n in rows) == [40] * 4
