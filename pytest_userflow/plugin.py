@@ -242,18 +242,8 @@ class UserflowRun:
             # system (popen workers do); remote workers' stores are on their hosts.
             worker = str(node.gateway.id)
             self.crashed.append(worker)
-            self.summaries.append(
-                process_summary(
-                    self.store,
-                    self.run.run_id,
-                    worker=worker,
-                    device=_worker_device(worker, self.settings.devices),
-                    backend=self.settings.backend,
-                    dry_run=self.settings.dry_run,
-                    notes={},
-                    with_events=self.settings.report is not None,
-                )
-            )
+            device = _worker_device(worker, self.settings.devices)
+            self.summaries.append(self._summary(self.store, worker, device, {}))
 
     # -- per test --------------------------------------------------------------------------------
 
@@ -401,16 +391,7 @@ class UserflowRun:
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the store keeps the rest
             self.sink.finish(timeout)
-            summary = process_summary(
-                self.store,
-                self.run.run_id,
-                worker=self.worker,
-                device=self.device,
-                backend=s.backend,
-                dry_run=s.dry_run,
-                notes=self._notes(),
-                with_events=s.report is not None,
-            )
+            summary = self._summary(self.store, self.worker, self.device, self._notes())
             if self.workerinput is not None:
                 self.config.workeroutput["userflow"] = json.dumps(summary, default=str)  # type: ignore[attr-defined]
                 return
@@ -433,21 +414,55 @@ class UserflowRun:
                 url=s.url,
                 crashed=self.crashed,
             )
-            write_report(s.report, report)
+            try:
+                write_report(s.report, report)
+            except OSError as exc:  # the run's outcome is the tests' own
+                self.summaries.append(
+                    {"errors": [f"could not write the report {s.report}: {exc.strerror or exc}"]}
+                )
+
+    def _summary(
+        self,
+        store: Store | None,
+        worker: str | bool | None,
+        device: str | None,
+        notes: dict[str, Any],
+        with_events: bool | None = None,
+    ) -> dict[str, Any]:
+        """What the store holds of this run (of one *worker*, or False: all), with *notes*; a
+        store that cannot be read is said so, and never raised into pytest."""
+        assert self.run is not None
+        s = self.settings
+        if with_events is None:
+            with_events = s.report is not None
+        try:
+            return process_summary(
+                store,
+                self.run.run_id,
+                worker=worker,
+                device=device,
+                backend=s.backend,
+                dry_run=s.dry_run,
+                notes=notes,
+                with_events=with_events,
+            )
+        except (StoreError, sqlite3.Error) as exc:
+            errors = [*notes.get("errors", []), f"could not read the local store {s.store}: {exc}"]
+            return process_summary(
+                None,
+                self.run.run_id,
+                worker=worker,
+                device=device,
+                backend=s.backend,
+                dry_run=s.dry_run,
+                notes={**notes, "errors": errors},
+                with_events=with_events,
+            )
 
     def _whole_run(self) -> dict[str, Any] | None:
         """The run's summary read from this host's store, when the workers shared it (popen
         workers do; --tx workers on other hosts do not): exact medians across workers."""
-        assert self.run is not None
-        whole = process_summary(
-            self.store,
-            self.run.run_id,
-            worker=False,
-            device=None,
-            backend=self.settings.backend,
-            dry_run=self.settings.dry_run,
-            notes={},
-        )
+        whole = self._summary(self.store, False, None, {}, with_events=False)
         merged = merge(self.summaries)
         tests = sum(f["tests"] for f in whole["flows"].values())
         return whole if tests == sum(f["tests"] for f in merged["flows"].values()) else None

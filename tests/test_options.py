@@ -323,3 +323,51 @@ def test_the_settings_never_show_the_token() -> None:
     assert settings.token == "s3cr3t-t0ken"
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings)
     assert "backend='headspin'" in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        (
+            {"HEADSPIN_API_TOKEN": "abc\ndef-secret"},
+            [],
+            "the HeadSpin API token from HEADSPIN_API_TOKEN holds spaces, a newline or other "
+            "control characters*",
+        ),
+        (
+            {},
+            ["--headspin-token", "abc\tdef-secret"],
+            "the HeadSpin API token from --headspin-token holds spaces*",
+        ),
+        (
+            {"HEADSPIN_API_TOKEN": "abc"},
+            ["--headspin-url", "https://ada:def-secret@api.example.invalid"],
+            "--headspin-url holds a user name or password (user:pass@...); they are not shown*"
+            "https://api.example.invalid",
+        ),
+    ],
+    ids=["newline in token", "tab in token", "credentials in url"],
+)
+def test_a_secret_that_cannot_be_sent_safely_stops_the_run_unshown(
+    pytester: pytest.Pytester, monkeypatch, env, args, message
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile(ONE_TEST)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert "def-secret" not in result.stdout.str() + result.stderr.str()
+
+
+def test_the_store_is_readable_by_its_owner_only(pytester: pytest.Pytester, store_path) -> None:
+    pytester.makepyfile(ONE_TEST)
+    pytester.runpytest().assert_outcomes(passed=1)
+    for path in store_path.parent.glob("userflow.db*"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_a_run_that_records_nothing_makes_no_store(pytester: pytest.Pytester, store_path) -> None:
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert not store_path.parent.exists()

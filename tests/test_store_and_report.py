@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -460,3 +462,43 @@ def test_runs_at_once_on_a_new_store_beside_a_reader_lose_nothing(
     assert reads  # the reader did open the store while the runs wrote it
     rows = store_rows(store_path, "SELECT run_id, COUNT(*) FROM events GROUP BY run_id")
     assert sorted(n for _, n in rows) == [40] * 4
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_by_a_test_does_not_hold_the_run(pytester: pytest.Pytester) -> None:
+    """Nothing of the plugin's waits on a process: a test's forked child that lives on does
+    not keep the run from ending, and the run's records are all there."""
+    import signal
+    import time
+
+    pytester.makepyfile(
+        """
+        import os, time
+
+        def test_forks(record_measurement, tmp_path_factory):
+            record_measurement("before", 1)
+            pid = os.fork()
+            if pid == 0:  # the child: no terminal, no pipes, just a long life
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                time.sleep(60)
+                os._exit(0)
+            (tmp_path_factory.getbasetemp().parent / "child.pid").write_text(str(pid))
+
+        def test_after(record_measurement):
+            record_measurement("after", 2)
+        """
+    )
+    start = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    took = time.monotonic() - start
+    for pid_file in pytester.path.parent.rglob("child.pid"):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    result.assert_outcomes(passed=2)
+    assert took < 20
+    rows = store_rows(
+        pytester.path / ".userflow" / "userflow.db", "SELECT key_name FROM measurements"
+    )
+    assert sorted(rows) == [("after",), ("before",)]
