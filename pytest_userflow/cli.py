@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -628,6 +629,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (CliError, StoreError, UserflowError) as exc:
         print(f"pytest-userflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        print(
+            f"pytest-userflow {args.command}: error: the store {args.store} is damaged or not "
+            f"readable ({exc}); it was left as it is",
+            file=sys.stderr,
+        )
         return 2
     except BrokenPipeError:
         return 0

@@ -473,7 +473,8 @@ class UserflowRun:
         if self.unstored:
             errors.append(
                 f"the local store {self.settings.store} could not take {len(self.unstored)} "
-                f"test(s); the first: {self.unstored[0]}"
+                f"test(s), whose records are lost (their outcomes are not); the first: "
+                f"{self.unstored[0]}"
             )
         notes: dict[str, Any] = {"errors": errors, "send_errors": [], **self.sink.notes()}
         if self.gate is not None:

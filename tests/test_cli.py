@@ -314,3 +314,25 @@ def test_help_has_examples_and_exit_codes() -> None:
     assert "examples:" in result.stdout and "exit codes:" in result.stdout
     for command in ("flows", "measurements", "stats", "runs", "compare", "plot", "push"):
         assert command in result.stdout
+
+
+def test_a_store_damaged_in_the_middle_is_one_line_and_exit_2(store, tmp_path) -> None:
+    """Garbage over the middle of a sound store: the command says the store is damaged in
+    one line, and leaves it as it is."""
+    damaged = tmp_path / "damaged.db"
+    data = bytearray(Path(store).read_bytes())
+    page = 4096
+    for at in range(page * 2, len(data) - page, page):
+        data[at : at + 512] = b"\xa5" * 512
+    damaged.write_bytes(bytes(data))
+    before = damaged.read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_userflow", "--store", str(damaged), "measurements"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"the store {damaged} is damaged or not readable" in result.stderr
+    assert damaged.read_bytes() == before

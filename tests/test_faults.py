@@ -242,7 +242,10 @@ def test_a_test_whose_record_cannot_be_written_is_reported_and_the_run_goes_on(
     result.assert_outcomes(passed=3)
     assert result.ret == 0
     result.stdout.fnmatch_lines(
-        ["*ERROR: the local store */userflow.db could not take 1 test(s); the first: *::test_b: *"]
+        [
+            "*ERROR: the local store */userflow.db could not take 1 test(s), whose records are "
+            "lost (their outcomes are not); the first: *::test_b: *"
+        ]
     )
     rows = store_rows(store_path, "SELECT nodeid, value FROM measurements ORDER BY event")
     assert [(nodeid.split("::")[1], value) for nodeid, value in rows] == [

@@ -105,7 +105,9 @@ def test_legacy_api_sends_one_upload_per_test(pytester, hs_env) -> None:
     hs_env.state.add_session(SESSION_A)
     hs_env.state.add_session(SESSION_B)
     pytester.makepyfile(TWO_SESSION_TESTS)
-    pytester.runpytest("--userflow-api", "legacy").assert_outcomes(passed=1, failed=1)
+    result = pytester.runpytest("--userflow-api", "legacy")
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.stdout.str().count("legacy API: the upload route carries no status message") == 1
     assert routes(hs_env) == [("POST", "/v0/perftests/upload")] * 2
     bodies = sorted((body for _, _, _, body in hs_env.state.requests), key=lambda b: b["status"])
     assert [(b["test_name"], b["status"]) for b in bodies] == [
@@ -222,6 +224,7 @@ def test_a_wrong_token_gives_one_error_and_push_sends_later(
     result.assert_outcomes(passed=1, failed=1)
     errors = [line for line in result.stdout.lines if "HEADSPIN_API_TOKEN" in line]
     assert len(errors) == 1 and "refused the API token" in errors[0]
+    assert "answered 401 to PUT /v0/userflows: Unauthorized (check HEADSPIN_API_TOKEN)" in errors[0]
     assert "not-the-token" not in result.stdout.str()
     assert store_rows(store_path, "SELECT state, COUNT(*) FROM uploads GROUP BY state") == [
         ("pending", 2)
