@@ -175,6 +175,7 @@ class UserflowRun:
         self.crashed: list[str] = []
         self.errors: list[str] = []
         self.unstored: list[str] = []  # tests the store could not take
+        self.damaged: str | None = None  # why the store is known to be damaged
 
     # -- session start: the store, the sink and the gate ---------------------------------------
 
@@ -342,10 +343,14 @@ class UserflowRun:
         report.user_properties.append(("userflow_status", record.status))
         report.user_properties.extend((f"userflow:{m.key}", m.value) for m in record.measurements)
         try:
+            if self.damaged is not None:  # not written to once known damaged
+                raise StoreError(self.damaged)
             self.sink.keep(record)
         except (StoreError, sqlite3.Error, OSError) as exc:
             record.destination = "unstored"
             self.unstored.append(f"{record.nodeid}: {exc}")
+            if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+                self.damaged = str(exc)
         hook.pytest_userflow_flushed(item=item, result=record)
 
     def _status(self, item: pytest.Item, record: TestRecord, hook: Any) -> tuple[str, str | None]:
@@ -398,7 +403,7 @@ class UserflowRun:
             self.summaries.append(summary)
         if self.controller and self.errors:  # the workers' summaries carry their own
             self.summaries.append({"errors": list(self.errors)})
-        if self.store is not None:
+        if self.store is not None and self.damaged is None:
             try:
                 self.store.finish_run(self.run.run_id, OUTCOMES.get(exitstatus, str(exitstatus)))
             except (StoreError, sqlite3.Error) as exc:
@@ -435,6 +440,8 @@ class UserflowRun:
         s = self.settings
         if with_events is None:
             with_events = s.report is not None
+        if self.damaged is not None:
+            store = None  # said once, in the notes
         try:
             return process_summary(
                 store,
@@ -470,7 +477,14 @@ class UserflowRun:
     def _notes(self) -> dict[str, Any]:
         assert self.sink is not None
         errors = list(self.errors)
-        if self.unstored:
+        if self.damaged is not None:
+            errors.append(
+                f"the local store {self.settings.store} is damaged ({self.damaged}): "
+                f"{len(self.unstored)} test(s) of this run could not be stored and their records "
+                "are lost (their outcomes are not); it was left as it is and not written to "
+                "again: move it away and run again"
+            )
+        elif self.unstored:
             errors.append(
                 f"the local store {self.settings.store} could not take {len(self.unstored)} "
                 f"test(s), whose records are lost (their outcomes are not); the first: "

@@ -502,3 +502,34 @@ def test_a_child_forked_by_a_test_does_not_hold_the_run(pytester: pytest.Pyteste
         pytester.path / ".userflow" / "userflow.db", "SELECT key_name FROM measurements"
     )
     assert sorted(rows) == [("after",), ("before",)]
+
+
+def test_a_store_damaged_in_the_middle_never_changes_the_outcome(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    """A store whose header is sound and whose middle is garbage: the run's outcome is the
+    tests' own, the store is named as damaged in the summary (no traceback), and it is left
+    as it is."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.userflow("Big")
+        @pytest.mark.parametrize("n", range(300))
+        def test_n(record_measurement, n):
+            record_measurement("n", n)
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=300)
+    data = bytearray(store_path.read_bytes())
+    for at in range(4096 * 2, len(data) - 4096, 4096):
+        data[at : at + 1024] = b"\xa5" * 1024
+    store_path.write_bytes(bytes(data))
+    before = store_path.read_bytes()
+    result = pytester.runpytest("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=300)
+    out = result.stdout.str()
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    result.stdout.fnmatch_lines(["*ERROR: *userflow.db*damaged*"])
+    assert store_path.read_bytes() == before

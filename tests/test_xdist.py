@@ -123,7 +123,7 @@ def test_workers_upload_their_own_tests_into_one_flow(pytester: pytest.Pytester,
 
 
 def test_a_worker_that_dies_loses_none_of_its_finished_tests(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, read_report
 ) -> None:
     pytester.makepyfile("""
         import os, pytest
@@ -137,8 +137,15 @@ def test_a_worker_that_dies_loses_none_of_its_finished_tests(
             record_measurement("lost", 1)
             os._exit(3)
     """)
-    result = pytester.runpytest_subprocess("-n", "2", "--max-worker-restart", "0")
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--max-worker-restart", "0", "--userflow-report", "report.json"
+    )
     finished = store_rows(store_path, "SELECT nodeid FROM events WHERE nodeid LIKE '%test_ok%'")
+    # the JSON report agrees with the store, the dead worker's finished tests included
+    report = read_report()
+    assert sorted(t["nodeid"] for t in report["tests"]) == sorted(n for (n,) in finished)
+    assert all(t["status"] == "Passed" for t in report["tests"])
+    assert report["warnings"]["crashed_workers"]
     passed = result.stdout.str().count("PASSED") or result.parseoutcomes().get("passed", 0)
     assert len(finished) == passed
     assert store_rows(store_path, "SELECT COUNT(*) FROM measurements WHERE key_name = 'lost'") == [
