@@ -113,20 +113,8 @@ class Store:
         return self._db
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Created readable by its owner only: it holds every upload body. SQLite gives
-            # its -wal and -shm files the database file's mode.
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the userflow store {self.path}: {exc.strerror or exc} "
-                "(choose another path with --userflow-store or the userflow_store ini key)"
-            ) from None
-        gitignore = self.path.parent / ".gitignore"
-        if self.path.parent.name == ".userflow" and not gitignore.exists():
-            with contextlib.suppress(OSError):  # a courtesy: a read-only folder is fine
-                gitignore.write_text("# created by pytest-userflow\n*\n")
+        if not self.path.exists():
+            self._create()
         try:
             db = sqlite3.connect(
                 str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False
@@ -134,14 +122,47 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the userflow store {self.path}: {exc}") from None
         try:
-            _init_schema(db)
+            _check_schema(db)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StoreError(
                 f"{self.path} is not a usable pytest-userflow store ({exc}); it was left as it is: "
                 "move it away or point --userflow-store elsewhere"
             ) from None
+        # A commit survives a killed process without any fsync (see the module's docstring).
+        db.execute("PRAGMA synchronous = OFF")
         return db
+
+    def _create(self) -> None:
+        """Make a new store whole under another name, then give it its name in one step: no
+        process ever sees a store without its tables, and an empty file is never ours."""
+        fresh = self.path.with_name(f"{self.path.name}.new-{uuid.uuid4().hex[:12]}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Readable by its owner only: it holds every upload body. SQLite gives its -wal
+            # and -shm files the database file's mode.
+            os.close(os.open(fresh, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(str(fresh), isolation_level=None)
+            try:
+                db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                db.execute("PRAGMA journal_mode = WAL")
+            finally:
+                db.close()
+            with contextlib.suppress(FileExistsError):  # another process made one meanwhile
+                os.link(fresh, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot create the userflow store {self.path}: "
+                f"{getattr(exc, 'strerror', None) or exc} "
+                "(choose another path with --userflow-store or the userflow_store ini key)"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                fresh.unlink()
+        gitignore = self.path.parent / ".gitignore"
+        if self.path.parent.name == ".userflow" and not gitignore.exists():
+            with contextlib.suppress(OSError):  # a courtesy: a read-only folder is fine
+                gitignore.write_text("# created by pytest-userflow\n*\n")
 
     def check(self) -> None:
         """Raise StoreError now if the store could not be used, without making anything:
@@ -325,51 +346,21 @@ def _insert_run(db: sqlite3.Connection, run: RunInfo) -> None:
     )  # fmt: skip
 
 
-def _init_schema(db: sqlite3.Connection) -> None:
+def _check_schema(db: sqlite3.Connection) -> None:
+    """The file must be a store of this schema (made by ``Store._create``)."""
     db.execute(f"PRAGMA busy_timeout = {30_000}")
-    version, tables = _version_and_tables(db)
-    if version != SCHEMA_VERSION:
-        if version != 0:
-            raise sqlite3.DatabaseError(
-                f"schema version {version}, where this version of pytest-userflow writes "
-                f"{SCHEMA_VERSION}"
-            )
-        if tables:
-            raise sqlite3.DatabaseError(f"it holds other tables ({tables})")
-        _create_schema(db)
-    # A commit survives a killed process without any fsync (see the module's docstring).
-    db.execute("PRAGMA synchronous = OFF")
-
-
-def _version_and_tables(db: sqlite3.Connection) -> tuple[int, str]:
-    """The schema version and the tables, read at one moment (one statement)."""
     row = db.execute(
         "SELECT (SELECT user_version FROM pragma_user_version),"
         " (SELECT group_concat(name, ', ') FROM sqlite_master WHERE type = 'table')"
     ).fetchone()
-    return int(row[0]), row[1] or ""
-
-
-def _create_schema(db: sqlite3.Connection) -> None:
-    """Make the tables (once, whoever comes first), then switch the file to WAL."""
-    db.execute("BEGIN IMMEDIATE")  # waits for another process making them meanwhile
-    try:
-        if _version_and_tables(db)[0] == 0:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    # Switching to WAL needs the file to itself, and SQLite does not wait for that: another
-    # process opening it at the same moment is waited for here.
-    deadline = time.monotonic() + 30
-    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        try:
-            db.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+    version, tables = int(row[0]), row[1] or ""
+    if version == SCHEMA_VERSION:
+        return
+    if version != 0:
+        raise sqlite3.DatabaseError(
+            f"schema version {version}, where this version of pytest-userflow writes "
+            f"{SCHEMA_VERSION}"
+        )
+    if tables:
+        raise sqlite3.DatabaseError(f"it holds other tables ({tables})")
+    raise sqlite3.DatabaseError("it is empty: a store is never made empty, so it was cut short")

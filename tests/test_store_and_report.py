@@ -533,3 +533,15 @@ def test_a_store_damaged_in_the_middle_never_changes_the_outcome(
     assert "Traceback" not in out and "INTERNALERROR" not in out
     result.stdout.fnmatch_lines(["*ERROR: *userflow.db*damaged*"])
     assert store_path.read_bytes() == before
+
+
+def test_an_empty_store_file_is_named_not_made_anew(pytester: pytest.Pytester, store_path) -> None:
+    """A store is never empty, even for an instant: an empty file was cut short, and is said
+    so (exit 4) rather than silently made into a new store."""
+    store_path.parent.mkdir()
+    store_path.write_bytes(b"")
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: */userflow.db is not a usable * store (it is empty*"])
+    assert store_path.read_bytes() == b""
