@@ -7,6 +7,7 @@ an xdist *controller* only merges what its workers hand back through ``workerout
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import sqlite3
@@ -442,29 +443,20 @@ class UserflowRun:
             with_events = s.report is not None
         if self.damaged is not None:
             store = None  # said once, in the notes
+        summarize = functools.partial(
+            process_summary,
+            run_id=self.run.run_id,
+            worker=worker,
+            device=device,
+            backend=s.backend,
+            dry_run=s.dry_run,
+            with_events=with_events,
+        )
         try:
-            return process_summary(
-                store,
-                self.run.run_id,
-                worker=worker,
-                device=device,
-                backend=s.backend,
-                dry_run=s.dry_run,
-                notes=notes,
-                with_events=with_events,
-            )
+            return summarize(store, notes=notes)
         except (StoreError, sqlite3.Error) as exc:
             errors = [*notes.get("errors", []), f"could not read the local store {s.store}: {exc}"]
-            return process_summary(
-                None,
-                self.run.run_id,
-                worker=worker,
-                device=device,
-                backend=s.backend,
-                dry_run=s.dry_run,
-                notes={**notes, "errors": errors},
-                with_events=with_events,
-            )
+            return summarize(None, notes={**notes, "errors": errors})
 
     def _whole_run(self) -> dict[str, Any] | None:
         """The run's summary read from this host's store, when the workers shared it (popen

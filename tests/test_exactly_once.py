@@ -32,6 +32,17 @@ DEVICE_TESTS = """
 """
 
 
+def run_push(pytester) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_userflow", "--store", ".userflow/userflow.db", "push"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 def device_events(server, flow: str = "Scroll") -> list[dict]:
     flow_id = server.state.flow_by_name(flow)["user_flow_id"]
     return [e for e in server.state.events.values() if e["user_flow_id"] == flow_id]
@@ -122,13 +133,7 @@ def pytest_userflow_flushed(item, result):
     assert len(device_events(hs_env)) == 2
     assert [e["status"] for e in device_events(hs_env)].count("Not Set") >= 1
     hs_env.faults.down = False
-    push = subprocess.run(
-        [sys.executable, "-m", "pytest_userflow", "--store", ".userflow/userflow.db", "push"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    push = run_push(pytester)
     assert push.returncode == 0, push.stdout + push.stderr
     check_device_run(hs_env, 4)
 
@@ -258,13 +263,7 @@ def test_push_sends_to_the_url_given_now(pytester, hs_env, monkeypatch) -> None:
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*1 test(s) with 1 measurement(s) are still pending*"])
-    push = subprocess.run(
-        [sys.executable, "-m", "pytest_userflow", "--store", ".userflow/userflow.db", "push"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    push = run_push(pytester)
     assert push.returncode == 0, push.stdout + push.stderr
     assert f"pushing 1 upload(s) to {hs_env.url}" in push.stdout
     assert [m["value"] for m in hs_env.state.measurements_of("Login")] == [1.5]
@@ -283,14 +282,7 @@ def test_push_gives_up_on_a_server_it_cannot_reach(pytester, hs_env, monkeypatch
     """)
     monkeypatch.setenv("HEADSPIN_API_URL", "http://127.0.0.1:9")
     pytester.runpytest("--userflow-flush-timeout", "0.5").assert_outcomes(passed=6)
-    push = subprocess.run(
-        [sys.executable, "-m", "pytest_userflow", "--store", ".userflow/userflow.db", "push"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    push = run_push(pytester)
     assert push.returncode == 1
     assert "could not reach http://127.0.0.1:9" in push.stderr
     assert "still pending 6" in push.stdout
