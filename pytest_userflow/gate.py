@@ -2,8 +2,9 @@
 
 A *budget* bounds one key: ``<= max`` (lower is better) and/or ``>= min`` (higher is better,
 frames per second for instance). The *regression gate* compares a value with the median of
-the last N passed values of the same flow and key (its *baseline*) and calls it a regression
-when it is worse by more than a percentage.
+the last N passed values of the same flow, key, test and device (its *baseline*) and calls it a
+regression when it is worse by more than a percentage **and** by more than K times the
+baseline's own noise (a robust spread: 1.4826 times the median absolute deviation).
 
 >>> Budget.parse_line("Login :: Login Time <= 2000", where="userflow_budgets")
 Budget(flow='Login', key='Login Time', max=2000.0, min=None)
@@ -21,7 +22,13 @@ from .model import Measurement, MeasurementError
 from .queries import recent_values
 from .store import Store
 
-MIN_HISTORY = 3
+#: Fewer passed values than this in a baseline give no regression verdict.
+MIN_HISTORY = 5
+#: The median absolute deviation times this estimates the standard deviation of normal noise.
+MAD_SCALE = 1.4826
+#: Which way a key is better: ``lower`` (timings), ``higher`` (frames per second), or
+#: ``ignore`` (a count or a build number: never a regression).
+DIRECTIONS = ("lower", "higher", "ignore")
 
 
 class BudgetExceeded(AssertionError):
@@ -44,27 +51,41 @@ def _bound(value: object, name: str, where: str) -> float | None:
 
 
 class Budget(NamedTuple):
-    """Bounds of one key; *flow* ``*`` means any flow."""
+    """Bounds of one key, and which way it is better; *flow* ``*`` means any flow."""
 
     flow: str
     key: str
     max: float | None = None
     min: float | None = None
+    direction: str | None = None
 
     @classmethod
     def create(
-        cls, flow: str, key: object, max: object = None, min: object = None, *, where: str
+        cls,
+        flow: str,
+        key: object,
+        max: object = None,
+        min: object = None,
+        *,
+        where: str,
+        direction: object = None,
     ) -> Budget:
         if not isinstance(key, str) or not key.strip():
             raise MeasurementError(f"a budget needs a key, a non-empty str, got {key!r} in {where}")
         low, high = _bound(min, "min", where), _bound(max, "max", where)
-        if low is None and high is None:
-            raise MeasurementError(f"a budget for {key!r} needs max= or min= in {where}")
+        if direction is not None and direction not in DIRECTIONS:
+            raise MeasurementError(
+                f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r} in {where}"
+            )
+        if low is None and high is None and direction is None:
+            raise MeasurementError(
+                f"a budget for {key!r} needs max=, min= or direction= in {where}"
+            )
         if low is not None and high is not None and low > high:
             raise MeasurementError(
                 f"the budget for {key!r} has min {low:g} > max {high:g} in {where}"
             )
-        return cls(flow, key, high, low)
+        return cls(flow, key, high, low, direction)
 
     @classmethod
     def parse_line(cls, line: str, *, where: str) -> Budget:
@@ -92,6 +113,10 @@ class Budget(NamedTuple):
     def higher_is_better(self) -> bool:
         return self.min is not None and self.max is None
 
+    @property
+    def bounded(self) -> bool:
+        return self.max is not None or self.min is not None
+
     def describe(self) -> str:
         parts = []
         if self.max is not None:
@@ -104,6 +129,23 @@ class Budget(NamedTuple):
         return (self.max is not None and value > self.max) or (
             self.min is not None and value < self.min
         )
+
+
+_DIRECTION_LINE = re.compile(
+    r"^\s*(?P<flow>.+?)\s*::\s*(?P<key>.+?)\s+(?P<direction>lower|higher|ignore)\s*(?:#.*)?$"
+)
+
+
+def parse_direction(line: str, *, where: str) -> Budget:
+    """``flow :: key higher`` (or ``lower``, ``ignore``; flow ``*``: any flow): a budget that
+    bounds nothing and says which way the key is better."""
+    match = _DIRECTION_LINE.match(line)
+    if match is None:
+        raise MeasurementError(
+            f"{where}: {line.strip()!r} is not 'flow :: key lower', 'flow :: key higher' or "
+            "'flow :: key ignore'"
+        )
+    return Budget(match["flow"], match["key"], direction=match["direction"])
 
 
 def merge(budgets: Iterable[Budget]) -> dict[tuple[str, str], Budget]:
@@ -128,8 +170,9 @@ class Check(NamedTuple):
     units: str | None
     kind: str  # "budget" or "regression"
     limit: str  # "<= 2000", or "baseline 101.5 (median of 10)"
-    verdict: str  # "ok", "over budget", "regressed", "regressed (warning)"
+    verdict: str  # "ok", "over budget", "regressed", "regressed (warning)", "within the noise"
     change_pct: float | None = None
+    noise_pct: float | None = None  # the baseline's noise, in percent of its median
 
     @property
     def failed(self) -> bool:
@@ -143,9 +186,17 @@ class Check(NamedTuple):
                 f"{self.limit}{units}"
             )
         return (
-            f"{self.flow}/{self.key} = {self.value:g}{units} regressed {self.change_pct:+.1f}% "
-            f"against its {self.limit}"
+            f"{self.flow}/{self.key} = {self.value:g}{units} regressed {self.change_pct:+.1f}%"
+            f"{self.noise_text()} against its {self.limit}"
         )
+
+    def noise_text(self) -> str:
+        """``, 3.1x its noise of 9.5%`` (empty without a noise figure)."""
+        if self.noise_pct is None or self.change_pct is None:
+            return ""
+        if self.noise_pct == 0:
+            return ", its noise 0%"
+        return f", {abs(self.change_pct) / self.noise_pct:.1f}x its noise of {self.noise_pct:.1f}%"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +209,7 @@ class Check(NamedTuple):
             "limit": self.limit,
             "verdict": self.verdict,
             "change_pct": self.change_pct,
+            "noise_pct": self.noise_pct,
         }
 
 
@@ -170,7 +222,7 @@ def check_budget(nodeid: str, flow: str, m: Measurement, budget: Budget) -> Chec
 
 
 class Baseline(NamedTuple):
-    """The median of the last passed values of one flow and key."""
+    """The last passed values of one flow, key, test and device."""
 
     flow: str
     key: str
@@ -184,25 +236,35 @@ class Baseline(NamedTuple):
     def median(self) -> float:
         return median(self.values)
 
+    @property
+    def noise(self) -> float:
+        """A robust spread of the values: 1.4826 times their median absolute deviation."""
+        middle = self.median
+        return MAD_SCALE * median([abs(v - middle) for v in self.values])
+
+
+Fetch = Callable[[str, str, int, str, "str | None"], list[float]]
+
 
 class BaselineSource:
-    """Fetches each (flow, key) baseline once per run and keeps it."""
+    """Fetches each baseline once per run and keeps it."""
 
-    def __init__(self, fetch: Callable[[str, str, int], list[float]], runs: int) -> None:
+    def __init__(self, fetch: Fetch, runs: int) -> None:
         self._fetch = fetch
         self.runs = runs
-        self._cache: dict[tuple[str, str], Baseline] = {}
+        self._cache: dict[tuple[str, str, str, str | None], Baseline] = {}
         self.errors: list[str] = []
 
-    def get(self, flow: str, key: str) -> Baseline:
-        if (flow, key) not in self._cache:
+    def get(self, flow: str, key: str, nodeid: str, device: str | None) -> Baseline:
+        which = (flow, key, nodeid, device)
+        if which not in self._cache:
             try:
-                values = self._fetch(flow, key, self.runs)
+                values = self._fetch(flow, key, self.runs, nodeid, device)
             except Exception as exc:  # a gate that cannot see history gives no verdict
                 self.errors.append(f"no baseline for {flow}/{key}: {exc}")
                 values = []
-            self._cache[(flow, key)] = Baseline(flow, key, tuple(values[: self.runs]))
-        return self._cache[(flow, key)]
+            self._cache[which] = Baseline(flow, key, tuple(values[: self.runs]))
+        return self._cache[which]
 
 
 def check_regression(
@@ -212,36 +274,52 @@ def check_regression(
     baseline: Baseline,
     *,
     pct: float,
+    noise: float,
     higher_is_better: bool,
     warn_only: bool,
 ) -> Check | None:
+    """Worse than the baseline by more than *pct* percent and by more than *noise* times its
+    noise is a regression; worse by more than *pct* only is "within the noise"."""
     value = numeric(m.value)
-    if value is None or not baseline.enough or baseline.median == 0:
+    middle = baseline.median if baseline.enough else 0.0
+    if value is None or not baseline.enough or middle == 0:
         return None
-    change = (value - baseline.median) / abs(baseline.median) * 100.0
+    change = (value - middle) / abs(middle) * 100.0
     worse = -change if higher_is_better else change
+    noise_pct = baseline.noise / abs(middle) * 100.0
     verdict = "ok"
     if worse > pct:
-        verdict = "regressed (warning)" if warn_only else "regressed"
-    limit = f"baseline {baseline.median:g} (median of {len(baseline.values)})"
-    return Check(nodeid, flow, m.key, value, m.units, "regression", limit, verdict, change)
+        if worse > noise * noise_pct:
+            verdict = "regressed (warning)" if warn_only else "regressed"
+        else:
+            verdict = "within the noise"
+    limit = f"baseline {middle:g} (median of {len(baseline.values)})"
+    return Check(
+        nodeid, flow, m.key, value, m.units, "regression", limit, verdict, change, noise_pct
+    )
 
 
-def local_fetch(store: Store, exclude_run: str) -> Callable[[str, str, int], list[float]]:
-    """Baseline values from the local store: newest passed values first, this run excluded."""
+def local_fetch(store: Store, exclude_run: str) -> Fetch:
+    """Baseline values from the local store: the newest passed values of the same flow, key,
+    test and device, this run left out."""
 
-    def fetch(flow: str, key: str, limit: int) -> list[float]:
-        values = recent_values(store, flow, key, limit, exclude_run=exclude_run)
+    def fetch(flow: str, key: str, limit: int, nodeid: str, device: str | None) -> list[float]:
+        values = recent_values(
+            store, flow, key, limit, exclude_run=exclude_run, nodeid=nodeid, device=device
+        )
         return [v for v in values if is_number(v)]
 
     return fetch
 
 
-def headspin_fetch(client: Any) -> Callable[[str, str, int], list[float]]:
-    """Baseline values from HeadSpin's measurement route, filtered by key and status=passed."""
+def headspin_fetch(client: Any) -> Fetch:
+    """Baseline values from HeadSpin's measurement route, filtered by key and status=passed.
+
+    HeadSpin's rows know flows, sessions and keys, not tests or devices: this baseline is
+    the flow and key's, whatever test and device made the values."""
     flow_ids: dict[str, str] = {}
 
-    def fetch(flow: str, key: str, limit: int) -> list[float]:
+    def fetch(flow: str, key: str, limit: int, nodeid: str, device: str | None) -> list[float]:
         if not flow_ids:
             flow_ids.update({f["name"]: f["user_flow_id"] for f in client.list_user_flows()})
         if flow not in flow_ids:
@@ -263,16 +341,32 @@ class Gate:
         *,
         pct: float,
         warn_only: bool,
+        noise: float = 3.0,
+        directions: Iterable[Budget] = (),
     ) -> None:
         self.budgets = list(budgets)
         self.baselines = baselines
         self.pct = pct
+        self.noise = noise
         self.warn_only = warn_only
+        self.directions = list(directions)
         self.checks: list[Check] = []
         self.no_history: set[str] = set()
 
     def active(self, test_budgets: dict[str, Budget]) -> bool:
         return bool(test_budgets or self.budgets or self.baselines)
+
+    def direction(self, flow: str, key: str, budget: Budget | None) -> str:
+        """Which way *key* is better: the test's marker, else the ini's directions (a line
+        for this flow before a ``*`` line), else ``higher`` for a key with only a ``min``
+        budget, else ``lower``."""
+        if budget is not None and budget.direction is not None:
+            return budget.direction
+        for wanted in (flow, "*"):
+            for line in self.directions:
+                if line.flow == wanted and line.key == key and line.direction is not None:
+                    return line.direction
+        return "higher" if budget is not None and budget.higher_is_better else "lower"
 
     def check(
         self,
@@ -281,17 +375,20 @@ class Gate:
         measurements: Iterable[Measurement],
         test_budgets: dict[str, Budget],
         verdict: Callable[[Measurement, Baseline], bool | None] = lambda m, b: None,
+        device: str | None = None,
     ) -> list[Check]:
-        """Check *measurements*; return the failing checks. *test_budgets* (from the test's
-        markers and ``budget=``) win over the ini budgets; *verdict* may decide regressions."""
+        """Check *measurements* of one test (on *device*); return the failing checks.
+        *test_budgets* (from the test's markers and ``budget=``) win over the ini budgets;
+        *verdict* may decide regressions."""
         budgets = {b.key: b for b in reversed(self.budgets) if b.applies(flow, b.key)}
         budgets.update(test_budgets)
         failing = []
         for m in measurements:
             budget = budgets.get(m.key)
-            checks = [check_budget(nodeid, flow, m, budget)] if budget else []
-            if self.baselines is not None:
-                checks.append(self._regression(nodeid, flow, m, budget, verdict))
+            checks = [check_budget(nodeid, flow, m, budget)] if budget and budget.bounded else []
+            direction = self.direction(flow, m.key, budget)
+            if self.baselines is not None and direction != "ignore":
+                checks.append(self._regression(nodeid, flow, m, direction, verdict, device))
             for check in checks:
                 if check is not None:
                     self.checks.append(check)
@@ -304,11 +401,12 @@ class Gate:
         nodeid: str,
         flow: str,
         m: Measurement,
-        budget: Budget | None,
+        direction: str,
         verdict: Callable[[Measurement, Baseline], bool | None],
+        device: str | None,
     ) -> Check | None:
         assert self.baselines is not None
-        baseline = self.baselines.get(flow, m.key)
+        baseline = self.baselines.get(flow, m.key, nodeid, device)
         if not baseline.enough:
             if numeric(m.value) is not None:
                 self.no_history.add(f"{flow}/{m.key} ({len(baseline.values)})")
@@ -319,8 +417,9 @@ class Gate:
             m,
             baseline,
             pct=self.pct,
+            noise=self.noise,
             warn_only=self.warn_only,
-            higher_is_better=budget.higher_is_better if budget else False,
+            higher_is_better=direction == "higher",
         )
         if check is not None:
             decided = verdict(m, baseline)

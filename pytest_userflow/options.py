@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import pytest
 
-from .gate import Budget
+from .gate import Budget, parse_direction
 from .model import (
     DEFAULT_STORE,
     DEFAULT_URL,
@@ -28,6 +28,7 @@ BASELINES = ("off", "local", "headspin")
 MODES = ("fail", "warn")
 DEFAULT_REGRESSION = 20.0
 DEFAULT_BASELINE_RUNS = 10
+DEFAULT_NOISE = 3.0
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -123,6 +124,14 @@ def add_options(parser: pytest.Parser) -> None:
         f"(ini: userflow_baseline_runs; default {DEFAULT_BASELINE_RUNS})",
     )
     group.addoption(
+        "--userflow-noise",
+        dest="userflow_noise",
+        metavar="K",
+        help="a regression must also be worse than K times the baseline's noise (1.4826 x "
+        f"its median absolute deviation); 0: the threshold alone (ini: userflow_noise; "
+        f"default {DEFAULT_NOISE:g})",
+    )
+    group.addoption(
         "--userflow-regression-mode",
         dest="userflow_regression_mode",
         metavar="{fail,warn}",
@@ -157,6 +166,15 @@ def add_options(parser: pytest.Parser) -> None:
         "userflow_baseline_runs", "how many last passed values make the baseline", default=""
     )
     parser.addini("userflow_regression_mode", "fail or warn", default="")
+    parser.addini(
+        "userflow_noise", "how many times the baseline's noise a regression must pass", default=""
+    )
+    parser.addini(
+        "userflow_directions",
+        "which way keys are better, one a line: 'flow :: key lower|higher|ignore' (flow * for any)",
+        type="linelist",
+        default=[],
+    )
 
 
 class Settings(NamedTuple):
@@ -174,6 +192,8 @@ class Settings(NamedTuple):
     regression: float = DEFAULT_REGRESSION
     baseline_runs: int = DEFAULT_BASELINE_RUNS
     regression_mode: str = "fail"
+    noise: float = DEFAULT_NOISE
+    directions: tuple[Budget, ...] = ()
     token: str | None = None
 
     def __repr__(self) -> str:  # never the token
@@ -262,6 +282,12 @@ def resolve(config: pytest.Config) -> Settings:
             )
         devices.append(device)
 
+    directions = []
+    for line in config.getini("userflow_directions"):
+        try:
+            directions.append(parse_direction(line, where="ini key userflow_directions"))
+        except MeasurementError as exc:
+            raise pytest.UsageError(str(exc)) from None
     budgets = []
     for line in config.getini("userflow_budgets"):
         try:
@@ -277,6 +303,7 @@ def resolve(config: pytest.Config) -> Settings:
         )
     mode_value, mode_where = _pick(config, "userflow_regression_mode", "userflow_regression_mode")
     regression = _number(config, "userflow_regression", DEFAULT_REGRESSION, "a percentage >= 0")
+    noise = _number(config, "userflow_noise", DEFAULT_NOISE, "a number >= 0")
     runs = _number(config, "userflow_baseline_runs", DEFAULT_BASELINE_RUNS, "a whole number >= 1")
     if runs < 1 or runs != int(runs):
         raise pytest.UsageError(f"userflow baseline runs: {runs:g} is not a whole number >= 1")
@@ -298,6 +325,8 @@ def resolve(config: pytest.Config) -> Settings:
         regression=regression,
         baseline_runs=int(runs),
         regression_mode=_choice(mode_value, mode_where, MODES, "fail"),
+        noise=noise,
+        directions=tuple(directions),
     )
 
 

@@ -45,8 +45,9 @@ MARKER = (
     "(on a test, class or module; the nearest marker wins)"
 )
 BUDGET_MARKER = (
-    "userflow_budget(key, max=None, min=None): fail the test when KEY is above max or below "
-    "min (repeatable; the nearest marker for a key wins)"
+    "userflow_budget(key, max=None, min=None, direction=None): fail the test when KEY is above "
+    "max or below min; direction lower, higher or ignore says which way it is better for the "
+    "regression gate (repeatable; the nearest marker for a key wins)"
 )
 #: The run's outcome in the store, by pytest's exit code.
 OUTCOMES = {0: "passed", 1: "failed", 2: "interrupted", 5: "no tests"}
@@ -129,12 +130,19 @@ def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
     budgets: dict[str, Budget] = {}
     where = f"@pytest.mark.userflow_budget on {nodeid}"
     for marker in item.iter_markers("userflow_budget"):  # nearest first
-        unknown = set(marker.kwargs) - {"key", "max", "min"}
+        unknown = set(marker.kwargs) - {"key", "max", "min", "direction"}
         if unknown or len(marker.args) > 1:
-            raise MeasurementError(f"{where} takes (key, max=None, min=None), got {marker}")
+            raise MeasurementError(
+                f"{where} takes (key, max=None, min=None, direction=None), got {marker}"
+            )
         key = marker.args[0] if marker.args else marker.kwargs.get("key")
         budget = Budget.create(
-            flow, key, marker.kwargs.get("max"), marker.kwargs.get("min"), where=where
+            flow,
+            key,
+            marker.kwargs.get("max"),
+            marker.kwargs.get("min"),
+            where=where,
+            direction=marker.kwargs.get("direction"),
         )
         budgets.setdefault(budget.key, budget)
     return budgets
@@ -200,7 +208,12 @@ class UserflowRun:
             return
         self.sink = self._make_sink(self.run)
         self.gate = Gate(
-            s.budgets, self._baselines(), pct=s.regression, warn_only=s.regression_mode == "warn"
+            s.budgets,
+            self._baselines(),
+            pct=s.regression,
+            warn_only=s.regression_mode == "warn",
+            noise=s.noise,
+            directions=s.directions,
         )
 
     def _make_sink(self, run: RunInfo) -> Sink:
@@ -292,6 +305,7 @@ class UserflowRun:
             lambda m, baseline: item.ihook.pytest_userflow_verdict(
                 item=item, measurement=m, baseline=baseline
             ),
+            record.device_address,
         )
         if failing and report.passed:
             message = "; ".join(check.message() for check in failing)

@@ -202,17 +202,31 @@ def resolve_flow(store: Store, flow: str) -> str | None:
 
 
 def recent_values(
-    store: Store, flow: str, key: str, limit: int, *, exclude_run: str | None = None
+    store: Store,
+    flow: str,
+    key: str,
+    limit: int,
+    *,
+    exclude_run: str | None = None,
+    nodeid: str | None = None,
+    device: str | None = None,
 ) -> list[Any]:
-    """The newest *limit* values of passed tests for one flow and key (a baseline)."""
+    """The newest *limit* values of passed tests for one flow and key (a baseline), of one
+    test (*nodeid*, parameters included) and *device* when *nodeid* is given."""
     flow_id = resolve_flow(store, flow)
     if flow_id is None:
         return []
     sql = (
-        "SELECT value FROM measurements WHERE user_flow_id = ? AND key_name = ?"
-        " AND status = 'Passed' AND run_id IS NOT ? ORDER BY event_ts DESC LIMIT ?"
+        "SELECT m.value FROM events e JOIN measurement_rows m ON m.event = e.id"
+        " WHERE e.user_flow_id = ? AND m.key_name = ? AND e.status = 'Passed'"
+        " AND e.run_id IS NOT ?"
     )
-    return [r[0] for r in _select(store, sql, (flow_id, key, exclude_run, int(limit)))]
+    args: list[Any] = [flow_id, key, exclude_run]
+    if nodeid is not None:
+        sql += " AND e.nodeid = ? AND e.device_address IS ?"
+        args += [nodeid, device]
+    sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT ?"
+    return [r[0] for r in _select(store, sql, [*args, int(limit)])]
 
 
 def query_measurements(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import fmt_number
+from .gate import MIN_HISTORY
 from .model import STATUSES, RunInfo
 from .queries import run_events, run_summary
 from .store import FAILED, LOCAL_ONLY, PENDING, SENT, Store
@@ -147,20 +148,24 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
     out: list[tuple[str, dict[str, bool]]] = []
     if not checks and not no_history:
         return out
-    failed = sum(1 for c in checks if c["verdict"] != "ok")
+    failed = sum(1 for c in checks if c["verdict"] not in ("ok", "within the noise"))
     out.append((f"budgets and regressions: {len(checks)} checked, {failed} not ok", {"bold": True}))
     if checks:
-        rows = [["test", "key", "value", "budget / baseline", "change", "verdict"]]
+        rows = [["test", "key", "value", "budget / baseline", "noise", "change", "verdict"]]
         for c in checks[:MAX_CHECK_ROWS]:
             units = f" {c['units']}" if c.get("units") else ""
             change = "-" if c.get("change_pct") is None else f"{c['change_pct']:+.1f}%"
+            noise = "-" if c.get("noise_pct") is None else f"{c['noise_pct']:.1f}%"
             row = [c["nodeid"], f"{c['flow']}/{c['key']}", f"{c['value']:g}{units}"]
-            rows.append([*row, c["limit"], change, c["verdict"]])
+            rows.append([*row, c["limit"], noise, change, c["verdict"]])
         out += [(line, {}) for line in format_table(rows, "  ")]
         if len(checks) > MAX_CHECK_ROWS:
             out.append((f"  ... and {len(checks) - MAX_CHECK_ROWS} more (all ok)", {}))
     if no_history:
-        text = "no verdict, too little history (fewer than 3 passed values in the baseline): "
+        text = (
+            f"no regression verdict yet, too little history (fewer than {MIN_HISTORY} passed "
+            "values of the same test and device): "
+        )
         out.append((text + ", ".join(no_history), {"yellow": True}))
     return out
 
