@@ -170,19 +170,21 @@ class Check(NamedTuple):
     units: str | None
     kind: str  # "budget" or "regression"
     limit: str  # "<= 2000", or "baseline 101.5 (median of 10)"
-    verdict: str  # "ok", "over budget", "regressed", "regressed (warning)", "within the noise"
+    # "ok", "over budget", "under budget", "regressed", "regressed (warning)", "within the noise"
+    verdict: str
     change_pct: float | None = None
     noise_pct: float | None = None  # the baseline's noise, in percent of its median
 
     @property
     def failed(self) -> bool:
-        return self.verdict in ("over budget", "regressed")
+        return self.verdict in ("over budget", "under budget", "regressed")
 
     def message(self) -> str:
         units = f" {self.units}" if self.units else ""
         if self.kind == "budget":
+            side = "under" if self.verdict == "under budget" else "over"
             return (
-                f"{self.flow}/{self.key} = {self.value:g}{units} is over its budget "
+                f"{self.flow}/{self.key} = {self.value:g}{units} is {side} its budget "
                 f"{self.limit}{units}"
             )
         return (
@@ -217,8 +219,12 @@ def check_budget(nodeid: str, flow: str, m: Measurement, budget: Budget) -> Chec
     value = numeric(m.value)
     if value is None:
         return None
-    verdict = "over budget" if budget.broken_by(value) else "ok"
-    return Check(nodeid, flow, m.key, value, m.units, "budget", budget.describe(), verdict)
+    verdict, limit = "ok", budget.describe()
+    if budget.max is not None and value > budget.max:
+        verdict, limit = "over budget", f"<= {budget.max:g}"
+    elif budget.min is not None and value < budget.min:
+        verdict, limit = "under budget", f">= {budget.min:g}"
+    return Check(nodeid, flow, m.key, value, m.units, "budget", limit, verdict)
 
 
 class Baseline(NamedTuple):
@@ -352,6 +358,32 @@ class Gate:
         self.directions = list(directions)
         self.checks: list[Check] = []
         self.no_history: set[str] = set()
+        self.seen: dict[str, set[str]] = {}  # flow -> the keys its tests recorded
+        self.marked: dict[tuple[str, str], str] = {}  # (flow, key) of test budgets -> a test
+
+    def unused_budgets(self) -> list[str]:
+        """Budgets (ini lines and markers) whose key no test of their flow recorded: a typo,
+        such as "Login Tme", would otherwise check nothing without a word."""
+        unused = {
+            f"{flow} :: {key} (a userflow_budget marker of {nodeid})"
+            for (flow, key), nodeid in self.marked.items()
+            if key not in self.seen.get(flow, ())
+        }
+        for budget in self.budgets:
+            flows = list(self.seen) if budget.flow == "*" else [budget.flow]
+            if any(f in self.seen for f in flows) and not any(
+                budget.key in self.seen.get(f, ()) for f in flows
+            ):
+                unused.add(f"{budget.flow} :: {budget.key} (ini key userflow_budgets)")
+        return sorted(unused)
+
+    def note_test(
+        self, nodeid: str, flow: str, keys: Iterable[str], budgets: Iterable[str]
+    ) -> None:
+        """What a finished test recorded, and the keys its own budgets name."""
+        self.seen.setdefault(flow, set()).update(keys)
+        for key in budgets:
+            self.marked.setdefault((flow, key), nodeid)
 
     def active(self, test_budgets: dict[str, Budget]) -> bool:
         return bool(test_budgets or self.budgets or self.baselines)

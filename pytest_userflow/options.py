@@ -308,7 +308,15 @@ def resolve(config: pytest.Config) -> Settings:
     if runs < 1 or runs != int(runs):
         raise pytest.UsageError(f"userflow baseline runs: {runs:g} is not a whole number >= 1")
 
-    report = config.getoption("userflow_report")
+    for option in ("userflow_regression", "userflow_baseline_runs", "userflow_regression_mode",
+                   "userflow_noise"):  # fmt: skip
+        if config.getoption(option) not in (None, "") and baseline == "off":
+            flag = "--" + option.replace("_", "-")
+            raise pytest.UsageError(
+                f"{flag} has no effect without --userflow-baseline local or headspin "
+                "(the regression gate is off)"
+            )
+    report = _output_path(config, "userflow_report")
     return Settings(
         flow=flow,
         backend=backend,
@@ -316,7 +324,7 @@ def resolve(config: pytest.Config) -> Settings:
         store=store.resolve(),
         devices=tuple(devices),
         api=api,
-        report=Path(config.invocation_params.dir, report) if report else None,
+        report=report,
         dry_run=bool(config.getoption("userflow_dry_run")),
         flush_timeout=flush_timeout,
         token=token,
@@ -328,6 +336,25 @@ def resolve(config: pytest.Config) -> Settings:
         noise=noise,
         directions=tuple(directions),
     )
+
+
+def _output_path(config: pytest.Config, option: str) -> Path | None:
+    """A file the run writes at its end, checked now: its folder must exist and be writable
+    (it is not made for you), so that a typo costs a line, not the report."""
+    given = config.getoption(option)
+    if not given:
+        return None
+    path = Path(config.invocation_params.dir, given)
+    flag = "--" + option.replace("_", "-")
+    if path.is_dir():
+        raise pytest.UsageError(f"{flag}: {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise pytest.UsageError(
+            f"{flag}: the folder {path.parent} does not exist; make it first, or give another path"
+        )
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"{flag}: the folder {path.parent} is not writable")
+    return path
 
 
 def _number(config: pytest.Config, name: str, default: float, what: str) -> float:

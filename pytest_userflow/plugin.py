@@ -354,6 +354,9 @@ class UserflowRun:
             hook.pytest_userflow_measurements(item=item, measurements=measurements)
             record.measurements = self._checked(record, measurements)
         record.end(status, message)
+        if self.gate is not None and (record.budgets or self.gate.budgets):
+            keys = [m.key for m in record.measurements]
+            self.gate.note_test(record.nodeid, record.flow, keys, record.budgets)
         report.user_properties.append(("userflow", record.flow))
         report.user_properties.append(("userflow_status", record.status))
         report.user_properties.extend((f"userflow:{m.key}", m.value) for m in record.measurements)
@@ -500,6 +503,7 @@ class UserflowRun:
         if self.gate is not None:
             notes["checks"] = [c.as_dict() for c in self.gate.checks]
             notes["no_history"] = sorted(self.gate.no_history)
+            notes["unused_budgets"] = self.gate.unused_budgets()
             if self.gate.baselines is not None:
                 notes["errors"] += self.gate.baselines.errors
         return notes

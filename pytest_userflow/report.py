@@ -146,7 +146,7 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
     )
     no_history = sorted({h for s in summaries for h in s.get("no_history", [])})
     out: list[tuple[str, dict[str, bool]]] = []
-    if not checks and not no_history:
+    if not checks and not no_history and not any(s.get("unused_budgets") for s in summaries):
         return out
     failed = sum(1 for c in checks if c["verdict"] not in ("ok", "within the noise"))
     out.append((f"budgets and regressions: {len(checks)} checked, {failed} not ok", {"bold": True}))
@@ -161,6 +161,10 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
         out += [(line, {}) for line in format_table(rows, "  ")]
         if len(checks) > MAX_CHECK_ROWS:
             out.append((f"  ... and {len(checks) - MAX_CHECK_ROWS} more (all ok)", {}))
+    unused = sorted({u for s in summaries for u in s.get("unused_budgets", [])})
+    if unused:
+        text = "WARNING: budgets whose key no test of their flow recorded (a typo?): "
+        out.append((text + "; ".join(unused), {"yellow": True}))
     if no_history:
         text = (
             f"no regression verdict yet, too little history (fewer than {MIN_HISTORY} passed "
@@ -356,7 +360,6 @@ def build_report(
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=str) + "\n")
     tmp.replace(path)

@@ -124,8 +124,8 @@ def test_budget_markers_min_and_max_nearest_wins(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(
         [
-            "E   pytest_userflow.BudgetExceeded: Video/FPS = 24 is over its budget >= 30",
-            "E   pytest_userflow.BudgetExceeded: Video/Start = 0.05 s is over its budget <= 2 and >= 0.1 s",
+            "E   pytest_userflow.BudgetExceeded: Video/FPS = 24 is under its budget >= 30",
+            "E   pytest_userflow.BudgetExceeded: Video/Start = 0.05 s is under its budget >= 0.1 s",
         ]
     )
 
@@ -463,3 +463,41 @@ def test_which_way_a_key_is_better(
         pytester.runpytest().assert_outcomes(passed=1)
     monkeypatch.setenv("RESULTS", "50")
     pytester.runpytest("--userflow-baseline", "local").assert_outcomes(**{outcome: 1})
+
+
+def test_a_min_budget_says_under(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Scroll")
+        @pytest.mark.userflow_budget("FPS", min=55)
+        def test_scroll(record_measurement):
+            record_measurement("FPS", 41, units="fps")
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["E   pytest_userflow.BudgetExceeded: Scroll/FPS = 41 fps is under its budget >= 55 fps"]
+    )
+
+
+def test_a_budget_whose_key_nobody_records_is_one_warning(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nuserflow_budgets =\n    Login :: Login Tme <= 2\n")
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Login")
+        @pytest.mark.userflow_budget("Frist Frame", max=1)
+        def test_login(record_measurement):
+            record_measurement("Login Time", 1.5)
+            record_measurement("First Frame", 0.5)
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    lines = [line for line in result.stdout.lines if "no test of their flow recorded" in line]
+    assert lines == [
+        "WARNING: budgets whose key no test of their flow recorded (a typo?): "
+        "Login :: Frist Frame (a userflow_budget marker of "
+        "test_a_budget_whose_key_nobody_records_is_one_warning.py::test_login); "
+        "Login :: Login Tme (ini key userflow_budgets)"
+    ]

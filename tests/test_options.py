@@ -371,3 +371,29 @@ def test_a_run_that_records_nothing_makes_no_store(pytester: pytest.Pytester, st
     pytester.makepyfile("def test_plain():\n    assert True\n")
     pytester.runpytest().assert_outcomes(passed=1)
     assert not store_path.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--userflow-report", "nope/r.json"],
+            "--userflow-report: the folder */nope does not exist*",
+        ),
+        (["--userflow-report", "."], "--userflow-report: * is a folder; give a file name"),
+        (
+            ["--userflow-regression", "15"],
+            "--userflow-regression has no effect without --userflow-baseline*",
+        ),
+        (["--userflow-noise", "2"], "--userflow-noise has no effect without --userflow-baseline*"),
+    ],
+    ids=["report folder missing", "report is a folder", "regression alone", "noise alone"],
+)
+def test_mistakes_in_the_options_are_one_line_before_any_test(
+    pytester: pytest.Pytester, args, message
+) -> None:
+    pytester.makepyfile(ONE_TEST)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert not (pytester.path / "nope").exists()

@@ -250,6 +250,7 @@ def test_git_commit_and_branch_are_read_as_git_reads_them(tmp_path) -> None:
 
 def test_report_lists_every_test_with_where_it_went(pytester: pytest.Pytester, read_report) -> None:
     pytester.makepyfile(SUITE)
+    (pytester.path / "out").mkdir()  # an output folder is not made for you
     pytester.runpytest("--userflow-report", "out/report.json").assert_outcomes(passed=2, xfailed=1)
     report = read_report("out/report.json")
     assert report["backend"] == "local" and report["store"].endswith(".userflow/userflow.db")
