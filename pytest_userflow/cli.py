@@ -392,10 +392,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.format == "table":
         for row in rows:
             row["started_at"] = utc_text(row["started_at"])
+            row["finished_at"] = row["finished_at"] and utc_text(row["finished_at"])
             row["git_commit"] = (row["git_commit"] or "-")[:10]
     columns = (
         "run_id",
         "started_at",
+        "finished_at",
+        "outcome",
         "host",
         "git_branch",
         "git_commit",

@@ -4,6 +4,7 @@ the controller), the terminal section and the JSON report. No pytest import."""
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from .analysis import fmt_number
 from .gate import MIN_HISTORY
-from .model import STATUSES, RunInfo
+from .model import STATUSES, RunInfo, utc_text
 from .queries import run_events, run_summary
 from .store import FAILED, LOCAL_ONLY, PENDING, SENT, Store
 
@@ -130,7 +131,7 @@ def key_rows(keys: list[dict[str, Any]], *, with_device: bool) -> list[list[str]
         if k["numeric"]:
             stats = [fmt_number(k["min"]), fmt_number(k["median"]), fmt_number(k["max"])]
         labels = [
-            k["key"],
+            shorten(k["key"]),
             *([k["type"] or "-"] if with_type else []),
             *([k["device"] or "-"] if with_device else []),
         ]
@@ -156,7 +157,8 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
             units = f" {c['units']}" if c.get("units") else ""
             change = "-" if c.get("change_pct") is None else f"{c['change_pct']:+.1f}%"
             noise = "-" if c.get("noise_pct") is None else f"{c['noise_pct']:.1f}%"
-            row = [c["nodeid"], f"{c['flow']}/{c['key']}", f"{c['value']:g}{units}"]
+            key = shorten(f"{c['flow']}/{c['key']}")
+            row = [shorten(c["nodeid"], 2 * MAX_CELL), key, f"{c['value']:g}{units}"]
             rows.append([*row, c["limit"], noise, change, c["verdict"]])
         out += [(line, {}) for line in format_table(rows, "  ")]
         if len(checks) > MAX_CHECK_ROWS:
@@ -172,6 +174,15 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
         )
         out.append((text + ", ".join(no_history), {"yellow": True}))
     return out
+
+
+#: The widest cell the terminal summary shows; the store and the report keep the whole text.
+MAX_CELL = 60
+
+
+def shorten(text: str, limit: int = MAX_CELL) -> str:
+    """*text*, cut to *limit* characters with an ellipsis when longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_table(rows: list[list[str]], indent: str = "") -> list[str]:
@@ -340,7 +351,7 @@ def build_report(
     summaries = list(summaries)
     tests = sorted((e for s in summaries for e in s.get("events", [])), key=lambda e: e["nodeid"])
     return {
-        "run": run.as_dict() if run else None,
+        "run": {**run.as_dict(), "finished_at": utc_text(time.time())} if run else None,
         "backend": backend,
         "store": str(store) if store else None,
         "headspin_url": url if backend == "headspin" else None,

@@ -134,6 +134,12 @@ def test_flows_and_runs(store: Path) -> None:
     runs = json.loads(cli(store, "runs", "--format", "json").stdout)["runs"]
     assert len(runs) == 2 and runs[0]["started_at"] >= runs[1]["started_at"]
     assert [r["tests"] for r in runs] == [6, 6]
+    # each run's end and outcome (SUITE has a failing test), raw in JSON, readable in the table
+    assert all(r["finished_at"] >= r["started_at"] for r in runs)
+    assert [r["outcome"] for r in runs] == ["failed", "failed"]
+    table = cli(store, "runs").stdout.splitlines()
+    assert table[0].split()[:4] == ["run_id", "started_at", "finished_at", "outcome"]
+    assert " failed " in table[1] and table[1].count(":") >= 4  # two times, HH:MM:SS
 
 
 def test_stats_per_key_and_by_run(store: Path) -> None:

@@ -546,3 +546,20 @@ def test_an_empty_store_file_is_named_not_made_anew(pytester: pytest.Pytester, s
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: */userflow.db is not a usable * store (it is empty*"])
     assert store_path.read_bytes() == b""
+
+
+def test_a_long_key_is_shortened_in_the_summary_and_kept_whole(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    key = "Time to " + "very " * 40 + "interactive"  # 213 characters
+    pytester.makepyfile(
+        f"""
+        def test_long(record_measurement):
+            record_measurement({key!r}, 1.5)
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    (row,) = [line for line in result.stdout.lines if line.startswith("  Time to very")]
+    assert len(row) < 100 and "very..." in row and "1.5" in row
+    assert store_rows(store_path, "SELECT key_name FROM measurements") == [(key,)]
