@@ -61,23 +61,32 @@ def _day(row: dict[str, Any]) -> str:
 
 GROUPINGS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "run": lambda r: r.get("run_id"),
+    "test": lambda r: r.get("nodeid") or "-",
     "device": lambda r: r.get("device_address") or "-",
     "day": _day,
 }
 
 
 def stats(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
-    """Statistics per flow, key, type (and *by*: run, device or day), sorted."""
+    """Statistics per flow, key, type (and *by*: run, test, device or day), sorted; runs
+    in the order their first values came (*rows* are in time order, as listings give them)."""
     grouped: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
     units: dict[tuple[Any, ...], str | None] = {}
     extra = GROUPINGS[by] if by else None
+    first: dict[tuple[Any, ...], int] = {}  # when each group's first value came (rows: in time)
     for row in rows:
         group = (row["user_flow_name"], row["key_name"], row.get("key_type"),
                  extra(row) if extra else None)  # fmt: skip
         grouped[group].append(row["value"])
         units[group] = row.get("key_units") or units.get(group)
+        first.setdefault(group, len(first))
+
+    def order(g: tuple[Any, ...]) -> tuple[Any, ...]:
+        labels = tuple("" if x is None else str(x) for x in g)
+        return (*labels[:3], first[g]) if by == "run" else labels
+
     out = []
-    for group in sorted(grouped, key=lambda g: tuple("" if x is None else str(x) for x in g)):
+    for group in sorted(grouped, key=order):
         flow, key, kind, extra_value = group
         entry: dict[str, Any] = {"flow": flow, "key": key, "type": kind}
         if by:

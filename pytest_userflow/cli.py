@@ -45,6 +45,11 @@ exit codes: 0 done, 1 push left uploads pending or refused, 2 bad usage or input
 """
 
 
+#: What the local store knows beyond the API's columns: which test, run, outcome and device.
+LOCAL_COLUMNS = ("status", "nodeid", "run_id", "worker", "device_address")
+TABLE_LOCAL_COLUMNS = ("status", "nodeid", "device_address", "run_id")
+
+
 class CliError(Exception):
     """A bad argument or unusable input: printed as one line, exit status 2."""
 
@@ -103,7 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_filters(st)
-    st.add_argument("--by", choices=("run", "device", "day"), help="one row per run, device or day")
+    st.add_argument(
+        "--by",
+        choices=("run", "test", "device", "day"),
+        help="one row per run (in time order), test, device or day",
+    )
     _add_format(st)
 
     runs = commands.add_parser(
@@ -338,16 +347,12 @@ def cmd_measurements(args: argparse.Namespace) -> int:
         "start_time": args.start_time,
         "end_time": args.end_time,
     }
-    table_columns = (
-        "event_time",
-        "user_flow_name",
-        "key_name",
-        "value",
-        "key_units",
-        "key_type",
-        "session_id",
-    )
-    columns = API_COLUMNS if args.format != "table" else table_columns
+    columns: Sequence[str] = API_COLUMNS
+    if args.format == "table":
+        columns = ("event_time", "user_flow_name", "key_name", "value", "key_units", "key_type")
+        columns += ("session_id",) if args.source == "headspin" else TABLE_LOCAL_COLUMNS
+    elif args.source == "local":
+        columns = (*API_COLUMNS, *LOCAL_COLUMNS)  # the API's first, in its order
     if args.source == "headspin" and (args.limit is not None or args.offset is not None):
         if not args.flow:
             raise CliError("--flow (the user flow id) is required with --source headspin")

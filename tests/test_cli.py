@@ -64,7 +64,15 @@ def test_measurements_csv_has_exactly_the_api_columns(store: Path) -> None:
         store, "measurements", "--flow", "Login", "--key", "Login Time", "--format", "csv"
     ).stdout
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == list(MEASUREMENT_FIELDS)  # the API document's CSV columns, in order
+    # the API document's CSV columns first, in order; then what tells the rows apart
+    assert rows[0][: len(MEASUREMENT_FIELDS)] == list(MEASUREMENT_FIELDS)
+    assert rows[0][len(MEASUREMENT_FIELDS) :] == [
+        "status",
+        "nodeid",
+        "run_id",
+        "worker",
+        "device_address",
+    ]
     # no --status: passed, failed and not_set, as the API does; the skipped (Excluded) test is left out
     assert sorted(float(r[9]) for r in rows[1:]) == [
         100,
@@ -174,7 +182,12 @@ def test_stats_per_key_and_by_run(store: Path) -> None:
             "json",
         ).stdout
     )["stats"]
-    assert sorted(r["p50"] for r in by_run) == [101.5, 131.5]
+    assert [r["p50"] for r in by_run] == [101.5, 131.5]  # in the order the runs were made
+    by_test = json.loads(
+        cli(store, "stats", "--key", "Login Time", "--by", "test", "--format", "json").stdout
+    )["stats"]
+    assert len({r["test"] for r in by_test}) == len(by_test) > 1
+    assert all("::test_" in r["test"] for r in by_test)
     table = cli(store, "stats", "--key", "Screen").stdout.splitlines()
     assert table[0].split() == [
         "flow",
