@@ -81,6 +81,8 @@ class LostAnswer(RetryableError):
 #: Seconds to wait for an answer (connecting: at most 10), and tries after a failure.
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 5
+#: The first retry's longest wait in seconds; each further one doubles it, with jitter.
+DEFAULT_BACKOFF = 0.5
 
 
 class ApiCall(NamedTuple):
@@ -209,7 +211,7 @@ class HeadSpinClient:
         timeout: float | tuple[float, float] | None = None,
         retries: int | None = None,
         *,
-        backoff: float = 0.5,
+        backoff: float | None = None,
         max_backoff: float = 30.0,
         pool_size: int = 8,
         sleep: Callable[[float], Any] = time.sleep,
@@ -222,7 +224,7 @@ class HeadSpinClient:
             timeout = DEFAULT_TIMEOUT
         self.timeout = timeout if isinstance(timeout, tuple) else (min(10.0, timeout), timeout)
         self.retries = DEFAULT_RETRIES if retries is None else retries
-        self.backoff = backoff
+        self.backoff = DEFAULT_BACKOFF if backoff is None else backoff
         self.max_backoff = max_backoff
         self.sleep = sleep
         self.rng = rng

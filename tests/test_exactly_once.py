@@ -20,6 +20,7 @@ import pytest_userflow.client
 
 pytest_userflow.client.DEFAULT_TIMEOUT = 0.2
 pytest_userflow.client.DEFAULT_RETRIES = 12
+pytest_userflow.client.DEFAULT_BACKOFF = 0.02
 """
 DEVICE_TESTS = """
     import pytest

@@ -74,6 +74,10 @@ def test_fault_matrix(pytester: pytest.Pytester, hs_env, store_path, row: str) -
         hs_env.state.add_session(sid)
     for name, value in MATRIX[row].items():
         setattr(hs_env.faults, name, value)
+    # short waits between retries: the faults are the same, the test is quicker
+    pytester.makeconftest(
+        "import pytest_userflow.client\npytest_userflow.client.DEFAULT_BACKOFF = 0.02\n"
+    )
     pytester.makepyfile(SUITE)
     result = pytester.runpytest(
         "--userflow-device", "R58M41@host-a", "--userflow-flush-timeout", "20"
