@@ -229,7 +229,7 @@ class HeadSpinClient:
         self.sleep = sleep
         self.rng = rng
         # requests is imported here, not at module import: a run on the local store never
-        # pays for it (about 100 ms).
+        # pays for loading it.
         import requests
         from requests.adapters import HTTPAdapter
 
@@ -240,8 +240,8 @@ class HeadSpinClient:
         self._session.mount("https://", adapter)
         # The environment is read once, for the one host this client talks to. With
         # trust_env, requests reads every environment variable (for proxies) and looks for a
-        # .netrc at each request: about 1.5 ms of CPU a request, and a .netrc entry for the
-        # host would replace the token with its login. Proxies (with no_proxy) and a CA
+        # .netrc at each request, and a .netrc entry for the host would replace the token
+        # with its login. Proxies (with no_proxy) and a CA
         # bundle in REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE are honoured as requests would.
         self._session.trust_env = False
         self._session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
