@@ -38,7 +38,7 @@ EPILOG = """examples:
   pytest-userflow flows
   pytest-userflow measurements --flow Checkout --key "Login Time" --format csv > login.csv
   pytest-userflow measurements --flow Checkout --start-time "2026-11-01 00:00:00" --status failed
-  pytest-userflow --source headspin measurements --flow <user_flow_id> --format json
+  pytest-userflow --source headspin measurements --flow Login --format json
   HEADSPIN_API_TOKEN=... pytest-userflow push
 
 exit codes: 0 done, 1 push left uploads pending or refused, 2 bad usage or input
@@ -224,7 +224,7 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     """The measurement listing's filters, with the API's meaning (shared by the commands)."""
-    parser.add_argument("--flow", help="user flow name or id (an id with --source headspin)")
+    parser.add_argument("--flow", help="user flow name or id")
     parser.add_argument(
         "--session-id",
         action="append",
@@ -266,15 +266,24 @@ def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]
     }
     filters.update(overrides)
     if args.source == "headspin":
-        if not args.flow:
-            raise CliError("--flow (the user flow id) is required with --source headspin")
         if filters.pop("run_ids"):
             raise CliError("runs are known only to the local store: use times with HeadSpin")
         with HeadSpinClient(_token(args), base_url=_url(args)) as client:
-            yield from client.iter_measurements(args.flow, **filters)
+            yield from client.iter_measurements(_remote_flow(client, args.flow), **filters)
         return
     store = _open_store(args.store)
     yield from queries.query_measurements(store, flow=args.flow, **filters)
+
+
+def _remote_flow(client: HeadSpinClient, flow: str | None) -> str:
+    """The id of the HeadSpin flow *flow* names: its id, or its name."""
+    if not flow:
+        raise CliError("--flow (the user flow's name or id) is required with --source headspin")
+    flows = client.list_user_flows()
+    for candidate in flows:
+        if flow in (candidate.get("user_flow_id"), candidate.get("name")):
+            return str(candidate["user_flow_id"])
+    raise CliError(f"HeadSpin has no user flow named or with id {flow!r} ({len(flows)} flows)")
 
 
 def _count(text: str) -> int:
@@ -354,11 +363,9 @@ def cmd_measurements(args: argparse.Namespace) -> int:
     elif args.source == "local":
         columns = (*API_COLUMNS, *LOCAL_COLUMNS)  # the API's first, in its order
     if args.source == "headspin" and (args.limit is not None or args.offset is not None):
-        if not args.flow:
-            raise CliError("--flow (the user flow id) is required with --source headspin")
         with HeadSpinClient(_token(args), base_url=_url(args)) as client:
             rows: Iterable[dict[str, Any]] = client.get_measurements(
-                args.flow, limit=args.limit, offset=args.offset, **filters
+                _remote_flow(client, args.flow), limit=args.limit, offset=args.offset, **filters
             )
             _emit(rows, columns, args.format, "measurements")
         return 0

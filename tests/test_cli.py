@@ -321,6 +321,28 @@ def test_headspin_source_streams_the_measurements(store: Path, hs_env) -> None:
     assert [(r["key"], r["count"], r["p50"]) for r in stats["stats"]] == [
         (f"k{i}", 1, float(i)) for i in range(7)
     ]
+    # the flow by its name, as for the local store; an unknown one is an error, not nothing
+    by_name = cli(
+        store, "--source", "headspin", "measurements", "--flow", "Remote", "--format", "json"
+    )
+    assert sorted(m["value"] for m in json.loads(by_name.stdout)["measurements"]) == list(range(7))
+    unknown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_userflow",
+            "--source",
+            "headspin",
+            "measurements",
+            "--flow",
+            "Nope",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert unknown.returncode == 2
+    assert "HeadSpin has no user flow named or with id 'Nope'" in unknown.stderr
 
 
 def test_help_has_examples_and_exit_codes() -> None:
