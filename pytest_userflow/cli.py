@@ -335,16 +335,18 @@ def _emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str, wrap
 
 
 def cmd_flows(args: argparse.Namespace) -> int:
+    columns: tuple[str, ...] = ("user_flow_id", "name", "description", "created_time")
     if args.source == "headspin":
         with HeadSpinClient(_token(args), base_url=_url(args)) as client:
             rows = client.list_user_flows()
-        _emit(
-            rows, ("user_flow_id", "name", "description", "created_time"), args.format, "user_flows"
-        )
-        return 0
-    store = _open_store(args.store)
-    columns = ("user_flow_id", "name", "description", "created_time", "tests", "measurements")
-    _emit(queries.flows(store), columns, args.format, "user_flows")
+    else:
+        rows = queries.flows(_open_store(args.store))
+        columns += ("tests", "measurements")
+    if args.format == "table":  # a date a person reads; JSON and CSV keep the number
+        for row in rows:
+            if isinstance(row.get("created_time"), (int, float)):
+                row["created_time"] = utc_text(row["created_time"])
+    _emit(rows, columns, args.format, "user_flows")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,8 @@ def test_repeated_keys_are_or_and_non_numeric_values_pass_through(store: Path) -
 def test_flows_and_runs(store: Path) -> None:
     flows = json.loads(cli(store, "flows", "--format", "json").stdout)["user_flows"]
     assert [(f["name"], f["tests"], f["measurements"]) for f in flows] == [("Login", 12, 28)]
+    assert isinstance(flows[0]["created_time"], float)  # raw in JSON, a date in the table
+    assert re.search(r" 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d ", cli(store, "flows").stdout)
     runs = json.loads(cli(store, "runs", "--format", "json").stdout)["runs"]
     assert len(runs) == 2 and runs[0]["started_at"] >= runs[1]["started_at"]
     assert [r["tests"] for r in runs] == [6, 6]
