@@ -219,7 +219,7 @@ class UserflowRun:
     def _make_sink(self, run: RunInfo) -> Sink:
         s = self.settings
         if self.store is None:
-            return NullSink(None, run)
+            return NullSink(run)
         if s.dry_run:
             return DryRunSink(self.store, run, s.url, s.api)
         if s.backend == "headspin":

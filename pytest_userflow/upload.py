@@ -458,14 +458,9 @@ class Sink:
 
     destination = "local"
 
-    def __init__(self, store: Store | None, run: RunInfo) -> None:
-        self._store = store
+    def __init__(self, store: Store, run: RunInfo) -> None:
+        self.store = store
         self.run = run
-
-    @property
-    def store(self) -> Store:
-        assert self._store is not None, "only NullSink goes without a store"
-        return self._store
 
     def keep(self, record: TestRecord) -> None:
         """Write *record* (once) and set where it went."""
@@ -487,6 +482,9 @@ class NullSink(Sink):
     """``--userflow-backend off``: values are validated, nothing is kept."""
 
     destination = "off"
+
+    def __init__(self, run: RunInfo) -> None:
+        self.run = run
 
     def keep(self, record: TestRecord) -> None:
         record.destination = self.destination

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,17 @@ def store_rows(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[A
         return list(db.execute(sql, args))
     finally:
         db.close()
+
+
+def run_cli(store: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``pytest-userflow --store STORE ARGS...`` in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_userflow", "--store", str(store), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from headspin_server import MEASUREMENT_FIELDS
 
 SUITE = """
@@ -39,11 +40,7 @@ SUITE = """
 
 
 def cli(store: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("pytest-userflow")
-    command = [exe] if exe else [sys.executable, "-m", "pytest_userflow"]
-    result = subprocess.run(
-        [*command, "--store", str(store), *args], capture_output=True, text=True, check=False
-    )
+    result = run_cli(store, *args)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -346,6 +343,14 @@ def test_headspin_source_streams_the_measurements(store: Path, hs_env) -> None:
     )
     assert unknown.returncode == 2
     assert "HeadSpin has no user flow named or with id 'Nope'" in unknown.stderr
+
+
+def test_the_console_script_is_the_same_command() -> None:
+    exe = shutil.which("pytest-userflow")
+    if exe is None:
+        pytest.skip("the package is not installed with its console script")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("usage: pytest-userflow")
 
 
 def test_help_has_examples_and_exit_codes() -> None:

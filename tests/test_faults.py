@@ -13,7 +13,7 @@ import sys
 import uuid
 
 import pytest
-from conftest import store_rows
+from conftest import run_cli, store_rows
 
 SESSIONS = [str(uuid.UUID(int=i + 1)) for i in range(6)]
 SUITE = f"""
@@ -51,12 +51,7 @@ def counts(server, store_path) -> tuple[int, int, int]:
 
 
 def push(store_path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "push"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_cli(store_path, "push")
 
 
 def assert_delivered_once(server) -> None:
