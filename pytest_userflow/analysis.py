@@ -9,6 +9,8 @@ no pytest import. Non-numeric values are counted but left out of the statistics.
 
 from __future__ import annotations
 
+import bisect
+import random
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -174,3 +176,188 @@ def fmt_number(value: float | int | None) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
+
+
+# Change points: E-Divisive means (Matteson and James, 2014) as MongoDB and Apache Otava use
+# it (Daly et al., ICPE 2020), on ranks, in sliding windows, with a permutation test.
+#
+# Ranks make the statistic's distribution under "no change" depend only on the segment's
+# length, so one set of seeded permutations per length serves every window of every key:
+# the test stays a permutation test, deterministic, and cheap enough for the standard library.
+# Ranks also make one wild run (a device hiccup) weigh no more than any other high value.
+
+#: Windows of this many runs, moved by half a window, as Otava does.
+CHANGE_WINDOW = 50
+#: A change needs this many runs on each side of it.
+CHANGE_MIN_RUNS = 3
+#: Significance of a change point, and the permutations its test draws.
+CHANGE_ALPHA = 0.05
+CHANGE_PERMUTATIONS = 199
+CHANGE_SEED = 20200420  # the permutations are the same every time: the same answer
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    """A shift in a series: it starts at *index*; *before* and *after* are the medians of
+    the stretches on either side (up to the neighbouring change points)."""
+
+    index: int
+    p_value: float
+    before: float
+    after: float
+
+    @property
+    def change_pct(self) -> float | None:
+        if self.before == 0:
+            return None
+        return (self.after - self.before) / abs(self.before) * 100.0
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 0, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0
+        i = j + 1
+    return ranks
+
+
+def _pair_sums(x: Sequence[float]) -> list[float]:
+    """``sums[t]``: the sum of ``|x_i - x_k|`` over the pairs inside ``x[:t]``."""
+    sums = [0.0]
+    seen: list[float] = []  # x[:t], sorted
+    total = 0.0
+    for t, xt in enumerate(x):
+        k = bisect.bisect_left(seen, xt)
+        below = sum(seen[:k])
+        # |xt - v| summed over seen: (k * xt - below) + ((total - below) - (t - k) * xt)
+        sums.append(sums[-1] + (2 * k - t) * xt + total - 2.0 * below)
+        seen.insert(k, xt)
+        total += xt
+    return sums
+
+
+def _statistics(x: Sequence[float], min_size: int) -> dict[int, float]:
+    """The E-Divisive statistic (alpha 1) of each split of *x* that leaves *min_size* values
+    on each side: large where the two sides differ in distribution."""
+    m = len(x)
+    left = _pair_sums(x)
+    right = _pair_sums(x[::-1])[::-1]  # right[t]: pairs inside x[t:]
+    total = left[m]
+    out = {}
+    for t in range(min_size, m - min_size + 1):
+        n1, n2 = t, m - t
+        between = total - left[t] - right[t]
+        within = 2.0 * left[t] / (n1 * (n1 - 1)) if n1 > 1 else 0.0  # one value: no pairs
+        within += 2.0 * right[t] / (n2 * (n2 - 1)) if n2 > 1 else 0.0
+        out[t] = (2.0 * between / (n1 * n2) - within) * n1 * n2 / m
+    return out
+
+
+def _best_split(x: Sequence[float], min_size: int) -> tuple[int, float]:
+    """The split of *x* with the largest statistic, and that statistic."""
+    stats = _statistics(x, min_size)
+    best = max(stats, key=stats.__getitem__)
+    return best, stats[best]
+
+
+class ChangeDetector:
+    """Finds change points in series of numbers; keeps the permutation null distribution of
+    each segment length it has met, for the series that follow."""
+
+    def __init__(
+        self,
+        *,
+        window: int = CHANGE_WINDOW,
+        min_size: int = CHANGE_MIN_RUNS,
+        alpha: float = CHANGE_ALPHA,
+        permutations: int = CHANGE_PERMUTATIONS,
+    ) -> None:
+        self.window = max(window, 2 * min_size)
+        self.min_size = max(min_size, 2)
+        self.alpha = alpha
+        self.permutations = permutations
+        self._null: dict[int, list[float]] = {}
+
+    def _p_value(self, length: int, q: float) -> float:
+        null = self._null.get(length)
+        if null is None:
+            rng = random.Random(CHANGE_SEED + length)
+            ranks = [float(i) for i in range(length)]
+            null = []
+            for _ in range(self.permutations):
+                rng.shuffle(ranks)
+                null.append(_best_split(ranks, self.min_size)[1])
+            null.sort()
+            self._null[length] = null
+        above = len(null) - bisect.bisect_left(null, q - 1e-9 * abs(q))
+        return (1 + above) / (1 + len(null))
+
+    def _in_window(self, x: Sequence[float]) -> dict[int, float]:
+        """Hierarchical E-Divisive inside one window: split the segment whose best split is
+        strongest while that split is significant."""
+        found: dict[int, float] = {}
+        segments = [(0, len(x))]
+        while True:
+            candidates = []
+            for start, end in segments:
+                if end - start >= 2 * self.min_size:
+                    at, q = _best_split(_ranks(x[start:end]), self.min_size)
+                    candidates.append((q / (end - start), start + at, start, end, q))
+            if not candidates:
+                return found
+            _, at, start, end, q = max(candidates)
+            p = self._p_value(end - start, q)
+            if p > self.alpha:
+                return found
+            found[at] = p
+            segments.remove((start, end))
+            segments += [(start, at), (at, end)]
+
+    def find(self, values: Sequence[float], min_change_pct: float = 0.0) -> list[ChangePoint]:
+        """The change points of *values* (oldest first), each at least *min_change_pct*
+        percent between the medians on either side."""
+        n = len(values)
+        found: dict[int, float] = {}
+        starts = range(0, max(1, n - self.window + self.window // 2), self.window // 2)
+        for start in starts:
+            start = max(0, min(start, n - self.window))
+            for at, p in self._in_window(values[start : start + self.window]).items():
+                found[start + at] = min(p, found.get(start + at, 1.0))
+        # Overlapping windows find one change at neighbouring runs: of two changes closer than
+        # two minimal stretches, the one that splits the stretch around them better stays.
+        kept = sorted(found)
+        while True:
+            close = [i for i in range(len(kept) - 1) if kept[i + 1] - kept[i] < 2 * self.min_size]
+            if not close:
+                break
+            i = close[0]
+            start = kept[i - 1] if i else 0
+            end = kept[i + 2] if i + 2 < len(kept) else n
+            stats = _statistics(_ranks(values[start:end]), 1)
+            a, b = kept[i], kept[i + 1]
+            kept.remove(a if stats.get(a - start, 0.0) < stats.get(b - start, 0.0) else b)
+        while True:
+            points = _with_medians(values, kept, found)
+            small = [c for c in points if abs(c.change_pct or 0.0) < min_change_pct]
+            if not small:
+                return points
+            kept.remove(min(small, key=lambda c: abs(c.change_pct or 0.0)).index)
+
+
+def _with_medians(
+    values: Sequence[float], indexes: list[int], p_values: dict[int, float]
+) -> list[ChangePoint]:
+    bounds = [0, *indexes, len(values)]
+    return [
+        ChangePoint(
+            at, p_values[at], median(values[bounds[i] : at]), median(values[at : bounds[i + 2]])
+        )
+        for i, at in enumerate(indexes)
+    ]

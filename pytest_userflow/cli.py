@@ -173,6 +173,49 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_format(cmp)
 
+    chg = commands.add_parser(
+        "changes",
+        help="runs where a key shifted and stayed shifted (change-point detection)",
+        description="Find the runs where a flow and key's values shifted and stayed shifted: "
+        "E-Divisive means on each run's median of the passed tests' values, in time order, "
+        "with a permutation test (deterministic). Lower is better unless --higher-is-better "
+        "names the key. With --source headspin each event is one point.",
+        epilog="examples:\n  pytest-userflow changes --flow Login\n"
+        "  pytest-userflow changes --fail-on worse --recent 5   # a nightly CI job\n"
+        "  pytest-userflow changes --key 'Login Time' --by device --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chg.add_argument("--flow", help="user flow name or id")
+    chg.add_argument("--key", action="append", default=[], dest="keys")
+    chg.add_argument("--last", type=_count, help="only the newest N runs (default: all)")
+    chg.add_argument(
+        "--min-change",
+        type=float,
+        default=5.0,
+        metavar="PCT",
+        help="report changes of at least PCT percent between the medians (default 5)",
+    )
+    chg.add_argument("--by", choices=("test", "device"), help="one series per test or device")
+    chg.add_argument(
+        "--higher-is-better",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="keys for which higher is better (FPS, scores...)",
+    )
+    chg.add_argument(
+        "--fail-on",
+        choices=("worse",),
+        help="exit 1 when a worse change starts within the last --recent runs",
+    )
+    chg.add_argument(
+        "--recent",
+        type=_count,
+        default=5,
+        help="how many newest runs count as recent (default 5)",
+    )
+    _add_format(chg)
+
     plot = commands.add_parser(
         "plot",
         help="PNG of a key's trend over runs (needs the [plot] extra)",
@@ -259,7 +302,7 @@ def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]
     filters = {
         "session_ids": getattr(args, "session_ids", []),
         "keys": args.keys,
-        "statuses": args.statuses,
+        "statuses": getattr(args, "statuses", []),
         "start_time": getattr(args, "start_time", None),
         "end_time": getattr(args, "end_time", None),
         "run_ids": getattr(args, "run_ids", []),
@@ -520,6 +563,103 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+CHANGE_COLUMNS = (
+    "flow",
+    "key",
+    "type",
+    "run_id",
+    "time",
+    "git_commit",
+    "git_branch",
+    "ci_build_id",
+    "before",
+    "after",
+    "change_pct",
+    "direction",
+    "units",
+    "p_value",
+    "runs_ago",
+)
+
+
+def cmd_changes(args: argparse.Namespace) -> int:
+    runs: dict[str, dict[str, Any]] = {}
+    overrides: dict[str, Any] = {"statuses": ["passed"], "session_ids": [], "run_ids": []}
+    if args.source == "local":
+        newest = queries.runs(_open_store(args.store), limit=args.last or None)
+        runs = {r["run_id"]: r for r in reversed(newest)}  # oldest first
+        if args.last:
+            overrides["run_ids"] = list(runs)
+    elif args.last:
+        raise CliError("HeadSpin knows no runs: --last needs the local store")
+    series = queries.run_series(_rows(args, **overrides), by=args.by)
+    if runs:  # the runs' order, not their first values'
+        order = {run_id: i for i, run_id in enumerate(runs)}
+        for points, _units in series.values():
+            points.sort(key=lambda p: order.get(p[0], -1))
+    detector = analysis.ChangeDetector()
+    found = []
+    for (flow, key, kind, extra), (points, units) in series.items():
+        higher = key in args.higher_is_better
+        for change in detector.find([v for _, v in points], args.min_change):
+            run_id = points[change.index][0]
+            run = runs.get(run_id, {})
+            pct = change.change_pct
+            worse = pct is not None and (pct < 0 if higher else pct > 0)
+            row = {
+                "flow": flow,
+                "key": key,
+                "type": kind,
+                **({args.by: extra} if args.by else {}),
+                "run_id": run_id,
+                "time": run.get("started_at"),
+                "git_commit": run.get("git_commit"),
+                "git_branch": run.get("git_branch"),
+                "ci_build_id": run.get("ci_build_id"),
+                "before": change.before,
+                "after": change.after,
+                "change_pct": pct,
+                "direction": "worse" if worse else "better",
+                "units": units,
+                "p_value": change.p_value,
+                "runs_ago": len(points) - 1 - change.index,
+            }
+            found.append(row)
+    recent = [r for r in found if r["direction"] == "worse" and r["runs_ago"] < args.recent]
+    found.sort(key=lambda r: (r not in recent, r["flow"], r["key"], r["runs_ago"]))
+    columns = list(CHANGE_COLUMNS)
+    if args.by:
+        columns.insert(3, args.by)
+    if args.format == "table":
+        print(
+            f"{len(found)} change(s) in {len(series)} series; "
+            f"{len(recent)} worse in the last {args.recent} run(s)"
+        )
+        shown = [
+            {
+                **r,
+                "time": r["time"] and utc_text(r["time"]),
+                "git_commit": (r["git_commit"] or "-")[:10],
+                "before": analysis.fmt_number(r["before"]),
+                "after": analysis.fmt_number(r["after"]),
+                "change_pct": "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
+                "p_value": f"{r['p_value']:.3f}",
+            }
+            for r in found
+        ]
+        if shown:
+            _emit(shown, columns, "table", "changes")
+    else:
+        _emit(found, columns, args.format, "changes")
+    if args.fail_on == "worse" and recent:
+        names = ", ".join(
+            f"{r['flow']}/{r['key']} {r['change_pct']:+.1f}% from run {r['run_id']}" for r in recent
+        )
+        print(f"worse within the last {args.recent} run(s): {names}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     if args.source == "headspin":
         raise CliError("plot draws runs of the local store")
@@ -635,6 +775,7 @@ COMMANDS = {
     "stats": cmd_stats,
     "runs": cmd_runs,
     "compare": cmd_compare,
+    "changes": cmd_changes,
     "plot": cmd_plot,
     "push": cmd_push,
 }

@@ -12,20 +12,26 @@ Budget(flow='Login', key='Login Time', max=2000.0, min=None)
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .analysis import is_number, median
+from .analysis import ChangeDetector, is_number, median
 from .model import Measurement, MeasurementError
-from .queries import recent_values
+from .queries import query_measurements, recent_values, run_series, runs
 from .store import Store
 
 #: Fewer passed values than this in a baseline give no regression verdict.
 MIN_HISTORY = 5
 #: The median absolute deviation times this estimates the standard deviation of normal noise.
 MAD_SCALE = 1.4826
+#: A worse change that began within this many runs, and this run confirms, is said at the end.
+RECENT_RUNS = 5
+#: Runs of history the end of a run looks at for such changes, and the smallest change told.
+CHANGE_HISTORY = 50
+CHANGE_MIN_PCT = 5.0
 #: Which way a key is better: ``lower`` (timings), ``higher`` (frames per second), or
 #: ``ignore`` (a count or a build number: never a regression).
 DIRECTIONS = ("lower", "higher", "ignore")
@@ -459,3 +465,51 @@ class Gate:
                 regressed = "regressed (warning)" if self.warn_only else "regressed"
                 check = check._replace(verdict=regressed if decided else "ok")
         return check
+
+
+def confirmed_changes(
+    store: Store, run_id: str, direction: Callable[[str, str], str]
+) -> list[dict[str, Any]]:
+    """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
+    included, as ``pytest-userflow changes`` finds them over the last CHANGE_HISTORY runs
+    (passed tests' values, and this run's failed ones)."""
+    history = runs(store, limit=CHANGE_HISTORY)[::-1]  # oldest first
+    order = {r["run_id"]: i for i, r in enumerate(history)}
+    if run_id not in order:
+        return []
+    # This run's failed tests count: the gate itself may have failed them for the change.
+    older = [r for r in order if r != run_id]
+    rows = itertools.chain(
+        query_measurements(store, statuses=["passed"], run_ids=older) if older else (),
+        query_measurements(store, statuses=["passed", "failed"], run_ids=[run_id]),
+    )
+    detector = ChangeDetector()
+    out = []
+    for (flow, key, _kind, _), (points, units) in run_series(rows).items():
+        way = direction(flow, key)
+        points.sort(key=lambda p: order[p[0]])
+        if way == "ignore" or points[-1][0] != run_id:
+            continue
+        changes = detector.find([v for _, v in points], CHANGE_MIN_PCT)
+        if not changes:
+            continue
+        newest = changes[-1]
+        pct = newest.change_pct
+        runs_ago = len(points) - 1 - newest.index
+        if pct is None or runs_ago >= RECENT_RUNS or (pct < 0 if way == "lower" else pct > 0):
+            continue
+        began = history[order[points[newest.index][0]]]
+        out.append(
+            {
+                "flow": flow,
+                "key": key,
+                "change_pct": pct,
+                "runs_ago": runs_ago,
+                "before": newest.before,
+                "after": newest.after,
+                "units": units,
+                "run_id": began["run_id"],
+                "git_commit": began["git_commit"],
+            }
+        )
+    return out

@@ -24,7 +24,15 @@ from .fixtures import (  # noqa: F401  (the fixtures are found on the plugin mod
     userflow,
     userflow_device,
 )
-from .gate import BaselineSource, Budget, BudgetExceeded, Gate, headspin_fetch, local_fetch
+from .gate import (
+    BaselineSource,
+    Budget,
+    BudgetExceeded,
+    Gate,
+    confirmed_changes,
+    headspin_fetch,
+    local_fetch,
+)
 from .model import (
     Measurement,
     MeasurementError,
@@ -428,6 +436,7 @@ class UserflowRun:
                 self.summaries.append({"errors": [f"could not note the run's end: {exc}"]})
             if self.controller:
                 self.whole = self._whole_run()
+            self._changes()
         if s.report is not None:
             report = build_report(
                 self.run,
@@ -474,6 +483,21 @@ class UserflowRun:
         except (StoreError, sqlite3.Error) as exc:
             errors = [*notes.get("errors", []), f"could not read the local store {s.store}: {exc}"]
             return summarize(None, notes={**notes, "errors": errors})
+
+    def _changes(self) -> None:
+        """With the local baseline, the worse changes this run confirms, for the summary."""
+        if self.settings.baseline != "local" or self.gate is None or self.store is None:
+            return
+        assert self.run is not None
+        gate = self.gate
+        try:
+            found = confirmed_changes(
+                self.store, self.run.run_id, lambda flow, key: gate.direction(flow, key, None)
+            )
+        except (StoreError, sqlite3.Error) as exc:
+            found, self.errors = [], [*self.errors, f"could not look for changes: {exc}"]
+        if found:
+            self.summaries.append({"changes": found})
 
     def _whole_run(self) -> dict[str, Any] | None:
         """The run's summary read from this host's store, when the workers shared it (popen

@@ -314,3 +314,30 @@ def query_measurements(
                 row = dict(zip(names, r, strict=True))
                 row["perf_key_id"] = None
                 yield row
+
+
+def run_series(
+    rows: Iterable[dict[str, Any]], by: str | None = None
+) -> dict[tuple[Any, ...], tuple[list[tuple[str, float]], str | None]]:
+    """Per flow, key, type (and test or device, *by*): each run's median of the numeric
+    values, as ``(run_id, median)`` in the order the runs came (*rows* are in time order).
+    Rows without a run (HeadSpin's) are one point each, named by their event. With each
+    series, its units."""
+    values: dict[tuple[Any, ...], dict[str, list[float]]] = {}
+    units: dict[tuple[Any, ...], str | None] = {}
+    for row in rows:
+        if not is_number(row["value"]):
+            continue
+        extra = None
+        if by == "test":
+            extra = row.get("nodeid") or "-"
+        elif by == "device":
+            extra = row.get("device_address") or "-"
+        group = (row["user_flow_name"], row["key_name"], row.get("key_type"), extra)
+        point = row.get("run_id") or row.get("perf_event_id") or str(row["event_time"])
+        values.setdefault(group, {}).setdefault(point, []).append(float(row["value"]))
+        units[group] = row.get("key_units") or units.get(group)
+    return {
+        group: ([(point, median(v)) for point, v in runs.items()], units[group])
+        for group, runs in sorted(values.items(), key=lambda g: tuple(str(x) for x in g[0]))
+    }

@@ -4,6 +4,7 @@ the controller), the terminal section and the JSON report. No pytest import."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -147,7 +148,11 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
     )
     no_history = sorted({h for s in summaries for h in s.get("no_history", [])})
     out: list[tuple[str, dict[str, bool]]] = []
-    if not checks and not no_history and not any(s.get("unused_budgets") for s in summaries):
+    if (
+        not checks
+        and not no_history
+        and not any(s.get("unused_budgets") or s.get("changes") for s in summaries)
+    ):
         return out
     failed = sum(1 for c in checks if c["verdict"] not in ("ok", "within the noise"))
     out.append((f"budgets and regressions: {len(checks)} checked, {failed} not ok", {"bold": True}))
@@ -167,6 +172,16 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
     if unused:
         text = "WARNING: budgets whose key no test of their flow recorded (a typo?): "
         out.append((text + "; ".join(unused), {"yellow": True}))
+    for c in (c for s in summaries for c in s.get("changes", [])):
+        commit = f", commit {c['git_commit'][:10]}" if c.get("git_commit") else ""
+        units = f" {c['units']}" if c.get("units") else ""
+        out.append((
+            f"worse change confirmed: {c['flow']}/{c['key']} {c['change_pct']:+.1f}% "
+            f"(median {c['before']:.4g} -> {c['after']:.4g}{units})"
+            f" since run {c['run_id']}{commit}, {c['runs_ago']} run(s) ago; see "
+            f"pytest-userflow changes --flow {shlex.quote(c['flow'])}",
+            {"red": True},
+        ))  # fmt: skip
     if no_history:
         text = (
             f"no regression verdict yet, too little history (fewer than {MIN_HISTORY} passed "
