@@ -296,6 +296,7 @@ class ChangeDetector:
                 null.append(_best_split(ranks, self.min_size)[1])
             null.sort()
             self._null[length] = null
+        # A permutation as strong as q counts against it, rounding in the sums aside.
         above = len(null) - bisect.bisect_left(null, q - 1e-9 * abs(q))
         return (1 + above) / (1 + len(null))
 
@@ -325,9 +326,11 @@ class ChangeDetector:
         percent between the medians on either side."""
         n = len(values)
         found: dict[int, float] = {}
-        starts = range(0, max(1, n - self.window + self.window // 2), self.window // 2)
+        step = self.window // 2
+        starts = list(range(0, max(n - self.window, 0) + 1, step))
+        if starts[-1] + self.window < n:
+            starts.append(n - self.window)  # the last window ends at the newest run
         for start in starts:
-            start = max(0, min(start, n - self.window))
             for at, p in self._in_window(values[start : start + self.window]).items():
                 found[start + at] = min(p, found.get(start + at, 1.0))
         # Overlapping windows find one change at neighbouring runs: of two changes closer than
@@ -361,3 +364,57 @@ def _with_medians(
         )
         for i, at in enumerate(indexes)
     ]
+
+
+Series = dict[tuple[Any, ...], tuple[list[tuple[str, float]], "str | None"]]
+
+
+def find_changes(
+    series: Series,
+    runs: dict[str, dict[str, Any]],
+    direction: Callable[[str, str], str],
+    min_change_pct: float,
+    by: str | None = None,
+) -> list[dict[str, Any]]:
+    """The change points of each series (``queries.run_series``: per flow, key, type and
+    test or device, ``(run, median)`` points), as ``pytest-userflow changes`` lists them.
+
+    *runs*: the runs oldest first, by id (empty: the points' own order); *direction*: which
+    way a flow's key is better (``lower``, ``higher``; ``ignore`` leaves it out).
+    """
+    order = {run_id: i for i, run_id in enumerate(runs)}
+    detector = ChangeDetector()
+    out = []
+    for (flow, key, kind, extra), (points, units) in series.items():
+        way = direction(flow, key)
+        if way == "ignore":
+            continue
+        if order:
+            points.sort(key=lambda p: order.get(p[0], -1))
+        for change in detector.find([v for _, v in points], min_change_pct):
+            run_id = points[change.index][0]
+            run = runs.get(run_id, {})
+            pct = change.change_pct
+            worse = pct is not None and (pct < 0 if way == "higher" else pct > 0)
+            out.append(
+                {
+                    "flow": flow,
+                    "key": key,
+                    "type": kind,
+                    **({by: extra} if by else {}),
+                    "run_id": run_id,
+                    "time": run.get("started_at"),
+                    "git_commit": run.get("git_commit"),
+                    "git_branch": run.get("git_branch"),
+                    "ci_build_id": run.get("ci_build_id"),
+                    "before": change.before,
+                    "after": change.after,
+                    "change_pct": pct,
+                    "direction": "worse" if worse else "better",
+                    "units": units,
+                    "p_value": change.p_value,
+                    "runs_ago": len(points) - 1 - change.index,
+                    "last_run": points[-1][0],
+                }
+            )
+    return out

@@ -593,40 +593,18 @@ def cmd_changes(args: argparse.Namespace) -> int:
     elif args.last:
         raise CliError("HeadSpin knows no runs: --last needs the local store")
     series = queries.run_series(_rows(args, **overrides), by=args.by)
-    if runs:  # the runs' order, not their first values'
-        order = {run_id: i for i, run_id in enumerate(runs)}
-        for points, _units in series.values():
-            points.sort(key=lambda p: order.get(p[0], -1))
-    detector = analysis.ChangeDetector()
-    found = []
-    for (flow, key, kind, extra), (points, units) in series.items():
-        higher = key in args.higher_is_better
-        for change in detector.find([v for _, v in points], args.min_change):
-            run_id = points[change.index][0]
-            run = runs.get(run_id, {})
-            pct = change.change_pct
-            worse = pct is not None and (pct < 0 if higher else pct > 0)
-            row = {
-                "flow": flow,
-                "key": key,
-                "type": kind,
-                **({args.by: extra} if args.by else {}),
-                "run_id": run_id,
-                "time": run.get("started_at"),
-                "git_commit": run.get("git_commit"),
-                "git_branch": run.get("git_branch"),
-                "ci_build_id": run.get("ci_build_id"),
-                "before": change.before,
-                "after": change.after,
-                "change_pct": pct,
-                "direction": "worse" if worse else "better",
-                "units": units,
-                "p_value": change.p_value,
-                "runs_ago": len(points) - 1 - change.index,
-            }
-            found.append(row)
-    recent = [r for r in found if r["direction"] == "worse" and r["runs_ago"] < args.recent]
-    found.sort(key=lambda r: (r not in recent, r["flow"], r["key"], r["runs_ago"]))
+    higher = set(args.higher_is_better)
+    found = analysis.find_changes(
+        series,
+        runs,
+        lambda flow, key: "higher" if key in higher else "lower",
+        args.min_change,
+        by=args.by,
+    )
+    for r in found:
+        r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
+    found.sort(key=lambda r: (not r["recent"], r["flow"], r["key"], r["runs_ago"]))
+    recent = [r for r in found if r["recent"]]
     columns = list(CHANGE_COLUMNS)
     if args.by:
         columns.insert(3, args.by)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .analysis import ChangeDetector, is_number, median
+from .analysis import find_changes, is_number, median
 from .model import Measurement, MeasurementError
 from .queries import query_measurements, recent_values, run_series, runs
 from .store import Store
@@ -473,43 +473,18 @@ def confirmed_changes(
     """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
     included, as ``pytest-userflow changes`` finds them over the last CHANGE_HISTORY runs
     (passed tests' values, and this run's failed ones)."""
-    history = runs(store, limit=CHANGE_HISTORY)[::-1]  # oldest first
-    order = {r["run_id"]: i for i, r in enumerate(history)}
-    if run_id not in order:
+    history = {r["run_id"]: r for r in reversed(runs(store, limit=CHANGE_HISTORY))}
+    if run_id not in history:
         return []
     # This run's failed tests count: the gate itself may have failed them for the change.
-    older = [r for r in order if r != run_id]
+    older = [r for r in history if r != run_id]
     rows = itertools.chain(
         query_measurements(store, statuses=["passed"], run_ids=older) if older else (),
         query_measurements(store, statuses=["passed", "failed"], run_ids=[run_id]),
     )
-    detector = ChangeDetector()
-    out = []
-    for (flow, key, _kind, _), (points, units) in run_series(rows).items():
-        way = direction(flow, key)
-        points.sort(key=lambda p: order[p[0]])
-        if way == "ignore" or points[-1][0] != run_id:
-            continue
-        changes = detector.find([v for _, v in points], CHANGE_MIN_PCT)
-        if not changes:
-            continue
-        newest = changes[-1]
-        pct = newest.change_pct
-        runs_ago = len(points) - 1 - newest.index
-        if pct is None or runs_ago >= RECENT_RUNS or (pct < 0 if way == "lower" else pct > 0):
-            continue
-        began = history[order[points[newest.index][0]]]
-        out.append(
-            {
-                "flow": flow,
-                "key": key,
-                "change_pct": pct,
-                "runs_ago": runs_ago,
-                "before": newest.before,
-                "after": newest.after,
-                "units": units,
-                "run_id": began["run_id"],
-                "git_commit": began["git_commit"],
-            }
-        )
-    return out
+    changes = find_changes(run_series(rows), history, direction, CHANGE_MIN_PCT)
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for change in changes:  # each series' changes come oldest first
+        if change["last_run"] == run_id:
+            newest[change["flow"], change["key"]] = change
+    return [c for c in newest.values() if c["direction"] == "worse" and c["runs_ago"] < RECENT_RUNS]

@@ -494,8 +494,9 @@ class UserflowRun:
             found = confirmed_changes(
                 self.store, self.run.run_id, lambda flow, key: gate.direction(flow, key, None)
             )
-        except (StoreError, sqlite3.Error) as exc:
-            found, self.errors = [], [*self.errors, f"could not look for changes: {exc}"]
+        except (StoreError, sqlite3.Error) as exc:  # said in the summary, never raised
+            self.summaries.append({"errors": [f"could not look for changes: {exc}"]})
+            return
         if found:
             self.summaries.append({"changes": found})
 
