@@ -4,7 +4,7 @@ The plugin loads by itself once installed; these names are for scripts and conft
 """
 
 from .gate import BudgetExceeded
-from .model import Measurement, MeasurementError, TestRecord, UserflowError
+from .model import Measurement, MeasurementError, TestRecord, UserflowError, UserflowWarning
 
 __all__ = [
     "BudgetExceeded",
@@ -12,6 +12,7 @@ __all__ = [
     "MeasurementError",
     "TestRecord",
     "UserflowError",
+    "UserflowWarning",
     "__version__",
 ]
 __version__ = "0.1.0"

@@ -99,6 +99,24 @@ def stats(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[st
     return out
 
 
+#: The median absolute deviation times this estimates the standard deviation of normal noise.
+MAD_SCALE = 1.4826
+#: How many times its noise a change must pass to count (the gate's and compare's default).
+DEFAULT_NOISE = 3.0
+#: The smallest change, in percent, that compare and changes call a change by default.
+MIN_CHANGE_PCT = 5.0
+#: The efficiency of the median: its standard error is this times sigma over root n.
+MEDIAN_SE = 1.2533
+#: compare's verdict for a key whose values are not numbers.
+NOT_NUMERIC = "not numeric"
+
+
+def robust_spread(values: Sequence[float]) -> float:
+    """A spread that one wild value barely moves: 1.4826 times the median absolute deviation."""
+    middle = median(values)
+    return MAD_SCALE * median([abs(v - middle) for v in values])
+
+
 @dataclass(frozen=True)
 class Comparison:
     flow: str
@@ -110,6 +128,9 @@ class Comparison:
     baseline_n: int
     candidate_n: int
     higher_is_better: bool
+    spread: float = 0.0  # the baseline values' robust spread
+    noise: float = DEFAULT_NOISE  # how many standard errors a change must pass
+    numeric: bool = True
 
     @property
     def change_pct(self) -> float | None:
@@ -125,48 +146,78 @@ class Comparison:
             return None
         return -change if self.higher_is_better else change
 
-    def verdict(self, threshold: float | None) -> str:
-        worse = self.worse_pct
-        if worse is None:
+    @property
+    def noise_pct(self) -> float | None:
+        """The change the noise alone could make, in %: *noise* standard errors of the
+        difference of the two medians, from the baseline's spread."""
+        if self.change_pct is None or not self.baseline:
+            return None
+        se = MEDIAN_SE * self.spread * (1 / self.baseline_n + 1 / self.candidate_n) ** 0.5
+        return float(self.noise * se / abs(self.baseline) * 100.0)
+
+    def verdict(self, threshold: float) -> str:
+        """worse or better beyond both *threshold* percent and the noise; "same" within the
+        threshold; "within noise" past the threshold but not the noise."""
+        if not self.numeric:
+            return NOT_NUMERIC
+        worse, noise = self.worse_pct, self.noise_pct
+        if worse is None or noise is None:
             return "no data" if self.baseline is None or self.candidate is None else "n/a"
-        if threshold is not None and worse > threshold:
-            return "worse"
-        if worse > 0:
-            return "slightly worse" if threshold is not None else "worse"
-        return "better" if worse < 0 else "same"
+        if abs(worse) <= threshold:
+            return "same"
+        if abs(worse) <= noise:
+            return "within noise"
+        return "worse" if worse > 0 else "better"
 
 
 def _medians(
     rows: Iterable[dict[str, Any]],
-) -> dict[tuple[str, str, str | None], tuple[float | None, int, str | None]]:
+) -> dict[tuple[str, str, str | None], tuple[list[float], int, str | None]]:
+    """Per flow, key and type: the numeric values, how many values there were, the units."""
     values: dict[tuple[str, str, str | None], list[float]] = defaultdict(list)
+    counts: dict[tuple[str, str, str | None], int] = defaultdict(int)
     units: dict[tuple[str, str, str | None], str | None] = {}
     for row in rows:
         value = row["value"]
         key = (row["user_flow_name"], row["key_name"], row.get("key_type"))
         units[key] = row.get("key_units") or units.get(key)
+        counts[key] += 1
         if is_number(value):
             values[key].append(float(value))
-        else:
-            values.setdefault(key, [])
-    return {k: (median(v) if v else None, len(v), units[k]) for k, v in values.items()}
+    return {k: (values.get(k, []), n, units[k]) for k, n in counts.items()}
 
 
 def compare(
     baseline_rows: Iterable[dict[str, Any]],
     candidate_rows: Iterable[dict[str, Any]],
     higher_is_better: Iterable[str] = (),
+    noise: float = DEFAULT_NOISE,
 ) -> list[Comparison]:
-    """Per flow, key and type: the medians of baseline and candidate."""
+    """Per flow, key and type: the medians of baseline and candidate, and the baseline's
+    spread; keys with no numeric value on either side are marked not numeric."""
     better_up = set(higher_is_better)
     base = _medians(baseline_rows)
     cand = _medians(candidate_rows)
     out = []
     for key in sorted(set(base) | set(cand), key=lambda k: (k[0], k[1], k[2] or "")):
-        b = base.get(key, (None, 0, None))
-        c = cand.get(key, (None, 0, None))
-        out.append(Comparison(key[0], key[1], key[2], c[2] or b[2], b[0], c[0], b[1], c[1],
-                              key[1] in better_up))  # fmt: skip
+        b_values, b_n, b_units = base.get(key, ([], 0, None))
+        c_values, c_n, c_units = cand.get(key, ([], 0, None))
+        out.append(
+            Comparison(
+                key[0],
+                key[1],
+                key[2],
+                c_units or b_units,
+                median(b_values) if b_values else None,
+                median(c_values) if c_values else None,
+                len(b_values),
+                len(c_values),
+                key[1] in better_up,
+                spread=robust_spread(b_values) if b_values else 0.0,
+                noise=noise,
+                numeric=bool(b_values or c_values) or not (b_n or c_n),
+            )
+        )
     return out
 
 

@@ -127,9 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         "compare",
         help="baseline against candidate, per key; exit 1 over --fail-over",
         description="Compare the median of each key between a baseline and a candidate: two "
-        "runs, two time windows, or by default the newest run against the --last N runs before "
-        "it. Lower is better unless --higher-is-better names the key. Passed tests only, "
-        "unless --status says otherwise. Exit 1 when a key got worse by more than --fail-over.",
+        "runs, two time windows, or by default the newest run against the --last N earlier runs "
+        "that ran all of its tests (only those tests' values count). Lower is better unless "
+        "--higher-is-better names the key. Passed tests only, unless --status says otherwise. "
+        "A change is worse or better only beyond the threshold (--fail-over, else --min-change) "
+        "and K times the noise of the two medians (--noise); text values are listed apart. "
+        "Exit 1 when a key got worse by more than --fail-over.",
         epilog="examples:\n  pytest-userflow compare --fail-over 10\n"
         "  pytest-userflow compare --baseline-run 3f2a --candidate-run 9c1d \\\n"
         "      --higher-is-better FPS\n"
@@ -165,6 +168,22 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 1 when a key is worse by more than PCT percent",
     )
     cmp.add_argument(
+        "--min-change",
+        type=float,
+        default=analysis.MIN_CHANGE_PCT,
+        metavar="PCT",
+        help="without --fail-over: a change under PCT percent is 'same' "
+        f"(default {analysis.MIN_CHANGE_PCT:g})",
+    )
+    cmp.add_argument(
+        "--noise",
+        type=float,
+        default=analysis.DEFAULT_NOISE,
+        metavar="K",
+        help="a change is worse or better only beyond K times the medians' noise; 0: the "
+        f"threshold alone (default {analysis.DEFAULT_NOISE:g})",
+    )
+    cmp.add_argument(
         "--higher-is-better",
         action="append",
         default=[],
@@ -191,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     chg.add_argument(
         "--min-change",
         type=float,
-        default=5.0,
+        default=analysis.MIN_CHANGE_PCT,
         metavar="PCT",
         help="report changes of at least PCT percent between the medians (default 5)",
     )
@@ -315,6 +334,7 @@ def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]
             yield from client.iter_measurements(_remote_flow(client, args.flow), **filters)
         return
     store = _open_store(args.store)
+    filters["run_ids"] = queries.match_runs(store, filters["run_ids"])
     yield from queries.query_measurements(store, flow=args.flow, **filters)
 
 
@@ -418,8 +438,9 @@ def cmd_measurements(args: argparse.Namespace) -> int:
         _emit(_rows(args), columns, args.format, "measurements")
         return 0
     store = _open_store(args.store)
+    runs = queries.match_runs(store, args.run_ids)
     rows = queries.query_measurements(
-        store, flow=args.flow, limit=args.limit, offset=args.offset, run_ids=args.run_ids, **filters
+        store, flow=args.flow, limit=args.limit, offset=args.offset, run_ids=runs, **filters
     )
     _emit(rows, columns, args.format, "measurements")
     return 0
@@ -482,35 +503,48 @@ def _compare_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         return base, cand, said
     if args.source == "headspin":
         raise CliError("HeadSpin knows no runs: compare time windows (--baseline-start ...)")
-    runs = [r["run_id"] for r in queries.runs(_open_store(args.store), limit=None)]  # newest first
-    candidate = args.candidate_run or (runs[0] if runs else None)
-    if candidate is None:
+    store = _open_store(args.store)
+    runs = [r["run_id"] for r in queries.runs(store, limit=None)]  # newest first
+    if not runs:
         raise CliError("the store has no runs yet")
-    candidate = _match_run(candidate, runs)
-    baseline = [_match_run(r, runs) for r in args.baseline_runs]
+    candidate = runs[0]
+    if args.candidate_run:
+        candidate = queries.match_runs(store, [args.candidate_run])[0]
+    if args.baseline_runs:
+        baseline = queries.match_runs(store, args.baseline_runs)
+        said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
+        return {"run_ids": baseline}, {"run_ids": [candidate]}, said
+    # Like with like: earlier runs that ran every test the candidate ran (a -k run is no
+    # baseline for a whole suite), and of those only the candidate's tests.
+    tests = queries.run_tests(store)
+    wanted = tests.get(candidate, set())
+    older = runs[runs.index(candidate) + 1 :]
+    baseline = [r for r in older if wanted <= tests.get(r, set())][: args.last]
     if not baseline:
-        older = runs[runs.index(candidate) + 1 :]
-        baseline = older[: args.last]
-        if not baseline:
-            raise CliError(f"no run before {candidate} to compare it with")
+        raise CliError(
+            f"no run before {candidate} ran all of its {len(wanted)} test(s): "
+            "name a baseline with --baseline-run"
+        )
+    skipped = len([r for r in older[: older.index(baseline[-1])] if r not in baseline])
     said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
-    return {"run_ids": baseline}, {"run_ids": [candidate]}, said
-
-
-def _match_run(prefix: str, runs: list[str]) -> str:
-    found = [r for r in runs if r.startswith(prefix)]
-    if len(found) != 1:
-        raise CliError(f"run {prefix!r} matches {len(found)} runs in the store")
-    return found[0]
+    if skipped:
+        said += f" ({skipped} newer run(s) left out: they did not run all of its tests)"
+    return {"run_ids": baseline, "nodeids": wanted}, {"run_ids": [candidate]}, said
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     base, cand, said = _compare_sides(args)
     statuses = args.statuses or ["passed"]
+    nodeids = base.pop("nodeids", None)
+    base_rows = _rows(args, statuses=statuses, **base)
+    if nodeids is not None:
+        base_rows = (r for r in base_rows if r["nodeid"] in nodeids)
+    threshold = args.fail_over if args.fail_over is not None else args.min_change
     comparisons = analysis.compare(
-        _rows(args, statuses=statuses, **base),
+        base_rows,
         _rows(args, statuses=statuses, **cand),
         higher_is_better=args.higher_is_better,
+        noise=args.noise,
     )
     rows: list[dict[str, Any]] = [
         {
@@ -520,11 +554,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "baseline": c.baseline,
             "candidate": c.candidate,
             "change_pct": c.change_pct,
+            "noise_pct": c.noise_pct,
             "baseline_n": c.baseline_n,
             "candidate_n": c.candidate_n,
             "units": c.units,
             "direction": "higher is better" if c.higher_is_better else "lower is better",
-            "verdict": c.verdict(args.fail_over),
+            "verdict": c.verdict(threshold),
         }
         for c in comparisons
     ]
@@ -535,6 +570,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "baseline",
         "candidate",
         "change_pct",
+        "noise_pct",
         "verdict",
         "units",
         "baseline_n",
@@ -549,16 +585,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "baseline": analysis.fmt_number(r["baseline"]),
                 "candidate": analysis.fmt_number(r["candidate"]),
                 "change_pct": "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
+                "noise_pct": "-" if r["noise_pct"] is None else f"{r['noise_pct']:.1f}%",
             }
             for r in rows
+            if r["verdict"] != analysis.NOT_NUMERIC
         ]
         _emit(shown, columns, "table", "comparisons")
+        text = [f"{r['flow']}/{r['key']}" for r in rows if r["verdict"] == analysis.NOT_NUMERIC]
+        if text:
+            print(f"not compared, their values are not numbers: {', '.join(text)}")
     else:
         _emit(rows, columns, args.format, "comparisons")
-    worse = [c for c in comparisons if c.verdict(args.fail_over) == "worse"]
+    worse = [c for c in comparisons if c.verdict(threshold) == "worse"]
     if args.fail_over is not None and worse:
         names = ", ".join(f"{c.flow}/{c.key} {c.worse_pct:+.1f}%" for c in worse)
-        print(f"worse by more than {args.fail_over:g}%: {names}", file=sys.stderr)
+        print(f"worse by more than {args.fail_over:g}% and the noise: {names}", file=sys.stderr)
         return 1
     return 0
 

@@ -7,6 +7,7 @@ from its setup to its teardown; the fixtures take ``request`` and write into it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ from .model import (
     Measurement,
     MeasurementError,
     TestRecord,
+    UserflowWarning,
     check_session_id,
     check_text,
     normalize_status,
@@ -25,6 +27,13 @@ from .model import (
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
 DEVICE_KEY = pytest.StashKey["str | None"]()
+#: The flow of tests with no marker (--userflow), None: each test's own.
+FLOW_KEY = pytest.StashKey["str | None"]()
+#: The record of the values that belong to the whole run (``userflow_session``).
+SESSION_KEY = pytest.StashKey[TestRecord]()
+#: The node id of that record, and its flow when neither it nor --userflow names one.
+SESSION_NODEID = "userflow_session"
+SESSION_FLOW = "pytest session"
 
 
 class Timer:
@@ -73,17 +82,36 @@ class RecordMeasurement:
         record = _open(self._record, self._where)
         m = Measurement.create(key, value, type=type, units=units, where=self._where)
         if budget is not None:
-            self._budget(m, budget, self._where)
+            self._budget(m, budget, self._where, stacklevel=3)
         record.measurements.append(m)
 
-    def _budget(self, m: Measurement, budget: object, where: str) -> None:
-        """``budget=MAX``: the test fails when the value is above MAX."""
+    def _budget(self, m: Measurement, budget: object, where: str, stacklevel: int) -> None:
+        """``budget=MAX``: the test fails when the value is above MAX. It wins over a
+        ``userflow_budget`` marker's max for the key (it is the nearer of the two), whose
+        min and direction still hold; when the two maxima differ, a warning says so."""
         __tracebackhide__ = True
         if isinstance(m.value, str):
             raise MeasurementError(
                 f"budget= needs a numeric value, {m.key!r} is {m.value!r} in {where}"
             )
-        self._record.budgets[m.key] = Budget.create("*", m.key, max=budget, where=where)
+        marked = self._record.budgets.get(m.key)  # flow "*": from an earlier budget=
+        new = Budget.create(
+            "*",
+            m.key,
+            max=budget,
+            min=marked.min if marked else None,
+            where=where,
+            direction=marked.direction if marked else None,
+        )
+        if marked and marked.flow != "*" and marked.max is not None and marked.max != new.max:
+            warnings.warn(
+                UserflowWarning(
+                    f"{where}: budget={new.max:g} for {m.key!r} wins over the userflow_budget "
+                    f"marker's max={marked.max:g} (the call's budget is the nearer one)"
+                ),
+                stacklevel=stacklevel,
+            )
+        self._record.budgets[m.key] = new
 
     @contextmanager
     def timer(
@@ -102,13 +130,41 @@ class RecordMeasurement:
         where = f"record_measurement.timer() of {self._record.nodeid}"
         checked = Measurement.create(key, 0.0, type=type, units=units, where=where)  # first
         if budget is not None:
-            self._budget(checked, budget, where)
+            self._budget(checked, budget, where, stacklevel=4)
         result = Timer()
         start = time.perf_counter()
         yield result
         result.elapsed = time.perf_counter() - start
         _open(self._record, where).measurements.append(
             Measurement.create(key, result.elapsed, type=type, units=units, where=where)
+        )
+
+
+class SessionRecorder(RecordMeasurement):
+    """``userflow_session``: ``userflow_session(key, value, *, type=None, units=None)`` and
+    ``.timer(key)`` record values that belong to the whole run (install time, app size).
+
+    They are one record, written at the end of the session with the run's status: Passed,
+    or Failed when a test failed. ``.name`` is its flow (``--userflow``'s, else
+    "pytest session"); set it to choose another. Under xdist each worker keeps its own, with
+    its device. Budgets belong to tests: ``budget=`` is refused here.
+    """
+
+    @property
+    def name(self) -> str:
+        return self._record.flow
+
+    @name.setter
+    def name(self, value: object) -> None:
+        __tracebackhide__ = True
+        _open(self._record, "userflow_session.name")
+        self._record.marked_flow = check_text("the flow name", value, "userflow_session.name")
+
+    def _budget(self, m: Measurement, budget: object, where: str, stacklevel: int) -> None:
+        __tracebackhide__ = True
+        raise MeasurementError(
+            f"budget= belongs to a test's record_measurement, not to {where}: give the key a "
+            "userflow_budgets ini line or check the value yourself"
         )
 
 
@@ -178,3 +234,19 @@ def userflow(request: pytest.FixtureRequest) -> UserflowHandle:
 def userflow_device(request: pytest.FixtureRequest) -> str | None:
     """This worker's device (``device_id@hostname``) or None, to build a driver once."""
     return request.config.stash.get(DEVICE_KEY, None)
+
+
+@pytest.fixture(scope="session")
+def userflow_session(request: pytest.FixtureRequest) -> SessionRecorder:
+    """Record values that belong to the whole run: ``userflow_session("Install Time", 12.5)``."""
+    config = request.config
+    record = config.stash.get(SESSION_KEY, None)
+    if record is None:
+        record = TestRecord(
+            SESSION_NODEID,
+            config.stash.get(FLOW_KEY, None) or SESSION_FLOW,
+            device=config.stash.get(DEVICE_KEY, None),
+            worker=getattr(config, "workerinput", {}).get("workerid"),
+        )
+        config.stash[SESSION_KEY] = record
+    return SessionRecorder(record)

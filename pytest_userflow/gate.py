@@ -18,20 +18,18 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .analysis import find_changes, is_number, median
+from .analysis import DEFAULT_NOISE, MIN_CHANGE_PCT, find_changes, is_number, median, robust_spread
 from .model import Measurement, MeasurementError
 from .queries import query_measurements, recent_values, run_series, runs
 from .store import Store
 
 #: Fewer passed values than this in a baseline give no regression verdict.
 MIN_HISTORY = 5
-#: The median absolute deviation times this estimates the standard deviation of normal noise.
-MAD_SCALE = 1.4826
 #: A worse change that began within this many runs, and this run confirms, is said at the end.
 RECENT_RUNS = 5
 #: Runs of history the end of a run looks at for such changes, and the smallest change told.
 CHANGE_HISTORY = 50
-CHANGE_MIN_PCT = 5.0
+CHANGE_MIN_PCT = MIN_CHANGE_PCT
 #: Which way a key is better: ``lower`` (timings), ``higher`` (frames per second), or
 #: ``ignore`` (a count or a build number: never a regression).
 DIRECTIONS = ("lower", "higher", "ignore")
@@ -250,9 +248,7 @@ class Baseline(NamedTuple):
 
     @property
     def noise(self) -> float:
-        """A robust spread of the values: 1.4826 times their median absolute deviation."""
-        middle = self.median
-        return MAD_SCALE * median([abs(v - middle) for v in self.values])
+        return robust_spread(self.values)
 
 
 Fetch = Callable[[str, str, int, str, "str | None"], list[float]]
@@ -353,7 +349,7 @@ class Gate:
         *,
         pct: float,
         warn_only: bool,
-        noise: float = 3.0,
+        noise: float = DEFAULT_NOISE,
         directions: Iterable[Budget] = (),
     ) -> None:
         self.budgets = list(budgets)

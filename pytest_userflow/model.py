@@ -50,6 +50,10 @@ class MeasurementError(UserflowError, ValueError):
     """A measurement, status or identifier that the API would not accept."""
 
 
+class UserflowWarning(UserWarning):
+    """A choice pytest-userflow made for you that you may not have meant (pytest lists it)."""
+
+
 def _where(where: str | None) -> str:
     return f" in {where}" if where else ""
 
@@ -414,6 +418,7 @@ class TestRecord:
         self.measurements: list[Measurement] = []
         self.budgets: dict[str, Any] = {}  # key -> gate.Budget, from markers and budget=
         self.checked = 0  # how many measurements the gate has seen
+        self.attempts = 1  # pytest-rerunfailures: this is the attempts-th run of the test
         self.used = False  # the test asked for record_measurement or userflow
         self.reports: list[Any] = []  # setup, call, teardown: as they were logged
         self.started = time.time()

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import pytest
 
+from .analysis import DEFAULT_NOISE
 from .gate import Budget, parse_direction
 from .model import (
     DEFAULT_STORE,
@@ -28,7 +29,6 @@ BASELINES = ("off", "local", "headspin")
 MODES = ("fail", "warn")
 DEFAULT_REGRESSION = 20.0
 DEFAULT_BASELINE_RUNS = 10
-DEFAULT_NOISE = 3.0
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -19,10 +19,13 @@ import pytest
 from . import hookspecs, options
 from .fixtures import (  # noqa: F401  (the fixtures are found on the plugin module)
     DEVICE_KEY,
+    FLOW_KEY,
     RECORD_KEY,
+    SESSION_KEY,
     record_measurement,
     userflow,
     userflow_device,
+    userflow_session,
 )
 from .gate import (
     BaselineSource,
@@ -48,6 +51,8 @@ from .store import Store, StoreError
 from .upload import DryRunSink, HeadSpinSink, NullSink, Sink
 
 RUN_KEY = pytest.StashKey["UserflowRun"]()
+#: How many attempts of a test pytest-rerunfailures has run so far (on its item).
+ATTEMPTS_KEY = pytest.StashKey[int]()
 MARKER = (
     "userflow(name, *, description=None): record this test into the user flow NAME "
     "(on a test, class or module; the nearest marker wins)"
@@ -176,6 +181,7 @@ class UserflowRun:
         else:
             self.device = devices[0] if len(devices) == 1 else None
         config.stash[DEVICE_KEY] = self.device
+        config.stash[FLOW_KEY] = settings.flow
         opt = config.option
         # Skip recording entirely when tests are only collected or their fixtures planned.
         self.active = not (
@@ -279,6 +285,7 @@ class UserflowRun:
         marker = item.get_closest_marker("userflow")
         flow, description = _flow_of(nodeid, marker) if marker else (self.settings.flow, None)
         record = TestRecord(nodeid, flow, description, device=self.device, worker=self.worker)
+        record.attempts = item.stash.get(ATTEMPTS_KEY, 0) + 1
         item.stash[RECORD_KEY] = record
         record.budgets = _budgets_of(item, nodeid, record.flow)
 
@@ -342,6 +349,7 @@ class UserflowRun:
         outcome: str = report.outcome  # pytest-rerunfailures' "rerun" is none of pytest's
         if outcome == "rerun":
             self.running = None
+            item.stash[ATTEMPTS_KEY] = record.attempts
             del item.stash[RECORD_KEY]
             return
         record.reports.append(report)
@@ -365,9 +373,21 @@ class UserflowRun:
         if self.gate is not None and (record.budgets or self.gate.budgets):
             keys = [m.key for m in record.measurements]
             self.gate.note_test(record.nodeid, record.flow, keys, record.budgets)
-        report.user_properties.append(("userflow", record.flow))
-        report.user_properties.append(("userflow_status", record.status))
-        report.user_properties.extend((f"userflow:{m.key}", m.value) for m in record.measurements)
+        properties = report.user_properties
+        properties.append(("userflow", record.flow))
+        properties.append(("userflow_status", record.status))
+        if record.attempts > 1:
+            properties.append(("userflow_attempts", record.attempts))
+        for m in record.measurements:
+            properties.append((f"userflow:{m.key}", m.value))
+            if m.units:  # a CI page shows the number with its units beside it
+                properties.append((f"userflow_units:{m.key}", m.units))
+        self._keep(record)
+        hook.pytest_userflow_flushed(item=item, result=record)
+
+    def _keep(self, record: TestRecord) -> None:
+        """The record's one write: a store that cannot take it is said in the summary."""
+        assert self.sink is not None
         try:
             if self.damaged is not None:  # not written to once known damaged
                 raise StoreError(self.damaged)
@@ -377,7 +397,6 @@ class UserflowRun:
             self.unstored.append(f"{record.nodeid}: {exc}")
             if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
                 self.damaged = str(exc)
-        hook.pytest_userflow_flushed(item=item, result=record)
 
     def _status(self, item: pytest.Item, record: TestRecord, hook: Any) -> tuple[str, str | None]:
         if record.status_override is not None:
@@ -418,6 +437,7 @@ class UserflowRun:
             return
         s = self.settings
         if self.sink is not None:
+            self._finish_session(session, exitstatus)
             timeout = s.flush_timeout
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the store keeps the rest
@@ -452,6 +472,21 @@ class UserflowRun:
                 self.summaries.append(
                     {"errors": [f"could not write the report {s.report}: {exc.strerror or exc}"]}
                 )
+
+    def _finish_session(self, session: pytest.Session, exitstatus: int) -> None:
+        """What ``userflow_session`` recorded: one record with this process's outcome."""
+        record = self.config.stash.get(SESSION_KEY, None)
+        if record is None or not record.measurements:
+            return
+        failed = session.testsfailed
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            status, message = "Failed", "the run was interrupted"
+        elif failed or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            status, message = "Failed", f"{failed} test(s) failed"
+        else:
+            status, message = "Passed", None
+        record.end(status, message)
+        self._keep(record)
 
     def _summary(
         self,

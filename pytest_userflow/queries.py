@@ -37,9 +37,14 @@ def _select(store: Store, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any,
         return store.db.execute(sql, list(args)).fetchall()
 
 
+#: The tests whose values the run's summary counts, as ``stats`` and the API do by default.
+COUNTED_STATUSES = ("Passed", "Failed")
+
+
 def run_summary(store: Store, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
     """One run's tests per flow and status, where their measurements went, and per (flow,
-    key, type, device) the count, min, median, max and units of the values.
+    key, type, device) the count, min, median, max and units of the values of its passed and
+    failed tests (*left_out*: how many values of excluded tests were not counted).
 
     *worker*: False for every process of the run, else one process (None: in-process).
     """
@@ -51,7 +56,7 @@ def run_summary(store: Store, run_id: str, worker: str | bool | None = False) ->
     flows: dict[str, dict[str, Any]] = {}
 
     def flow(name: str) -> dict[str, Any]:
-        return flows.setdefault(name, {"tests": 0, "statuses": {}, "places": {}})
+        return flows.setdefault(name, {"tests": 0, "statuses": {}, "places": {}, "left_out": 0})
 
     for name, status, n in _select(
         store,
@@ -60,19 +65,27 @@ def run_summary(store: Store, run_id: str, worker: str | bool | None = False) ->
     ):
         flow(name)["tests"] += n
         flow(name)["statuses"][status] = n
+    reruns = _select(
+        store,
+        f"SELECT nodeid, attempts FROM events WHERE {where} AND attempts > 1 ORDER BY nodeid",
+        args,
+    )
     uploads = bool(_select(store, "SELECT 1 FROM uploads WHERE run_id = ? LIMIT 1", [run_id]))
     state = "u.state" if uploads else "NULL"
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for name, key, kind, device, units, value, place in _select(
+    for name, key, kind, device, units, value, place, status in _select(
         store,
         "SELECT e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units,"
-        f" m.value, {state} FROM events e JOIN measurement_rows m ON m.event = e.id"
+        f" m.value, {state}, e.status FROM events e JOIN measurement_rows m ON m.event = e.id"
         + (" LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id" if uploads else "")
         + f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))}",
         args,
     ):
         places = flow(name)["places"]
         places[place or ""] = places.get(place or "", 0) + 1
+        if status not in COUNTED_STATUSES:
+            flow(name)["left_out"] += 1
+            continue
         group = groups.setdefault(
             (name, key, kind, device), {"count": 0, "values": [], "units": None}
         )
@@ -111,6 +124,7 @@ def run_summary(store: Store, run_id: str, worker: str | bool | None = False) ->
         "flows": dict(sorted(flows.items())),
         "keys": keys,
         "pending": {"tests": tests, "measurements": measurements},
+        "reruns": [[nodeid, attempts] for nodeid, attempts in reruns],
     }
 
 
@@ -119,7 +133,7 @@ def run_events(store: Store, run_id: str, worker: str | None = None) -> list[dic
     sql = (
         "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
         " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
-        " u.state, u.last_error, u.remote_event_id FROM events e"
+        " u.state, u.last_error, u.remote_event_id, e.attempts FROM events e"
         " LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id WHERE e.run_id = ?"
     )
     args: list[Any] = [run_id]
@@ -142,6 +156,7 @@ def run_events(store: Store, run_id: str, worker: str | None = None) -> list[dic
             "upload_state": row[11],
             "upload_error": row[12],
             "event_id": row[13],
+            "attempts": row[14],
             "measurements": [],
         }
     if events:
@@ -192,6 +207,33 @@ def runs(store: Store, limit: int | None = 20) -> list[dict[str, Any]]:
         "measurements",
     )
     return [dict(zip(names, row, strict=True)) for row in _select(store, sql)]
+
+
+def match_runs(store: Store, prefixes: Iterable[str]) -> list[str]:
+    """The run ids that *prefixes* start, one each: an unknown or ambiguous one is an error."""
+    prefixes = list(prefixes)
+    if not prefixes:
+        return []
+    known = [r[0] for r in _select(store, "SELECT run_id FROM runs ORDER BY started_at DESC")]
+    out = []
+    for prefix in prefixes:
+        found = [r for r in known if r.startswith(prefix)]
+        if len(found) != 1:
+            which = f": {', '.join(found[:5])}{' ...' if len(found) > 5 else ''}" if found else ""
+            raise StoreError(
+                f"run {prefix!r} matches {len(found)} of the {len(known)} runs in {store.path}"
+                f"{which}; give more of its id (pytest-userflow runs lists them)"
+            )
+        out.append(found[0])
+    return out
+
+
+def run_tests(store: Store) -> dict[str, set[str]]:
+    """The node ids of the tests each run recorded."""
+    tests: dict[str, set[str]] = {}
+    for run_id, nodeid in _select(store, "SELECT DISTINCT run_id, nodeid FROM events"):
+        tests.setdefault(run_id, set()).add(nodeid)
+    return tests
 
 
 def resolve_flow(store: Store, flow: str) -> str | None:

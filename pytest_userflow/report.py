@@ -83,12 +83,21 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     flows: dict[str, dict[str, Any]] = {}
     keys: dict[tuple[Any, ...], dict[str, Any]] = {}
     pending = {"tests": 0, "measurements": 0}
+    reruns: list[list[Any]] = []
     for s in summaries:
+        reruns += s.get("reruns", [])
         for name, flow in s.get("flows", {}).items():
             into = flows.setdefault(
-                name, {"tests": 0, "statuses": defaultdict(int), "places": defaultdict(int)}
+                name,
+                {
+                    "tests": 0,
+                    "statuses": defaultdict(int),
+                    "places": defaultdict(int),
+                    "left_out": 0,
+                },
             )
             into["tests"] += flow["tests"]
+            into["left_out"] += flow.get("left_out", 0)
             for status, n in flow["statuses"].items():
                 into["statuses"][status] += n
             for place, n in flow["places"].items():
@@ -112,7 +121,7 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             have["numeric"] = total
         for name in pending:
             pending[name] += s.get("pending", {}).get(name, 0)
-    return {"flows": flows, "keys": list(keys.values()), "pending": pending}
+    return {"flows": flows, "keys": list(keys.values()), "pending": pending, "reruns": reruns}
 
 
 def _names(nodeids: list[str]) -> str:
@@ -266,6 +275,20 @@ def render(
         rows = key_rows([k for k in total["keys"] if k["flow"] == flow], with_device=with_device)
         if len(rows) > 1:
             out += [(line, {}) for line in format_table(rows, "  ")]
+        if entry.get("left_out"):
+            out.append((
+                "  (n: values of passed and failed tests, as 'pytest-userflow stats' counts "
+                f"them; {entry['left_out']} value(s) of excluded tests left out)",
+                {},
+            ))  # fmt: skip
+    reruns = sorted(total.get("reruns", []))
+    if reruns:
+        named = _names([f"{shorten(nodeid, 2 * MAX_CELL)} ({n} attempts)" for nodeid, n in reruns])
+        out.append((
+            f"{len(reruns)} test(s) took more than one attempt (pytest-rerunfailures); their "
+            f"values are the last attempt's: {named}",
+            warn,
+        ))  # fmt: skip
     out += _checks_section(summaries)
     for s in summaries:
         label = f" on {s['worker']}" if s.get("worker") else ""

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from .model import RunInfo, TestRecord, UserflowError, utc_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: A measurement row holds only what is its own and points at its event; rows are kept in
 #: their event's order (the primary key), so a test's rows are one stretch of one table and
@@ -46,7 +46,8 @@ CREATE TABLE events (
     id INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL, run_id TEXT NOT NULL,
     user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
     device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
-    event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL
+    event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL,
+    attempts INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX events_run ON events(run_id);
 CREATE INDEX events_flow ON events(user_flow_id, event_ts);
@@ -221,7 +222,7 @@ class Store:
             event = db.execute(
                 "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
                 " worker, device_address, session_id, status, status_message, event_ts,"
-                " event_time, duration) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " event_time, duration, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.perf_event_id,
                     run.run_id,
@@ -236,6 +237,7 @@ class Store:
                     record.event_ts,
                     utc_text(record.event_ts),
                     record.duration,
+                    record.attempts,
                 ),
             ).lastrowid
             db.executemany(
@@ -355,6 +357,17 @@ def _check_schema(db: sqlite3.Connection) -> None:
     ).fetchone()
     version, tables = int(row[0]), row[1] or ""
     if version == SCHEMA_VERSION:
+        return
+    if version == 1:  # 0.1.0's stores: each test's attempts came with version 2
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] == 1:  # no other process did it
+                db.execute("ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
         return
     if version != 0:
         raise sqlite3.DatabaseError(

@@ -130,6 +130,32 @@ def test_budget_markers_min_and_max_nearest_wins(pytester: pytest.Pytester) -> N
     )
 
 
+def test_budget_on_the_call_wins_over_the_marker_and_says_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Login")
+        @pytest.mark.userflow_budget("Login Time", max=1500, min=100)
+        def test_login(record_measurement):
+            record_measurement("Login Time", 1800, budget=2000)  # under 2000: passes
+
+        @pytest.mark.userflow("Login")
+        @pytest.mark.userflow_budget("Login Time", max=1500, min=100)
+        def test_too_fast(record_measurement):
+            record_measurement("Login Time", 50, budget=2000)  # the marker's min still holds
+    """)
+    result = pytester.runpytest("-W", "always")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Login/Login Time = 50 is under its budget >= 100*",
+            "*warnings summary*",
+            "*UserflowWarning: record_measurement() of *::test_login: budget=2000 for 'Login Time' "
+            "wins over the userflow_budget marker's max=1500 (the call's budget is the nearer one)",
+        ]
+    )
+
+
 def test_ini_budgets_and_teardown_values(pytester: pytest.Pytester) -> None:
     pytester.makeini("""
         [pytest]

@@ -210,21 +210,114 @@ def test_compare_catches_the_slowdown_and_respects_direction(store: Path) -> Non
     lines = result.stdout.splitlines()
     assert lines[0].startswith("comparing run ") and "against 1 run(s)" in lines[0]
     row = next(line.split() for line in lines if "Login Time" in line)
-    assert row[5:9] == [
-        "101.5",
-        "131.5",
-        "+29.6%",
-        "worse",
-    ]  # after "Login Login Time Custom Metrics"
+    # after "Login Login Time Custom Metrics": the medians, the change, the noise, the verdict
+    assert row[5:10] == ["101.5", "131.5", "+29.6%", "3.9%", "worse"]
     fps = next(line.split() for line in lines if " FPS " in line)
-    assert fps[3:7] == ["58.5", "58.5", "+0.0%", "same"]
-    assert "worse by more than 20%: Login/Login Time +29.6%" in result.stderr
+    assert fps[3:8] == ["58.5", "58.5", "+0.0%", "6.7%", "same"]
+    # text values are listed apart, not compared as "no data"
+    assert not any(" Screen " in line for line in lines)
+    assert lines[-1] == "not compared, their values are not numbers: Login/Screen"
+    assert "worse by more than 20% and the noise: Login/Login Time +29.6%" in result.stderr
     assert cli(store, "compare", "--fail-over", "40").returncode == 0
     data = json.loads(cli(store, "compare", "--format", "json").stdout)["comparisons"]
     login = next(c for c in data if c["key"] == "Login Time")
     assert (
         login["baseline"] == 101.5 and login["candidate"] == 131.5 and login["verdict"] == "worse"
     )
+
+
+def test_compare_takes_like_with_like_by_default(
+    store: Path, pytester: pytest.Pytester, monkeypatch
+) -> None:
+    """A -k run is compared with the earlier runs' values of its own tests only; the next
+    whole run is compared with whole runs, the -k run left out."""
+    monkeypatch.setenv("LOGIN_TIME", "200")
+    pytester.runpytest("-k", "test_login").assert_outcomes(passed=4)
+    subset = cli(store, "compare", "--key", "Login Time", "--format", "json").stdout
+    login = json.loads(subset)["comparisons"][0]
+    # the baseline: both earlier runs, test_login's values only (not test_failed's 999)
+    assert (login["baseline"], login["baseline_n"], login["candidate"]) == (116.5, 8, 201.5)
+    monkeypatch.setenv("LOGIN_TIME", "130")
+    pytester.runpytest().assert_outcomes(passed=4, failed=1, skipped=1)
+    whole = cli(store, "compare", "--key", "Login Time").stdout.splitlines()
+    assert "against 2 run(s)" in whole[0]
+    assert "(1 newer run(s) left out: they did not run all of its tests)" in whole[0]
+    # the spread of both runs together is wide: +12.9% is not beyond three standard errors
+    assert whole[2].split()[5:11] == ["116.5", "131.5", "+12.9%", "44.0%", "within", "noise"]
+
+
+def test_compare_says_same_for_a_change_inside_the_threshold_or_the_noise(
+    pytester: pytest.Pytester, store_path: Path, monkeypatch
+) -> None:
+    pytester.makepyfile("""
+        import os, pytest
+
+        @pytest.mark.userflow("Noisy")
+        @pytest.mark.parametrize("n", range(6))
+        def test_load(record_measurement, n):
+            base = float(os.environ["BASE"])
+            record_measurement("Load", base * (1 + (-1) ** n * 0.1 * (n % 3)))
+    """)
+    for base in ("100", "100.6", "100", "112"):
+        monkeypatch.setenv("BASE", base)
+        pytester.runpytest().assert_outcomes(passed=6)
+    runs = [
+        r["run_id"] for r in json.loads(cli(store_path, "runs", "--format", "json").stdout)["runs"]
+    ]
+    small = json.loads(
+        cli(
+            store_path,
+            "compare",
+            "--candidate-run",
+            runs[2][:8],
+            "--baseline-run",
+            runs[3][:8],
+            "--format",
+            "json",
+        ).stdout
+    )["comparisons"][0]
+    assert small["change_pct"] == pytest.approx(0.6) and small["verdict"] == "same"
+    # +12% is past --fail-over 10 but not past the noise of six values 20% apart
+    noisy = cli(store_path, "compare", "--fail-over", "10", "--last", "1", "--format", "json")
+    row = json.loads(noisy.stdout)["comparisons"][0]
+    assert row["change_pct"] == pytest.approx(12.0) and row["verdict"] == "within noise"
+    assert row["noise_pct"] > 12.0 and noisy.returncode == 0
+    # --noise 0: the threshold alone decides
+    bare = cli(
+        store_path, "compare", "--fail-over", "10", "--last", "1", "--noise", "0", check=False
+    )
+    assert bare.returncode == 1 and "Noisy/Load +12.0%" in bare.stderr
+
+
+def test_run_ids_are_unique_prefixes_everywhere(store: Path) -> None:
+    runs = [r["run_id"] for r in json.loads(cli(store, "runs", "--format", "json").stdout)["runs"]]
+    rows = json.loads(
+        cli(
+            store, "measurements", "--run", runs[1][:6], "--key", "Login Time", "--format", "json"
+        ).stdout
+    )["measurements"]
+    assert {r["run_id"] for r in rows} == {runs[1]} and len(rows) == 5
+    stats = json.loads(
+        cli(
+            store,
+            "stats",
+            "--run",
+            runs[0][:6],
+            "--key",
+            "Login Time",
+            "--status",
+            "passed",
+            "--format",
+            "json",
+        ).stdout
+    )["stats"]
+    assert stats[0]["p50"] == 131.5
+    for command in ("measurements", "stats"):
+        unknown = cli(store, command, "--run", "zzz", check=False)
+        assert unknown.returncode == 2 and "run 'zzz' matches 0 of the 2 runs" in unknown.stderr
+        ambiguous = cli(store, command, "--run", "", check=False)
+        assert ambiguous.returncode == 2 and "run '' matches 2 of the 2 runs" in ambiguous.stderr
+        assert runs[0] in ambiguous.stderr and "give more of its id" in ambiguous.stderr
 
 
 def test_compare_higher_is_better_turns_a_drop_into_a_regression(
@@ -289,7 +382,7 @@ def test_plot_without_matplotlib_says_which_extra_to_install(store: Path, tmp_pa
     [
         (["measurements", "--flow", "Nope"], "no user flow named or with id 'Nope'"),
         (["measurements", "--start-time", "yesterday"], "time must be ISO"),
-        (["compare", "--candidate-run", "zzz"], "run 'zzz' matches 0 runs"),
+        (["compare", "--candidate-run", "zzz"], "run 'zzz' matches 0 of the 2 runs"),
         (["--source", "headspin", "flows"], "HeadSpin needs an API token: set HEADSPIN_API_TOKEN"),
     ],
 )

@@ -369,9 +369,83 @@ def test_measurements_are_user_properties_of_every_teardown_report(
     assert '<property name="userflow" value="Login"' in xml
     assert '<property name="userflow_status" value="Passed"' in xml
     assert '<property name="userflow:Login Time" value="1.25"' in xml
+    # the units beside the number, so that a CI page shows "1.25" and "seconds" together
+    assert '<property name="userflow_units:Login Time" value="seconds"' in xml
     # Always there, as record_property's are: a conftest, Allure or ReportPortal sees them.
     result = pytester.runpytest("-s")
     assert (
         "::test_login [('userflow', 'Login'), ('userflow_status', 'Passed'), "
-        "('userflow:Login Time', 1.25)]"
+        "('userflow:Login Time', 1.25), ('userflow_units:Login Time', 'seconds')]"
     ) in result.stdout.str()
+
+
+def test_userflow_session_records_the_runs_own_values_with_its_status(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    """Values of the whole run (an install, an app's size) are one record, written at the
+    end with the run's status; budget= is refused there, naming the fixture."""
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def app(userflow_session):
+            userflow_session.name = "App Install"
+            with userflow_session.timer("Install Time"):
+                pass
+            userflow_session("App Size", 48.5, units="MB")
+            return "app"
+    """)
+    pytester.makepyfile("""
+        import pytest
+        from pytest_userflow import MeasurementError
+
+        def test_opens(app):
+            pass
+
+        def test_breaks(app):
+            assert 0
+
+        def test_no_budgets_here(userflow_session):
+            with pytest.raises(MeasurementError, match="budget= belongs to a test's record_measurement"):
+                userflow_session("App Size", 1, budget=2)
+    """)
+    pytester.runpytest().assert_outcomes(passed=2, failed=1)
+    rows = store_rows(
+        store_path,
+        "SELECT e.nodeid, e.user_flow_name, e.status, e.status_message, m.key_name, m.value,"
+        " m.key_units FROM events e JOIN measurement_rows m ON m.event = e.id ORDER BY m.seq",
+    )
+    assert [r[:4] for r in rows] == [
+        ("userflow_session", "App Install", "Failed", "1 test(s) failed")
+    ] * 2
+    assert [r[4] for r in rows] == ["Install Time", "App Size"] and rows[1][5:] == (48.5, "MB")
+    pytester.runpytest("-k", "opens").assert_outcomes(passed=1)
+    newest = store_rows(
+        store_path, "SELECT status, status_message FROM events ORDER BY event_ts DESC LIMIT 1"
+    )
+    assert newest == [("Passed", None)]
+
+
+def test_userflow_session_is_one_record_per_xdist_worker_with_its_device(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def installed(userflow_session):
+            userflow_session("Install Time", 3.5, units="s")
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_it(installed, n):
+            pass
+    """)
+    devices = ["dev1@host", "dev2@host"]
+    args = [a for d in devices for a in ("--userflow-device", d)]
+    pytester.runpytest("-n", "2", "--userflow", "Setup", *args).assert_outcomes(passed=4)
+    rows = store_rows(
+        store_path,
+        "SELECT user_flow_name, device_address, status, value FROM measurements"
+        " WHERE nodeid = 'userflow_session' ORDER BY device_address",
+    )
+    assert rows == [("Setup", "dev1@host", "Passed", 3.5), ("Setup", "dev2@host", "Passed", 3.5)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import textwrap
 
 import pytest
@@ -207,13 +208,27 @@ def test_only_the_final_rerun_attempt_is_recorded(pytester: pytest.Pytester, sto
             assert len(attempts) == 3
     """)
     )
-    result = pytester.runpytest("--reruns", "3")
+    pytester.makeconftest("""
+        def pytest_runtest_logreport(report):
+            if report.when == "teardown" and report.user_properties:
+                print("PROPS", report.user_properties)
+    """)
+    result = pytester.runpytest("--reruns", "3", "-s", "--userflow-report", "r.json")
     assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
     rows = store_rows(
         store_path,
-        "SELECT e.status, m.value FROM events e JOIN measurements m USING (perf_event_id)",
+        "SELECT e.status, m.value, e.attempts FROM events e JOIN measurements m USING (perf_event_id)",
     )
-    assert rows == [("Passed", 3)]
+    assert rows == [("Passed", 3, 3)]  # the record keeps how many attempts it took
+    result.stdout.fnmatch_lines(
+        [
+            "*PROPS [[]('userflow', 'Flow'), ('userflow_status', 'Passed'), ('userflow_attempts', 3), *",
+            "1 test(s) took more than one attempt (pytest-rerunfailures); their values are the "
+            "last attempt's: test_only_the_final_rerun_attempt_is_recorded.py::test_flaky (3 attempts)",
+        ]
+    )
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert [t["attempts"] for t in report["tests"]] == [3]
 
 
 @pytest.mark.parametrize(
