@@ -466,6 +466,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    if args.source == "headspin":  # said, then done: the runs are the local store's
+        print(f"HeadSpin has no runs: these are the local store's ({args.store})", file=sys.stderr)
     rows = queries.runs(_open_store(args.store), limit=args.limit)
     if args.format == "table":
         for row in rows:

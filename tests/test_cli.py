@@ -145,6 +145,9 @@ def test_flows_and_runs(store: Path) -> None:
     # each run's end and outcome (SUITE has a failing test), raw in JSON, readable in the table
     assert all(r["finished_at"] >= r["started_at"] for r in runs)
     assert [r["outcome"] for r in runs] == ["failed", "failed"]
+    remote = cli(store, "--source", "headspin", "runs", "--format", "json")
+    assert json.loads(remote.stdout)["runs"] == runs
+    assert f"HeadSpin has no runs: these are the local store's ({store})" in remote.stderr
     table = cli(store, "runs").stdout.splitlines()
     assert table[0].split()[:4] == ["run_id", "started_at", "finished_at", "outcome"]
     assert " failed " in table[1] and table[1].count(":") >= 4  # two times, HH:MM:SS
