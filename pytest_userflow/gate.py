@@ -178,6 +178,10 @@ class Check(NamedTuple):
     verdict: str
     change_pct: float | None = None
     noise_pct: float | None = None  # the baseline's noise, in percent of its median
+    # A budget's min and max; a regression's baseline and the band its noise alone explains.
+    low: float | None = None
+    high: float | None = None
+    baseline: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -216,6 +220,9 @@ class Check(NamedTuple):
             "verdict": self.verdict,
             "change_pct": self.change_pct,
             "noise_pct": self.noise_pct,
+            "low": self.low,
+            "high": self.high,
+            "baseline": self.baseline,
         }
 
 
@@ -228,7 +235,10 @@ def check_budget(nodeid: str, flow: str, m: Measurement, budget: Budget) -> Chec
         verdict, limit = "over budget", f"<= {budget.max:g}"
     elif budget.min is not None and value < budget.min:
         verdict, limit = "under budget", f">= {budget.min:g}"
-    return Check(nodeid, flow, m.key, value, m.units, "budget", limit, verdict)
+    return Check(
+        nodeid, flow, m.key, value, m.units, "budget", limit, verdict, low=budget.min,
+        high=budget.max,
+    )  # fmt: skip
 
 
 class Baseline(NamedTuple):
@@ -302,9 +312,11 @@ def check_regression(
         else:
             verdict = "within the noise"
     limit = f"baseline {middle:g} (median of {len(baseline.values)})"
+    band = noise * baseline.noise
     return Check(
-        nodeid, flow, m.key, value, m.units, "regression", limit, verdict, change, noise_pct
-    )
+        nodeid, flow, m.key, value, m.units, "regression", limit, verdict, change, noise_pct,
+        low=middle - band, high=middle + band, baseline=middle,
+    )  # fmt: skip
 
 
 def local_fetch(store: Store, exclude_run: str) -> Fetch:
@@ -411,24 +423,21 @@ class Gate:
         verdict: Callable[[Measurement, Baseline], bool | None] = lambda m, b: None,
         device: str | None = None,
     ) -> list[Check]:
-        """Check *measurements* of one test (on *device*); return the failing checks.
+        """Check *measurements* of one test (on *device*); return the checks made.
         *test_budgets* (from the test's markers and ``budget=``) win over the ini budgets;
         *verdict* may decide regressions."""
         budgets = {b.key: b for b in reversed(self.budgets) if b.applies(flow, b.key)}
         budgets.update(test_budgets)
-        failing = []
+        made = []
         for m in measurements:
             budget = budgets.get(m.key)
             checks = [check_budget(nodeid, flow, m, budget)] if budget and budget.bounded else []
             direction = self.direction(flow, m.key, budget)
             if self.baselines is not None and direction != "ignore":
                 checks.append(self._regression(nodeid, flow, m, direction, verdict, device))
-            for check in checks:
-                if check is not None:
-                    self.checks.append(check)
-                    if check.failed:
-                        failing.append(check)
-        return failing
+            made += [check for check in checks if check is not None]
+        self.checks += made
+        return made
 
     def _regression(
         self,

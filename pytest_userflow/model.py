@@ -418,6 +418,7 @@ class TestRecord:
         self.measurements: list[Measurement] = []
         self.budgets: dict[str, Any] = {}  # key -> gate.Budget, from markers and budget=
         self.checked = 0  # how many measurements the gate has seen
+        self.checks: list[Any] = []  # gate.Check: the budgets and regressions checked
         self.attempts = 1  # pytest-rerunfailures: this is the attempts-th run of the test
         self.used = False  # the test asked for record_measurement or userflow
         self.reports: list[Any] = []  # setup, call, teardown: as they were logged

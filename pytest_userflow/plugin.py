@@ -312,7 +312,7 @@ class UserflowRun:
         assert self.gate is not None
         new = record.measurements[record.checked :]
         record.checked = len(record.measurements)
-        failing = self.gate.check(
+        checks = self.gate.check(
             record.nodeid,
             record.flow,
             new,
@@ -322,6 +322,8 @@ class UserflowRun:
             ),
             record.device_address,
         )
+        record.checks += checks
+        failing = [check for check in checks if check.failed]
         if failing and report.passed:
             message = "; ".join(check.message() for check in failing)
             try:

@@ -30,6 +30,16 @@ from .model import RunInfo, TestRecord, UserflowError, utc_text
 
 SCHEMA_VERSION = 2
 
+#: The budgets and regressions the gate checked, a row each, with the test that they belong to.
+_CHECKS = (
+    """CREATE TABLE checks (
+    event INTEGER NOT NULL, key_name TEXT NOT NULL, kind TEXT NOT NULL, verdict TEXT NOT NULL,
+    value REAL, low REAL, high REAL, baseline REAL, change_pct REAL, noise_pct REAL,
+    limit_text TEXT
+)""",
+    "CREATE INDEX checks_event ON checks(event)",
+)
+
 #: A measurement row holds only what is its own and points at its event; rows are kept in
 #: their event's order (the primary key), so a test's rows are one stretch of one table and
 #: its commit touches few pages. The ``measurements`` view joins them into the API's columns.
@@ -59,13 +69,14 @@ CREATE VIEW measurements AS SELECT e.id AS event, m.seq AS seq, e.perf_event_id,
     e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts, e.session_id, e.status,
     m.key_name, m.key_type, m.key_units, m.value, e.nodeid, e.worker, e.device_address
     FROM measurement_rows m JOIN events e ON e.id = m.event;
+{checks};
 CREATE TABLE uploads (
     perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
     base_url TEXT, api TEXT, plan TEXT NOT NULL, progress TEXT, attempts INTEGER DEFAULT 0,
     last_error TEXT, remote_event_id TEXT, updated_ts REAL
 );
 CREATE INDEX uploads_state ON uploads(state);
-"""
+""".format(checks=";\n".join(_CHECKS))
 
 #: Upload states: waiting to be sent, delivered, refused by HeadSpin (kept), or not
 #: routable (no session and no device) and so kept only here.
@@ -248,6 +259,15 @@ class Store:
                     for i, m in enumerate(record.measurements)
                 ],
             )
+            db.executemany(
+                "INSERT INTO checks (event, key_name, kind, verdict, value, low, high, baseline,"
+                " change_pct, noise_pct, limit_text) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (event, c.key, c.kind, c.verdict, c.value, c.low, c.high, c.baseline,
+                     c.change_pct, c.noise_pct, c.limit)
+                    for c in record.checks
+                ],
+            )  # fmt: skip
             if upload is not None:
                 plan, base_url, api, state = upload
                 db.execute(
@@ -358,11 +378,13 @@ def _check_schema(db: sqlite3.Connection) -> None:
     version, tables = int(row[0]), row[1] or ""
     if version == SCHEMA_VERSION:
         return
-    if version == 1:  # 0.1.0's stores: each test's attempts came with version 2
+    if version == 1:  # 0.1.0's stores: attempts and checks came with version 2
         db.execute("BEGIN IMMEDIATE")
         try:
             if db.execute("PRAGMA user_version").fetchone()[0] == 1:  # no other process did it
                 db.execute("ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+                for statement in _CHECKS:
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             db.execute("ROLLBACK")

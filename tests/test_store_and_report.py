@@ -376,15 +376,18 @@ def test_a_store_of_version_0_1_0_is_brought_up_to_date_and_keeps_its_history(
     pytester.makepyfile(SUITE)
     pytester.runpytest().assert_outcomes(passed=2, xfailed=1)
     db = sqlite3.connect(store_path)
-    db.execute("ALTER TABLE events DROP COLUMN attempts")  # the table as 0.1.0 made it
+    db.execute("ALTER TABLE events DROP COLUMN attempts")  # the tables as 0.1.0 made them
+    db.execute("DROP TABLE checks")
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
-    pytester.runpytest().assert_outcomes(passed=2, xfailed=1)
+    budget = "userflow_budgets=Checkout :: Pay Time <= 5"
+    pytester.runpytest("-o", budget).assert_outcomes(passed=2, xfailed=1)
     assert store_rows(store_path, "PRAGMA user_version") == [(2,)]
     assert store_rows(store_path, "SELECT COUNT(DISTINCT run_id), MIN(attempts) FROM events") == [
         (2, 1)
     ]
+    assert store_rows(store_path, "SELECT COUNT(*) FROM checks") == [(3,)]  # the new run's
 
 
 def test_a_store_of_another_schema_version_is_refused_and_left_alone(
