@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from . import analysis, queries
+from . import analysis, html, queries
 from .client import HeadSpinClient
 from .model import (
     DEFAULT_STORE,
@@ -39,6 +39,7 @@ EPILOG = """examples:
   pytest-userflow measurements --flow Checkout --key "Login Time" --format csv > login.csv
   pytest-userflow measurements --flow Checkout --start-time "2026-11-01 00:00:00" --status failed
   pytest-userflow --source headspin measurements --flow Login --format json
+  pytest-userflow report -o userflow.html
   HEADSPIN_API_TOKEN=... pytest-userflow push
 
 exit codes: 0 done, 1 push left uploads pending or refused, 2 bad usage or input
@@ -248,6 +249,33 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--last", type=_count, default=30, help="this many newest runs (default 30)")
     plot.add_argument("-o", "--output", default="trend.png", help="PNG file (default trend.png)")
 
+    rep = commands.add_parser(
+        "report",
+        help="one self-contained HTML file of the trends (needs the [html] extra)",
+        description="Write one HTML file that opens offline: the newest run, what needs "
+        "attention (budget breaches and regressions of the newest run, worse changes of the "
+        "last 5 runs), and per flow and key a chart of the values over the last --last runs "
+        "and a table of the newest run's values with their verdicts. With --source headspin "
+        "each event is one point. Needs vl-convert-python: pip install 'pytest-userflow[html]'.",
+        epilog="examples:\n  pytest-userflow report -o userflow.html\n"
+        "  pytest-userflow report --flow Login --last 50 --higher-is-better FPS",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument("--flow", help="user flow name or id (default: every flow)")
+    rep.add_argument(
+        "--last", type=_count, default=html.DEFAULT_RUNS, help="this many newest runs (default 30)"
+    )
+    rep.add_argument(
+        "--higher-is-better",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="keys for which higher is better, for the changes (FPS, scores...)",
+    )
+    rep.add_argument(
+        "-o", "--output", default="userflow.html", help="HTML file (default userflow.html)"
+    )
+
     push = commands.add_parser(
         "push",
         help="send the uploads still pending in the local store",
@@ -318,9 +346,9 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
 
 def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]]:
     """Measurement rows from the chosen source, filtered."""
-    filters = {
+    filters: dict[str, Any] = {
         "session_ids": getattr(args, "session_ids", []),
-        "keys": args.keys,
+        "keys": getattr(args, "keys", []),
         "statuses": getattr(args, "statuses", []),
         "start_time": getattr(args, "start_time", None),
         "end_time": getattr(args, "end_time", None),
@@ -416,7 +444,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
 def cmd_measurements(args: argparse.Namespace) -> int:
     filters = {
         "session_ids": args.session_ids,
-        "keys": args.keys,
+        "keys": getattr(args, "keys", []),
         "statuses": args.statuses,
         "start_time": args.start_time,
         "end_time": args.end_time,
@@ -704,6 +732,34 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    higher = set(args.higher_is_better)
+
+    def direction(flow: str, key: str) -> str:
+        return "higher" if key in higher else "lower"
+
+    if args.source == "headspin":
+        rows = list(_rows(args, statuses=["passed", "failed"]))
+        events = list(dict.fromkeys(r["perf_event_id"] for r in rows))[-args.last :]
+        newest = set(events) if args.last else set()
+        rows = [r for r in rows if not newest or r["perf_event_id"] in newest]
+        data = html.collect(rows, [], direction=direction)
+    else:
+        store = _open_store(args.store)
+        data = html.collect_local(store, flow=args.flow, last=args.last, direction=direction)
+    if not data["charts"]:
+        raise CliError(f"nothing to draw: no values in the last {args.last} run(s)")
+    try:
+        size = html.write(args.output, data)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(
+        f"wrote {args.output}: {len(data['charts'])} key(s) over {len(data['runs'])} run(s), "
+        f"{len(data['attention'])} needing attention, {size / 1024:.0f} KB"
+    )
+    return 0
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     states = (PENDING, FAILED) if args.retry_failed else (PENDING,)
@@ -798,6 +854,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "changes": cmd_changes,
     "plot": cmd_plot,
+    "report": cmd_report,
     "push": cmd_push,
 }
 

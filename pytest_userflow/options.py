@@ -10,6 +10,7 @@ import pytest
 
 from .analysis import DEFAULT_NOISE
 from .gate import Budget, parse_direction
+from .html import NEEDS_EXTRA
 from .model import (
     DEFAULT_STORE,
     DEFAULT_URL,
@@ -85,6 +86,13 @@ def add_options(parser: pytest.Parser) -> None:
         dest="userflow_report",
         metavar="PATH",
         help="write a JSON report of what was recorded and where it went",
+    )
+    group.addoption(
+        "--userflow-html",
+        dest="userflow_html",
+        metavar="PATH",
+        help="write the HTML report of the trends at the end of the run (the [html] extra; "
+        "pytest-userflow report makes the same)",
     )
     group.addoption(
         "--userflow-dry-run",
@@ -195,6 +203,7 @@ class Settings(NamedTuple):
     noise: float = DEFAULT_NOISE
     directions: tuple[Budget, ...] = ()
     token: str | None = None
+    html: Path | None = None
 
     def __repr__(self) -> str:  # never the token
         shown = ", ".join(
@@ -317,6 +326,14 @@ def resolve(config: pytest.Config) -> Settings:
                 "(the regression gate is off)"
             )
     report = _output_path(config, "userflow_report")
+    html = _output_path(config, "userflow_html")
+    if html is not None and backend == "off":
+        raise pytest.UsageError("--userflow-html: the backend is off, so nothing is recorded")
+    if html is not None:
+        try:  # said now, not after the tests
+            import vl_convert  # noqa: F401
+        except ImportError:
+            raise pytest.UsageError(f"--userflow-html: {NEEDS_EXTRA}") from None
     return Settings(
         flow=flow,
         backend=backend,
@@ -335,6 +352,7 @@ def resolve(config: pytest.Config) -> Settings:
         regression_mode=_choice(mode_value, mode_where, MODES, "fail"),
         noise=noise,
         directions=tuple(directions),
+        html=html,
     )
 
 

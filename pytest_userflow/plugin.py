@@ -12,11 +12,12 @@ import json
 import socket
 import sqlite3
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import hookspecs, options
+from . import hookspecs, html, options
 from .fixtures import (  # noqa: F401  (the fixtures are found on the plugin module)
     DEVICE_KEY,
     FLOW_KEY,
@@ -41,6 +42,7 @@ from .model import (
     MeasurementError,
     RunInfo,
     TestRecord,
+    UserflowError,
     check_text,
     normalize_status,
     status_from_reports,
@@ -218,17 +220,16 @@ class UserflowRun:
                 self.store.check()
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None
-        if self.controller:
-            return
-        self.sink = self._make_sink(self.run)
         self.gate = Gate(
             s.budgets,
-            self._baselines(),
+            None if self.controller else self._baselines(),
             pct=s.regression,
             warn_only=s.regression_mode == "warn",
             noise=s.noise,
             directions=s.directions,
         )
+        if not self.controller:  # it only merges what the workers hand back
+            self.sink = self._make_sink(self.run)
 
     def _make_sink(self, run: RunInfo) -> Sink:
         s = self.settings
@@ -459,6 +460,8 @@ class UserflowRun:
             if self.controller:
                 self.whole = self._whole_run()
             self._changes()
+            if s.html is not None:
+                self._html(s.html)
         if s.report is not None:
             report = build_report(
                 self.run,
@@ -536,6 +539,24 @@ class UserflowRun:
             return
         if found:
             self.summaries.append({"changes": found})
+
+    def _direction(self, flow: str, key: str) -> str:
+        """Which way the flow's key is better, as the gate sees it (an ini budget's too)."""
+        assert self.gate is not None
+        budget = next((b for b in self.settings.budgets if b.applies(flow, key)), None)
+        return self.gate.direction(flow, key, budget)
+
+    def _html(self, path: Path) -> None:
+        """The HTML report of the last runs, this one included; a failure is said, not raised."""
+        assert self.store is not None
+        try:
+            data = html.collect_local(self.store, direction=self._direction)
+            size = html.write(path, data)
+        except (UserflowError, StoreError, sqlite3.Error, OSError) as exc:
+            text = getattr(exc, "strerror", None) or exc
+            self.summaries.append({"errors": [f"could not write the HTML report {path}: {text}"]})
+            return
+        self.summaries.append({"html": f"{path} ({len(data['charts'])} key(s), {size // 1024} KB)"})
 
     def _whole_run(self) -> dict[str, Any] | None:
         """The run's summary read from this host's store, when the workers shared it (popen

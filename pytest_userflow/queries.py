@@ -236,6 +236,24 @@ def run_tests(store: Store) -> dict[str, set[str]]:
     return tests
 
 
+def run_checks(store: Store, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The budgets and regressions the gate checked in these runs, in the order made."""
+    run_ids = list(run_ids)
+    if not run_ids:
+        return []
+    names = (
+        "run_id", "nodeid", "flow", "device", "key", "kind", "verdict", "value", "low", "high",
+        "baseline", "change_pct", "noise_pct", "limit",
+    )  # fmt: skip
+    sql = (
+        "SELECT e.run_id, e.nodeid, e.user_flow_name, e.device_address, c.key_name, c.kind,"
+        " c.verdict, c.value, c.low, c.high, c.baseline, c.change_pct, c.noise_pct,"
+        " c.limit_text FROM checks c JOIN events e ON e.id = c.event"
+        f" WHERE e.run_id IN ({','.join('?' * len(run_ids))}) ORDER BY e.event_ts, c.rowid"
+    )
+    return [dict(zip(names, row, strict=True)) for row in _select(store, sql, run_ids)]
+
+
 def resolve_flow(store: Store, flow: str) -> str | None:
     rows = _select(
         store, "SELECT user_flow_id FROM flows WHERE name = ? OR user_flow_id = ?", (flow, flow)

@@ -246,6 +246,7 @@ def render(
             or s.get("no_history")
             or s.get("unreachable")
             or s.get("send_errors")
+            or s.get("html")
             for s in summaries
         )
     ):
@@ -356,6 +357,7 @@ def render(
                 warn,
             )
         )
+    out += [(f"HTML report: {s['html']}", {}) for s in summaries if s.get("html")]
     for worker in crashed:
         out.append(
             (

@@ -1,0 +1,463 @@
+"""The HTML report: one self-contained file of each flow and key's trend over the last runs.
+
+No pytest import. :func:`collect` reads the page's data (from the local store, or from rows
+of the measurement listing); :func:`render` writes the page. The charts are Vega-Lite, drawn
+in the browser by the Vega libraries that vl-convert-python (the ``[html]`` extra) bundles
+into the page, so opening the file fetches nothing: no script, style or font.
+
+>>> data = collect_local(store, last=30, direction=lambda flow, key: "lower")  # doctest: +SKIP
+>>> Path("userflow.html").write_text(render(data))                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .analysis import MIN_CHANGE_PCT, find_changes, fmt_number, is_number, median
+from .gate import RECENT_RUNS, Check
+from .model import STATUSES, UserflowError, utc_text
+from .queries import query_measurements, run_checks, run_series, runs
+from .store import Store
+
+#: Runs a chart shows by default.
+DEFAULT_RUNS = 30
+#: Verdicts the attention list names.
+ATTENTION = ("over budget", "under budget", "regressed", "regressed (warning)")
+
+Direction = Callable[[str, str], str]
+#: What to do when vl-convert-python is missing.
+NEEDS_EXTRA = (
+    "the HTML report needs vl-convert-python, which bundles its charts into the page: "
+    "pip install 'pytest-userflow[html]'"
+)
+
+
+def vega_bundle() -> str:
+    """The Vega, Vega-Lite and Vega-Embed scripts as one, from vl-convert-python."""
+    try:
+        import vl_convert
+    except ImportError:
+        raise UserflowError(NEEDS_EXTRA) from None
+    return str(vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"))
+
+
+def collect_local(
+    store: Store,
+    *,
+    flow: str | None = None,
+    last: int = DEFAULT_RUNS,
+    direction: Direction,
+    min_change: float = MIN_CHANGE_PCT,
+) -> dict[str, Any]:
+    """The page's data from the local store: the newest *last* runs of *flow* (or all)."""
+    shown = runs(store, limit=last or None)[::-1]  # oldest first
+    ids = [r["run_id"] for r in shown]
+    rows = query_measurements(store, flow=flow, statuses=["passed", "failed", "excluded"],
+                              run_ids=ids) if ids else iter(())  # fmt: skip
+    checks = run_checks(store, ids)
+    return collect(list(rows), shown, checks, direction=direction, min_change=min_change)
+
+
+def collect(
+    rows: list[dict[str, Any]],
+    run_list: list[dict[str, Any]],
+    checks: Iterable[dict[str, Any]] = (),
+    *,
+    direction: Direction,
+    min_change: float = MIN_CHANGE_PCT,
+) -> dict[str, Any]:
+    """The page's data from measurement rows (in time order) and their runs (oldest first).
+
+    Rows without a run (HeadSpin's) make a point of their own each, in time order. *checks*:
+    the gate's, of these runs (``queries.run_checks``); the newest run's say what needs
+    attention and give the budget lines, all of them give the baselines' bands.
+    """
+    checks = list(checks)
+    if not run_list:  # HeadSpin: each event is one point of its own
+        seen: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            point = row.get("perf_event_id") or str(row["event_time"])
+            seen.setdefault(point, {"run_id": point, "started_at": None, "event_time":
+                                    row["event_time"]})  # fmt: skip
+        run_list = list(seen.values())
+    index = {r["run_id"]: i for i, r in enumerate(run_list)}
+    tests: dict[str, int] = {}
+    charts: dict[tuple[Any, ...], dict[str, Any]] = {}
+    latest = run_list[-1]["run_id"] if run_list else None
+    statuses: dict[str, int] = defaultdict(int)
+    counted: set[str] = set()
+    for row in rows:
+        point = row.get("run_id") or row.get("perf_event_id") or str(row["event_time"])
+        status = row.get("status") or "Not Set"
+        if point == latest and row["perf_event_id"] not in counted:
+            counted.add(row["perf_event_id"])
+            statuses[status] += 1
+        group = (row["user_flow_name"], row["key_name"], row.get("key_type"))
+        chart = charts.setdefault(group, _chart(len(charts), *group))
+        chart["units"] = row.get("key_units") or chart["units"]
+        test = row.get("nodeid") or row.get("session_id") or "-"
+        t = tests.setdefault(test, len(tests))
+        if is_number(row["value"]):
+            chart["points"].append([index[point], t, row["value"], _status_code(status)])
+        else:
+            chart["text"].append([index[point], t, str(row["value"]), _status_code(status)])
+        if point == latest:
+            chart["latest"].append(
+                {
+                    "test": test,
+                    "device": row.get("device_address"),
+                    "value": row["value"],
+                    "status": status,
+                    "verdicts": [],
+                }
+            )
+    _add_medians(charts)
+    newest = [c for c in checks if c["run_id"] == latest]
+    _add_checks(charts, checks, newest, index, tests)
+    for chart in charts.values():
+        _add_domain(chart)
+    attention = _attention(charts, newest)
+    series = run_series(r for r in rows if r.get("status") in (None, "Passed"))
+    changes = find_changes(series, {r["run_id"]: r for r in run_list}, direction, min_change)
+    for change in changes:
+        changed = charts.get((change["flow"], change["key"], change["type"]))
+        if changed is None:
+            continue
+        changed["changes"].append([index[change["run_id"]], _change_text(change)])
+        if change["direction"] == "worse" and change["runs_ago"] < RECENT_RUNS:
+            item = {"kind": "change", "chart": changed["id"], "text": _change_text(change)}
+            attention.append(item)
+    return {
+        "generated": utc_text(time.time()),
+        "run": run_list[-1] if run_list and run_list[-1].get("started_at") else None,
+        "statuses": dict(statuses),
+        "runs": [_run(r) for r in run_list],
+        "tests": list(tests),
+        "statusNames": list(STATUS_NAMES),
+        "attention": attention,
+        "charts": sorted(charts.values(), key=lambda c: (c["flow"], c["key"], c["type"] or "")),
+    }
+
+
+STATUS_NAMES = (*STATUSES, "Not Set")
+
+
+def _status_code(status: str) -> int:
+    return STATUS_NAMES.index(status) if status in STATUS_NAMES else len(STATUS_NAMES) - 1
+
+
+def _chart(n: int, flow: str, key: str, kind: str | None) -> dict[str, Any]:
+    return {
+        "id": f"chart-{n}",
+        "flow": flow,
+        "key": key,
+        "type": kind,
+        "units": None,
+        "points": [],  # [run, test, value, status]
+        "medians": [],  # [run, median of the passed values]
+        "text": [],  # non-numeric values: [run, test, text, status]
+        "budgets": [],  # [min or None, max or None] of the newest run's tests
+        "bands": [],  # [run, test, low, baseline, high] of the newest run's regressions
+        "changes": [],  # [run, text]
+        "latest": [],  # the newest run's values with their verdicts
+    }
+
+
+def _add_medians(charts: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+    passed = _status_code("Passed")
+    for chart in charts.values():
+        per_run: dict[int, list[float]] = defaultdict(list)
+        for run, _, value, status in chart["points"]:
+            if status == passed:
+                per_run[run].append(value)
+        chart["medians"] = [[run, median(v)] for run, v in sorted(per_run.items())]
+
+
+def _add_checks(
+    charts: dict[tuple[Any, ...], dict[str, Any]],
+    checks: list[dict[str, Any]],
+    newest: list[dict[str, Any]],
+    index: dict[str, int],
+    tests: dict[str, int],
+) -> None:
+    """Budget lines and verdicts from the newest run's checks; bands from every run's."""
+    by_key = {(c["flow"], c["key"]): c for c in charts.values()}
+    entries: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for c in charts.values():
+        for entry in c["latest"]:
+            entries[c["flow"], c["key"], entry["test"]].append(entry)
+    for check in newest:
+        chart = by_key.get((check["flow"], check["key"]))
+        if chart is None:
+            continue
+        for entry in entries[check["flow"], check["key"], check["nodeid"]]:
+            entry["verdicts"].append(_verdict_text(check))
+        bounds = [check["low"], check["high"]]
+        if check["kind"] == "budget" and bounds not in chart["budgets"]:
+            chart["budgets"].append(bounds)
+    for check in checks:
+        chart = by_key.get((check["flow"], check["key"]))
+        if chart is not None and check["kind"] == "regression" and check["run_id"] in index:
+            test = tests.setdefault(check["nodeid"], len(tests))
+            band = [check["low"], check["baseline"], check["high"]]
+            chart["bands"].append([index[check["run_id"]], test, *band])
+
+
+def _add_domain(chart: dict[str, Any]) -> None:
+    """The value axis: the values and bands, and the budgets near them; a budget far away
+    (a limit of seconds over values of milliseconds) is named under the chart instead."""
+    values = [p[2] for p in chart["points"]] + [b[i] for b in chart["bands"] for i in (2, 4)]
+    if not values:
+        chart["domain"], chart["off_chart"] = None, []
+        return
+    low, high = min(values), max(values)
+    span = (high - low) or abs(high) * 0.1 or 1.0
+    near: list[tuple[float, str]] = []
+    far: list[tuple[float, str]] = []
+    for bounds in chart["budgets"]:
+        for limit, sign in zip(bounds, (">=", "<="), strict=True):
+            if limit is None:
+                continue
+            (near if low - span <= limit <= high + span else far).append((limit, sign))
+    low = min([low, *(limit for limit, _ in near)])
+    high = max([high, *(limit for limit, _ in near)])
+    pad = ((high - low) or span) * 0.05
+    chart["domain"] = [low - pad, high + pad]
+    units = f" {chart['units']}" if chart["units"] else ""
+    chart["off_chart"] = [f"{sign} {fmt_number(limit)}{units}" for limit, sign in far]
+
+
+def _verdict_text(check: dict[str, Any]) -> str:
+    """``budget <= 2000: ok``, ``regression baseline 101 (median of 10): regressed +29.6%``."""
+    text = f"{check['kind']} {check['limit']}: {check['verdict']}"
+    if check["kind"] == "regression" and check["change_pct"] is not None:
+        text += f" {check['change_pct']:+.1f}%"
+    return text
+
+
+def _attention(
+    charts: dict[tuple[Any, ...], dict[str, Any]], checks: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    units = {(c["flow"], c["key"]): c["units"] for c in charts.values()}
+    ids = {(c["flow"], c["key"]): c["id"] for c in charts.values()}
+    out = []
+    for c in checks:
+        if c["verdict"] not in ATTENTION:
+            continue
+        check = Check(
+            c["nodeid"], c["flow"], c["key"], c["value"], units.get((c["flow"], c["key"])),
+            c["kind"], c["limit"], c["verdict"], c["change_pct"], c["noise_pct"],
+        )  # fmt: skip
+        out.append(
+            {
+                "kind": c["kind"],
+                "chart": ids.get((c["flow"], c["key"])),
+                "text": f"{check.message()} ({c['nodeid']})",
+            }
+        )
+    return out
+
+
+def _change_text(change: dict[str, Any]) -> str:
+    units = f" {change['units']}" if change.get("units") else ""
+    commit = f", commit {change['git_commit'][:10]}" if change.get("git_commit") else ""
+    return (
+        f"{change['direction']} change: {change['flow']}/{change['key']} "
+        f"{change['change_pct']:+.1f}% (median {fmt_number(change['before'])} -> "
+        f"{fmt_number(change['after'])}{units}) since run {change['run_id'][:12]}{commit}, "
+        f"{change['runs_ago']} run(s) ago"
+    )
+
+
+def _run(run: dict[str, Any]) -> dict[str, Any]:
+    started = run.get("started_at")
+    return {
+        "id": run["run_id"],
+        "time": utc_text(started) if started else str(run.get("event_time") or ""),
+        "commit": (run.get("git_commit") or "")[:10],
+        "branch": run.get("git_branch") or "",
+        "outcome": run.get("outcome") or "",
+    }
+
+
+def render(data: dict[str, Any], *, title: str = "pytest-userflow report") -> str:
+    """The page: the run, what needs attention, then per flow and key a chart of its values
+    over the runs and a table of the newest run's values with their verdicts."""
+    bundle = vega_bundle()
+    esc = html.escape
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title>",
+        f"<style>{_asset('report.css')}</style></head><body>",
+        f'<header><h1>{esc(title)}</h1><p class="meta">made {esc(data["generated"])}, '
+        f"{len(data['runs'])} run(s), {len(data['charts'])} key(s)</p>",
+        _run_table(data),
+        "</header>",
+        _attention_list(data),
+        _contents(data),
+    ]
+    parts += [_section(chart, data) for chart in data["charts"]]
+    page_data = {
+        "runs": data["runs"],
+        "tests": data["tests"],
+        "statusNames": data["statusNames"],
+        "charts": [
+            {k: chart[k] for k in _CHART_FIELDS} for chart in data["charts"] if chart["points"]
+        ],
+    }
+    parts += [
+        '<script type="application/json" id="userflow-data">',
+        # No "<" at all in the data: no key or test name can end the script element.
+        json.dumps(page_data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c"),
+        "</script>",
+        f"<script>{_script_text(bundle)}</script>",
+        f"<script>{_asset('report.js')}</script>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+_CHART_FIELDS = (
+    "id", "flow", "key", "units", "points", "medians", "budgets", "bands", "changes", "domain",
+)  # fmt: skip
+
+
+def _script_text(text: str) -> str:
+    """*text* safe inside a script element: it cannot close the element early. ``<\\/`` means
+    ``</`` in a JSON or JavaScript string and in a regular expression alike."""
+    return _CLOSE_SCRIPT.sub(r"<\\/\1", text)
+
+
+_CLOSE_SCRIPT = re.compile(r"</(script)", re.IGNORECASE)
+
+
+def _run_table(data: dict[str, Any]) -> str:
+    run = data["run"]
+    statuses = data["statuses"]
+    tests = ", ".join(f"{statuses[s]} {s}" for s in STATUS_NAMES if statuses.get(s)) or "none"
+    if run is None:
+        return f"<p>newest point's tests: {html.escape(tests)}</p>"
+    cells = [
+        ("run", run["run_id"]),
+        ("started", utc_text(run["started_at"])),
+        ("finished", run.get("finished_at") and utc_text(run["finished_at"])),
+        ("outcome", run.get("outcome")),
+        ("host", run.get("host")),
+        ("git", " ".join(x for x in (run.get("git_branch"), run.get("git_commit")) if x)),
+        ("CI build", run.get("ci_build_id")),
+        ("backend", run.get("backend")),
+        ("tests", tests),
+    ]
+    rows = "".join(
+        f"<tr><th>{name}</th><td>{html.escape(str(value))}</td></tr>"
+        for name, value in cells
+        if value
+    )
+    return f'<table class="run">{rows}</table>'
+
+
+def _attention_list(data: dict[str, Any]) -> str:
+    items = data["attention"]
+    if not items:
+        return (
+            '<section id="attention"><h2>Needs attention</h2><p class="fine">Nothing: no budget '
+            f"breach or regression in the newest run, no worse change in the last {RECENT_RUNS} "
+            "runs.</p></section>"
+        )
+    lines = "".join(
+        f'<li class="{item["kind"]}"><a href="#{item["chart"]}">{html.escape(item["text"])}</a>'
+        "</li>"
+        for item in items
+    )
+    title = f"<h2>Needs attention ({len(items)})</h2>"
+    return f'<section id="attention">{title}<ul>{lines}</ul></section>'
+
+
+def _contents(data: dict[str, Any]) -> str:
+    flows: dict[str, list[str]] = defaultdict(list)
+    for chart in data["charts"]:
+        label = chart["key"] + (f" ({chart['type']})" if chart["type"] else "")
+        flows[chart["flow"]].append(f'<a href="#{chart["id"]}">{html.escape(label)}</a>')
+    items = "".join(
+        f"<li><b>{html.escape(flow)}</b>: {', '.join(links)}</li>" for flow, links in flows.items()
+    )
+    return f"<nav><h2>Flows and keys</h2><ul>{items}</ul></nav>"
+
+
+def _section(chart: dict[str, Any], data: dict[str, Any]) -> str:
+    esc = html.escape
+    about = ", ".join(x for x in (chart["type"], chart["units"]) if x)
+    head = (
+        f'<section class="key" id="{chart["id"]}" data-flow="{esc(chart["flow"])}" '
+        f'data-key="{esc(chart["key"])}" data-points="{len(chart["points"])}">'
+        f"<h3>{esc(chart['flow'])} / {esc(chart['key'])}"
+        + (f' <span class="fine">{esc(about)}</span>' if about else "")
+        + "</h3>"
+    )
+    if chart["points"]:
+        body = f'<div class="plot" id="{chart["id"]}-plot"></div>'
+        body += (
+            '<p class="fine legend">points: each test\'s value (passed, failed, excluded apart); '
+            "line: the median of the passed tests per run"
+            + ("; red: budgets" if len(chart["off_chart"]) < _bounds(chart) else "")
+            + (
+                f"; budget {', '.join(chart['off_chart'])}, off the chart"
+                if chart["off_chart"]
+                else ""
+            )
+            + ("; green band: each test's baseline and 3 times its noise" if chart["bands"] else "")
+            + ("; orange: where a change began" if chart["changes"] else "")
+            + "</p>"
+        )
+    else:
+        body = '<p class="fine">Its values are not numbers: listed, not drawn.</p>'
+    rows = "".join(
+        "<tr>"
+        f"<td>{esc(e['test'])}</td><td>{esc(e['device'] or '-')}</td>"
+        f'<td class="num">{esc(_value_text(e["value"], chart["units"]))}</td>'
+        f'<td class="{e["status"].lower().replace(" ", "-")}">{esc(e["status"])}</td>'
+        f"<td>{esc('; '.join(e['verdicts']) or '-')}</td>"
+        "</tr>"
+        for e in chart["latest"]
+    )
+    table = (
+        '<table class="latest"><caption>the newest run\'s values</caption><tr><th>test</th>'
+        f"<th>device</th><th>value</th><th>status</th><th>verdict</th></tr>{rows}</table>"
+        if rows
+        else '<p class="fine">Not measured in the newest run.</p>'
+    )
+    return head + body + table + "</section>"
+
+
+def _bounds(chart: dict[str, Any]) -> int:
+    return sum(limit is not None for bounds in chart["budgets"] for limit in bounds)
+
+
+def _value_text(value: Any, units: str | None) -> str:
+    text = fmt_number(value) if is_number(value) else str(value)
+    return f"{text} {units}" if units and is_number(value) else text
+
+
+def _asset(name: str) -> str:
+    """A file shipped beside this module: the page's style and script."""
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def write(path: str | Path, data: dict[str, Any]) -> int:
+    """Render *data* into *path* whole (a reader never sees half a page); its size in bytes."""
+    page = render(data).encode("utf-8")
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(page)
+    tmp.replace(target)
+    return len(page)
