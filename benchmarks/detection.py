@@ -12,8 +12,7 @@ from __future__ import annotations
 import random
 import time
 
-from pytest_userflow.analysis import ChangeDetector, median
-from pytest_userflow.gate import MAD_SCALE
+from pytest_userflow.analysis import MAD_SCALE, ChangeDetector, median
 
 RUNS, HISTORIES, PCT, K, BASELINE = 100, 100, 10.0, 3.0, 10
 

@@ -433,6 +433,64 @@ def case_cli(work_dir: Path, rows: int, smoke: bool) -> dict[str, Any]:
     }
 
 
+def case_report(
+    work_dir: Path, runs: int, keys: int, tests: int, smoke: bool
+) -> list[dict[str, Any]]:
+    """``pytest-userflow report`` on a store of RUNS runs of TESTS tests, each recording KEYS
+    keys, with the gate's regression check on every value of the last 10 runs: the time of the
+    whole command (its process, the bundle of the charts included) and the file's size."""
+    from pytest_userflow.gate import Check
+    from pytest_userflow.model import Measurement, RunInfo, TestRecord
+    from pytest_userflow.store import Store
+
+    path = work_dir / "report" / "store.db"
+    store = Store(path)
+    rng = random.Random(2)
+    start_ts = time.time() - runs * 3600
+    for r in range(runs):
+        run = RunInfo(run_id=f"{r:04d}" + "0" * 12, started_at=start_ts + r * 3600, host="bench")
+        for t in range(tests):
+            record = TestRecord(f"test_app.py::test_case[{t}]", "App")
+            values = [100 * (1 + k % 7) * rng.lognormvariate(0, 0.05) for k in range(keys)]
+            record.measurements = [
+                Measurement(f"Key {k}", v, "Custom Metrics", "ms") for k, v in enumerate(values)
+            ]
+            if r >= runs - 10:
+                record.checks = [
+                    Check(record.nodeid, "App", f"Key {k}", v, "ms", "regression",
+                          "baseline", "ok", 1.0, 5.0, v * 0.85, v * 1.15, v)
+                    for k, v in enumerate(values)
+                ]  # fmt: skip
+            record.end("Passed", None)
+            record.event_ts = start_ts + r * 3600 + t
+            store.write_test(record, run)
+        store.finish_run(run.run_id, "passed")
+    store.close()
+    out = []
+    for last in (30, runs):
+        html = work_dir / "report" / f"last{last}.html"
+        times = []
+        for _ in range(1 if smoke else 5):
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest_userflow", "--store", str(path), "report",
+                 "--last", str(last), "-o", str(html)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            times.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise SystemExit(f"pytest-userflow report failed: {proc.stderr}")
+        out.append(
+            {
+                "case": f"report of {min(last, runs)} of {runs} runs x {keys} keys x {tests} tests",
+                "goal": "<= 3 s, <= 5 MB" if last == runs else "reported",
+                "wall_s": statistics.median(times),
+                "size_mb": html.stat().st_size / 1e6,
+            }
+        )
+    return out
+
+
 def case_memory(work_dir: Path, small: int) -> dict[str, Any]:
     """Peak RSS of N and 4N tests, the plugin's and bare's: what each test costs the run's
     memory (its report's user properties, which pytest keeps to the end of the run)."""
@@ -460,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="tiny sizes, one round: the script works"
     )
     parser.add_argument("--rounds", type=int, default=10, help="rounds per case (default 10)")
-    cases = ["local", "work", "headspin", "cli", "memory", "instructions"]
+    cases = ["local", "work", "headspin", "cli", "report", "memory", "instructions"]
     parser.add_argument(
         "--only",
         nargs="*",
@@ -486,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
             results += case_headspin(work_dir, 10 if smoke else 300, rounds, 0.05)
         if "cli" in args.only:
             results.append(case_cli(work_dir, 2_000 if smoke else 1_000_000, smoke))
+        if "report" in args.only:
+            results += case_report(work_dir, *((5, 5, 4) if smoke else (100, 50, 20)), smoke)
         if "memory" in args.only:
             results.append(case_memory(work_dir, 100 if smoke else 5000))
         if "instructions" in args.only:

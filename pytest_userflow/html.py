@@ -101,12 +101,12 @@ def collect(
             counted.add(row["perf_event_id"])
             statuses[status] += 1
         group = (row["user_flow_name"], row["key_name"], row.get("key_type"))
-        chart = charts.setdefault(group, _chart(len(charts), *group))
+        chart = charts.get(group) or charts.setdefault(group, _chart(len(charts), *group))
         chart["units"] = row.get("key_units") or chart["units"]
         test = row.get("nodeid") or row.get("session_id") or "-"
         t = tests.setdefault(test, len(tests))
         if is_number(row["value"]):
-            chart["points"].append([index[point], t, row["value"], _status_code(status)])
+            chart["points"].append([index[point], t, _drawn(row["value"]), _status_code(status)])
         else:
             chart["text"].append([index[point], t, str(row["value"]), _status_code(status)])
         if point == latest:
@@ -150,6 +150,12 @@ def collect(
 STATUS_NAMES = (*STATUSES, "Not Set")
 
 
+def _drawn(value: float) -> float:
+    """*value* to the 6 significant digits a chart and its tooltips show (the tables and the
+    store keep it whole): a third of the file's size."""
+    return float(f"{value:.6g}")
+
+
 def _status_code(status: str) -> int:
     return STATUS_NAMES.index(status) if status in STATUS_NAMES else len(STATUS_NAMES) - 1
 
@@ -178,7 +184,7 @@ def _add_medians(charts: dict[tuple[Any, ...], dict[str, Any]]) -> None:
         for run, _, value, status in chart["points"]:
             if status == passed:
                 per_run[run].append(value)
-        chart["medians"] = [[run, median(v)] for run, v in sorted(per_run.items())]
+        chart["medians"] = [[run, _drawn(median(v))] for run, v in sorted(per_run.items())]
 
 
 def _add_checks(
@@ -205,9 +211,9 @@ def _add_checks(
             chart["budgets"].append(bounds)
     for check in checks:
         chart = by_key.get((check["flow"], check["key"]))
-        if chart is not None and check["kind"] == "regression" and check["run_id"] in index:
+        if chart is not None and check["baseline"] is not None and check["run_id"] in index:
             test = tests.setdefault(check["nodeid"], len(tests))
-            band = [check["low"], check["baseline"], check["high"]]
+            band = [_drawn(check[k]) for k in ("low", "baseline", "high")]
             chart["bands"].append([index[check["run_id"]], test, *band])
 
 
