@@ -360,7 +360,11 @@ class ChangeDetector:
             candidates = []
             for start, end in segments:
                 if end - start >= 2 * self.min_size:
-                    at, q = _best_split(_ranks(x[start:end]), self.min_size)
+                    # Where: the values' strongest split, so that the size of a shift places
+                    # it (on ranks, a 0.1% drift just before a 30% step looks as clear as the
+                    # step). Whether: the ranks' statistic there, against the ranks' null.
+                    at = _best_split(x[start:end], self.min_size)[0]
+                    q = _statistics(_ranks(x[start:end]), self.min_size)[at]
                     candidates.append((q / (end - start), start + at, start, end, q))
             if not candidates:
                 return found
@@ -394,7 +398,7 @@ class ChangeDetector:
             i = close[0]
             start = kept[i - 1] if i else 0
             end = kept[i + 2] if i + 2 < len(kept) else n
-            stats = _statistics(_ranks(values[start:end]), 1)
+            stats = _statistics(values[start:end], 1)
             a, b = kept[i], kept[i + 1]
             kept.remove(a if stats.get(a - start, 0.0) < stats.get(b - start, 0.0) else b)
         while True:

@@ -256,8 +256,8 @@ def _attention(
     ids = {(c["flow"], c["key"]): c["id"] for c in charts.values()}
     out = []
     for c in checks:
-        if c["verdict"] not in ATTENTION:
-            continue
+        if c["verdict"] not in ATTENTION or (c["flow"], c["key"]) not in ids:
+            continue  # fine, or of a flow the page does not show
         check = Check(
             c["nodeid"], c["flow"], c["key"], c["value"], units.get((c["flow"], c["key"])),
             c["kind"], c["limit"], c["verdict"], c["change_pct"], c["noise_pct"],

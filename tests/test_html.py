@@ -27,6 +27,10 @@ SUITE = """
         record_measurement("Login Time", 100 * SLOW * NOISE[RUN % 11], units="ms")
         record_measurement("Screen", "home")
 
+    @pytest.mark.userflow("Search")
+    def test_search(record_measurement):
+        record_measurement("Search Time", 50 * SLOW * NOISE[(RUN + 3) % 11], units="ms")
+
     @pytest.mark.userflow("Login")
     @pytest.mark.userflow_budget("Size", max=50)
     def test_size(record_measurement):
@@ -106,8 +110,8 @@ def test_the_run_writes_a_report_that_draws_the_store(
     pytester: pytest.Pytester, store_path: Path, monkeypatch, browser, tmp_path: Path
 ) -> None:
     result = build_history(pytester, monkeypatch, "--userflow-html", "report.html")
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["HTML report: */report.html (3 key(s), * KB)"])
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["HTML report: */report.html (4 key(s), * KB)"])
     page = Page(browser, pytester.path / "report.html")
     assert page.messages == []
     assert all(url.startswith("file://") for url in page.requests), page.requests
@@ -119,7 +123,8 @@ def test_the_run_writes_a_report_that_draws_the_store(
             " WHERE key_name != 'Screen' GROUP BY 1",
         )
     )
-    assert page.points() == expected == {"Login/Login Time": 22, "Login/Size": 11}
+    assert page.points() == expected
+    assert expected == {"Login/Login Time": 22, "Login/Size": 11, "Search/Search Time": 11}
     screen = page.page.locator("section.key[data-key='Screen']")
     assert (
         screen.locator(".plot").count() == 0 and screen.locator("td", has_text="home").count() == 2
@@ -134,13 +139,13 @@ def test_the_run_writes_a_report_that_draws_the_store(
         " WHERE e.run_id = (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1)"
         " AND c.verdict NOT IN ('ok', 'within the noise')",
     )
-    assert len(failed) == 4  # Size over its budget and regressed, both logins regressed
+    assert len(failed) == 5  # Size over its budget and regressed, both logins and search regressed
     changes = json.loads(run_cli(store_path, "changes", "--format", "json").stdout)["changes"]
     recent = [c for c in changes if c["direction"] == "worse" and c["runs_ago"] < 5]
-    assert [c["key"] for c in recent] == ["Login Time"]
+    assert [c["key"] for c in recent] == ["Login Time", "Search Time"]
     assert len(texts) == len(failed) + len(recent)
     assert sum("is over its budget <= 50 MB" in t for t in texts) == 1
-    assert sum(" regressed +" in t for t in texts) == 3
+    assert sum(" regressed +" in t for t in texts) == 4
     pct = f"{recent[0]['change_pct']:+.1f}%"
     assert any(t.startswith(f"worse change: Login/Login Time {pct} (median") for t in texts)
     for href in items.evaluate_all("links => links.map(a => a.getAttribute('href'))"):
@@ -151,13 +156,15 @@ def test_the_run_writes_a_report_that_draws_the_store(
     # the picture is not blank
     shot = page.page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert len(shot) > 30_000 and all(n > 2_000 for n in page.inked())
-    # the command draws the same store: one flow, the newest runs (too few to see a change)
+    # the command draws the same store: one flow (what needs attention in Search is left out),
+    # the newest runs (too few to see a change in)
     out = pytester.path / "last3.html"
     made = run_cli(store_path, "report", "--flow", "Login", "--last", "3", "-o", str(out))
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith(f"wrote {out}: 3 key(s) over 3 run(s), 4 needing attention, ")
     last3 = Page(browser, out)
     assert last3.messages == [] and last3.points() == {"Login/Login Time": 6, "Login/Size": 3}
+    assert not any("Search" in t for t in last3.page.locator("#attention li").all_inner_texts())
     newest = store_rows(store_path, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
     assert newest[0][0] in last3.page.locator("table.run").inner_text()
 
@@ -207,10 +214,11 @@ def test_only_the_xdist_controller_writes_the_report(
 ) -> None:
     pytester.makepyfile(SUITE)
     result = pytester.runpytest("-n", "2", "--userflow-html", "report.html")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     assert result.stdout.str().count("HTML report: ") == 1
     page = Page(browser, pytester.path / "report.html")
-    assert page.messages == [] and page.points() == {"Login/Login Time": 2, "Login/Size": 1}
+    assert page.messages == []
+    assert page.points() == {"Login/Login Time": 2, "Login/Size": 1, "Search/Search Time": 1}
 
 
 def test_a_report_of_headspin_events(store_path: Path, hs_env, browser, tmp_path: Path) -> None:
