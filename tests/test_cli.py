@@ -457,7 +457,8 @@ def test_help_has_examples_and_exit_codes() -> None:
         check=True,
     )
     assert "examples:" in result.stdout and "exit codes:" in result.stdout
-    for command in ("flows", "measurements", "stats", "runs", "compare", "plot", "push"):
+    commands = ("flows", "measurements", "stats", "runs", "compare", "changes", "plot", "report")
+    for command in (*commands, "push"):
         assert command in result.stdout
 
 
