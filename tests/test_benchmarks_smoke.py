@@ -38,7 +38,6 @@ def test_the_benchmark_script_runs_every_case(tmp_path: Path) -> None:
         "requests per test",
         "CLI on a store",
         "report of 5 of 5 runs",
-        "report of 5 of 5 runs",
         "peak memory",
     )
     assert [next(p for p in prefixes if n.startswith(p)) for n in names] == list(prefixes)
