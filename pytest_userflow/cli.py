@@ -184,13 +184,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a change is worse or better only beyond K times the medians' noise; 0: the "
         f"threshold alone (default {analysis.DEFAULT_NOISE:g})",
     )
-    cmp.add_argument(
-        "--higher-is-better",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="keys for which higher is better (FPS, scores...)",
-    )
+    _add_higher_is_better(cmp)
     _add_format(cmp)
 
     chg = commands.add_parser(
@@ -216,13 +210,7 @@ def _parser() -> argparse.ArgumentParser:
         help="report changes of at least PCT percent between the medians (default 5)",
     )
     chg.add_argument("--by", choices=("test", "device"), help="one series per test or device")
-    chg.add_argument(
-        "--higher-is-better",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="keys for which higher is better (FPS, scores...)",
-    )
+    _add_higher_is_better(chg)
     chg.add_argument(
         "--fail-on",
         choices=("worse",),
@@ -265,13 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--last", type=_count, default=html.DEFAULT_RUNS, help="this many newest runs (default 30)"
     )
-    rep.add_argument(
-        "--higher-is-better",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="keys for which higher is better, for the changes (FPS, scores...)",
-    )
+    _add_higher_is_better(rep)
     rep.add_argument(
         "-o", "--output", default="userflow.html", help="HTML file (default userflow.html)"
     )
@@ -301,6 +283,16 @@ def _parser() -> argparse.ArgumentParser:
         "(default: on)",
     )
     return parser
+
+
+def _add_higher_is_better(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--higher-is-better",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="keys for which higher is better (FPS, scores...); lower is for the others",
+    )
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
