@@ -27,6 +27,7 @@ from .model import (
     UserflowError,
     headspin_token,
     headspin_url,
+    parse_time,
     utc_text,
 )
 from .queries import API_COLUMNS
@@ -730,8 +731,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     def direction(flow: str, key: str) -> str:
         return "higher" if key in higher else "lower"
 
-    if args.source == "headspin":
-        rows = list(_rows(args, statuses=["passed", "failed"]))
+    if args.source == "headspin":  # its rows carry no status: one listing for each
+        tagged = [
+            {**row, "status": status.capitalize()}
+            for status in ("passed", "failed")
+            for row in _rows(args, statuses=[status])
+        ]
+        rows = sorted(tagged, key=lambda r: parse_time(r["event_time"]))
         events = list(dict.fromkeys(r["perf_event_id"] for r in rows))[-args.last :]
         newest = set(events) if args.last else set()
         rows = [r for r in rows if not newest or r["perf_event_id"] in newest]

@@ -105,10 +105,8 @@ def collect(
         chart["units"] = row.get("key_units") or chart["units"]
         test = row.get("nodeid") or row.get("session_id") or "-"
         t = tests.setdefault(test, len(tests))
-        if is_number(row["value"]):
+        if is_number(row["value"]):  # text values are listed in the table, not drawn
             chart["points"].append([index[point], t, _drawn(row["value"]), _status_code(status)])
-        else:
-            chart["text"].append([index[point], t, str(row["value"]), _status_code(status)])
         if point == latest:
             chart["latest"].append(
                 {
@@ -169,7 +167,6 @@ def _chart(n: int, flow: str, key: str, kind: str | None) -> dict[str, Any]:
         "units": None,
         "points": [],  # [run, test, value, status]
         "medians": [],  # [run, median of the passed values]
-        "text": [],  # non-numeric values: [run, test, text, status]
         "budgets": [],  # [min or None, max or None] of the newest run's tests
         "bands": [],  # [run, test, low, baseline, high] of the newest run's regressions
         "changes": [],  # [run, text]
