@@ -46,7 +46,10 @@ def vega_bundle() -> str:
         import vl_convert
     except ImportError:
         raise UserflowError(NEEDS_EXTRA) from None
-    return str(vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"))
+    try:
+        return str(vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"))
+    except Exception as exc:  # its own errors (a broken install): one line, never a traceback
+        raise UserflowError(f"vl-convert-python could not bundle the charts: {exc}") from None
 
 
 def collect_local(
