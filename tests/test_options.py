@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from conftest import store_rows
 
@@ -386,8 +388,23 @@ def test_a_run_that_records_nothing_makes_no_store(pytester: pytest.Pytester, st
             "--userflow-regression has no effect without --userflow-baseline*",
         ),
         (["--userflow-noise", "2"], "--userflow-noise has no effect without --userflow-baseline*"),
+        (
+            ["--userflow-device", "R58M@host", "--userflow-device", "R58M@host"],
+            "--userflow-device: the device R58M@host is given twice; each xdist worker *",
+        ),
+        (
+            ["--userflow-html", "nope/r.html"],
+            "--userflow-html: the folder */nope does not exist*",
+        ),
     ],
-    ids=["report folder missing", "report is a folder", "regression alone", "noise alone"],
+    ids=[
+        "report folder missing",
+        "report is a folder",
+        "regression alone",
+        "noise alone",
+        "device twice",
+        "html folder missing",
+    ],
 )
 def test_mistakes_in_the_options_are_one_line_before_any_test(
     pytester: pytest.Pytester, args, message
@@ -397,3 +414,26 @@ def test_mistakes_in_the_options_are_one_line_before_any_test(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
     assert not (pytester.path / "nope").exists()
+
+
+def test_a_report_that_cannot_be_written_at_the_end_leaves_the_exit_code_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    """The folder was there at the start and is gone at the end: one line each, exit 0."""
+    (pytester.path / "out").mkdir()
+    pytester.makepyfile("""
+        import pytest, shutil
+
+        @pytest.mark.userflow("Login")
+        def test_it(record_measurement):
+            record_measurement("Login Time", 1.0)
+            shutil.rmtree("out")
+    """)
+    args = ["--userflow-report", "out/r.json"]
+    if importlib.util.find_spec("vl_convert") is not None:
+        args += ["--userflow-html", "out/r.html"]
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["ERROR: could not write the report */out/r.json: *"])
+    if "--userflow-html" in args:
+        result.stdout.fnmatch_lines(["ERROR: could not write the HTML report */out/r.html: *"])
