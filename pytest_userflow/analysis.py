@@ -170,21 +170,19 @@ class Comparison:
         return "worse" if worse > 0 else "better"
 
 
-def _medians(
+def _numbers(
     rows: Iterable[dict[str, Any]],
-) -> dict[tuple[str, str, str | None], tuple[list[float], int, str | None]]:
-    """Per flow, key and type: the numeric values, how many values there were, the units."""
-    values: dict[tuple[str, str, str | None], list[float]] = defaultdict(list)
-    counts: dict[tuple[str, str, str | None], int] = defaultdict(int)
+) -> dict[tuple[str, str, str | None], tuple[list[float], str | None]]:
+    """Per flow, key and type: the numeric values (none for a text key), and the units."""
+    values: dict[tuple[str, str, str | None], list[float]] = {}
     units: dict[tuple[str, str, str | None], str | None] = {}
     for row in rows:
-        value = row["value"]
         key = (row["user_flow_name"], row["key_name"], row.get("key_type"))
         units[key] = row.get("key_units") or units.get(key)
-        counts[key] += 1
-        if is_number(value):
-            values[key].append(float(value))
-    return {k: (values.get(k, []), n, units[k]) for k, n in counts.items()}
+        numbers = values.setdefault(key, [])
+        if is_number(row["value"]):
+            numbers.append(float(row["value"]))
+    return {k: (v, units[k]) for k, v in values.items()}
 
 
 def compare(
@@ -196,12 +194,12 @@ def compare(
     """Per flow, key and type: the medians of baseline and candidate, and the baseline's
     spread; keys with no numeric value on either side are marked not numeric."""
     better_up = set(higher_is_better)
-    base = _medians(baseline_rows)
-    cand = _medians(candidate_rows)
+    base = _numbers(baseline_rows)
+    cand = _numbers(candidate_rows)
     out = []
     for key in sorted(set(base) | set(cand), key=lambda k: (k[0], k[1], k[2] or "")):
-        b_values, b_n, b_units = base.get(key, ([], 0, None))
-        c_values, c_n, c_units = cand.get(key, ([], 0, None))
+        b_values, b_units = base.get(key, ([], None))
+        c_values, c_units = cand.get(key, ([], None))
         out.append(
             Comparison(
                 key[0],
@@ -215,7 +213,7 @@ def compare(
                 key[1] in better_up,
                 spread=robust_spread(b_values) if b_values else 0.0,
                 noise=noise,
-                numeric=bool(b_values or c_values) or not (b_n or c_n),
+                numeric=bool(b_values or c_values),
             )
         )
     return out
@@ -422,12 +420,14 @@ def _with_medians(
 
 
 Series = dict[tuple[Any, ...], tuple[list[tuple[str, float]], "str | None"]]
+#: Which way a flow's key is better: ``lower``, ``higher`` or ``ignore``.
+Direction = Callable[[str, str], str]
 
 
 def find_changes(
     series: Series,
     runs: dict[str, dict[str, Any]],
-    direction: Callable[[str, str], str],
+    direction: Direction,
     min_change_pct: float,
     by: str | None = None,
 ) -> list[dict[str, Any]]:

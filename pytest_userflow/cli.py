@@ -296,6 +296,12 @@ def _add_higher_is_better(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _direction(args: argparse.Namespace) -> analysis.Direction:
+    """Which way a key is better: higher for the --higher-is-better keys, else lower."""
+    higher = set(args.higher_is_better)
+    return lambda flow, key: "higher" if key in higher else "lower"
+
+
 def _add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
@@ -511,8 +517,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """The filters of baseline and candidate, and a sentence saying what was compared."""
+Sides = tuple[dict[str, Any], dict[str, Any], "set[str] | None", str]
+
+
+def _compare_sides(args: argparse.Namespace) -> Sides:
+    """The filters of baseline and candidate, the tests whose baseline values count (None:
+    every test's), and a sentence saying what was compared."""
     windows = args.baseline_start or args.baseline_end or args.candidate_start or args.candidate_end
     if windows:
         if args.baseline_runs or args.candidate_run:
@@ -523,7 +533,7 @@ def _compare_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
             f"window {args.baseline_start or '...'} - {args.baseline_end or '...'} against "
             f"{args.candidate_start or '...'} - {args.candidate_end or '...'}"
         )
-        return base, cand, said
+        return base, cand, None, said
     if args.source == "headspin":
         raise CliError("HeadSpin knows no runs: compare time windows (--baseline-start ...)")
     store = _open_store(args.store)
@@ -536,7 +546,7 @@ def _compare_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     if args.baseline_runs:
         baseline = queries.match_runs(store, args.baseline_runs)
         said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
-        return {"run_ids": baseline}, {"run_ids": [candidate]}, said
+        return {"run_ids": baseline}, {"run_ids": [candidate]}, None, said
     # Like with like: earlier runs that ran every test the candidate ran (a -k run is no
     # baseline for a whole suite), and of those only the candidate's tests.
     tests = queries.run_tests(store)
@@ -548,20 +558,19 @@ def _compare_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
             f"no run before {candidate} ran all of its {len(wanted)} test(s): "
             "name a baseline with --baseline-run"
         )
-    skipped = len([r for r in older[: older.index(baseline[-1])] if r not in baseline])
+    skipped = older.index(baseline[-1]) + 1 - len(baseline)
     said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
     if skipped:
         said += f" ({skipped} newer run(s) left out: they did not run all of its tests)"
-    return {"run_ids": baseline, "nodeids": wanted}, {"run_ids": [candidate]}, said
+    return {"run_ids": baseline}, {"run_ids": [candidate]}, wanted, said
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    base, cand, said = _compare_sides(args)
+    base, cand, tests, said = _compare_sides(args)
     statuses = args.statuses or ["passed"]
-    nodeids = base.pop("nodeids", None)
     base_rows = _rows(args, statuses=statuses, **base)
-    if nodeids is not None:
-        base_rows = (r for r in base_rows if r["nodeid"] in nodeids)
+    if tests is not None:
+        base_rows = (r for r in base_rows if r["nodeid"] in tests)
     threshold = args.fail_over if args.fail_over is not None else args.min_change
     comparisons = analysis.compare(
         base_rows,
@@ -657,14 +666,7 @@ def cmd_changes(args: argparse.Namespace) -> int:
     elif args.last:
         raise CliError("HeadSpin knows no runs: --last needs the local store")
     series = queries.run_series(_rows(args, **overrides), by=args.by)
-    higher = set(args.higher_is_better)
-    found = analysis.find_changes(
-        series,
-        runs,
-        lambda flow, key: "higher" if key in higher else "lower",
-        args.min_change,
-        by=args.by,
-    )
+    found = analysis.find_changes(series, runs, _direction(args), args.min_change, by=args.by)
     for r in found:
         r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
     found.sort(key=lambda r: (not r["recent"], r["flow"], r["key"], r["runs_ago"]))
@@ -726,11 +728,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    higher = set(args.higher_is_better)
-
-    def direction(flow: str, key: str) -> str:
-        return "higher" if key in higher else "lower"
-
+    direction = _direction(args)
     if args.source == "headspin":  # its rows carry no status: one listing for each
         tagged = [
             {**row, "status": status.capitalize()}
@@ -738,9 +736,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             for row in _rows(args, statuses=[status])
         ]
         rows = sorted(tagged, key=lambda r: parse_time(r["event_time"]))
-        events = list(dict.fromkeys(r["perf_event_id"] for r in rows))[-args.last :]
-        newest = set(events) if args.last else set()
-        rows = [r for r in rows if not newest or r["perf_event_id"] in newest]
+        if args.last:  # the newest events
+            keep = set(list(dict.fromkeys(r["perf_event_id"] for r in rows))[-args.last :])
+            rows = [r for r in rows if r["perf_event_id"] in keep]
         data = html.collect(rows, [], direction=direction)
     else:
         store = _open_store(args.store)

@@ -18,7 +18,15 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .analysis import DEFAULT_NOISE, MIN_CHANGE_PCT, find_changes, is_number, median, robust_spread
+from .analysis import (
+    DEFAULT_NOISE,
+    MIN_CHANGE_PCT,
+    Direction,
+    find_changes,
+    is_number,
+    median,
+    robust_spread,
+)
 from .model import Measurement, MeasurementError
 from .queries import query_measurements, recent_values, run_series, runs
 from .store import Store
@@ -27,9 +35,8 @@ from .store import Store
 MIN_HISTORY = 5
 #: A worse change that began within this many runs, and this run confirms, is said at the end.
 RECENT_RUNS = 5
-#: Runs of history the end of a run looks at for such changes, and the smallest change told.
+#: Runs of history the end of a run looks at for such changes.
 CHANGE_HISTORY = 50
-CHANGE_MIN_PCT = MIN_CHANGE_PCT
 #: Which way a key is better: ``lower`` (timings), ``higher`` (frames per second), or
 #: ``ignore`` (a count or a build number: never a regression).
 DIRECTIONS = ("lower", "higher", "ignore")
@@ -235,10 +242,8 @@ def check_budget(nodeid: str, flow: str, m: Measurement, budget: Budget) -> Chec
         verdict, limit = "over budget", f"<= {budget.max:g}"
     elif budget.min is not None and value < budget.min:
         verdict, limit = "under budget", f">= {budget.min:g}"
-    return Check(
-        nodeid, flow, m.key, value, m.units, "budget", limit, verdict, low=budget.min,
-        high=budget.max,
-    )  # fmt: skip
+    bounds = {"low": budget.min, "high": budget.max}
+    return Check(nodeid, flow, m.key, value, m.units, "budget", limit, verdict, **bounds)
 
 
 class Baseline(NamedTuple):
@@ -414,6 +419,12 @@ class Gate:
                     return line.direction
         return "higher" if budget is not None and budget.higher_is_better else "lower"
 
+    def key_direction(self, flow: str, key: str) -> str:
+        """Which way *key* is better for the run as a whole: its ini budget and directions
+        (a test's own markers aside), for the changes a run's end looks for."""
+        budget = next((b for b in self.budgets if b.applies(flow, key)), None)
+        return self.direction(flow, key, budget)
+
     def check(
         self,
         nodeid: str,
@@ -472,9 +483,7 @@ class Gate:
         return check
 
 
-def confirmed_changes(
-    store: Store, run_id: str, direction: Callable[[str, str], str]
-) -> list[dict[str, Any]]:
+def confirmed_changes(store: Store, run_id: str, direction: Direction) -> list[dict[str, Any]]:
     """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
     included, as ``pytest-userflow changes`` finds them over the last CHANGE_HISTORY runs
     (passed tests' values, and this run's failed ones)."""
@@ -487,7 +496,7 @@ def confirmed_changes(
         query_measurements(store, statuses=["passed"], run_ids=older) if older else (),
         query_measurements(store, statuses=["passed", "failed"], run_ids=[run_id]),
     )
-    changes = find_changes(run_series(rows), history, direction, CHANGE_MIN_PCT)
+    changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
     newest: dict[tuple[str, str], dict[str, Any]] = {}
     for change in changes:  # each series' changes come oldest first
         if change["last_run"] == run_id:

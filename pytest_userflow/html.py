@@ -16,15 +16,16 @@ import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .analysis import MIN_CHANGE_PCT, find_changes, fmt_number, is_number, median
+from .analysis import MIN_CHANGE_PCT, Direction, find_changes, fmt_number, is_number, median
 from .gate import RECENT_RUNS, Check
 from .model import STATUSES, UserflowError, utc_text
-from .queries import query_measurements, run_checks, run_series, runs
+from .queries import point_of, query_measurements, run_checks, run_series, runs
+from .report import describe_change
 from .store import Store
 
 #: Runs a chart shows by default.
@@ -32,7 +33,6 @@ DEFAULT_RUNS = 30
 #: Verdicts the attention list names.
 ATTENTION = ("over budget", "under budget", "regressed", "regressed (warning)")
 
-Direction = Callable[[str, str], str]
 #: What to do when vl-convert-python is missing.
 NEEDS_EXTRA = (
     "the HTML report needs vl-convert-python, which bundles its charts into the page: "
@@ -87,9 +87,8 @@ def collect(
     if not run_list:  # HeadSpin: each event is one point of its own
         seen: dict[str, dict[str, Any]] = {}
         for row in rows:
-            point = row.get("perf_event_id") or str(row["event_time"])
-            seen.setdefault(point, {"run_id": point, "started_at": None, "event_time":
-                                    row["event_time"]})  # fmt: skip
+            point = point_of(row)
+            seen.setdefault(point, {"run_id": point, "event_time": row["event_time"]})
         run_list = list(seen.values())
     index = {r["run_id"]: i for i, r in enumerate(run_list)}
     tests: dict[str, int] = {}
@@ -98,7 +97,7 @@ def collect(
     statuses: dict[str, int] = defaultdict(int)
     counted: set[str] = set()
     for row in rows:
-        point = row.get("run_id") or row.get("perf_event_id") or str(row["event_time"])
+        point = point_of(row)
         status = row.get("status") or "Not Set"
         if point == latest and row["perf_event_id"] not in counted:
             counted.add(row["perf_event_id"])
@@ -132,10 +131,10 @@ def collect(
         changed = charts.get((change["flow"], change["key"], change["type"]))
         if changed is None:
             continue
-        changed["changes"].append([index[change["run_id"]], _change_text(change)])
+        text = f"{change['direction']} change: {describe_change(change)}"
+        changed["changes"].append([index[change["run_id"]], text])
         if change["direction"] == "worse" and change["runs_ago"] < RECENT_RUNS:
-            item = {"kind": "change", "chart": changed["id"], "text": _change_text(change)}
-            attention.append(item)
+            attention.append({"kind": "change", "chart": changed["id"], "text": text})
     return {
         "generated": utc_text(time.time()),
         "run": run_list[-1] if run_list and run_list[-1].get("started_at") else None,
@@ -171,7 +170,9 @@ def _chart(n: int, flow: str, key: str, kind: str | None) -> dict[str, Any]:
         "points": [],  # [run, test, value, status]
         "medians": [],  # [run, median of the passed values]
         "budgets": [],  # [min or None, max or None] of the newest run's tests
-        "bands": [],  # [run, test, low, baseline, high] of the newest run's regressions
+        "limits": [],  # [limit, ">= 55"]: the budget lines near enough to draw
+        "off_chart": [],  # the budgets too far from the values to draw, as text
+        "bands": [],  # [run, test, low, baseline, high] of every run's regression checks
         "changes": [],  # [run, text]
         "latest": [],  # the newest run's values with their verdicts
     }
@@ -222,7 +223,7 @@ def _add_domain(chart: dict[str, Any]) -> None:
     (a limit of seconds over values of milliseconds) is named under the chart instead."""
     values = [p[2] for p in chart["points"]] + [b[i] for b in chart["bands"] for i in (2, 4)]
     if not values:
-        chart["domain"], chart["off_chart"] = None, []
+        chart["domain"] = None
         return
     low, high = min(values), max(values)
     span = (high - low) or abs(high) * 0.1 or 1.0
@@ -238,6 +239,7 @@ def _add_domain(chart: dict[str, Any]) -> None:
     pad = ((high - low) or span) * 0.05
     chart["domain"] = [low - pad, high + pad]
     units = f" {chart['units']}" if chart["units"] else ""
+    chart["limits"] = [[limit, f"{sign} {fmt_number(limit)}{units}"] for limit, sign in near]
     chart["off_chart"] = [f"{sign} {fmt_number(limit)}{units}" for limit, sign in far]
 
 
@@ -272,17 +274,6 @@ def _attention(
     return out
 
 
-def _change_text(change: dict[str, Any]) -> str:
-    units = f" {change['units']}" if change.get("units") else ""
-    commit = f", commit {change['git_commit'][:10]}" if change.get("git_commit") else ""
-    return (
-        f"{change['direction']} change: {change['flow']}/{change['key']} "
-        f"{change['change_pct']:+.1f}% (median {fmt_number(change['before'])} -> "
-        f"{fmt_number(change['after'])}{units}) since run {change['run_id'][:12]}{commit}, "
-        f"{change['runs_ago']} run(s) ago"
-    )
-
-
 def _run(run: dict[str, Any]) -> dict[str, Any]:
     started = run.get("started_at")
     return {
@@ -312,7 +303,7 @@ def render(data: dict[str, Any], *, title: str = "pytest-userflow report") -> st
         _attention_list(data),
         _contents(data),
     ]
-    parts += [_section(chart, data) for chart in data["charts"]]
+    parts += [_section(chart) for chart in data["charts"]]
     page_data = {
         "runs": data["runs"],
         "tests": data["tests"],
@@ -334,7 +325,7 @@ def render(data: dict[str, Any], *, title: str = "pytest-userflow report") -> st
 
 
 _CHART_FIELDS = (
-    "id", "flow", "key", "units", "points", "medians", "budgets", "bands", "changes", "domain",
+    "id", "flow", "key", "units", "points", "medians", "limits", "bands", "changes", "domain",
 )  # fmt: skip
 
 
@@ -400,7 +391,7 @@ def _contents(data: dict[str, Any]) -> str:
     return f"<nav><h2>Flows and keys</h2><ul>{items}</ul></nav>"
 
 
-def _section(chart: dict[str, Any], data: dict[str, Any]) -> str:
+def _section(chart: dict[str, Any]) -> str:
     esc = html.escape
     about = ", ".join(x for x in (chart["type"], chart["units"]) if x)
     head = (
@@ -412,19 +403,19 @@ def _section(chart: dict[str, Any], data: dict[str, Any]) -> str:
     )
     if chart["points"]:
         body = f'<div class="plot" id="{chart["id"]}-plot"></div>'
-        body += (
-            '<p class="fine legend">points: each test\'s value (passed, failed, excluded apart); '
-            "line: the median of the passed tests per run"
-            + ("; red: budgets" if len(chart["off_chart"]) < _bounds(chart) else "")
-            + (
-                f"; budget {', '.join(chart['off_chart'])}, off the chart"
-                if chart["off_chart"]
-                else ""
-            )
-            + ("; green band: each test's baseline and 3 times its noise" if chart["bands"] else "")
-            + ("; orange: where a change began" if chart["changes"] else "")
-            + "</p>"
-        )
+        legend = [
+            "points: each test's value (passed, failed, excluded apart)",
+            "line: the median of the passed tests per run",
+        ]
+        if chart["limits"]:
+            legend.append("red: budgets")
+        if chart["off_chart"]:
+            legend.append(f"budget {', '.join(chart['off_chart'])}, off the chart")
+        if chart["bands"]:
+            legend.append("green: each test's baseline, and the band its noise explains")
+        if chart["changes"]:
+            legend.append("orange: where a change began")
+        body += f'<p class="fine legend">{esc("; ".join(legend))}</p>'
     else:
         body = '<p class="fine">Its values are not numbers: listed, not drawn.</p>'
     rows = "".join(
@@ -443,10 +434,6 @@ def _section(chart: dict[str, Any], data: dict[str, Any]) -> str:
         else '<p class="fine">Not measured in the newest run.</p>'
     )
     return head + body + table + "</section>"
-
-
-def _bounds(chart: dict[str, Any]) -> int:
-    return sum(limit is not None for bounds in chart["budgets"] for limit in bounds)
 
 
 def _value_text(value: Any, units: str | None) -> str:

@@ -327,10 +327,10 @@ def resolve(config: pytest.Config) -> Settings:
             )
     report = _output_path(config, "userflow_report")
     html = _output_path(config, "userflow_html")
-    if html is not None and backend == "off":
-        raise pytest.UsageError("--userflow-html: the backend is off, so nothing is recorded")
-    if html is not None:
-        try:  # said now, not after the tests
+    if html is not None:  # said now, not after the tests
+        if backend == "off":
+            raise pytest.UsageError("--userflow-html: the backend is off, so nothing is recorded")
+        try:
             import vl_convert  # noqa: F401
         except ImportError:
             raise pytest.UsageError(f"--userflow-html: {NEEDS_EXTRA}") from None

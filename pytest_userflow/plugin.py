@@ -486,8 +486,10 @@ class UserflowRun:
         failed = session.testsfailed
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             status, message = "Failed", "the run was interrupted"
-        elif failed or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        elif failed:
             status, message = "Failed", f"{failed} test(s) failed"
+        elif exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            status, message = "Failed", f"the run ended with exit code {int(exitstatus)}"
         else:
             status, message = "Passed", None
         record.end(status, message)
@@ -529,28 +531,19 @@ class UserflowRun:
         if self.settings.baseline != "local" or self.gate is None or self.store is None:
             return
         assert self.run is not None
-        gate = self.gate
         try:
-            found = confirmed_changes(
-                self.store, self.run.run_id, lambda flow, key: gate.direction(flow, key, None)
-            )
+            found = confirmed_changes(self.store, self.run.run_id, self.gate.key_direction)
         except (StoreError, sqlite3.Error) as exc:  # said in the summary, never raised
             self.summaries.append({"errors": [f"could not look for changes: {exc}"]})
             return
         if found:
             self.summaries.append({"changes": found})
 
-    def _direction(self, flow: str, key: str) -> str:
-        """Which way the flow's key is better, as the gate sees it (an ini budget's too)."""
-        assert self.gate is not None
-        budget = next((b for b in self.settings.budgets if b.applies(flow, key)), None)
-        return self.gate.direction(flow, key, budget)
-
     def _html(self, path: Path) -> None:
         """The HTML report of the last runs, this one included; a failure is said, not raised."""
-        assert self.store is not None
+        assert self.store is not None and self.gate is not None
         try:
-            data = html.collect_local(self.store, direction=self._direction)
+            data = html.collect_local(self.store, direction=self.gate.key_direction)
             size = html.write(path, data)
         except (UserflowError, StoreError, sqlite3.Error, OSError) as exc:
             text = getattr(exc, "strerror", None) or exc

@@ -376,6 +376,12 @@ def query_measurements(
                 yield row
 
 
+def point_of(row: dict[str, Any]) -> str:
+    """The point of a trend a measurement row belongs to: its run, or (HeadSpin's rows have
+    no run) its own event."""
+    return str(row.get("run_id") or row.get("perf_event_id") or row["event_time"])
+
+
 def run_series(
     rows: Iterable[dict[str, Any]], by: str | None = None
 ) -> dict[tuple[Any, ...], tuple[list[tuple[str, float]], str | None]]:
@@ -394,7 +400,7 @@ def run_series(
         elif by == "device":
             extra = row.get("device_address") or "-"
         group = (row["user_flow_name"], row["key_name"], row.get("key_type"), extra)
-        point = row.get("run_id") or row.get("perf_event_id") or str(row["event_time"])
+        point = point_of(row)
         values.setdefault(group, {}).setdefault(point, []).append(float(row["value"]))
         units[group] = row.get("key_units") or units.get(group)
     return {

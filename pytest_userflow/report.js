@@ -26,7 +26,7 @@
       });
       var bandTip = [{field: "test"}, {field: "baseline", format: ".6~g"},
                      {field: "low", format: ".6~g"}, {field: "high", format: ".6~g"}];
-      layers.push({data: {values: bands},
+      layers.push({data: {name: "bands", values: bands},
         mark: {type: "rule", color: "#54a24b", opacity: 0.35, strokeWidth: 10, clip: true},
         encoding: {x: x, y: y("low"), y2: {field: "high"}, tooltip: bandTip}});
       layers.push({data: {values: bands},
@@ -58,16 +58,10 @@
         tooltip: [{field: "id", title: "run"}, {field: "time"}, {field: "commit"},
                   {field: "test"}, {field: "value", format: ".6~g", title: "value" + units},
                   {field: "status"}]}});
-    var limits = [];
-    c.budgets.forEach(function (b) {
-      if (b[0] !== null) { limits.push({limit: b[0], budget: ">= " + b[0]}); }
-      if (b[1] !== null) { limits.push({limit: b[1], budget: "<= " + b[1]}); }
-    });
-    limits = limits.filter(function (l) {
-      return l.limit >= c.domain[0] && l.limit <= c.domain[1];
-    });
+    // The budget lines near the values (the page names the far ones under the chart).
+    var limits = c.limits.map(function (l) { return {limit: l[0], budget: l[1]}; });
     if (limits.length) {
-      layers.push({data: {values: limits},
+      layers.push({data: {name: "limits", values: limits},
         mark: {type: "rule", color: "#c0392b", strokeDash: [6, 4], strokeWidth: 1.5},
         encoding: {y: y("limit"), tooltip: [{field: "budget"}]}});
     }

@@ -182,15 +182,8 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
         text = "WARNING: budgets whose key no test of their flow recorded (a typo?): "
         out.append((text + "; ".join(unused), {"yellow": True}))
     for c in (c for s in summaries for c in s.get("changes", [])):
-        commit = f", commit {c['git_commit'][:10]}" if c.get("git_commit") else ""
-        units = f" {c['units']}" if c.get("units") else ""
-        out.append((
-            f"worse change confirmed: {c['flow']}/{c['key']} {c['change_pct']:+.1f}% "
-            f"(median {c['before']:.4g} -> {c['after']:.4g}{units})"
-            f" since run {c['run_id']}{commit}, {c['runs_ago']} run(s) ago; see "
-            f"pytest-userflow changes --flow {shlex.quote(c['flow'])}",
-            {"red": True},
-        ))  # fmt: skip
+        see = f"see pytest-userflow changes --flow {shlex.quote(c['flow'])}"
+        out.append((f"worse change confirmed: {describe_change(c)}; {see}", {"red": True}))
     if no_history:
         text = (
             f"no regression verdict yet, too little history (fewer than {MIN_HISTORY} passed "
@@ -198,6 +191,18 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
         )
         out.append((text + ", ".join(no_history), {"yellow": True}))
     return out
+
+
+def describe_change(change: dict[str, Any]) -> str:
+    """``Login/Login Time +30.5% (median 100 -> 130.5 ms) since run R, commit C, 3 run(s)
+    ago``: a change as ``analysis.find_changes`` gives it, for the summary and the report."""
+    units = f" {change['units']}" if change.get("units") else ""
+    commit = f", commit {change['git_commit'][:10]}" if change.get("git_commit") else ""
+    return (
+        f"{change['flow']}/{change['key']} {change['change_pct']:+.1f}% (median "
+        f"{fmt_number(change['before'])} -> {fmt_number(change['after'])}{units}) since run "
+        f"{change['run_id']}{commit}, {change['runs_ago']} run(s) ago"
+    )
 
 
 #: The widest cell the terminal summary shows; the store and the report keep the whole text.

@@ -150,6 +150,13 @@ def test_the_run_writes_a_report_that_draws_the_store(
     assert any(t.startswith(f"worse change: Login/Login Time {pct} (median") for t in texts)
     for href in items.evaluate_all("links => links.map(a => a.getAttribute('href'))"):
         assert page.page.locator(f"section.key{href}").count() == 1
+    # the budget line, and each test's baseline band for every run the gate checked (6 to 10)
+    drawn = page.page.evaluate("""() => Object.fromEntries(
+        [...document.querySelectorAll("section.key")].filter(s => window.userflowViews[s.id])
+          .map(s => [s.dataset.key, ["limits", "bands"].map(name => {
+              try { return window.userflowViews[s.id].data(name).length; } catch (e) { return 0; }
+          })]))""")
+    assert drawn == {"Login Time": [0, 10], "Size": [1, 5], "Search Time": [0, 5]}
     # the newest run's values with their verdicts
     size = page.page.locator("section.key[data-key='Size'] table.latest")
     assert "60 MB" in size.inner_text() and "over budget" in size.inner_text()
