@@ -21,10 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .analysis import MIN_CHANGE_PCT, Direction, find_changes, fmt_number, is_number, median
+from .analysis import MIN_CHANGE_PCT, Direction, Series, find_changes, fmt_number, is_number, median
 from .gate import RECENT_RUNS, Check
 from .model import STATUSES, UserflowError, utc_text
-from .queries import point_of, query_measurements, run_checks, run_series, runs
+from .queries import point_of, query_measurements, run_checks, runs
 from .report import describe_change
 from .store import Store
 
@@ -96,6 +96,8 @@ def collect(
     latest = run_list[-1]["run_id"] if run_list else None
     statuses: dict[str, int] = defaultdict(int)
     counted: set[str] = set()
+    # Per chart, each run's passed values: the median line, and the series changes are found in.
+    passed: dict[tuple[Any, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         point = point_of(row)
         status = row.get("status") or "Not Set"
@@ -109,6 +111,8 @@ def collect(
         t = tests.setdefault(test, len(tests))
         if is_number(row["value"]):  # text values are listed in the table, not drawn
             chart["points"].append([index[point], t, _drawn(row["value"]), _status_code(status)])
+            if status == "Passed":
+                passed[group][point].append(float(row["value"]))
         if point == latest:
             chart["latest"].append(
                 {
@@ -119,13 +123,17 @@ def collect(
                     "verdicts": [],
                 }
             )
-    _add_medians(charts)
+    series: Series = {}
+    for group, per_run in passed.items():
+        medians = [(point, median(values)) for point, values in per_run.items()]
+        flow, key, kind = group
+        series[flow, key, kind, None] = (medians, charts[group]["units"])  # None: no --by
+        charts[group]["medians"] = [[index[point], _drawn(m)] for point, m in medians]
     newest = [c for c in checks if c["run_id"] == latest]
     _add_checks(charts, checks, newest, index, tests)
     for chart in charts.values():
         _add_domain(chart)
     attention = _attention(charts, newest)
-    series = run_series(r for r in rows if r.get("status") in (None, "Passed"))
     changes = find_changes(series, {r["run_id"]: r for r in run_list}, direction, min_change)
     for change in changes:
         changed = charts.get((change["flow"], change["key"], change["type"]))
@@ -176,16 +184,6 @@ def _chart(n: int, flow: str, key: str, kind: str | None) -> dict[str, Any]:
         "changes": [],  # [run, text]
         "latest": [],  # the newest run's values with their verdicts
     }
-
-
-def _add_medians(charts: dict[tuple[Any, ...], dict[str, Any]]) -> None:
-    passed = _status_code("Passed")
-    for chart in charts.values():
-        per_run: dict[int, list[float]] = defaultdict(list)
-        for run, _, value, status in chart["points"]:
-            if status == passed:
-                per_run[run].append(value)
-        chart["medians"] = [[run, _drawn(median(v))] for run, v in sorted(per_run.items())]
 
 
 def _add_checks(
