@@ -387,10 +387,10 @@ def case_instructions(work_dir: Path, tests: int) -> dict[str, Any]:
 
 def case_cli(work_dir: Path, rows: int, smoke: bool) -> dict[str, Any]:
     from pytest_userflow.model import Measurement, RunInfo, TestRecord
-    from pytest_userflow.store import Store
+    from pytest_userflow.storage import open_store
 
     path = work_dir / "cli" / "store.db"
-    store = Store(path)
+    store = open_store(path)
     rng = random.Random(1)
     keys = [f"Key {i}" for i in range(100)]
     flows = [f"Flow {i}" for i in range(10)]
@@ -404,7 +404,7 @@ def case_cli(work_dir: Path, rows: int, smoke: bool) -> dict[str, Any]:
         ]
         record.end("Passed", None)
         record.event_ts = start_ts + e * 7.0
-        store.write_test(record, run)
+        store.add_test(record, run)
     store.close()
     key = "Key 7"
     expected = None
@@ -441,10 +441,10 @@ def case_report(
     whole command (its process, the bundle of the charts included) and the file's size."""
     from pytest_userflow.gate import Check
     from pytest_userflow.model import Measurement, RunInfo, TestRecord
-    from pytest_userflow.store import Store
+    from pytest_userflow.storage import open_store
 
     path = work_dir / "report" / "store.db"
-    store = Store(path)
+    store = open_store(path)
     rng = random.Random(2)
     start_ts = time.time() - runs * 3600
     for r in range(runs):
@@ -463,7 +463,7 @@ def case_report(
                 ]  # fmt: skip
             record.end("Passed", None)
             record.event_ts = start_ts + r * 3600 + t
-            store.write_test(record, run)
+            store.add_test(record, run)
         store.finish_run(run.run_id, "passed")
     store.close()
     out = []

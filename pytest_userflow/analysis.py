@@ -1,6 +1,6 @@
 """Aggregates over measurement rows: statistics per key, and baseline/candidate comparisons.
 
-Rows are the dicts of the measurement listing (``Store.query_measurements`` or the API's);
+Rows are the dicts of the measurement listing (``History.measurements`` or the API's);
 no pytest import. Non-numeric values are counted but left out of the statistics.
 
 >>> summarize([1.0, 2.0, 3.0, 4.0])["p50"]
@@ -431,7 +431,7 @@ def find_changes(
     min_change_pct: float,
     by: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The change points of each series (``queries.run_series``: per flow, key, type and
+    """The change points of each series (``run_series``: per flow, key, type and
     test or device, ``(run, median)`` points), as ``pytest-userflow changes`` lists them.
 
     *runs*: the runs oldest first, by id (empty: the points' own order); *direction*: which
@@ -473,3 +473,36 @@ def find_changes(
                 }
             )
     return out
+
+
+def point_of(row: dict[str, Any]) -> str:
+    """The point of a trend a measurement row belongs to: its run, or (HeadSpin's rows have
+    no run) its own event."""
+    return str(row.get("run_id") or row.get("perf_event_id") or row["event_time"])
+
+
+def run_series(
+    rows: Iterable[dict[str, Any]], by: str | None = None
+) -> dict[tuple[Any, ...], tuple[list[tuple[str, float]], str | None]]:
+    """Per flow, key, type (and test or device, *by*): each run's median of the numeric
+    values, as ``(run_id, median)`` in the order the runs came (*rows* are in time order).
+    Rows without a run (HeadSpin's) are one point each, named by their event. With each
+    series, its units."""
+    values: dict[tuple[Any, ...], dict[str, list[float]]] = {}
+    units: dict[tuple[Any, ...], str | None] = {}
+    for row in rows:
+        if not is_number(row["value"]):
+            continue
+        extra = None
+        if by == "test":
+            extra = row.get("nodeid") or "-"
+        elif by == "device":
+            extra = row.get("device_address") or "-"
+        group = (row["user_flow_name"], row["key_name"], row.get("key_type"), extra)
+        point = point_of(row)
+        values.setdefault(group, {}).setdefault(point, []).append(float(row["value"]))
+        units[group] = row.get("key_units") or units.get(group)
+    return {
+        group: ([(point, median(v)) for point, v in runs.items()], units[group])
+        for group, runs in sorted(values.items(), key=lambda g: tuple(str(x) for x in g[0]))
+    }

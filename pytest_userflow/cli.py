@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import analysis, html, queries
+from . import analysis, html
 from .client import HeadSpinClient
 from .model import (
+    API_COLUMNS,
     DEFAULT_STORE,
     DEFAULT_URL,
     FILTER_STATUSES,
@@ -30,10 +29,12 @@ from .model import (
     parse_time,
     utc_text,
 )
-from .queries import API_COLUMNS
 from .report import format_table
-from .store import FAILED, PENDING, Store, StoreError
+from .storage import FAILED, PENDING, StoreError, is_url, open_store, sqlite_path
 from .upload import Sender
+
+if TYPE_CHECKING:
+    from .storage.sqlite import SQLiteStore
 
 EPILOG = """examples:
   pytest-userflow flows
@@ -361,8 +362,8 @@ def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]
             yield from client.iter_measurements(_remote_flow(client, args.flow), **filters)
         return
     store = _open_store(args.store)
-    filters["run_ids"] = queries.match_runs(store, filters["run_ids"])
-    yield from queries.query_measurements(store, flow=args.flow, **filters)
+    filters["run_ids"] = store.match_runs(filters["run_ids"])
+    yield from store.measurements(flow=args.flow, **filters)
 
 
 def _remote_flow(client: HeadSpinClient, flow: str | None) -> str:
@@ -397,12 +398,12 @@ def _url(args: argparse.Namespace, stored: str | None = None) -> str:
     return headspin_url(args.headspin_url, stored)
 
 
-def _open_store(path: str) -> Store:
-    if not os.path.exists(path):
+def _open_store(location: str) -> SQLiteStore:
+    if not is_url(location) and not sqlite_path(location).exists():
         raise CliError(
-            f"no store at {path}: run pytest with pytest-userflow first, or pass --store"
+            f"no store at {location}: run pytest with pytest-userflow first, or pass --store"
         )
-    store = Store(path)
+    store = open_store(location)
     store.check()
     return store
 
@@ -430,7 +431,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
         with HeadSpinClient(_token(args), base_url=_url(args)) as client:
             rows = client.list_user_flows()
     else:
-        rows = queries.flows(_open_store(args.store))
+        rows = _open_store(args.store).flows()
         columns += ("tests", "measurements")
     if args.format == "table":  # a date a person reads; JSON and CSV keep the number
         for row in rows:
@@ -465,9 +466,9 @@ def cmd_measurements(args: argparse.Namespace) -> int:
         _emit(_rows(args), columns, args.format, "measurements")
         return 0
     store = _open_store(args.store)
-    runs = queries.match_runs(store, args.run_ids)
-    rows = queries.query_measurements(
-        store, flow=args.flow, limit=args.limit, offset=args.offset, run_ids=runs, **filters
+    runs = store.match_runs(args.run_ids)
+    rows = store.measurements(
+        flow=args.flow, limit=args.limit, offset=args.offset, run_ids=runs, **filters
     )
     _emit(rows, columns, args.format, "measurements")
     return 0
@@ -495,7 +496,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     if args.source == "headspin":  # said, then done: the runs are the local store's
         print(f"HeadSpin has no runs: these are the local store's ({args.store})", file=sys.stderr)
-    rows = queries.runs(_open_store(args.store), limit=args.limit)
+    rows = _open_store(args.store).runs(limit=args.limit)
     if args.format == "table":
         for row in rows:
             row["started_at"] = utc_text(row["started_at"])
@@ -537,19 +538,19 @@ def _compare_sides(args: argparse.Namespace) -> Sides:
     if args.source == "headspin":
         raise CliError("HeadSpin knows no runs: compare time windows (--baseline-start ...)")
     store = _open_store(args.store)
-    runs = [r["run_id"] for r in queries.runs(store, limit=None)]  # newest first
+    runs = [r["run_id"] for r in store.runs(limit=None)]  # newest first
     if not runs:
         raise CliError("the store has no runs yet")
     candidate = runs[0]
     if args.candidate_run:
-        candidate = queries.match_runs(store, [args.candidate_run])[0]
+        candidate = store.match_runs([args.candidate_run])[0]
     if args.baseline_runs:
-        baseline = queries.match_runs(store, args.baseline_runs)
+        baseline = store.match_runs(args.baseline_runs)
         said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
         return {"run_ids": baseline}, {"run_ids": [candidate]}, None, said
     # Like with like: earlier runs that ran every test the candidate ran (a -k run is no
     # baseline for a whole suite), and of those only the candidate's tests.
-    tests = queries.run_tests(store)
+    tests = store.run_tests()
     wanted = tests.get(candidate, set())
     older = runs[runs.index(candidate) + 1 :]
     baseline = [r for r in older if wanted <= tests.get(r, set())][: args.last]
@@ -659,13 +660,13 @@ def cmd_changes(args: argparse.Namespace) -> int:
     runs: dict[str, dict[str, Any]] = {}
     overrides: dict[str, Any] = {"statuses": ["passed"], "session_ids": [], "run_ids": []}
     if args.source == "local":
-        newest = queries.runs(_open_store(args.store), limit=args.last or None)
+        newest = _open_store(args.store).runs(limit=args.last or None)
         runs = {r["run_id"]: r for r in reversed(newest)}  # oldest first
         if args.last:
             overrides["run_ids"] = list(runs)
     elif args.last:
         raise CliError("HeadSpin knows no runs: --last needs the local store")
-    series = queries.run_series(_rows(args, **overrides), by=args.by)
+    series = analysis.run_series(_rows(args, **overrides), by=args.by)
     found = analysis.find_changes(series, runs, _direction(args), args.min_change, by=args.by)
     for r in found:
         r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
@@ -708,11 +709,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.source == "headspin":
         raise CliError("plot draws runs of the local store")
     store = _open_store(args.store)
-    runs = queries.runs(store, limit=args.last or None)[::-1]  # oldest first
+    runs = store.runs(limit=args.last or None)[::-1]  # oldest first
     if not runs:
         raise CliError("the store has no runs yet")
-    rows = queries.query_measurements(
-        store,
+    rows = store.measurements(
         flow=args.flow,
         keys=[args.key],
         statuses=["passed", "failed"],
@@ -859,15 +859,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CliError, StoreError, UserflowError) as exc:
-        print(f"pytest-userflow {args.command}: error: {exc}", file=sys.stderr)
+    except StoreError as exc:
+        if exc.damaged:
+            print(
+                f"pytest-userflow {args.command}: error: the store {args.store} is damaged or "
+                f"not readable ({exc}); it was left as it is",
+                file=sys.stderr,
+            )
+        else:
+            print(f"pytest-userflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except sqlite3.DatabaseError as exc:
-        print(
-            f"pytest-userflow {args.command}: error: the store {args.store} is damaged or not "
-            f"readable ({exc}); it was left as it is",
-            file=sys.stderr,
-        )
+    except (CliError, UserflowError) as exc:
+        print(f"pytest-userflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

@@ -16,7 +16,7 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .analysis import (
     DEFAULT_NOISE,
@@ -26,10 +26,12 @@ from .analysis import (
     is_number,
     median,
     robust_spread,
+    run_series,
 )
 from .model import Measurement, MeasurementError
-from .queries import query_measurements, recent_values, run_series, runs
-from .store import Store
+
+if TYPE_CHECKING:
+    from .storage import History
 
 #: Fewer passed values than this in a baseline give no regression verdict.
 MIN_HISTORY = 5
@@ -324,13 +326,13 @@ def check_regression(
     )  # fmt: skip
 
 
-def local_fetch(store: Store, exclude_run: str) -> Fetch:
-    """Baseline values from the local store: the newest passed values of the same flow, key,
+def local_fetch(history: History, exclude_run: str) -> Fetch:
+    """Baseline values from the history: the newest passed values of the same flow, key,
     test and device, this run left out."""
 
     def fetch(flow: str, key: str, limit: int, nodeid: str, device: str | None) -> list[float]:
-        values = recent_values(
-            store, flow, key, limit, exclude_run=exclude_run, nodeid=nodeid, device=device
+        values = history.recent_values(
+            flow, key, limit, exclude_run=exclude_run, nodeid=nodeid, device=device
         )
         return [v for v in values if is_number(v)]
 
@@ -483,18 +485,18 @@ class Gate:
         return check
 
 
-def confirmed_changes(store: Store, run_id: str, direction: Direction) -> list[dict[str, Any]]:
+def confirmed_changes(store: History, run_id: str, direction: Direction) -> list[dict[str, Any]]:
     """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
     included, as ``pytest-userflow changes`` finds them over the last CHANGE_HISTORY runs
     (passed tests' values, and this run's failed ones)."""
-    history = {r["run_id"]: r for r in reversed(runs(store, limit=CHANGE_HISTORY))}
+    history = {r["run_id"]: r for r in reversed(store.runs(limit=CHANGE_HISTORY))}
     if run_id not in history:
         return []
     # This run's failed tests count: the gate itself may have failed them for the change.
     older = [r for r in history if r != run_id]
     rows = itertools.chain(
-        query_measurements(store, statuses=["passed"], run_ids=older) if older else (),
-        query_measurements(store, statuses=["passed", "failed"], run_ids=[run_id]),
+        store.measurements(statuses=["passed"], run_ids=older) if older else (),
+        store.measurements(statuses=["passed", "failed"], run_ids=[run_id]),
     )
     changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
     newest: dict[tuple[str, str], dict[str, Any]] = {}

@@ -5,7 +5,7 @@ of the measurement listing); :func:`render` writes the page. The charts are Vega
 in the browser by the Vega libraries that vl-convert-python (the ``[html]`` extra) bundles
 into the page, so opening the file fetches nothing: no script, style or font.
 
->>> data = collect_local(store, last=30, direction=lambda flow, key: "lower")  # doctest: +SKIP
+>>> data = collect_local(history, last=30, direction=lambda flow, key: "lower")  # doctest: +SKIP
 >>> Path("userflow.html").write_text(render(data))                          # doctest: +SKIP
 """
 
@@ -19,25 +19,29 @@ from collections import defaultdict
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .analysis import MIN_CHANGE_PCT, Direction, Series, find_changes, fmt_number, is_number, median
+from .analysis import (
+    MIN_CHANGE_PCT,
+    Direction,
+    Series,
+    find_changes,
+    fmt_number,
+    is_number,
+    median,
+    point_of,
+)
 from .gate import RECENT_RUNS, Check
-from .model import STATUSES, UserflowError, utc_text
-from .queries import point_of, query_measurements, run_checks, runs
+from .model import NEEDS_EXTRA, STATUSES, UserflowError, utc_text
 from .report import describe_change
-from .store import Store
+
+if TYPE_CHECKING:
+    from .storage import History
 
 #: Runs a chart shows by default.
 DEFAULT_RUNS = 30
 #: Verdicts the attention list names.
 ATTENTION = ("over budget", "under budget", "regressed", "regressed (warning)")
-
-#: What to do when vl-convert-python is missing.
-NEEDS_EXTRA = (
-    "the HTML report needs vl-convert-python, which bundles its charts into the page: "
-    "pip install 'pytest-userflow[html]'"
-)
 
 
 def vega_bundle() -> str:
@@ -53,7 +57,7 @@ def vega_bundle() -> str:
 
 
 def collect_local(
-    store: Store,
+    history: History,
     *,
     flow: str | None = None,
     last: int = DEFAULT_RUNS,
@@ -61,11 +65,11 @@ def collect_local(
     min_change: float = MIN_CHANGE_PCT,
 ) -> dict[str, Any]:
     """The page's data from the local store: the newest *last* runs of *flow* (or all)."""
-    shown = runs(store, limit=last or None)[::-1]  # oldest first
+    shown = history.runs(limit=last or None)[::-1]  # oldest first
     ids = [r["run_id"] for r in shown]
-    rows = query_measurements(store, flow=flow, statuses=["passed", "failed", "excluded"],
+    rows = history.measurements(flow=flow, statuses=["passed", "failed", "excluded"],
                               run_ids=ids) if ids else iter(())  # fmt: skip
-    checks = run_checks(store, ids)
+    checks = history.checks(ids)
     return collect(list(rows), shown, checks, direction=direction, min_change=min_change)
 
 
@@ -80,7 +84,7 @@ def collect(
     """The page's data from measurement rows (in time order) and their runs (oldest first).
 
     Rows without a run (HeadSpin's) make a point of their own each, in time order. *checks*:
-    the gate's, of these runs (``queries.run_checks``); the newest run's say what needs
+    the gate's, of these runs (``History.checks``); the newest run's say what needs
     attention and give the budget lines, all of them give the baselines' bands.
     """
     checks = list(checks)

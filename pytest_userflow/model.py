@@ -26,6 +26,21 @@ Value = int | float | str
 STATUSES = ("Passed", "Failed", "Excluded")
 #: Statuses the measurement listing filters on (``status=`` query parameter).
 FILTER_STATUSES = ("passed", "failed", "not_set", "excluded")
+#: The tests whose values the summaries and ``stats`` count, as the API's listing does by default.
+COUNTED_STATUSES = ("Passed", "Failed")
+#: The columns of the API's measurement listing, in the API's CSV order.
+API_COLUMNS = (
+    "user_flow_id",
+    "user_flow_name",
+    "perf_event_id",
+    "event_time",
+    "session_id",
+    "perf_key_id",
+    "key_name",
+    "key_type",
+    "key_units",
+    "value",
+)
 #: The ints the store keeps (SQLite's 64-bit INTEGER).
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 #: The API document's limit for a status message we send.
@@ -40,6 +55,11 @@ TOKEN_ENV = "HEADSPIN_API_TOKEN"
 URL_ENV = "HEADSPIN_API_URL"
 #: The local store, relative to the rootdir (the plugin) or the working folder (the CLI).
 DEFAULT_STORE = ".userflow/userflow.db"
+#: What to do when vl-convert-python is missing.
+NEEDS_EXTRA = (
+    "the HTML report needs vl-convert-python, which bundles its charts into the page: "
+    "pip install 'pytest-userflow[html]'"
+)
 
 
 class UserflowError(Exception):

@@ -10,10 +10,10 @@ import pytest
 
 from .analysis import DEFAULT_NOISE
 from .gate import Budget, parse_direction
-from .html import NEEDS_EXTRA
 from .model import (
     DEFAULT_STORE,
     DEFAULT_URL,
+    NEEDS_EXTRA,
     TOKEN_ENV,
     URL_ENV,
     MeasurementError,

@@ -10,10 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import socket
-import sqlite3
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -49,8 +48,11 @@ from .model import (
 )
 from .report import build_report, merge, process_summary, render, write_report
 from .runinfo import new_run
-from .store import Store, StoreError
+from .storage import StoreError, open_store
 from .upload import DryRunSink, HeadSpinSink, NullSink, Sink
+
+if TYPE_CHECKING:
+    from .storage.sqlite import SQLiteStore
 
 RUN_KEY = pytest.StashKey["UserflowRun"]()
 #: How many attempts of a test pytest-rerunfailures has run so far (on its item).
@@ -191,7 +193,7 @@ class UserflowRun:
         )
         self.controller = False
         self.run: RunInfo | None = None
-        self.store: Store | None = None
+        self.store: SQLiteStore | None = None
         self.sink: Sink | None = None  # None: this process records nothing
         self.gate: Gate | None = None
         self.running: pytest.Item | None = None  # the item between its setup and teardown
@@ -215,8 +217,8 @@ class UserflowRun:
         else:
             self.run = new_run(self.config.rootpath, s.backend)
         if s.backend != "off":
-            self.store = Store(s.store)
             try:
+                self.store = open_store(s.store)
                 self.store.check()
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None
@@ -395,10 +397,10 @@ class UserflowRun:
             if self.damaged is not None:  # not written to once known damaged
                 raise StoreError(self.damaged)
             self.sink.keep(record)
-        except (StoreError, sqlite3.Error, OSError) as exc:
+        except (StoreError, OSError) as exc:
             record.destination = "unstored"
             self.unstored.append(f"{record.nodeid}: {exc}")
-            if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+            if isinstance(exc, StoreError) and exc.damaged:
                 self.damaged = str(exc)
 
     def _status(self, item: pytest.Item, record: TestRecord, hook: Any) -> tuple[str, str | None]:
@@ -455,7 +457,7 @@ class UserflowRun:
         if self.store is not None and self.damaged is None:
             try:
                 self.store.finish_run(self.run.run_id, OUTCOMES.get(exitstatus, str(exitstatus)))
-            except (StoreError, sqlite3.Error) as exc:
+            except StoreError as exc:
                 self.summaries.append({"errors": [f"could not note the run's end: {exc}"]})
             if self.controller:
                 self.whole = self._whole_run()
@@ -497,7 +499,7 @@ class UserflowRun:
 
     def _summary(
         self,
-        store: Store | None,
+        store: SQLiteStore | None,
         worker: str | bool | None,
         device: str | None,
         notes: dict[str, Any],
@@ -522,7 +524,7 @@ class UserflowRun:
         )
         try:
             return summarize(store, notes=notes)
-        except (StoreError, sqlite3.Error) as exc:
+        except StoreError as exc:
             errors = [*notes.get("errors", []), f"could not read the local store {s.store}: {exc}"]
             return summarize(None, notes={**notes, "errors": errors})
 
@@ -533,7 +535,7 @@ class UserflowRun:
         assert self.run is not None
         try:
             found = confirmed_changes(self.store, self.run.run_id, self.gate.key_direction)
-        except (StoreError, sqlite3.Error) as exc:  # said in the summary, never raised
+        except StoreError as exc:  # said in the summary, never raised
             self.summaries.append({"errors": [f"could not look for changes: {exc}"]})
             return
         if found:
@@ -545,7 +547,7 @@ class UserflowRun:
         try:
             data = html.collect_local(self.store, direction=self.gate.key_direction)
             size = html.write(path, data)
-        except (UserflowError, StoreError, sqlite3.Error, OSError) as exc:
+        except (UserflowError, OSError) as exc:
             text = getattr(exc, "strerror", None) or exc
             self.summaries.append({"errors": [f"could not write the HTML report {path}: {text}"]})
             return

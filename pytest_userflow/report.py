@@ -14,8 +14,7 @@ from typing import Any
 from .analysis import fmt_number
 from .gate import MIN_HISTORY
 from .model import STATUSES, RunInfo, utc_text
-from .queries import run_events, run_summary
-from .store import FAILED, LOCAL_ONLY, PENDING, SENT, Store
+from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History
 
 _UPLOAD_DESTINATIONS = {
     SENT: "headspin",
@@ -36,7 +35,7 @@ def destination(backend: str, dry_run: bool, upload_state: str | None) -> str:
 
 
 def process_summary(
-    store: Store | None,
+    store: History | None,
     run_id: str,
     *,
     worker: str | bool | None,
@@ -50,7 +49,7 @@ def process_summary(
     store; each test only when *with_events* (the JSON report) asks for them."""
     agg: dict[str, Any] = {"flows": {}, "keys": [], "pending": {"tests": 0, "measurements": 0}}
     if store is not None:
-        agg = run_summary(store, run_id, worker)
+        agg = store.run_summary(run_id, worker)
     for flow in agg["flows"].values():
         places: dict[str, int] = defaultdict(int)
         for state, n in flow.pop("places").items():
@@ -67,7 +66,7 @@ def process_summary(
     if with_events:
         events = []
         if store is not None:
-            events = run_events(store, run_id, worker if isinstance(worker, str) else None)
+            events = store.tests(run_id, worker if isinstance(worker, str) else None)
         for event in events:
             event["destination"] = destination(backend, dry_run, event.pop("upload_state"))
         summary["events"] = events

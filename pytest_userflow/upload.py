@@ -18,10 +18,11 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from .model import MeasurementError, RunInfo, TestRecord, truncate_message
-from .store import FAILED, LOCAL_ONLY, PENDING, SENT, Store, Upload
+from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, Outbox, Upload
 
 if TYPE_CHECKING:
     from .client import HeadSpinClient
+    from .storage.sqlite import SQLiteStore
 
 Plan = list[dict[str, Any]]
 
@@ -293,7 +294,7 @@ class Sender:
     A server that cannot be reached stops the sending: the rest stays pending.
     """
 
-    def __init__(self, client: HeadSpinClient, store: Store, *, concurrency: int = 8) -> None:
+    def __init__(self, client: HeadSpinClient, store: Outbox, *, concurrency: int = 8) -> None:
         self.client = client
         self.store = store
         self.concurrency = max(1, concurrency)
@@ -458,13 +459,13 @@ class Sink:
 
     destination = "local"
 
-    def __init__(self, store: Store, run: RunInfo) -> None:
+    def __init__(self, store: SQLiteStore, run: RunInfo) -> None:
         self.store = store
         self.run = run
 
     def keep(self, record: TestRecord) -> None:
         """Write *record* (once) and set where it went."""
-        self.store.write_test(record, self.run)
+        self.store.add_test(record, self.run)
         record.destination = self.destination
 
     def finish(self, timeout: float) -> None:
@@ -495,7 +496,7 @@ class DryRunSink(Sink):
 
     destination = "dry-run"
 
-    def __init__(self, store: Store, run: RunInfo, base_url: str, api: str) -> None:
+    def __init__(self, store: SQLiteStore, run: RunInfo, base_url: str, api: str) -> None:
         from .client import DryRunClient
 
         super().__init__(store, run)
@@ -551,7 +552,7 @@ class SharedSession:
 class HeadSpinSink(Sink):
     """Commits each test with its upload plan, then hands the plan to the sender."""
 
-    def __init__(self, store: Store, run: RunInfo, client: HeadSpinClient, api: str) -> None:
+    def __init__(self, store: SQLiteStore, run: RunInfo, client: HeadSpinClient, api: str) -> None:
         super().__init__(store, run)
         self.sender = Sender(client, store)
         self.url = client.base_url
@@ -570,11 +571,11 @@ class HeadSpinSink(Sink):
             status = session.add(record)
         record.plan = plan = build_plan(record, self.api, status)
         if plan is None:
-            self.store.write_test(record, self.run, ([], self.url, self.api, LOCAL_ONLY))
+            self.store.add_test(record, self.run, ([], self.url, self.api, LOCAL_ONLY))
             record.destination = "local-only"
             self.unroutable.append(record.nodeid)
             return
-        self.store.write_test(record, self.run, (plan, self.url, self.api, PENDING))
+        self.store.add_test(record, self.run, (plan, self.url, self.api, PENDING))
         record.destination = "queued"
         self.sender.submit(Upload(record.perf_event_id, plan, {}, self.url, self.api))
 
@@ -586,7 +587,7 @@ class HeadSpinSink(Sink):
             f"{record.flow!r}, but this run attached it to the flow {session.flow!r} before: a "
             "session belongs to one flow; this test's data is kept locally only"
         )
-        self.store.write_test(record, self.run, ([], self.url, self.api, FAILED), error=why)
+        self.store.add_test(record, self.run, ([], self.url, self.api, FAILED), error=why)
         record.destination = "local-only"
         self.refused.append(why)
 

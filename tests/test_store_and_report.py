@@ -367,29 +367,6 @@ def test_a_killed_process_keeps_every_finished_test(pytester: pytest.Pytester, s
     assert rows == [(n,) for n in range(5)]
 
 
-def test_a_store_of_version_0_1_0_is_brought_up_to_date_and_keeps_its_history(
-    pytester: pytest.Pytester, store_path
-) -> None:
-    """0.1.0 wrote schema version 1, without each test's attempts: its history stays."""
-    import sqlite3
-
-    pytester.makepyfile(SUITE)
-    pytester.runpytest().assert_outcomes(passed=2, xfailed=1)
-    db = sqlite3.connect(store_path)
-    db.execute("ALTER TABLE events DROP COLUMN attempts")  # the tables as 0.1.0 made them
-    db.execute("DROP TABLE checks")
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
-    budget = "userflow_budgets=Checkout :: Pay Time <= 5"
-    pytester.runpytest("-o", budget).assert_outcomes(passed=2, xfailed=1)
-    assert store_rows(store_path, "PRAGMA user_version") == [(2,)]
-    assert store_rows(store_path, "SELECT COUNT(DISTINCT run_id), MIN(attempts) FROM events") == [
-        (2, 1)
-    ]
-    assert store_rows(store_path, "SELECT COUNT(*) FROM checks") == [(3,)]  # the new run's
-
-
 def test_a_store_of_another_schema_version_is_refused_and_left_alone(
     pytester: pytest.Pytester, store_path
 ) -> None:
@@ -444,8 +421,7 @@ def test_runs_at_once_on_a_new_store_beside_a_reader_lose_nothing(
     opens it and reads it in a loop: every finished test of every run is in it, once."""
     import threading
 
-    from pytest_userflow import queries
-    from pytest_userflow.store import Store
+    from pytest_userflow.storage import open_store
 
     pytester.makepyfile(
         """
@@ -463,8 +439,8 @@ def test_runs_at_once_on_a_new_store_beside_a_reader_lose_nothing(
     def reader() -> None:
         while not stop.is_set():
             if store_path.exists():
-                store = Store(store_path)
-                reads.append(len(queries.runs(store)))
+                store = open_store(store_path)
+                reads.append(len(store.runs()))
                 store.close()
 
     thread = threading.Thread(target=reader)

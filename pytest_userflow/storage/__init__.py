@@ -1,0 +1,195 @@
+"""What was recorded (``History``) and what is still to deliver (``Outbox``), each behind one
+small interface, opened from the store setting.
+
+No pytest import, and no database driver here: only the implementations (``storage.sqlite``)
+hold SQL or import one, and every failure of theirs reaches callers as :class:`StoreError`.
+
+>>> history = open_history(".userflow/userflow.db")   # doctest: +SKIP
+>>> history.runs(limit=5)                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from ..model import RunInfo, TestRecord, UserflowError
+
+if TYPE_CHECKING:
+    from .sqlite import SQLiteStore
+
+#: Upload states: waiting to be sent, delivered, refused by the destination (kept), or not
+#: routable (no session and no device) and so kept only in the history.
+PENDING, SENT, FAILED, LOCAL_ONLY = "pending", "sent", "failed", "local-only"
+
+
+class StoreError(UserflowError):
+    """The history or the outbox cannot be opened, read or written; the message names it.
+
+    *damaged*: the file is known to be corrupt, so nothing more is written to it.
+    """
+
+    def __init__(self, message: str, *, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged
+
+
+class Upload(NamedTuple):
+    """A pending upload: the calls that deliver one test, and how far they got."""
+
+    perf_event_id: str
+    plan: list[dict[str, Any]]
+    progress: dict[str, Any]
+    base_url: str | None
+    api: str | None
+    attempts: int = 0
+
+
+class History(Protocol):
+    """Every run's tests and measurements, as the gate, the summary, the CLI and the report
+    read them. A history that does not exist yet reads as empty."""
+
+    #: Where it is, as shown to users.
+    location: str
+
+    @property
+    def exists(self) -> bool: ...
+
+    def check(self) -> None:
+        """Raise StoreError now if the history could not be used, without making anything."""
+
+    def close(self) -> None: ...
+
+    # -- a run -----------------------------------------------------------------------------------
+
+    def add_test(self, record: TestRecord, run: RunInfo) -> None:
+        """Commit one finished test with its measurements and checks (the run's row with its
+        first test)."""
+
+    def finish_run(self, run_id: str, outcome: str) -> None:
+        """Note the run's end, when it recorded anything."""
+
+    def recent_values(
+        self,
+        flow: str,
+        key: str,
+        limit: int,
+        *,
+        exclude_run: str | None = None,
+        nodeid: str | None = None,
+        device: str | None = None,
+    ) -> list[Any]:
+        """The newest *limit* values of passed tests of one flow and key (a baseline); of one
+        test and device when *nodeid* is given."""
+        ...
+
+    # -- readers ---------------------------------------------------------------------------------
+
+    def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The runs, newest first, with their test and measurement counts."""
+        ...
+
+    def flows(self) -> list[dict[str, Any]]: ...
+
+    def match_runs(self, prefixes: Iterable[str]) -> list[str]:
+        """The run id each prefix starts; an unknown or ambiguous one is a StoreError."""
+        ...
+
+    def run_tests(self) -> dict[str, set[str]]:
+        """The node ids of the tests each run recorded."""
+        ...
+
+    def tests(self, run_id: str, worker: str | None = None) -> list[dict[str, Any]]:
+        """One run's tests (of one process, given *worker*), each with its measurements and
+        where its data went."""
+        ...
+
+    def checks(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The budgets and regressions the gate checked in these runs, in the order made."""
+        ...
+
+    def measurements(
+        self,
+        *,
+        flow: str | None = None,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+        start_time: str | float | None = None,
+        end_time: str | float | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        run_ids: Iterable[str] = (),
+    ) -> Iterator[dict[str, Any]]:
+        """The API's measurement listing, with the API's filters and semantics, in time
+        order; each row also names its status, run, test, worker and device."""
+        ...
+
+    def run_summary(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
+        """One run's tests per flow and status and its keys' statistics (of one process,
+        given *worker*; False: all)."""
+        ...
+
+
+class Outbox(Protocol):
+    """This machine's uploads still to deliver, and how far each got."""
+
+    location: str
+
+    def uploads(self, states: Sequence[str] = (PENDING,)) -> list[Upload]: ...
+
+    def count_uploads(self, states: Sequence[str] = (PENDING,)) -> int: ...
+
+    def mark(
+        self,
+        perf_event_id: str,
+        state: str,
+        *,
+        error: str | None = None,
+        progress: dict[str, Any] | None = None,
+        remote_event_id: str | None = None,
+    ) -> None:
+        """An upload's outcome: its new state, the last error, how far it got."""
+
+    def save_progress(self, perf_event_id: str, progress: dict[str, Any]) -> None: ...
+
+
+def is_url(location: str | Path) -> bool:
+    """A store setting that names a server rather than a file."""
+    return "://" in str(location) and not str(location).startswith("sqlite://")
+
+
+def shown(location: str | Path) -> str:
+    """*location* as it may be printed: a URL without its password."""
+    text = str(location)
+    if not is_url(text):
+        return text
+    url = urllib.parse.urlsplit(text)
+    if url.password is None:
+        return text
+    host = url.hostname or ""
+    netloc = f"{url.username}@{host}" if url.username else host
+    if url.port is not None:
+        netloc += f":{url.port}"
+    return urllib.parse.urlunsplit(url._replace(netloc=netloc))
+
+
+def sqlite_path(location: str | Path) -> Path:
+    """The file a path or ``sqlite:///path`` names."""
+    text = str(location)
+    return Path(text[len("sqlite:///") :] if text.startswith("sqlite:///") else text)
+
+
+def open_store(location: str | Path) -> SQLiteStore:
+    """The history (and this machine's outbox) at *location*: a SQLite file path or
+    ``sqlite:///path``. Nothing is made on disk until something is written."""
+    if is_url(location):
+        raise StoreError(
+            f"{shown(location)}: only a SQLite file is supported as the userflow store "
+            "(a path, or sqlite:///path)"
+        )
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(sqlite_path(location))

@@ -1,0 +1,717 @@
+"""The SQLite store: history and outbox in one file, the embedded default.
+
+The only module with SQL in it, and the only one that imports ``sqlite3``; its errors leave
+as :class:`~pytest_userflow.storage.StoreError`. It is the plugin's write-ahead log: a test's
+record is committed here at its teardown, before any upload.
+
+Each finished test is one small transaction. The store is in WAL mode, so that several
+xdist workers write one file, with ``synchronous = OFF``: a committed transaction is in the
+operating system's hands and survives a killed process. What OFF gives up against NORMAL is
+the store's safety through an operating system crash or a power cut, for runs that do not
+wait on a disk flush at every WAL checkpoint (see benchmarks/README.md).
+
+>>> store = SQLiteStore(Path(".userflow/userflow.db"))   # doctest: +SKIP
+>>> store.add_test(record, run)                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..analysis import is_number, median
+from ..model import COUNTED_STATUSES, FILTER_STATUSES, RunInfo, TestRecord, parse_time, utc_text
+from . import PENDING, StoreError, Upload
+
+SCHEMA_VERSION = 2
+
+#: The budgets and regressions the gate checked, a row each, with the test that they belong to.
+_CHECKS = (
+    """CREATE TABLE checks (
+    event INTEGER NOT NULL, key_name TEXT NOT NULL, kind TEXT NOT NULL, verdict TEXT NOT NULL,
+    value REAL, low REAL, high REAL, baseline REAL, change_pct REAL, noise_pct REAL,
+    limit_text TEXT
+)""",
+    "CREATE INDEX checks_event ON checks(event)",
+)
+
+#: A measurement row holds only what is its own and points at its event; rows are kept in
+#: their event's order (the primary key), so a test's rows are one stretch of one table and
+#: its commit touches few pages. The ``measurements`` view joins them into the API's columns.
+_SCHEMA = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, started_at REAL, finished_at REAL, host TEXT,
+    git_commit TEXT, git_branch TEXT, ci_build_id TEXT, backend TEXT, outcome TEXT
+);
+CREATE TABLE flows (
+    user_flow_id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, description TEXT,
+    created_time REAL
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL, run_id TEXT NOT NULL,
+    user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
+    device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
+    event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL,
+    attempts INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX events_run ON events(run_id);
+CREATE INDEX events_flow ON events(user_flow_id, event_ts);
+CREATE TABLE measurement_rows (
+    event INTEGER NOT NULL, seq INTEGER NOT NULL, key_name TEXT NOT NULL, key_type TEXT,
+    key_units TEXT, value, PRIMARY KEY (event, seq)
+) WITHOUT ROWID;
+CREATE VIEW measurements AS SELECT e.id AS event, m.seq AS seq, e.perf_event_id, e.run_id,
+    e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts, e.session_id, e.status,
+    m.key_name, m.key_type, m.key_units, m.value, e.nodeid, e.worker, e.device_address
+    FROM measurement_rows m JOIN events e ON e.id = m.event;
+{checks};
+CREATE TABLE uploads (
+    perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
+    base_url TEXT, api TEXT, plan TEXT NOT NULL, progress TEXT, attempts INTEGER DEFAULT 0,
+    last_error TEXT, remote_event_id TEXT, updated_ts REAL
+);
+CREATE INDEX uploads_state ON uploads(state);
+""".format(checks=";\n".join(_CHECKS))
+
+
+class SQLiteStore:
+    """The store file behind one connection, shared by this process's threads.
+
+    Nothing is created on disk until something is written: a project whose tests record
+    nothing gets no store. ``lock`` serialises the threads' use of the connection.
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.timeout = timeout
+        self.lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._flow_ids: dict[str, str] = {}
+        self._runs: set[str] = set()  # runs whose row this connection has written
+
+    @property
+    def exists(self) -> bool:
+        return self._db is not None or self.path.exists()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, opened (and the file made) when first asked for."""
+        if self._db is None:
+            self._db = self._connect()
+        return self._db
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            self._create()
+        try:
+            db = sqlite3.connect(
+                str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the userflow store {self.path}: {exc}") from None
+        try:
+            _check_schema(db)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(
+                f"{self.path} is not a usable pytest-userflow store ({exc}); it was left as it is: "
+                "move it away or point --userflow-store elsewhere"
+            ) from None
+        # A commit survives a killed process without any fsync (see the module's docstring).
+        db.execute("PRAGMA synchronous = OFF")
+        return db
+
+    def _create(self) -> None:
+        """Make a new store whole under another name, then give it its name in one step: no
+        process ever sees a store without its tables, and an empty file is never ours."""
+        fresh = self.path.with_name(f"{self.path.name}.new-{uuid.uuid4().hex[:12]}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Readable by its owner only: it holds every upload body. SQLite gives its -wal
+            # and -shm files the database file's mode.
+            os.close(os.open(fresh, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(str(fresh), isolation_level=None)
+            try:
+                db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                db.execute("PRAGMA journal_mode = WAL")
+            finally:
+                db.close()
+            with contextlib.suppress(FileExistsError):  # another process made one meanwhile
+                os.link(fresh, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot create the userflow store {self.path}: "
+                f"{getattr(exc, 'strerror', None) or exc} "
+                "(choose another path with --userflow-store or the userflow_store ini key)"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                fresh.unlink()
+        gitignore = self.path.parent / ".gitignore"
+        if self.path.parent.name == ".userflow" and not gitignore.exists():
+            with contextlib.suppress(OSError):  # a courtesy: a read-only folder is fine
+                gitignore.write_text("# created by pytest-userflow\n*\n")
+
+    def check(self) -> None:
+        """Raise StoreError now if the store could not be used, without making anything:
+        an existing file is opened and its schema checked; else the folder it would be
+        made in must be writable."""
+        if self.path.exists():
+            self.db  # noqa: B018  (opening it checks it)
+            return
+        folder = self.path.parent
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot create the userflow store {self.path}: {folder} is not a writable "
+                "folder (choose another path with --userflow-store or the userflow_store ini key)"
+            )
+
+    def close(self) -> None:
+        with self.lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as StoreError, naming the file; a corrupt file says so."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            damaged = isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
+            raise StoreError(f"{self.path}: {exc}", damaged=damaged) from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock: the write lock is taken up
+        front, so concurrent writers wait on the busy timeout instead of failing on a lock
+        upgrade."""
+        with self.lock, self._errors():
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add_test(
+        self,
+        record: TestRecord,
+        run: RunInfo,
+        upload: tuple[list[dict[str, Any]], str | None, str | None, str] | None = None,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Commit one finished test, its measurements and its upload (plan, base URL, API,
+        state; *error*: why it is refused) in one transaction; the run's row comes with its
+        first test."""
+        with self.transaction() as db:
+            if run.run_id not in self._runs:
+                _insert_run(db, run)
+            flow_id = self._flow_id(db, record.flow, record.description)
+            event = db.execute(
+                "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
+                " worker, device_address, session_id, status, status_message, event_ts,"
+                " event_time, duration, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.perf_event_id,
+                    run.run_id,
+                    flow_id,
+                    record.flow,
+                    record.nodeid,
+                    record.worker,
+                    record.device_address,
+                    record.session_id,
+                    record.status,
+                    record.status_message,
+                    record.event_ts,
+                    utc_text(record.event_ts),
+                    record.duration,
+                    record.attempts,
+                ),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO measurement_rows (event, seq, key_name, key_type, key_units, value)"
+                " VALUES (?,?,?,?,?,?)",
+                [
+                    (event, i, m.key, m.type, m.units, m.value)
+                    for i, m in enumerate(record.measurements)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO checks (event, key_name, kind, verdict, value, low, high, baseline,"
+                " change_pct, noise_pct, limit_text) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (event, c.key, c.kind, c.verdict, c.value, c.low, c.high, c.baseline,
+                     c.change_pct, c.noise_pct, c.limit)
+                    for c in record.checks
+                ],
+            )  # fmt: skip
+            if upload is not None:
+                plan, base_url, api, state = upload
+                db.execute(
+                    "INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan,"
+                    " progress, last_error, updated_ts) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (record.perf_event_id, run.run_id, state, base_url, api, json.dumps(plan),
+                     "{}", error, time.time()),
+                )  # fmt: skip
+        self._runs.add(run.run_id)
+
+    def _flow_id(self, db: sqlite3.Connection, name: str, description: str | None) -> str:
+        flow_id = self._flow_ids.get(name)
+        if flow_id is None:
+            db.execute(
+                "INSERT OR IGNORE INTO flows (user_flow_id, name, description, created_time)"
+                " VALUES (?,?,?,?)",
+                (str(uuid.uuid4()), name, description, time.time()),
+            )
+            row = db.execute("SELECT user_flow_id FROM flows WHERE name = ?", (name,)).fetchone()
+            flow_id = self._flow_ids[name] = str(row[0])
+        return flow_id
+
+    def finish_run(self, run_id: str, outcome: str) -> None:
+        """Note the run's end, when it recorded anything (else it has no row)."""
+        if not self.exists:
+            return
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ? WHERE run_id = ?",
+                (time.time(), outcome, run_id),
+            )
+
+    def mark(
+        self,
+        perf_event_id: str,
+        state: str,
+        *,
+        error: str | None = None,
+        progress: dict[str, Any] | None = None,
+        remote_event_id: str | None = None,
+    ) -> None:
+        """An upload's outcome: its new state, the last error, how far it got."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE uploads SET state = ?, progress = COALESCE(?, progress),"
+                " last_error = ?, remote_event_id = COALESCE(?, remote_event_id),"
+                " attempts = attempts + 1, updated_ts = ? WHERE perf_event_id = ?",
+                (
+                    state,
+                    None if progress is None else json.dumps(progress),
+                    error,
+                    remote_event_id,
+                    time.time(),
+                    perf_event_id,
+                ),
+            )
+
+    def save_progress(self, perf_event_id: str, progress: dict[str, Any]) -> None:
+        """How far an upload got: a replay starts from there."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE uploads SET progress = ?, updated_ts = ? WHERE perf_event_id = ?",
+                (json.dumps(progress), time.time(), perf_event_id),
+            )
+
+    # -- the uploads, for the sender and push --------------------------------------------------
+
+    def uploads(self, states: Sequence[str] = (PENDING,)) -> list[Upload]:
+        """The uploads in *states*, in the order their tests were recorded."""
+        if not self.exists:
+            return []
+        marks = ",".join("?" * len(states))
+        with self.lock, self._errors():
+            rows = self.db.execute(
+                "SELECT perf_event_id, plan, progress, base_url, api, attempts FROM uploads"
+                f" WHERE state IN ({marks}) ORDER BY rowid",
+                list(states),
+            ).fetchall()
+        return [
+            Upload(r[0], json.loads(r[1]), json.loads(r[2] or "{}"), r[3], r[4], r[5]) for r in rows
+        ]
+
+    def count_uploads(self, states: Sequence[str] = (PENDING,)) -> int:
+        if not self.exists:
+            return 0
+        marks = ",".join("?" * len(states))
+        with self.lock, self._errors():
+            sql = f"SELECT COUNT(*) FROM uploads WHERE state IN ({marks})"
+            return int(self.db.execute(sql, list(states)).fetchone()[0])
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _select(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        if not self.exists:
+            return []
+        with self.lock, self._errors():
+            return self.db.execute(sql, list(args)).fetchall()
+
+    def run_summary(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
+        """One run's tests per flow and status, where their measurements went, and per (flow,
+        key, type, device) the count, min, median, max and units of the values of its passed and
+        failed tests (*left_out*: how many values of excluded tests were not counted).
+
+        *worker*: False for every process of the run, else one process (None: in-process).
+        """
+        where = "run_id = ?"
+        args: list[Any] = [run_id]
+        if worker is not False:
+            where += " AND worker IS ?"
+            args.append(worker)
+        flows: dict[str, dict[str, Any]] = {}
+
+        def flow(name: str) -> dict[str, Any]:
+            return flows.setdefault(name, {"tests": 0, "statuses": {}, "places": {}, "left_out": 0})
+
+        for name, status, n in self._select(
+            f"SELECT user_flow_name, status, COUNT(*) FROM events WHERE {where} GROUP BY 1, 2",
+            args,
+        ):
+            flow(name)["tests"] += n
+            flow(name)["statuses"][status] = n
+        reruns = self._select(
+            f"SELECT nodeid, attempts FROM events WHERE {where} AND attempts > 1 ORDER BY nodeid",
+            args,
+        )
+        uploads = bool(self._select("SELECT 1 FROM uploads WHERE run_id = ? LIMIT 1", [run_id]))
+        state = "u.state" if uploads else "NULL"
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for name, key, kind, device, units, value, place, status in self._select(
+            "SELECT e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units,"
+            f" m.value, {state}, e.status FROM events e JOIN measurement_rows m ON m.event = e.id"
+            + (" LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id" if uploads else "")
+            + f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))}",
+            args,
+        ):
+            places = flow(name)["places"]
+            places[place or ""] = places.get(place or "", 0) + 1
+            if status not in COUNTED_STATUSES:
+                flow(name)["left_out"] += 1
+                continue
+            group = groups.setdefault(
+                (name, key, kind, device), {"count": 0, "values": [], "units": None}
+            )
+            group["count"] += 1
+            group["units"] = units or group["units"]
+            if is_number(value):
+                group["values"].append(value)
+        keys = []
+        for (name, key, kind, device), group in sorted(
+            groups.items(), key=lambda item: tuple((v is not None, v) for v in item[0])
+        ):
+            values = group["values"]
+            keys.append(
+                {
+                    "flow": name,
+                    "key": key,
+                    "type": kind,
+                    "device": device,
+                    "count": group["count"],
+                    "numeric": len(values),
+                    "min": min(values) if values else None,
+                    "median": median(values) if values else None,
+                    "max": max(values) if values else None,
+                    "units": group["units"],
+                }
+            )
+        pending = self._select(
+            "SELECT COUNT(DISTINCT e.perf_event_id), COUNT(m.seq) FROM events e JOIN uploads u"
+            " USING (perf_event_id) LEFT JOIN measurement_rows m ON m.event = e.id"
+            f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))} AND u.state = ?",
+            [*args, PENDING],
+        )
+        tests, measurements = pending[0] if pending else (0, 0)
+        return {
+            "flows": dict(sorted(flows.items())),
+            "keys": keys,
+            "pending": {"tests": tests, "measurements": measurements},
+            "reruns": [[nodeid, attempts] for nodeid, attempts in reruns],
+        }
+
+    def tests(self, run_id: str, worker: str | None = None) -> list[dict[str, Any]]:
+        """This run's tests (one process's, given *worker*), with where their data went."""
+        sql = (
+            "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
+            " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
+            " u.state, u.last_error, u.remote_event_id, e.attempts FROM events e"
+            " LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id WHERE e.run_id = ?"
+        )
+        args: list[Any] = [run_id]
+        if worker is not None:
+            sql += " AND e.worker IS ?"
+            args.append(worker)
+        events: dict[int, dict[str, Any]] = {}
+        for row in self._select(sql + " ORDER BY e.event_ts, e.id", args):
+            events[row[0]] = {
+                "nodeid": row[2],
+                "flow": row[3],
+                "status": row[4],
+                "status_message": row[5],
+                "session_id": row[6],
+                "device": row[7],
+                "worker": row[8],
+                "event_time": row[9],
+                "duration": row[10],
+                "local_event_id": row[1],
+                "upload_state": row[11],
+                "upload_error": row[12],
+                "event_id": row[13],
+                "attempts": row[14],
+                "measurements": [],
+            }
+        if events:
+            sql = (
+                "SELECT event, key_name, value, key_type, key_units FROM measurements"
+                " WHERE run_id = ?" + (" AND worker IS ?" if worker is not None else "")
+            )
+            for row in self._select(sql + " ORDER BY event, seq", args):
+                events[row[0]]["measurements"].append(
+                    {"key": row[1], "value": row[2], "type": row[3], "units": row[4]}
+                )
+        return list(events.values())
+
+    def flows(
+        self,
+    ) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT f.user_flow_id, f.name, f.description, f.created_time,"
+            " (SELECT COUNT(*) FROM events e WHERE e.user_flow_id = f.user_flow_id),"
+            " (SELECT COUNT(*) FROM measurements m WHERE m.user_flow_id = f.user_flow_id)"
+            " FROM flows f ORDER BY f.name"
+        )
+        names = ("user_flow_id", "name", "description", "created_time", "tests", "measurements")
+        return [dict(zip(names, row, strict=True)) for row in self._select(sql)]
+
+    def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The recorded runs, newest first, with their test and measurement counts."""
+        sql = (
+            "SELECT r.run_id, r.started_at, r.finished_at, r.host, r.git_commit, r.git_branch,"
+            " r.ci_build_id, r.backend, r.outcome,"
+            " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
+            " (SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id)"
+            " FROM runs r ORDER BY r.started_at DESC"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        names = (
+            "run_id",
+            "started_at",
+            "finished_at",
+            "host",
+            "git_commit",
+            "git_branch",
+            "ci_build_id",
+            "backend",
+            "outcome",
+            "tests",
+            "measurements",
+        )
+        return [dict(zip(names, row, strict=True)) for row in self._select(sql)]
+
+    def match_runs(self, prefixes: Iterable[str]) -> list[str]:
+        """The run ids that *prefixes* start, one each: an unknown or ambiguous one is an error."""
+        prefixes = list(prefixes)
+        if not prefixes:
+            return []
+        known = [r[0] for r in self._select("SELECT run_id FROM runs ORDER BY started_at DESC")]
+        out = []
+        for prefix in prefixes:
+            found = [r for r in known if r.startswith(prefix)]
+            if len(found) != 1:
+                which = (
+                    f": {', '.join(found[:5])}{' ...' if len(found) > 5 else ''}" if found else ""
+                )
+                raise StoreError(
+                    f"run {prefix!r} matches {len(found)} of the {len(known)} runs in {self.path}"
+                    f"{which}; give more of its id (pytest-userflow runs lists them)"
+                )
+            out.append(found[0])
+        return out
+
+    def run_tests(
+        self,
+    ) -> dict[str, set[str]]:
+        """The node ids of the tests each run recorded."""
+        tests: dict[str, set[str]] = {}
+        for run_id, nodeid in self._select("SELECT DISTINCT run_id, nodeid FROM events"):
+            tests.setdefault(run_id, set()).add(nodeid)
+        return tests
+
+    def checks(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The budgets and regressions the gate checked in these runs, in the order made."""
+        run_ids = list(run_ids)
+        if not run_ids:
+            return []
+        names = (
+            "run_id", "nodeid", "flow", "device", "key", "kind", "verdict", "value", "low", "high",
+            "baseline", "change_pct", "noise_pct", "limit",
+        )  # fmt: skip
+        sql = (
+            "SELECT e.run_id, e.nodeid, e.user_flow_name, e.device_address, c.key_name, c.kind,"
+            " c.verdict, c.value, c.low, c.high, c.baseline, c.change_pct, c.noise_pct,"
+            " c.limit_text FROM checks c JOIN events e ON e.id = c.event"
+            f" WHERE e.run_id IN ({','.join('?' * len(run_ids))}) ORDER BY e.event_ts, c.rowid"
+        )
+        return [dict(zip(names, row, strict=True)) for row in self._select(sql, run_ids)]
+
+    def resolve_flow(self, flow: str) -> str | None:
+        rows = self._select(
+            "SELECT user_flow_id FROM flows WHERE name = ? OR user_flow_id = ?", (flow, flow)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def recent_values(
+        self,
+        flow: str,
+        key: str,
+        limit: int,
+        *,
+        exclude_run: str | None = None,
+        nodeid: str | None = None,
+        device: str | None = None,
+    ) -> list[Any]:
+        """The newest *limit* values of passed tests for one flow and key (a baseline), of one
+        test (*nodeid*, parameters included) and *device* when *nodeid* is given."""
+        flow_id = self.resolve_flow(flow)
+        if flow_id is None:
+            return []
+        sql = (
+            "SELECT m.value FROM events e JOIN measurement_rows m ON m.event = e.id"
+            " WHERE e.user_flow_id = ? AND m.key_name = ? AND e.status = 'Passed'"
+            " AND e.run_id IS NOT ?"
+        )
+        args: list[Any] = [flow_id, key, exclude_run]
+        if nodeid is not None:
+            sql += " AND e.nodeid = ? AND e.device_address IS ?"
+            args += [nodeid, device]
+        sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT ?"
+        return [r[0] for r in self._select(sql, [*args, int(limit)])]
+
+    def measurements(
+        self,
+        *,
+        flow: str | None = None,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+        start_time: str | float | None = None,
+        end_time: str | float | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        run_ids: Iterable[str] = (),
+    ) -> Iterator[dict[str, Any]]:
+        """The API's measurement listing over the local store, with the API's semantics.
+
+        Filters combine with AND; repeated values of one filter with OR; times are
+        inclusive; no status means passed, failed and not_set.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if flow is not None:
+            flow_id = self.resolve_flow(flow)
+            if flow_id is None:
+                raise StoreError(f"no user flow named or with id {flow!r} in {self.path}")
+            where.append("user_flow_id = ?")
+            args.append(flow_id)
+
+        def any_of(column: str, values: Iterable[Any]) -> None:
+            values = list(values)
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+
+        any_of("session_id", session_ids)
+        any_of("key_name", keys)
+        any_of("run_id", run_ids)
+        wanted = [s.lower() for s in statuses] or ["passed", "failed", "not_set"]
+        for s in wanted:
+            if s not in FILTER_STATUSES:
+                raise StoreError(f"status must be one of {', '.join(FILTER_STATUSES)}, got {s!r}")
+        # Locally every test has a status; not_set matches none of them.
+        any_of("status", [s.capitalize() for s in wanted if s != "not_set"] or ["-"])
+        if start_time is not None:
+            where.append("event_ts >= ?")
+            args.append(parse_time(start_time))
+        if end_time is not None:
+            where.append("event_ts <= ?")
+            args.append(parse_time(end_time))
+        sql = (
+            "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id,"
+            " key_name, key_type, key_units, value, status, run_id, nodeid, worker,"
+            " device_address FROM measurements"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY event_ts, event, seq"
+        if limit is not None or offset is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset or 0]
+        if not self.exists:
+            return
+        names = (
+            "user_flow_id",
+            "user_flow_name",
+            "perf_event_id",
+            "event_time",
+            "session_id",
+            "key_name",
+            "key_type",
+            "key_units",
+            "value",
+            "status",
+            "run_id",
+            "nodeid",
+            "worker",
+            "device_address",
+        )
+        with self.lock, self._errors():
+            cursor = self.db.execute(sql, args)
+            rows = iter(lambda: cursor.fetchmany(1000), [])
+            for chunk in rows:
+                for r in chunk:
+                    row = dict(zip(names, r, strict=True))
+                    row["perf_key_id"] = None
+                    yield row
+
+
+def _insert_run(db: sqlite3.Connection, run: RunInfo) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO runs (run_id, started_at, host, git_commit, git_branch,"
+        " ci_build_id, backend) VALUES (?,?,?,?,?,?,?)",
+        (run.run_id, run.started_at, run.host, run.git_commit, run.git_branch, run.ci_build_id,
+         run.backend),
+    )  # fmt: skip
+
+
+def _check_schema(db: sqlite3.Connection) -> None:
+    """The file must be a store of this schema (made by ``SQLiteStore._create``)."""
+    db.execute(f"PRAGMA busy_timeout = {30_000}")
+    row = db.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version),"
+        " (SELECT group_concat(name, ', ') FROM sqlite_master WHERE type = 'table')"
+    ).fetchone()
+    version, tables = int(row[0]), row[1] or ""
+    if version == SCHEMA_VERSION:
+        return
+    if version != 0:
+        raise sqlite3.DatabaseError(
+            f"schema version {version}, where this version of pytest-userflow writes "
+            f"{SCHEMA_VERSION}"
+        )
+    if tables:
+        raise sqlite3.DatabaseError(f"it holds other tables ({tables})")
+    raise sqlite3.DatabaseError("it is empty: a store is never made empty, so it was cut short")
