@@ -101,9 +101,9 @@ class History(Protocol):
         """The node ids of the tests each run recorded."""
         ...
 
-    def tests(self, run_id: str, worker: str | None = None) -> list[dict[str, Any]]:
-        """One run's tests (of one process, given *worker*), each with its measurements and
-        where its data went."""
+    def tests(self, run_id: str | None = None, worker: str | None = None) -> list[dict[str, Any]]:
+        """The tests of one run (or of every run, oldest first), of one process given
+        *worker*, each with its measurements and where its data went."""
         ...
 
     def checks(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:

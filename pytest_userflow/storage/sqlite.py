@@ -442,20 +442,26 @@ class SQLiteStore:
             "reruns": [[nodeid, attempts] for nodeid, attempts in reruns],
         }
 
-    def tests(self, run_id: str, worker: str | None = None) -> list[dict[str, Any]]:
-        """This run's tests (one process's, given *worker*), with where their data went."""
+    def tests(self, run_id: str | None = None, worker: str | None = None) -> list[dict[str, Any]]:
+        """The tests of one run (or of every run, oldest first), of one process given
+        *worker*, each with its measurements and where its data went."""
+        where, args = ["1"], []
+        if run_id is not None:
+            where.append("e.run_id = ?")
+            args.append(run_id)
+        if worker is not None:
+            where.append("e.worker IS ?")
+            args.append(worker)
+        condition = " AND ".join(where)
         sql = (
             "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
             " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
-            " u.state, u.last_error, u.remote_event_id, e.attempts FROM events e"
-            " LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id WHERE e.run_id = ?"
+            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id FROM events e"
+            " LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id"
+            f" WHERE {condition} ORDER BY e.event_ts, e.id"
         )
-        args: list[Any] = [run_id]
-        if worker is not None:
-            sql += " AND e.worker IS ?"
-            args.append(worker)
         events: dict[int, dict[str, Any]] = {}
-        for row in self._select(sql + " ORDER BY e.event_ts, e.id", args):
+        for row in self._select(sql, args):
             events[row[0]] = {
                 "nodeid": row[2],
                 "flow": row[3],
@@ -471,14 +477,16 @@ class SQLiteStore:
                 "upload_error": row[12],
                 "event_id": row[13],
                 "attempts": row[14],
+                "run_id": row[15],
                 "measurements": [],
             }
         if events:
             sql = (
-                "SELECT event, key_name, value, key_type, key_units FROM measurements"
-                " WHERE run_id = ?" + (" AND worker IS ?" if worker is not None else "")
+                "SELECT e.id, m.key_name, m.value, m.key_type, m.key_units FROM events e"
+                f" JOIN measurement_rows m ON m.event = e.id WHERE {condition}"
+                " ORDER BY e.id, m.seq"
             )
-            for row in self._select(sql + " ORDER BY event, seq", args):
+            for row in self._select(sql, args):
                 events[row[0]]["measurements"].append(
                     {"key": row[1], "value": row[2], "type": row[3], "units": row[4]}
                 )
