@@ -3,7 +3,8 @@
 The plugin loads by itself once installed; these names are for scripts and conftest hooks.
 """
 
-from .gate import BudgetExceeded
+from typing import Any
+
 from .model import Measurement, MeasurementError, TestRecord, UserflowError, UserflowWarning
 
 __all__ = [
@@ -16,3 +17,12 @@ __all__ = [
     "__version__",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The gate (and its statistics) loads only when a failure or a script names it.
+    if name == "BudgetExceeded":
+        from .gate import BudgetExceeded
+
+        return BudgetExceeded
+    raise AttributeError(f"module 'pytest_userflow' has no attribute {name!r}")

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 import pytest
 
-from .gate import Budget
 from .model import (
     Measurement,
     MeasurementError,
@@ -94,6 +93,8 @@ class RecordMeasurement:
             raise MeasurementError(
                 f"budget= needs a numeric value, {m.key!r} is {m.value!r} in {where}"
             )
+        from .gate import Budget
+
         marked = self._record.budgets.get(m.key)  # flow "*": from an earlier budget=
         new = Budget.create(
             "*",

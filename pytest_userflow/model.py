@@ -439,6 +439,7 @@ class TestRecord:
         self.budgets: dict[str, Any] = {}  # key -> gate.Budget, from markers and budget=
         self.checked = 0  # how many measurements the gate has seen
         self.checks: list[Any] = []  # gate.Check: the budgets and regressions checked
+        self.breaches: dict[str, str] = {}  # phase -> the gate's message, where it failed it
         self.attempts = 1  # pytest-rerunfailures: this is the attempts-th run of the test
         self.used = False  # the test asked for record_measurement or userflow
         self.reports: list[Any] = []  # setup, call, teardown: as they were logged
@@ -484,9 +485,6 @@ def new_event_id() -> str:
 
 
 def _crash_line(report: Any) -> str:
-    gate = getattr(report, "userflow_message", None)  # a budget or regression: said plainly
-    if gate:
-        return str(gate)
     longrepr = report.longrepr
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None and getattr(crash, "message", None):
@@ -505,12 +503,15 @@ def _skip_reason(report: Any) -> str | None:
     return _crash_line(report) or None
 
 
-def status_from_reports(reports: Sequence[Any]) -> tuple[str, str | None]:
+def status_from_reports(
+    reports: Sequence[Any], breaches: Mapping[str, str] | None = None
+) -> tuple[str, str | None]:
     """The DESIGN's rules: a failure anywhere is Failed; skip and xfail are Excluded;
-    xpass (non-strict) and a passing call are Passed."""
+    xpass (non-strict) and a passing call are Passed. *breaches*: the gate's message for
+    each phase it failed, said plainly instead of the exception's line."""
     for report in reports:
         if report.outcome == "failed":
-            line = _crash_line(report)
+            line = (breaches or {}).get(report.when) or _crash_line(report)
             prefix = "" if report.when == "call" else f"error in {report.when}: "
             return "Failed", truncate_message(prefix + line if line else prefix + "failed")
     for report in reports:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
 from .analysis import DEFAULT_NOISE
-from .gate import Budget, parse_direction
 from .model import (
     DEFAULT_STORE,
     DEFAULT_URL,
@@ -22,6 +21,9 @@ from .model import (
     headspin_token,
     headspin_url,
 )
+
+if TYPE_CHECKING:
+    from .gate import Budget
 
 BACKENDS = ("auto", "local", "headspin", "off")
 APIS = ("v0", "legacy")
@@ -290,6 +292,8 @@ def resolve(config: pytest.Config) -> Settings:
                 "drives a device of its own"
             )
         devices.append(device)
+
+    from .gate import Budget, parse_direction
 
     directions = []
     for line in config.getini("userflow_directions"):

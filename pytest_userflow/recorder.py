@@ -1,0 +1,568 @@
+"""A test's way from its setup to its record, and the run's end: one pytest process's part.
+
+``UserflowRun`` is registered as a plugin when a run starts (not for ``--help``): it makes
+each test's record at its setup, gates its values as its reports are made, and at its
+teardown decides its status and commits it once. At the session's end it flushes the
+uploads and builds this process's summary. The store, the senders and the summary's modules
+are imported only when the run records something.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import options
+from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, SESSION_KEY
+from .gate import (
+    BaselineSource,
+    Budget,
+    BudgetExceeded,
+    Gate,
+    confirmed_changes,
+    headspin_fetch,
+    local_fetch,
+)
+from .model import (
+    Measurement,
+    MeasurementError,
+    RunInfo,
+    TestRecord,
+    UserflowError,
+    check_text,
+    normalize_status,
+    status_from_reports,
+)
+from .runinfo import new_run
+from .storage import StoreError
+
+if TYPE_CHECKING:
+    from .storage.sqlite import SQLiteStore
+    from .upload import Sink
+
+#: How many attempts of a test pytest-rerunfailures has run so far (on its item).
+ATTEMPTS_KEY = pytest.StashKey[int]()
+#: The run's outcome in the store, by pytest's exit code.
+OUTCOMES = {0: "passed", 1: "failed", 2: "interrupted", 5: "no tests"}
+
+
+def _flow_of(nodeid: str, marker: pytest.Mark) -> tuple[str, str | None]:
+    """The flow name and description of a ``userflow`` marker, checked."""
+    name = marker.args[0] if marker.args else marker.kwargs.get("name")
+    description = marker.kwargs.get("description")
+    if not isinstance(name, str) or not name.strip():
+        raise MeasurementError(
+            f"@pytest.mark.userflow needs a flow name, a non-empty str, as its first argument; "
+            f"got {name!r} on {nodeid}"
+        )
+    if description is not None and not isinstance(description, str):
+        raise MeasurementError(
+            f"@pytest.mark.userflow(description=...) must be a str, got "
+            f"{type(description).__name__} on {nodeid}"
+        )
+    unknown = set(marker.kwargs) - {"name", "description"}
+    if unknown or len(marker.args) > 1:
+        raise MeasurementError(
+            f"@pytest.mark.userflow takes (name, *, description=None), got extra "
+            f"{sorted(unknown) or list(marker.args[1:])} on {nodeid}"
+        )
+    where = f"@pytest.mark.userflow on {nodeid}"
+    flow = check_text("the flow name", name, where)
+    assert flow is not None
+    return flow, check_text("description", description, where, required=False, limit=10_000)
+
+
+def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
+    """The test's ``userflow_budget`` markers by key, the nearest winning."""
+    budgets: dict[str, Budget] = {}
+    where = f"@pytest.mark.userflow_budget on {nodeid}"
+    for marker in item.iter_markers("userflow_budget"):  # nearest first
+        unknown = set(marker.kwargs) - {"key", "max", "min", "direction"}
+        if unknown or len(marker.args) > 1:
+            raise MeasurementError(
+                f"{where} takes (key, max=None, min=None, direction=None), got {marker}"
+            )
+        key = marker.args[0] if marker.args else marker.kwargs.get("key")
+        budget = Budget.create(
+            flow,
+            key,
+            marker.kwargs.get("max"),
+            marker.kwargs.get("min"),
+            where=where,
+            direction=marker.kwargs.get("direction"),
+        )
+        budgets.setdefault(budget.key, budget)
+    return budgets
+
+
+def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
+    """Worker gwN drives the N-th device."""
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
+    return devices[index] if 0 <= index < len(devices) else None
+
+
+class UserflowRun:
+    """One pytest process's part of the run: its store, sink, gate and summary."""
+
+    def __init__(self, config: pytest.Config, settings: options.Settings) -> None:
+        self.config = config
+        self.settings = settings
+        workerinput = getattr(config, "workerinput", None)  # xdist's, when it is a dict
+        self.workerinput: dict[str, Any] | None = (
+            workerinput if isinstance(workerinput, dict) else None
+        )
+        self.worker: str | None = self.workerinput["workerid"] if self.workerinput else None
+        devices = settings.devices
+        if self.worker is not None:
+            self.device = _worker_device(self.worker, devices)
+        else:
+            self.device = devices[0] if len(devices) == 1 else None
+        config.stash[DEVICE_KEY] = self.device
+        config.stash[FLOW_KEY] = settings.flow
+        opt = config.option
+        # Skip recording entirely when tests are only collected or their fixtures planned.
+        self.active = not (
+            opt.collectonly or getattr(opt, "setupplan", False) or getattr(opt, "setuponly", False)
+        )
+        self.controller = False
+        self.run: RunInfo | None = None
+        self.store: SQLiteStore | None = None
+        self.sink: Sink | None = None  # None: this process records nothing
+        self.gate: Gate | None = None
+        self.running: pytest.Item | None = None  # the item between its setup and teardown
+        self.summaries: list[dict[str, Any]] = []
+        self.whole: dict[str, Any] | None = None
+        self.crashed: list[str] = []
+        self.errors: list[str] = []
+        self.unstored: list[str] = []  # tests the store could not take
+        self.damaged: str | None = None  # why the store is known to be damaged
+
+    # -- session start: the store, the sink and the gate ---------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.active:
+            return
+        s = self.settings
+        self.controller = self.config.pluginmanager.hasplugin("dsession")
+        if self.workerinput and "userflow_run" in self.workerinput:
+            self.run = RunInfo.from_dict(self.workerinput["userflow_run"], socket.gethostname())
+        else:
+            self.run = new_run(self.config.rootpath, s.backend)
+        if s.backend != "off":
+            from .storage import open_store
+
+            try:
+                self.store = open_store(s.store)
+                self.store.check()
+            except StoreError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        self.gate = Gate(
+            s.budgets,
+            None if self.controller else self._baselines(),
+            pct=s.regression,
+            warn_only=s.regression_mode == "warn",
+            noise=s.noise,
+            directions=s.directions,
+        )
+        if not self.controller:  # it only merges what the workers hand back
+            self.sink = self._make_sink(self.run)
+
+    def _make_sink(self, run: RunInfo) -> Sink:
+        from .upload import DryRunSink, HeadSpinSink, NullSink, Sink
+
+        s = self.settings
+        if self.store is None:
+            return NullSink(run)
+        if s.dry_run:
+            return DryRunSink(self.store, run, s.url, s.api)
+        if s.backend == "headspin":
+            from .client import HeadSpinClient  # requests is imported only when it is needed
+
+            assert s.token is not None
+            return HeadSpinSink(self.store, run, HeadSpinClient(s.token, base_url=s.url), s.api)
+        return Sink(self.store, run)
+
+    def _baselines(self) -> BaselineSource | None:
+        s = self.settings
+        assert self.run is not None
+        if s.baseline == "local" and self.store is not None:
+            return BaselineSource(local_fetch(self.store, self.run.run_id), s.baseline_runs)
+        if s.baseline == "headspin":
+            from .client import HeadSpinClient
+
+            assert s.token is not None
+            client = HeadSpinClient(s.token, base_url=s.url, retries=2)
+            return BaselineSource(headspin_fetch(client), s.baseline_runs)
+        return None
+
+    def worker_died(self, worker: str) -> None:
+        """What the dead *worker* finished, read from the store, for the summary."""
+        self.crashed.append(worker)
+        device = _worker_device(worker, self.settings.devices)
+        self.summaries.append(self._summary(self.store, worker, device, {}))
+
+    # -- per test --------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if self.sink is None:
+            return
+        self.running = item
+        nodeid = item.nodeid
+        marker = item.get_closest_marker("userflow")
+        flow, description = _flow_of(nodeid, marker) if marker else (self.settings.flow, None)
+        record = TestRecord(nodeid, flow, description, device=self.device, worker=self.worker)
+        record.attempts = item.stash.get(ATTEMPTS_KEY, 0) + 1
+        item.stash[RECORD_KEY] = record
+        record.budgets = _budgets_of(item, nodeid, record.flow)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """Budgets and regressions, right after the call phase (and again after teardown for
+        values that fixture teardowns recorded): a breach turns a passing report into a
+        failure before anything sees it (the terminal, report files, pytest-rerunfailures)."""
+        report = yield
+        record = item.stash.get(RECORD_KEY, None)
+        if (
+            report.when != "setup"
+            and record is not None
+            and self.gate is not None
+            and len(record.measurements) > record.checked
+            and self.gate.active(record.budgets)
+        ):
+            self._gate(item, record, report)
+        return report
+
+    def _gate(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
+        assert self.gate is not None
+        new = record.measurements[record.checked :]
+        record.checked = len(record.measurements)
+        checks = self.gate.check(
+            record.nodeid,
+            record.flow,
+            new,
+            record.budgets,
+            lambda m, baseline: item.ihook.pytest_userflow_verdict(
+                item=item, measurement=m, baseline=baseline
+            ),
+            record.device_address,
+        )
+        record.checks += checks
+        failing = [check for check in checks if check.failed]
+        if failing and report.passed:
+            message = "; ".join(check.message() for check in failing)
+            try:  # an ExceptionInfo needs a traceback, which only raising gives
+                raise BudgetExceeded(message)
+            except BudgetExceeded:
+                excinfo = pytest.ExceptionInfo[BudgetExceeded].from_current()
+            report.outcome = "failed"
+            report.longrepr = excinfo.getrepr(style="no")
+            record.breaches[report.when] = message  # the flow's status says it plainly
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Keep the test's reports; at its teardown report, finish and keep its record.
+
+        Logged reports, not made ones: pytest-rerunfailures runs an attempt whole and then
+        logs its reports, the one that asks for a rerun with the outcome "rerun", and then
+        the attempt is dropped (the final one is kept). First of the hook's implementations,
+        so that report files read the user properties added here."""
+        item = self.running
+        if item is None:
+            return  # the xdist controller, or a test set up outside this plugin's hooks
+        record = item.stash.get(RECORD_KEY, None)
+        if record is None or report.nodeid != record.nodeid:
+            return
+        outcome: str = report.outcome  # pytest-rerunfailures' "rerun" is none of pytest's
+        if outcome == "rerun":
+            self.running = None
+            item.stash[ATTEMPTS_KEY] = record.attempts
+            del item.stash[RECORD_KEY]
+            return
+        record.reports.append(report)
+        if report.when == "teardown":
+            self.running = None
+            del item.stash[RECORD_KEY]  # the record (and its reports) go with the test
+            if record.wanted:
+                self._finish(item, record, report)
+
+    def _finish(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
+        """The test is over: its status, its last measurements, its user properties, and
+        its one write to the store."""
+        assert self.sink is not None
+        hook = item.ihook
+        status, message = self._status(item, record, hook)
+        if hook.pytest_userflow_measurements.get_hookimpls():
+            measurements: list[Any] = list(record.measurements)
+            hook.pytest_userflow_measurements(item=item, measurements=measurements)
+            record.measurements = self._checked(record, measurements)
+        record.end(status, message)
+        if self.gate is not None and (record.budgets or self.gate.budgets):
+            keys = [m.key for m in record.measurements]
+            self.gate.note_test(record.nodeid, record.flow, keys, record.budgets)
+        properties = report.user_properties
+        properties.append(("userflow", record.flow))
+        properties.append(("userflow_status", record.status))
+        if record.attempts > 1:
+            properties.append(("userflow_attempts", record.attempts))
+        for m in record.measurements:
+            properties.append((f"userflow:{m.key}", m.value))
+            if m.units:  # a CI page shows the number with its units beside it
+                properties.append((f"userflow_units:{m.key}", m.units))
+        self._keep(record)
+        hook.pytest_userflow_flushed(item=item, result=record)
+
+    def _keep(self, record: TestRecord) -> None:
+        """The record's one write: a store that cannot take it is said in the summary."""
+        assert self.sink is not None
+        try:
+            if self.damaged is not None:  # not written to once known damaged
+                raise StoreError(self.damaged)
+            self.sink.keep(record)
+        except (StoreError, OSError) as exc:
+            record.destination = "unstored"
+            self.unstored.append(f"{record.nodeid}: {exc}")
+            if isinstance(exc, StoreError) and exc.damaged:
+                self.damaged = str(exc)
+
+    def _status(self, item: pytest.Item, record: TestRecord, hook: Any) -> tuple[str, str | None]:
+        if record.status_override is not None:
+            return record.status_override
+        status, message = status_from_reports(record.reports, record.breaches)
+        decided = hook.pytest_userflow_status(item=item, reports=list(record.reports))
+        if decided is None:
+            return status, message
+        where = f"pytest_userflow_status for {record.nodeid}"
+        try:
+            if not (isinstance(decided, tuple) and len(decided) == 2):
+                raise MeasurementError(
+                    f"{where} must return (status, message) or None, got {decided!r}"
+                )
+            text = check_text("message", decided[1], where, required=False, limit=10_000)
+            return normalize_status(decided[0], where=where), text
+        except MeasurementError as exc:
+            self.errors.append(f"{exc}; the built-in status {status} was used")
+            return status, message
+
+    def _checked(self, record: TestRecord, measurements: list[Any]) -> list[Measurement]:
+        """What the measurements hook left, each checked as record_measurement checks."""
+        good = []
+        for m in measurements:
+            try:
+                good.append(
+                    Measurement.coerce(m, where=f"pytest_userflow_measurements for {record.nodeid}")
+                )
+            except MeasurementError as exc:
+                self.errors.append(str(exc))
+        return good
+
+    # -- session end -----------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.active or self.run is None:
+            return
+        s = self.settings
+        if self.sink is not None:
+            self._finish_session(session, exitstatus)
+            timeout = s.flush_timeout
+            if exitstatus == pytest.ExitCode.INTERRUPTED:
+                timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the store keeps the rest
+            self.sink.finish(timeout)
+            if s.backend == "off" and s.report is None:
+                return  # nothing recorded, nothing to sum up (and its modules stay unloaded)
+            summary = self._summary(self.store, self.worker, self.device, self._notes())
+            if self.workerinput is not None:
+                self.config.workeroutput["userflow"] = json.dumps(summary, default=str)  # type: ignore[attr-defined]
+                return
+            self.summaries.append(summary)
+        if self.controller and self.errors:  # the workers' summaries carry their own
+            self.summaries.append({"errors": list(self.errors)})
+        if self.store is not None and self.damaged is None:
+            try:
+                self.store.finish_run(self.run.run_id, OUTCOMES.get(exitstatus, str(exitstatus)))
+            except StoreError as exc:
+                self.summaries.append({"errors": [f"could not note the run's end: {exc}"]})
+            if self.controller:
+                self.whole = self._whole_run()
+            self._changes()
+            if s.html is not None:
+                self._html(s.html)
+        if s.report is not None:
+            from .report import build_report, write_report
+
+            report = build_report(
+                self.run,
+                self.summaries,
+                backend=s.backend,
+                store=s.store if self.store is not None and self.store.exists else None,
+                url=s.url,
+                crashed=self.crashed,
+            )
+            try:
+                write_report(s.report, report)
+            except OSError as exc:  # the run's outcome is the tests' own
+                self.summaries.append(
+                    {"errors": [f"could not write the report {s.report}: {exc.strerror or exc}"]}
+                )
+
+    def _finish_session(self, session: pytest.Session, exitstatus: int) -> None:
+        """What ``userflow_session`` recorded: one record with this process's outcome."""
+        record = self.config.stash.get(SESSION_KEY, None)
+        if record is None or not record.measurements:
+            return
+        failed = session.testsfailed
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            status, message = "Failed", "the run was interrupted"
+        elif failed:
+            status, message = "Failed", f"{failed} test(s) failed"
+        elif exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            status, message = "Failed", f"the run ended with exit code {int(exitstatus)}"
+        else:
+            status, message = "Passed", None
+        record.end(status, message)
+        self._keep(record)
+
+    def _summary(
+        self,
+        store: SQLiteStore | None,
+        worker: str | bool | None,
+        device: str | None,
+        notes: dict[str, Any],
+        with_events: bool | None = None,
+    ) -> dict[str, Any]:
+        """What the store holds of this run (of one *worker*, or False: all), with *notes*; a
+        store that cannot be read is said so, and never raised into pytest."""
+        assert self.run is not None
+        s = self.settings
+        if with_events is None:
+            with_events = s.report is not None
+        if self.damaged is not None:
+            store = None  # said once, in the notes
+        from .report import process_summary
+
+        summarize = functools.partial(
+            process_summary,
+            run_id=self.run.run_id,
+            worker=worker,
+            device=device,
+            backend=s.backend,
+            dry_run=s.dry_run,
+            with_events=with_events,
+        )
+        try:
+            return summarize(store, notes=notes)
+        except StoreError as exc:
+            errors = [*notes.get("errors", []), f"could not read the local store {s.store}: {exc}"]
+            return summarize(None, notes={**notes, "errors": errors})
+
+    def _changes(self) -> None:
+        """With the local baseline, the worse changes this run confirms, for the summary."""
+        if self.settings.baseline != "local" or self.gate is None or self.store is None:
+            return
+        assert self.run is not None
+        try:
+            found = confirmed_changes(self.store, self.run.run_id, self.gate.key_direction)
+        except StoreError as exc:  # said in the summary, never raised
+            self.summaries.append({"errors": [f"could not look for changes: {exc}"]})
+            return
+        if found:
+            self.summaries.append({"changes": found})
+
+    def _html(self, path: Path) -> None:
+        """The HTML report of the last runs, this one included; a failure is said, not raised."""
+        assert self.store is not None and self.gate is not None
+        from . import html
+
+        try:
+            data = html.collect_local(self.store, direction=self.gate.key_direction)
+            size = html.write(path, data)
+        except (UserflowError, OSError) as exc:
+            text = getattr(exc, "strerror", None) or exc
+            self.summaries.append({"errors": [f"could not write the HTML report {path}: {text}"]})
+            return
+        self.summaries.append({"html": f"{path} ({len(data['charts'])} key(s), {size // 1024} KB)"})
+
+    def _whole_run(self) -> dict[str, Any] | None:
+        """The run's summary read from this host's store, when the workers shared it (popen
+        workers do; --tx workers on other hosts do not): exact medians across workers."""
+        whole = self._summary(self.store, False, None, {}, with_events=False)
+        from .report import merge
+
+        merged = merge(self.summaries)
+        tests = sum(f["tests"] for f in whole["flows"].values())
+        return whole if tests == sum(f["tests"] for f in merged["flows"].values()) else None
+
+    def _notes(self) -> dict[str, Any]:
+        assert self.sink is not None
+        errors = list(self.errors)
+        if self.damaged is not None:
+            errors.append(
+                f"the local store {self.settings.store} is damaged ({self.damaged}): "
+                f"{len(self.unstored)} test(s) of this run could not be stored and their records "
+                "are lost (their outcomes are not); it was left as it is and not written to "
+                "again: move it away and run again"
+            )
+        elif self.unstored:
+            errors.append(
+                f"the local store {self.settings.store} could not take {len(self.unstored)} "
+                f"test(s), whose records are lost (their outcomes are not); the first: "
+                f"{self.unstored[0]}"
+            )
+        notes: dict[str, Any] = {"errors": errors, "send_errors": [], **self.sink.notes()}
+        if self.gate is not None:
+            notes["checks"] = [c.as_dict() for c in self.gate.checks]
+            notes["no_history"] = sorted(self.gate.no_history)
+            notes["unused_budgets"] = self.gate.unused_budgets()
+            if self.gate.baselines is not None:
+                notes["errors"] += self.gate.baselines.errors
+        return notes
+
+    def _where(self) -> str:
+        s = self.settings
+        if s.backend == "off":
+            return "userflow backend off: nothing recorded"
+        if s.dry_run:
+            return f"dry run (nothing sent), recorded in the local store {s.store}"
+        if s.backend == "headspin":
+            return f"HeadSpin {s.url} (spool: {s.store})"
+        return f"local store {s.store}"
+
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        if not self.active:
+            return None
+        device = f", devices: {', '.join(self.settings.devices)}" if self.settings.devices else ""
+        return f"userflow: {self._where()}{device}"
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.workerinput is not None or not self.active or not self.summaries:
+            return
+        from .report import render
+
+        lines = render(
+            self.summaries,
+            run=self.run,
+            where=self._where(),
+            crashed=self.crashed,
+            whole=self.whole,
+        )
+        if not lines:
+            return
+        terminalreporter.write_sep("=", "userflow")
+        for text, markup in lines:
+            terminalreporter.write_line(text, **markup)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+        if self.store is not None:
+            self.store.close()
