@@ -137,7 +137,6 @@ class UserflowRun:
         self.gate: Gate | None = None
         self.running: pytest.Item | None = None  # the item between its setup and teardown
         self.summaries: list[dict[str, Any]] = []
-        self.whole: dict[str, Any] | None = None
         self.crashed: list[str] = []
         self.errors: list[str] = []
         self.unstored: list[str] = []  # tests the store could not take
@@ -392,8 +391,6 @@ class UserflowRun:
                 self.store.finish_run(self.run.run_id, OUTCOMES.get(exitstatus, str(exitstatus)))
             except StoreError as exc:
                 self.summaries.append({"errors": [f"could not note the run's end: {exc}"]})
-            if self.controller:
-                self.whole = self._whole_run()
             self._changes()
             if s.html is not None:
                 self._html(s.html)
@@ -492,16 +489,6 @@ class UserflowRun:
             return
         self.summaries.append({"html": f"{path} ({len(data['charts'])} key(s), {size // 1024} KB)"})
 
-    def _whole_run(self) -> dict[str, Any] | None:
-        """The run's summary read from this host's store, when the workers shared it (popen
-        workers do; --tx workers on other hosts do not): exact medians across workers."""
-        whole = self._summary(self.store, False, None, {}, with_events=False)
-        from .report import merge
-
-        merged = merge(self.summaries)
-        tests = sum(f["tests"] for f in whole["flows"].values())
-        return whole if tests == sum(f["tests"] for f in merged["flows"].values()) else None
-
     def _notes(self) -> dict[str, Any]:
         assert self.sink is not None
         errors = list(self.errors)
@@ -553,7 +540,6 @@ class UserflowRun:
             run=self.run,
             where=self._where(),
             crashed=self.crashed,
-            whole=self.whole,
         )
         if not lines:
             return

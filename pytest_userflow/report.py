@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .analysis import fmt_number
+from .analysis import fmt_number, median
 from .gate import MIN_HISTORY
 from .model import STATUSES, RunInfo, utc_text
 from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History
@@ -76,8 +76,8 @@ def process_summary(
 def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Flows, keys and pending counts of several processes as one.
 
-    A key measured on several workers without devices gets the count-weighted mean of the
-    workers' medians (the controller uses the exact one when it can read the store).
+    Each process hands its values, so a key measured on several workers gets the median
+    of all of them.
     """
     flows: dict[str, dict[str, Any]] = {}
     keys: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -103,23 +103,20 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
                 into["places"][place] += n
         for row in s.get("keys", []):
             group = (row["flow"], row["key"], row["type"], row["device"])
-            if group not in keys:
-                keys[group] = dict(row)
-                continue
-            have = keys[group]
-            total = have["numeric"] + row["numeric"]
-            if row["numeric"]:
-                have["median"] = (
-                    row["median"]
-                    if not have["numeric"]
-                    else (have["median"] * have["numeric"] + row["median"] * row["numeric"]) / total
-                )
-                have["min"] = row["min"] if have["min"] is None else min(have["min"], row["min"])
-                have["max"] = row["max"] if have["max"] is None else max(have["max"], row["max"])
+            have = keys.setdefault(group, {**row, "count": 0, "values": []})
             have["count"] += row["count"]
-            have["numeric"] = total
+            have["values"] = have["values"] + row["values"]
+            have["units"] = have["units"] or row["units"]
         for name in pending:
             pending[name] += s.get("pending", {}).get(name, 0)
+    for have in keys.values():
+        values = have["values"]
+        have.update(
+            numeric=len(values),
+            min=min(values) if values else None,
+            median=median(values) if values else None,
+            max=max(values) if values else None,
+        )
     return {"flows": flows, "keys": list(keys.values()), "pending": pending, "reruns": reruns}
 
 
@@ -228,15 +225,10 @@ def render(
     run: RunInfo | None,
     where: str,
     crashed: Iterable[str] = (),
-    whole: dict[str, Any] | None = None,
 ) -> list[tuple[str, dict[str, bool]]]:
-    """The terminal section: (line, markup) pairs; empty when nothing was recorded.
-
-    *whole*: the run's aggregates read from the store (exact), instead of merging the
-    processes' summaries.
-    """
+    """The terminal section: (line, markup) pairs; empty when nothing was recorded."""
     summaries = list(summaries)
-    total = whole if whole is not None else merge(summaries)
+    total = merge(summaries)
     out: list[tuple[str, dict[str, bool]]] = []
     warn = {"yellow": True}
     crashed = list(crashed)

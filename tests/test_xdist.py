@@ -192,3 +192,21 @@ def test_n_auto_must_match_the_devices_too(pytester: pytest.Pytester, monkeypatc
     result.stderr.fnmatch_lines(
         ["ERROR: -n asks for 3 xdist worker(s) but 2 device(s) were given*"]
     )
+
+
+def test_the_summary_median_is_of_every_workers_values(pytester: pytest.Pytester) -> None:
+    """Each worker hands its values to the controller, which takes the median of all of
+    them, not a mean of the workers' medians: the same figure as the whole run's."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.userflow("Pool")
+        @pytest.mark.parametrize("value", [1, 2, 3, 4, 100, 1000])
+        def test_value(record_measurement, value):
+            record_measurement("Wait", value, units="ms")
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=6)
+    result.stdout.re_match_lines([r"  Wait\s+6\s+1\s+3\.5\s+1000\s+ms"])

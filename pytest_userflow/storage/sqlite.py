@@ -422,6 +422,7 @@ class SQLiteStore:
                     "device": device,
                     "count": group["count"],
                     "numeric": len(values),
+                    "values": values,
                     "min": min(values) if values else None,
                     "median": median(values) if values else None,
                     "max": max(values) if values else None,
