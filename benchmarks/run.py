@@ -1,7 +1,7 @@
 """pytest-userflow's cost, measured as ratios against bare pytest in the same run.
 
     python benchmarks/run.py            # the full benchmark (some minutes)
-    python benchmarks/run.py --smoke    # tiny sizes: shows the script works (the tests run this)
+    python benchmarks/run.py --smoke    # tiny sizes, one round, no warm-up: the script works
     python benchmarks/run.py --only local --rounds 30
 
 Three sides run the same test bodies, each in a fresh process, alternating round by round:
@@ -261,7 +261,7 @@ def case_local(
     return {"case": f"local store, {tests} no-work tests x 10 measurements, {where}", **result}
 
 
-def case_work(work_dir: Path, tests: int, rounds: int) -> dict[str, Any]:
+def case_work(work_dir: Path, tests: int, rounds: int, warm_up: bool = True) -> dict[str, Any]:
     folder = work_dir / "work"
     make_suite(folder, tests, 10, 0.005, None)
     result = compare(
@@ -270,12 +270,13 @@ def case_work(work_dir: Path, tests: int, rounds: int) -> dict[str, Any]:
         SIDES,
         {"plugin wall": 1.03, "plugin cpu": 1.10},
         reset=folder / ".userflow",
+        warm_up=warm_up,
     )
     return {"case": f"local store, {tests} tests of 5 ms x 10 measurements", **result}
 
 
 def case_headspin(
-    work_dir: Path, tests: int, rounds: int, latency: float
+    work_dir: Path, tests: int, rounds: int, latency: float, warm_up: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from headspin_server import StandInServer
 
@@ -288,8 +289,15 @@ def case_headspin(
         server.faults.latency = latency
         env = {"HEADSPIN_API_TOKEN": "bench-token", "HEADSPIN_API_URL": server.url}
         sides = {"bare": SIDES["bare"], "plugin": ([], env)}
-        result = compare(folder, rounds, sides, {"plugin wall": 1.10}, reset=folder / ".userflow")
-        plugin_runs = rounds + 1  # one plugin run per round, and the warm-up
+        result = compare(
+            folder,
+            rounds,
+            sides,
+            {"plugin wall": 1.10},
+            reset=folder / ".userflow",
+            warm_up=warm_up,
+        )
+        plugin_runs = rounds + (1 if warm_up else 0)  # one per round, and the warm-up
         requests_v0 = len(server.state.requests)
         puts = sum(1 for m, p, _, _ in server.state.requests if m == "PUT")
         # one more run with the legacy API, counted alone
@@ -515,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="tiny sizes, one round: the script works"
+        "--smoke", action="store_true", help="tiny sizes, one round, no warm-up: the script works"
     )
     parser.add_argument("--rounds", type=int, default=10, help="rounds per case (default 10)")
     cases = ["local", "work", "headspin", "cli", "report", "memory", "instructions"]
@@ -536,18 +544,18 @@ def main(argv: list[str] | None = None) -> int:
         if "local" in args.only:
             for workers in (0, 2):
                 results.append(
-                    case_local(work_dir, 50 if smoke else 2000, rounds, workers, not smoke)
+                    case_local(work_dir, 20 if smoke else 2000, rounds, workers, not smoke)
                 )
         if "work" in args.only:
-            results.append(case_work(work_dir, 20 if smoke else 600, rounds))
+            results.append(case_work(work_dir, 10 if smoke else 600, rounds, not smoke))
         if "headspin" in args.only:
-            results += case_headspin(work_dir, 10 if smoke else 300, rounds, 0.05)
+            results += case_headspin(work_dir, 5 if smoke else 300, rounds, 0.05, not smoke)
         if "cli" in args.only:
             results.append(case_cli(work_dir, 2_000 if smoke else 1_000_000, smoke))
         if "report" in args.only:
             results += case_report(work_dir, *((5, 5, 4) if smoke else (100, 50, 20)), smoke)
         if "memory" in args.only:
-            results.append(case_memory(work_dir, 100 if smoke else 5000))
+            results.append(case_memory(work_dir, 25 if smoke else 5000))
         if "instructions" in args.only:
             results.append(case_instructions(work_dir, 40 if smoke else 2000))
     machine = (

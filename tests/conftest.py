@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 # CookieJar"): whether a test passed depended on which test ran first. Imported here, it is
 # one module for the whole session.
 import requests  # noqa: F401
+
+import pytest_userflow.client
 
 pytest_plugins = ["pytester"]
 
@@ -72,3 +75,29 @@ def hs_env(headspin, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HEADSPIN_API_TOKEN", TOKEN)
     monkeypatch.setenv("HEADSPIN_API_URL", headspin.url)
     return headspin
+
+
+#: The client's module-wide defaults, which a pytester conftest may shorten for its own run.
+CLIENT_DEFAULTS = ("DEFAULT_TIMEOUT", "DEFAULT_RETRIES", "DEFAULT_BACKOFF")
+
+
+@pytest.fixture(autouse=True)
+def _client_defaults_unchanged() -> Iterator[None]:
+    """Fail a test that leaves the client's defaults changed: in-process pytester runs share
+    this interpreter, so every later test's client would get them. They are put back first."""
+    client = pytest_userflow.client
+    before = {name: getattr(client, name) for name in CLIENT_DEFAULTS}
+    yield
+    changed = {
+        name: (value, getattr(client, name))
+        for name, value in before.items()
+        if getattr(client, name) != value
+    }
+    if changed:
+        for name, value in before.items():
+            setattr(client, name, value)
+        pytest.fail(
+            f"this test left pytest_userflow.client changed, (before, after): {changed}; set "
+            "them in the inner run's pytest_configure and undo them with config.add_cleanup",
+            pytrace=False,
+        )

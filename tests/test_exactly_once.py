@@ -13,13 +13,19 @@ DEVICE = "R58M41@proxy-us-mvo-5.headspin.io"
 SESSION = "9f527e3f-daa1-11ec-ac12-06c4c57ba6cd"
 OTHER_SESSION = "bc744aef-b06a-11ec-9906-06c4c57ba6cd"
 #: A short answer timeout for the run's client, so that a late answer is a timed-out one,
-#: and more tries, so that random faults never outlast them.
+#: and more tries, so that random faults never outlast them. Set for the inner run only: the
+#: client is made at its session start and its sender threads are joined at its unconfigure,
+#: before its cleanup puts the defaults back for the tests after it (in this interpreter).
 SHORT_TIMEOUT = """
+import pytest
 import pytest_userflow.client
 
-pytest_userflow.client.DEFAULT_TIMEOUT = 0.2
-pytest_userflow.client.DEFAULT_RETRIES = 12
-pytest_userflow.client.DEFAULT_BACKOFF = 0.02
+def pytest_configure(config):
+    patch = pytest.MonkeyPatch()
+    config.add_cleanup(patch.undo)
+    patch.setattr(pytest_userflow.client, "DEFAULT_TIMEOUT", 0.2)
+    patch.setattr(pytest_userflow.client, "DEFAULT_RETRIES", 12)
+    patch.setattr(pytest_userflow.client, "DEFAULT_BACKOFF", 0.02)
 """
 DEVICE_TESTS = """
     import pytest

@@ -69,10 +69,17 @@ def test_fault_matrix(pytester: pytest.Pytester, hs_env, store_path, row: str) -
         hs_env.state.add_session(sid)
     for name, value in MATRIX[row].items():
         setattr(hs_env.faults, name, value)
-    # short waits between retries: the faults are the same, the test is quicker
-    pytester.makeconftest(
-        "import pytest_userflow.client\npytest_userflow.client.DEFAULT_BACKOFF = 0.02\n"
-    )
+    # short waits between retries: the faults are the same, the test is quicker (for this
+    # run only: its cleanup puts the default back for the tests after it)
+    pytester.makeconftest("""
+        import pytest
+        import pytest_userflow.client
+
+        def pytest_configure(config):
+            patch = pytest.MonkeyPatch()
+            config.add_cleanup(patch.undo)
+            patch.setattr(pytest_userflow.client, "DEFAULT_BACKOFF", 0.02)
+    """)
     pytester.makepyfile(SUITE)
     result = pytester.runpytest(
         "--userflow-device", "R58M41@host-a", "--userflow-flush-timeout", "20"
