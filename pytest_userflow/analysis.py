@@ -17,12 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .model import is_number as is_number  # re-exported: the history's summary imports it here
+
 STAT_COLUMNS = ("count", "min", "mean", "p50", "p95", "max")
-
-
-def is_number(value: object) -> bool:
-    """An int or float that statistics may use (bool is not one)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def median(values: Sequence[float]) -> float:

@@ -23,12 +23,11 @@ from .analysis import (
     MIN_CHANGE_PCT,
     Direction,
     find_changes,
-    is_number,
     median,
     robust_spread,
     run_series,
 )
-from .model import Measurement, MeasurementError
+from .model import Measurement, MeasurementError, is_number
 
 if TYPE_CHECKING:
     from .storage import History
@@ -58,7 +57,7 @@ _LINE = re.compile(
 def _bound(value: object, name: str, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise MeasurementError(f"{name} must be a finite number, got {value!r} in {where}")
     return float(value)
 
@@ -170,7 +169,7 @@ def merge(budgets: Iterable[Budget]) -> dict[tuple[str, str], Budget]:
 
 
 def numeric(value: object) -> float | None:
-    return float(value) if is_number(value) else None  # type: ignore[arg-type]
+    return float(value) if is_number(value) else None
 
 
 class Check(NamedTuple):

@@ -27,12 +27,11 @@ from .analysis import (
     Series,
     find_changes,
     fmt_number,
-    is_number,
     median,
     point_of,
 )
 from .gate import RECENT_RUNS, Check
-from .model import NEEDS_EXTRA, STATUSES, UserflowError, utc_text
+from .model import NEEDS_EXTRA, STATUSES, UserflowError, is_number, utc_text
 from .report import describe_change
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .analysis import median, percentile
-from .model import UserflowError, utc_text
+from .model import UserflowError, is_number, utc_text
 
 
 def plot_trend(
@@ -32,11 +32,7 @@ def plot_trend(
     units = None
     for row in rows:
         value = row["value"]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or row["run_id"] not in index
-        ):
+        if not is_number(value) or row["run_id"] not in index:
             continue
         units = units or row.get("key_units")
         if row["status"] == "Failed":
