@@ -27,6 +27,18 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+def percent_change(before: float | None, after: float | None) -> float | None:
+    """How far *after* is from *before*, in percent of *before* (None without both, or
+    from zero).
+
+    >>> percent_change(100.0, 130.5)
+    30.5
+    """
+    if before is None or after is None or before == 0:
+        return None
+    return (after - before) / abs(before) * 100.0
+
+
 def percentile(ordered: list[float], pct: float) -> float:
     """Linear interpolation between closest ranks (numpy's default) of sorted values."""
     if len(ordered) == 1:
@@ -131,9 +143,7 @@ class Comparison:
 
     @property
     def change_pct(self) -> float | None:
-        if self.baseline is None or self.candidate is None or self.baseline == 0:
-            return None
-        return (self.candidate - self.baseline) / abs(self.baseline) * 100.0
+        return percent_change(self.baseline, self.candidate)
 
     @property
     def worse_pct(self) -> float | None:
@@ -254,9 +264,7 @@ class ChangePoint:
 
     @property
     def change_pct(self) -> float | None:
-        if self.before == 0:
-            return None
-        return (self.after - self.before) / abs(self.before) * 100.0
+        return percent_change(self.before, self.after)
 
 
 def _ranks(values: Sequence[float]) -> list[float]:

@@ -24,6 +24,7 @@ from .analysis import (
     Direction,
     find_changes,
     median,
+    percent_change,
     robust_spread,
     run_series,
 )
@@ -305,10 +306,12 @@ def check_regression(
     """Worse than the baseline by more than *pct* percent and by more than *noise* times its
     noise is a regression; worse by more than *pct* only is "within the noise"."""
     value = numeric(m.value)
-    middle = baseline.median if baseline.enough else 0.0
-    if value is None or not baseline.enough or middle == 0:
+    if value is None or not baseline.enough:
         return None
-    change = (value - middle) / abs(middle) * 100.0
+    middle = baseline.median
+    change = percent_change(middle, value)
+    if change is None:  # a median of zero: no percentage
+        return None
     worse = -change if higher_is_better else change
     noise_pct = baseline.noise / abs(middle) * 100.0
     verdict = "ok"
