@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 from .analysis import (
     MIN_CHANGE_PCT,
     Direction,
+    RunSeries,
     Series,
     find_changes,
     fmt_number,
-    median,
     point_of,
 )
 from .gate import RECENT_RUNS, Check
@@ -100,7 +100,7 @@ def collect(
     statuses: dict[str, int] = defaultdict(int)
     counted: set[str] = set()
     # Per chart, each run's passed values: the median line, and the series changes are found in.
-    passed: dict[tuple[Any, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    passed = RunSeries()
     for row in rows:
         point = point_of(row)
         status = row.get("status") or "Not Set"
@@ -114,8 +114,8 @@ def collect(
         t = tests.setdefault(test, len(tests))
         if is_number(row["value"]):  # text values are listed in the table, not drawn
             chart["points"].append([index[point], t, _drawn(row["value"]), _status_code(status)])
-            if status == "Passed":
-                passed[group][point].append(float(row["value"]))
+        if status == "Passed":
+            passed.add(row)
         if point == latest:
             chart["latest"].append(
                 {
@@ -127,11 +127,10 @@ def collect(
                 }
             )
     series: Series = {}
-    for group, per_run in passed.items():
-        medians = [(point, median(values)) for point, values in per_run.items()]
-        flow, key, kind = group
-        series[flow, key, kind, None] = (medians, charts[group]["units"])  # None: no --by
-        charts[group]["medians"] = [[index[point], _drawn(m)] for point, m in medians]
+    for group, (medians, _) in passed.series().items():
+        chart = charts[group[:3]]  # group: flow, key, type and None (no --by)
+        series[group] = (medians, chart["units"])  # the chart's units, of all its rows
+        chart["medians"] = [[index[point], _drawn(m)] for point, m in medians]
     newest = [c for c in checks if c["run_id"] == latest]
     _add_checks(charts, checks, newest, index, tests)
     for chart in charts.values():
