@@ -64,12 +64,22 @@ def collect_local(
     min_change: float = MIN_CHANGE_PCT,
 ) -> dict[str, Any]:
     """The page's data from the local store: the newest *last* runs of *flow* (or all)."""
+    rows, shown, checks = local_rows(history, flow=flow, last=last)
+    return collect(rows, shown, checks, direction=direction, min_change=min_change)
+
+
+#: What a page is made of: measurement rows (in time order), their runs (oldest first) and
+#: the gate's checks of those runs.
+PageRows = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def local_rows(history: History, *, flow: str | None, last: int) -> PageRows:
+    """The rows, runs and checks of the newest *last* runs (0: all) of *flow* (or all)."""
     shown = history.runs(limit=last or None)[::-1]  # oldest first
     ids = [r["run_id"] for r in shown]
     rows = history.measurements(flow=flow, statuses=["passed", "failed", "excluded"],
                               run_ids=ids) if ids else iter(())  # fmt: skip
-    checks = history.checks(ids)
-    return collect(list(rows), shown, checks, direction=direction, min_change=min_change)
+    return list(rows), shown, history.checks(ids)
 
 
 def collect(
