@@ -17,17 +17,26 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .model import is_number as is_number  # re-exported: the history's summary imports it here
+
 STAT_COLUMNS = ("count", "min", "mean", "p50", "p95", "max")
-
-
-def is_number(value: object) -> bool:
-    """An int or float that statistics may use (bool is not one)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def median(values: Sequence[float]) -> float:
     """The median of *values* (the mean of the middle two for an even count)."""
     return float(statistics.median(values))
+
+
+def percent_change(before: float | None, after: float | None) -> float | None:
+    """How far *after* is from *before*, in percent of *before* (None without both, or
+    from zero).
+
+    >>> percent_change(100.0, 130.5)
+    30.5
+    """
+    if before is None or after is None or before == 0:
+        return None
+    return (after - before) / abs(before) * 100.0
 
 
 def percentile(ordered: list[float], pct: float) -> float:
@@ -134,9 +143,7 @@ class Comparison:
 
     @property
     def change_pct(self) -> float | None:
-        if self.baseline is None or self.candidate is None or self.baseline == 0:
-            return None
-        return (self.candidate - self.baseline) / abs(self.baseline) * 100.0
+        return percent_change(self.baseline, self.candidate)
 
     @property
     def worse_pct(self) -> float | None:
@@ -257,9 +264,7 @@ class ChangePoint:
 
     @property
     def change_pct(self) -> float | None:
-        if self.before == 0:
-            return None
-        return (self.after - self.before) / abs(self.before) * 100.0
+        return percent_change(self.before, self.after)
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -481,28 +486,59 @@ def point_of(row: dict[str, Any]) -> str:
     return str(row.get("run_id") or row.get("perf_event_id") or row["event_time"])
 
 
-def run_series(
-    rows: Iterable[dict[str, Any]], by: str | None = None
-) -> dict[tuple[Any, ...], tuple[list[tuple[str, float]], str | None]]:
+#: Which series a row belongs to.
+Grouping = Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def series_key(row: dict[str, Any], by: str | None = None) -> tuple[Any, ...]:
+    """The series of a measurement row: flow, key, type, and its test or device (*by*;
+    None without)."""
+    return (row["user_flow_name"], row["key_name"], row.get("key_type"),
+            GROUPINGS[by](row) if by else None)  # fmt: skip
+
+
+class RunSeries:
+    """Each series' numeric values per point of its trend (a run; a HeadSpin event, which has
+    no run), gathered a row at a time (rows in time order), and each point's median: what
+    ``changes``, the gate's confirmed changes, the report's median lines and ``plot`` draw on.
+
+    >>> rows = [{"user_flow_name": "Login", "key_name": "t", "value": v, "run_id": r}
+    ...         for r, v in (("a", 1.0), ("a", 3.0), ("b", 5.0))]
+    >>> run_series(rows)
+    {('Login', 't', None, None): ([('a', 2.0), ('b', 5.0)], None)}
+    """
+
+    def __init__(self, group: Grouping = series_key) -> None:
+        self.group = group
+        #: Per series, per point in the order the points came: the values.
+        self.values: dict[tuple[Any, ...], dict[str, list[float]]] = {}
+        self.units: dict[tuple[Any, ...], str | None] = {}
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Count *row*'s value in its series, if it is a number."""
+        value = row["value"]
+        if not is_number(value):
+            return
+        group = self.group(row)
+        self.values.setdefault(group, {}).setdefault(point_of(row), []).append(float(value))
+        self.units[group] = row.get("key_units") or self.units.get(group)
+
+    def medians(self, group: tuple[Any, ...]) -> list[tuple[str, float]]:
+        """*group*'s points in the order they came, each with the median of its values."""
+        return [(point, median(values)) for point, values in self.values.get(group, {}).items()]
+
+    def series(self) -> Series:
+        """Every series' ``(point, median)`` list and units, in the order the series came."""
+        return {group: (self.medians(group), self.units[group]) for group in self.values}
+
+
+def run_series(rows: Iterable[dict[str, Any]], by: str | None = None) -> Series:
     """Per flow, key, type (and test or device, *by*): each run's median of the numeric
     values, as ``(run_id, median)`` in the order the runs came (*rows* are in time order).
     Rows without a run (HeadSpin's) are one point each, named by their event. With each
-    series, its units."""
-    values: dict[tuple[Any, ...], dict[str, list[float]]] = {}
-    units: dict[tuple[Any, ...], str | None] = {}
+    series, its units; the series sorted."""
+    values = RunSeries(lambda row: series_key(row, by))
     for row in rows:
-        if not is_number(row["value"]):
-            continue
-        extra = None
-        if by == "test":
-            extra = row.get("nodeid") or "-"
-        elif by == "device":
-            extra = row.get("device_address") or "-"
-        group = (row["user_flow_name"], row["key_name"], row.get("key_type"), extra)
-        point = point_of(row)
-        values.setdefault(group, {}).setdefault(point, []).append(float(row["value"]))
-        units[group] = row.get("key_units") or units.get(group)
-    return {
-        group: ([(point, median(v)) for point, v in runs.items()], units[group])
-        for group, runs in sorted(values.items(), key=lambda g: tuple(str(x) for x in g[0]))
-    }
+        values.add(row)
+    series = values.series()
+    return {group: series[group] for group in sorted(series, key=lambda g: tuple(map(str, g)))}

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import analysis, html
 from .client import HeadSpinClient
@@ -24,17 +24,13 @@ from .model import (
     TOKEN_ENV,
     URL_ENV,
     UserflowError,
-    headspin_token,
     headspin_url,
-    parse_time,
     utc_text,
 )
 from .report import format_table
-from .storage import FAILED, PENDING, StoreError, is_url, open_store, sqlite_path
+from .sources import HeadSpinSource, LocalSource, Source, api_token, open_history
+from .storage import FAILED, PENDING, StoreError
 from .upload import Sender
-
-if TYPE_CHECKING:
-    from .storage.sqlite import SQLiteStore
 
 EPILOG = """examples:
   pytest-userflow flows
@@ -46,11 +42,6 @@ EPILOG = """examples:
 
 exit codes: 0 done, 1 push left uploads pending or refused, 2 bad usage or input
 """
-
-
-#: What the local store knows beyond the API's columns: which test, run, outcome and device.
-LOCAL_COLUMNS = ("status", "nodeid", "run_id", "worker", "device_address")
-TABLE_LOCAL_COLUMNS = ("status", "nodeid", "device_address", "run_id")
 
 
 class CliError(Exception):
@@ -344,8 +335,15 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]]:
-    """Measurement rows from the chosen source, filtered."""
+def _source(args: argparse.Namespace) -> Source:
+    """What the commands read: the local store, or HeadSpin."""
+    if args.source == "headspin":
+        return HeadSpinSource(args.headspin_token, args.headspin_url, args.store)
+    return LocalSource(args.store)
+
+
+def _rows(source: Source, args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]]:
+    """Measurement rows of the command's flow, with its filters (and *overrides*)."""
     filters: dict[str, Any] = {
         "session_ids": getattr(args, "session_ids", []),
         "keys": getattr(args, "keys", []),
@@ -355,26 +353,7 @@ def _rows(args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]
         "run_ids": getattr(args, "run_ids", []),
     }
     filters.update(overrides)
-    if args.source == "headspin":
-        if filters.pop("run_ids"):
-            raise CliError("runs are known only to the local store: use times with HeadSpin")
-        with HeadSpinClient(_token(args), base_url=_url(args)) as client:
-            yield from client.iter_measurements(_remote_flow(client, args.flow), **filters)
-        return
-    store = _open_store(args.store)
-    filters["run_ids"] = store.match_runs(filters["run_ids"])
-    yield from store.measurements(flow=args.flow, **filters)
-
-
-def _remote_flow(client: HeadSpinClient, flow: str | None) -> str:
-    """The id of the HeadSpin flow *flow* names: its id, or its name."""
-    if not flow:
-        raise CliError("--flow (the user flow's name or id) is required with --source headspin")
-    flows = client.list_user_flows()
-    for candidate in flows:
-        if flow in (candidate.get("user_flow_id"), candidate.get("name")):
-            return str(candidate["user_flow_id"])
-    raise CliError(f"HeadSpin has no user flow named or with id {flow!r} ({len(flows)} flows)")
+    return source.measurements(args.flow, **filters)
 
 
 def _count(text: str) -> int:
@@ -385,27 +364,6 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return value
-
-
-def _token(args: argparse.Namespace) -> str:
-    token = headspin_token(args.headspin_token)
-    if not token:
-        raise CliError(f"HeadSpin needs an API token: set {TOKEN_ENV} or pass --headspin-token")
-    return token
-
-
-def _url(args: argparse.Namespace, stored: str | None = None) -> str:
-    return headspin_url(args.headspin_url, stored)
-
-
-def _open_store(location: str) -> SQLiteStore:
-    if not is_url(location) and not sqlite_path(location).exists():
-        raise CliError(
-            f"no store at {location}: run pytest with pytest-userflow first, or pass --store"
-        )
-    store = open_store(location)
-    store.check()
-    return store
 
 
 def _emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str, wrapper: str) -> None:
@@ -425,14 +383,9 @@ def _emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str, wrap
         out.writelines(line + "\n" for line in format_table(table))
 
 
-def cmd_flows(args: argparse.Namespace) -> int:
-    columns: tuple[str, ...] = ("user_flow_id", "name", "description", "created_time")
-    if args.source == "headspin":
-        with HeadSpinClient(_token(args), base_url=_url(args)) as client:
-            rows = client.list_user_flows()
-    else:
-        rows = _open_store(args.store).flows()
-        columns += ("tests", "measurements")
+def cmd_flows(args: argparse.Namespace, source: Source) -> int:
+    columns = ("user_flow_id", "name", "description", "created_time", *source.flow_columns)
+    rows = source.flows()
     if args.format == "table":  # a date a person reads; JSON and CSV keep the number
         for row in rows:
             if isinstance(row.get("created_time"), (int, float)):
@@ -441,41 +394,21 @@ def cmd_flows(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_measurements(args: argparse.Namespace) -> int:
-    filters = {
-        "session_ids": args.session_ids,
-        "keys": getattr(args, "keys", []),
-        "statuses": args.statuses,
-        "start_time": args.start_time,
-        "end_time": args.end_time,
-    }
-    columns: Sequence[str] = API_COLUMNS
+def cmd_measurements(args: argparse.Namespace, source: Source) -> int:
     if args.format == "table":
-        columns = ("event_time", "user_flow_name", "key_name", "value", "key_units", "key_type")
-        columns += ("session_id",) if args.source == "headspin" else TABLE_LOCAL_COLUMNS
-    elif args.source == "local":
-        columns = (*API_COLUMNS, *LOCAL_COLUMNS)  # the API's first, in its order
-    if args.source == "headspin" and (args.limit is not None or args.offset is not None):
-        with HeadSpinClient(_token(args), base_url=_url(args)) as client:
-            rows: Iterable[dict[str, Any]] = client.get_measurements(
-                _remote_flow(client, args.flow), limit=args.limit, offset=args.offset, **filters
-            )
-            _emit(rows, columns, args.format, "measurements")
-        return 0
-    if args.source == "headspin":
-        _emit(_rows(args), columns, args.format, "measurements")
-        return 0
-    store = _open_store(args.store)
-    runs = store.match_runs(args.run_ids)
-    rows = store.measurements(
-        flow=args.flow, limit=args.limit, offset=args.offset, run_ids=runs, **filters
-    )
+        columns: Sequence[str] = (
+            "event_time", "user_flow_name", "key_name", "value", "key_units", "key_type",
+            *source.table_columns,
+        )  # fmt: skip
+    else:
+        columns = (*API_COLUMNS, *source.measurement_columns)  # the API's first, in its order
+    rows = _rows(source, args, limit=args.limit, offset=args.offset)
     _emit(rows, columns, args.format, "measurements")
     return 0
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    rows = analysis.stats(_rows(args), by=args.by)
+def cmd_stats(args: argparse.Namespace, source: Source) -> int:
+    rows = analysis.stats(_rows(source, args), by=args.by)
     columns = [
         "flow",
         "key",
@@ -493,10 +426,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    if args.source == "headspin":  # said, then done: the runs are the local store's
-        print(f"HeadSpin has no runs: these are the local store's ({args.store})", file=sys.stderr)
-    rows = _open_store(args.store).runs(limit=args.limit)
+def cmd_runs(args: argparse.Namespace, source: Source) -> int:
+    rows = source.store_runs(args.limit)
     if args.format == "table":
         for row in rows:
             row["started_at"] = utc_text(row["started_at"])
@@ -521,7 +452,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 Sides = tuple[dict[str, Any], dict[str, Any], "set[str] | None", str]
 
 
-def _compare_sides(args: argparse.Namespace) -> Sides:
+def _compare_sides(args: argparse.Namespace, source: Source) -> Sides:
     """The filters of baseline and candidate, the tests whose baseline values count (None:
     every test's), and a sentence saying what was compared."""
     windows = args.baseline_start or args.baseline_end or args.candidate_start or args.candidate_end
@@ -535,22 +466,20 @@ def _compare_sides(args: argparse.Namespace) -> Sides:
             f"{args.candidate_start or '...'} - {args.candidate_end or '...'}"
         )
         return base, cand, None, said
-    if args.source == "headspin":
-        raise CliError("HeadSpin knows no runs: compare time windows (--baseline-start ...)")
-    store = _open_store(args.store)
-    runs = [r["run_id"] for r in store.runs(limit=None)]  # newest first
+    newest = source.runs(needed="compare time windows (--baseline-start ...)")
+    runs = [r["run_id"] for r in newest]  # newest first
     if not runs:
         raise CliError("the store has no runs yet")
     candidate = runs[0]
     if args.candidate_run:
-        candidate = store.match_runs([args.candidate_run])[0]
+        candidate = source.match_runs([args.candidate_run])[0]
     if args.baseline_runs:
-        baseline = store.match_runs(args.baseline_runs)
+        baseline = source.match_runs(args.baseline_runs)
         said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
         return {"run_ids": baseline}, {"run_ids": [candidate]}, None, said
     # Like with like: earlier runs that ran every test the candidate ran (a -k run is no
     # baseline for a whole suite), and of those only the candidate's tests.
-    tests = store.run_tests()
+    tests = source.run_tests()
     wanted = tests.get(candidate, set())
     older = runs[runs.index(candidate) + 1 :]
     baseline = [r for r in older if wanted <= tests.get(r, set())][: args.last]
@@ -566,16 +495,16 @@ def _compare_sides(args: argparse.Namespace) -> Sides:
     return {"run_ids": baseline}, {"run_ids": [candidate]}, wanted, said
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    base, cand, tests, said = _compare_sides(args)
+def cmd_compare(args: argparse.Namespace, source: Source) -> int:
+    base, cand, tests, said = _compare_sides(args, source)
     statuses = args.statuses or ["passed"]
-    base_rows = _rows(args, statuses=statuses, **base)
+    base_rows = _rows(source, args, statuses=statuses, **base)
     if tests is not None:
         base_rows = (r for r in base_rows if r["nodeid"] in tests)
     threshold = args.fail_over if args.fail_over is not None else args.min_change
     comparisons = analysis.compare(
         base_rows,
-        _rows(args, statuses=statuses, **cand),
+        _rows(source, args, statuses=statuses, **cand),
         higher_is_better=args.higher_is_better,
         noise=args.noise,
     )
@@ -656,17 +585,14 @@ CHANGE_COLUMNS = (
 )
 
 
-def cmd_changes(args: argparse.Namespace) -> int:
-    runs: dict[str, dict[str, Any]] = {}
+def cmd_changes(args: argparse.Namespace, source: Source) -> int:
+    needed = "--last needs the local store" if args.last else None
+    newest = source.runs(args.last or None, needed=needed)  # none: each event is a point
+    runs = {r["run_id"]: r for r in reversed(newest)}  # oldest first
     overrides: dict[str, Any] = {"statuses": ["passed"], "session_ids": [], "run_ids": []}
-    if args.source == "local":
-        newest = _open_store(args.store).runs(limit=args.last or None)
-        runs = {r["run_id"]: r for r in reversed(newest)}  # oldest first
-        if args.last:
-            overrides["run_ids"] = list(runs)
-    elif args.last:
-        raise CliError("HeadSpin knows no runs: --last needs the local store")
-    series = analysis.run_series(_rows(args, **overrides), by=args.by)
+    if args.last:
+        overrides["run_ids"] = list(runs)
+    series = analysis.run_series(_rows(source, args, **overrides), by=args.by)
     found = analysis.find_changes(series, runs, _direction(args), args.min_change, by=args.by)
     for r in found:
         r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
@@ -705,18 +631,15 @@ def cmd_changes(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
-    if args.source == "headspin":
-        raise CliError("plot draws runs of the local store")
-    store = _open_store(args.store)
-    runs = store.runs(limit=args.last or None)[::-1]  # oldest first
-    if not runs:
+def cmd_plot(args: argparse.Namespace, source: Source) -> int:
+    runs = source.runs(args.last or None, needed="plot draws runs of the local store")[::-1]
+    if not runs:  # oldest first
         raise CliError("the store has no runs yet")
-    rows = store.measurements(
-        flow=args.flow,
+    rows = source.measurements(
+        args.flow,
         keys=[args.key],
         statuses=["passed", "failed"],
-        run_ids=[r["run_id"] for r in runs],
+        run_ids=[r["run_id"] for r in runs] if args.last else [],  # none: every run
     )
     from .plot import plot_trend
 
@@ -727,22 +650,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace, source: Source) -> int:
     direction = _direction(args)
-    if args.source == "headspin":  # its rows carry no status: one listing for each
-        tagged = [
-            {**row, "status": status.capitalize()}
-            for status in ("passed", "failed")
-            for row in _rows(args, statuses=[status])
-        ]
-        rows = sorted(tagged, key=lambda r: parse_time(r["event_time"]))
-        if args.last:  # the newest events
-            keep = set(list(dict.fromkeys(r["perf_event_id"] for r in rows))[-args.last :])
-            rows = [r for r in rows if r["perf_event_id"] in keep]
-        data = html.collect(rows, [], direction=direction)
-    else:
-        store = _open_store(args.store)
-        data = html.collect_local(store, flow=args.flow, last=args.last, direction=direction)
+    data = html.collect(*source.page_rows(args.flow, args.last), direction=direction)
     if not data["charts"]:
         raise CliError(f"nothing to draw: no values in the last {args.last} run(s)")
     try:
@@ -756,8 +666,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_push(args: argparse.Namespace) -> int:
-    store = _open_store(args.store)
+def cmd_push(args: argparse.Namespace, source: Source) -> int:
+    store = open_history(args.store)  # the outbox: this machine's, whatever the source
     states = (PENDING, FAILED) if args.retry_failed else (PENDING,)
     uploads = store.uploads(states)
     if not uploads:
@@ -770,10 +680,10 @@ def cmd_push(args: argparse.Namespace) -> int:
         )
         print(f"nothing to push: no pending uploads in {args.store}{more}")
         return 0
-    token = _token(args)
+    token = api_token(args.headspin_token)
     by_url: dict[str, list[Any]] = {}
     for upload in uploads:
-        by_url.setdefault(_url(args, upload.base_url), []).append(upload)
+        by_url.setdefault(headspin_url(args.headspin_url, upload.base_url), []).append(upload)
     sent = failed = 0
     auth_error = None
     for url, group in by_url.items():
@@ -858,7 +768,8 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with _source(args) as source:
+            return COMMANDS[args.command](args, source)
     except StoreError as exc:
         if exc.damaged:
             print(

@@ -23,12 +23,12 @@ from .analysis import (
     MIN_CHANGE_PCT,
     Direction,
     find_changes,
-    is_number,
     median,
+    percent_change,
     robust_spread,
     run_series,
 )
-from .model import Measurement, MeasurementError
+from .model import Measurement, MeasurementError, is_number
 
 if TYPE_CHECKING:
     from .storage import History
@@ -58,7 +58,7 @@ _LINE = re.compile(
 def _bound(value: object, name: str, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise MeasurementError(f"{name} must be a finite number, got {value!r} in {where}")
     return float(value)
 
@@ -170,7 +170,7 @@ def merge(budgets: Iterable[Budget]) -> dict[tuple[str, str], Budget]:
 
 
 def numeric(value: object) -> float | None:
-    return float(value) if is_number(value) else None  # type: ignore[arg-type]
+    return float(value) if is_number(value) else None
 
 
 class Check(NamedTuple):
@@ -306,10 +306,12 @@ def check_regression(
     """Worse than the baseline by more than *pct* percent and by more than *noise* times its
     noise is a regression; worse by more than *pct* only is "within the noise"."""
     value = numeric(m.value)
-    middle = baseline.median if baseline.enough else 0.0
-    if value is None or not baseline.enough or middle == 0:
+    if value is None or not baseline.enough:
         return None
-    change = (value - middle) / abs(middle) * 100.0
+    middle = baseline.median
+    change = percent_change(middle, value)
+    if change is None:  # a median of zero: no percentage
+        return None
     worse = -change if higher_is_better else change
     noise_pct = baseline.noise / abs(middle) * 100.0
     verdict = "ok"

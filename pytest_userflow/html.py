@@ -24,15 +24,14 @@ from typing import TYPE_CHECKING, Any
 from .analysis import (
     MIN_CHANGE_PCT,
     Direction,
+    RunSeries,
     Series,
     find_changes,
     fmt_number,
-    is_number,
-    median,
     point_of,
 )
 from .gate import RECENT_RUNS, Check
-from .model import NEEDS_EXTRA, STATUSES, UserflowError, utc_text
+from .model import NEEDS_EXTRA, STATUSES, UserflowError, is_number, utc_text
 from .report import describe_change
 
 if TYPE_CHECKING:
@@ -65,12 +64,22 @@ def collect_local(
     min_change: float = MIN_CHANGE_PCT,
 ) -> dict[str, Any]:
     """The page's data from the local store: the newest *last* runs of *flow* (or all)."""
+    rows, shown, checks = local_rows(history, flow=flow, last=last)
+    return collect(rows, shown, checks, direction=direction, min_change=min_change)
+
+
+#: What a page is made of: measurement rows (in time order), their runs (oldest first) and
+#: the gate's checks of those runs.
+PageRows = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def local_rows(history: History, *, flow: str | None, last: int) -> PageRows:
+    """The rows, runs and checks of the newest *last* runs (0: all) of *flow* (or all)."""
     shown = history.runs(limit=last or None)[::-1]  # oldest first
     ids = [r["run_id"] for r in shown]
     rows = history.measurements(flow=flow, statuses=["passed", "failed", "excluded"],
                               run_ids=ids) if ids else iter(())  # fmt: skip
-    checks = history.checks(ids)
-    return collect(list(rows), shown, checks, direction=direction, min_change=min_change)
+    return list(rows), shown, history.checks(ids)
 
 
 def collect(
@@ -101,7 +110,7 @@ def collect(
     statuses: dict[str, int] = defaultdict(int)
     counted: set[str] = set()
     # Per chart, each run's passed values: the median line, and the series changes are found in.
-    passed: dict[tuple[Any, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    passed = RunSeries()
     for row in rows:
         point = point_of(row)
         status = row.get("status") or "Not Set"
@@ -115,8 +124,8 @@ def collect(
         t = tests.setdefault(test, len(tests))
         if is_number(row["value"]):  # text values are listed in the table, not drawn
             chart["points"].append([index[point], t, _drawn(row["value"]), _status_code(status)])
-            if status == "Passed":
-                passed[group][point].append(float(row["value"]))
+        if status == "Passed":
+            passed.add(row)
         if point == latest:
             chart["latest"].append(
                 {
@@ -128,11 +137,10 @@ def collect(
                 }
             )
     series: Series = {}
-    for group, per_run in passed.items():
-        medians = [(point, median(values)) for point, values in per_run.items()]
-        flow, key, kind = group
-        series[flow, key, kind, None] = (medians, charts[group]["units"])  # None: no --by
-        charts[group]["medians"] = [[index[point], _drawn(m)] for point, m in medians]
+    for group, (medians, _) in passed.series().items():
+        chart = charts[group[:3]]  # group: flow, key, type and None (no --by)
+        series[group] = (medians, chart["units"])  # the chart's units, of all its rows
+        chart["medians"] = [[index[point], _drawn(m)] for point, m in medians]
     newest = [c for c in checks if c["run_id"] == latest]
     _add_checks(charts, checks, newest, index, tests)
     for chart in charts.values():

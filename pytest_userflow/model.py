@@ -18,7 +18,7 @@ import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 Value = int | float | str
 
@@ -76,6 +76,15 @@ class UserflowWarning(UserWarning):
 
 def _where(where: str | None) -> str:
     return f" in {where}" if where else ""
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """An int or float that statistics may use (bool is not one).
+
+    >>> is_number(1.5), is_number(True), is_number("1.5")
+    (True, False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_text(
@@ -347,7 +356,7 @@ def parse_time(value: str | float | int | datetime) -> float:
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return aware.timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_number(value):
         return float(value)
     if isinstance(value, str):
         text = value.strip()

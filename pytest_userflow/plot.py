@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from .analysis import median, percentile
-from .model import UserflowError, utc_text
+from .analysis import RunSeries, percentile
+from .model import UserflowError, is_number, utc_text
 
 
 def plot_trend(
@@ -27,25 +26,23 @@ def plot_trend(
             "plot needs matplotlib: pip install 'pytest-userflow[plot]' (or pip install matplotlib)"
         ) from None
     index = {run["run_id"]: i for i, run in enumerate(runs)}
-    passed: dict[int, list[float]] = defaultdict(list)
+    passed = RunSeries(lambda row: ())  # one series: every flow and type of the key
     failed: list[tuple[int, float]] = []
     units = None
     for row in rows:
         value = row["value"]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or row["run_id"] not in index
-        ):
+        if not is_number(value) or row["run_id"] not in index:
             continue
         units = units or row.get("key_units")
         if row["status"] == "Failed":
             failed.append((index[row["run_id"]], float(value)))
         else:
-            passed[index[row["run_id"]]].append(float(value))
-    xs = sorted(passed)
-    medians = [median(passed[x]) for x in xs]
-    p95s = [percentile(sorted(passed[x]), 95) for x in xs]
+            passed.add(row)
+    per_run = passed.values.get((), {})
+    points = sorted(passed.medians(()), key=lambda point: index[point[0]])  # in run order
+    xs = [index[run_id] for run_id, _ in points]
+    medians = [m for _, m in points]
+    p95s = [percentile(sorted(per_run[run_id]), 95) for run_id, _ in points]
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     ax.plot(xs, medians, marker="o", label="median (passed)")
     ax.plot(xs, p95s, marker=".", linestyle="--", label="p95 (passed)")
@@ -70,4 +67,4 @@ def plot_trend(
     fig.tight_layout()
     fig.savefig(output, format="png")
     plt.close(fig)
-    return sum(len(v) for v in passed.values()) + len(failed)
+    return sum(len(v) for v in per_run.values()) + len(failed)

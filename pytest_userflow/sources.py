@@ -1,0 +1,289 @@
+"""What ``pytest-userflow`` reads: the local history, or HeadSpin (``--source headspin``).
+
+Each command is written once over a :class:`Source`: the few reads the commands need. Where a
+source cannot answer (HeadSpin knows no runs), it says so. No pytest import.
+
+>>> with LocalSource(".userflow/userflow.db") as source:        # doctest: +SKIP
+...     rows = list(source.measurements("Login", keys=["Login Time"]))
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .html import PageRows, local_rows
+from .model import TOKEN_ENV, UserflowError, headspin_token, headspin_url, parse_time
+from .storage import is_url, open_store, sqlite_path
+
+if TYPE_CHECKING:
+    from .client import HeadSpinClient
+    from .storage.sqlite import SQLiteStore
+
+
+class SourceError(UserflowError):
+    """A source cannot answer: no store, no token, no such flow, or no runs on HeadSpin."""
+
+
+#: The local store's measurement columns beyond the API's: which test, run, outcome and device.
+LOCAL_COLUMNS = ("status", "nodeid", "run_id", "worker", "device_address")
+
+
+class Source(Protocol):
+    """The reads the commands make, from the local history or from HeadSpin."""
+
+    #: The columns ``flows`` lists after the API's flow fields.
+    flow_columns: tuple[str, ...]
+    #: The measurement columns after the API's (csv and json), and the table's last columns.
+    measurement_columns: tuple[str, ...]
+    table_columns: tuple[str, ...]
+
+    def flows(self) -> list[dict[str, Any]]: ...
+
+    def measurements(
+        self,
+        flow: str | None,
+        *,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+        start_time: str | float | None = None,
+        end_time: str | float | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        run_ids: Iterable[str] = (),
+    ) -> Iterator[dict[str, Any]]:
+        """The API's measurement listing of *flow* (a name or id), with the API's filters, in
+        time order; *run_ids*: run id prefixes (the local store's)."""
+        ...
+
+    def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
+        """The runs, newest first. A source that knows none gives none; or, when *needed* says
+        what for, raises SourceError saying so."""
+        ...
+
+    def match_runs(self, prefixes: Iterable[str]) -> list[str]:
+        """The run id each prefix starts."""
+        ...
+
+    def run_tests(self) -> dict[str, set[str]]:
+        """The node ids of the tests each run recorded."""
+        ...
+
+    def store_runs(self, limit: int | None) -> list[dict[str, Any]]:
+        """The local store's runs, newest first, as ``pytest-userflow runs`` lists them
+        (HeadSpin has none: it says so, and lists the local store's)."""
+        ...
+
+    def page_rows(self, flow: str | None, last: int) -> PageRows:
+        """The report's rows (each with its status), runs and checks: the newest *last* runs
+        or events (0: all) of *flow* (or every flow)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Source: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def open_history(location: str) -> SQLiteStore:
+    """The local store at *location*, which must exist."""
+    if not is_url(location) and not sqlite_path(location).exists():
+        raise SourceError(
+            f"no store at {location}: run pytest with pytest-userflow first, or pass --store"
+        )
+    store = open_store(location)
+    store.check()
+    return store
+
+
+def api_token(given: str | None) -> str:
+    """The HeadSpin API token (``--headspin-token``, else the environment), which must be set."""
+    token = headspin_token(given)
+    if not token:
+        raise SourceError(f"HeadSpin needs an API token: set {TOKEN_ENV} or pass --headspin-token")
+    return token
+
+
+class LocalSource:
+    """The local history, opened at its first read."""
+
+    flow_columns: tuple[str, ...] = ("tests", "measurements")
+    measurement_columns: tuple[str, ...] = LOCAL_COLUMNS
+    table_columns: tuple[str, ...] = ("status", "nodeid", "device_address", "run_id")
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._history: SQLiteStore | None = None
+
+    @property
+    def history(self) -> SQLiteStore:
+        if self._history is None:
+            self._history = open_history(self.location)
+        return self._history
+
+    def flows(self) -> list[dict[str, Any]]:
+        return self.history.flows()
+
+    def measurements(
+        self,
+        flow: str | None,
+        *,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+        start_time: str | float | None = None,
+        end_time: str | float | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        run_ids: Iterable[str] = (),
+    ) -> Iterator[dict[str, Any]]:
+        history = self.history
+        return history.measurements(
+            flow=flow,
+            session_ids=session_ids,
+            keys=keys,
+            statuses=statuses,
+            start_time=start_time,
+            end_time=end_time,
+            limit=limit,
+            offset=offset,
+            run_ids=history.match_runs(run_ids),
+        )
+
+    def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
+        return self.history.runs(limit=limit)
+
+    def match_runs(self, prefixes: Iterable[str]) -> list[str]:
+        return self.history.match_runs(prefixes)
+
+    def run_tests(self) -> dict[str, set[str]]:
+        return self.history.run_tests()
+
+    def store_runs(self, limit: int | None) -> list[dict[str, Any]]:
+        return self.history.runs(limit=limit)
+
+    def page_rows(self, flow: str | None, last: int) -> PageRows:
+        return local_rows(self.history, flow=flow, last=last)
+
+    def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+
+    def __enter__(self) -> LocalSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HeadSpinSource:
+    """HeadSpin's API, through one client made at the first request. HeadSpin's rows know
+    flows, sessions and keys: no runs, tests or devices, and no status of their own."""
+
+    flow_columns: tuple[str, ...] = ()
+    measurement_columns: tuple[str, ...] = ()
+    table_columns: tuple[str, ...] = ("session_id",)
+
+    def __init__(self, token: str | None, url: str | None, store: str) -> None:
+        self._token = token
+        self._url = url
+        self.store = store  # the local store, whose runs ``pytest-userflow runs`` lists
+        self._client: HeadSpinClient | None = None
+
+    @property
+    def client(self) -> HeadSpinClient:
+        if self._client is None:
+            from .client import HeadSpinClient
+
+            token = api_token(self._token)
+            self._client = HeadSpinClient(token, base_url=headspin_url(self._url))
+        return self._client
+
+    def flows(self) -> list[dict[str, Any]]:
+        return self.client.list_user_flows()
+
+    def flow_id(self, flow: str | None) -> str:
+        """The id of the flow *flow* names: its id, or its name."""
+        if not flow:
+            raise SourceError(
+                "--flow (the user flow's name or id) is required with --source headspin"
+            )
+        flows = self.client.list_user_flows()
+        for candidate in flows:
+            if flow in (candidate.get("user_flow_id"), candidate.get("name")):
+                return str(candidate["user_flow_id"])
+        raise SourceError(
+            f"HeadSpin has no user flow named or with id {flow!r} ({len(flows)} flows)"
+        )
+
+    def measurements(
+        self,
+        flow: str | None,
+        *,
+        session_ids: Iterable[str] = (),
+        keys: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+        start_time: str | float | None = None,
+        end_time: str | float | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        run_ids: Iterable[str] = (),
+    ) -> Iterator[dict[str, Any]]:
+        if list(run_ids):
+            raise SourceError("runs are known only to the local store: use times with HeadSpin")
+        client = self.client
+        filters: dict[str, Any] = {
+            "session_ids": session_ids,
+            "keys": keys,
+            "statuses": statuses,
+            "start_time": start_time,
+            "end_time": end_time,
+        }
+        if limit is None and offset is None:  # every page
+            return client.iter_measurements(self.flow_id(flow), **filters)
+        rows = client.get_measurements(self.flow_id(flow), limit=limit, offset=offset, **filters)
+        return iter(rows)
+
+    def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
+        if needed:
+            raise SourceError(f"HeadSpin knows no runs: {needed}")
+        return []
+
+    def match_runs(self, prefixes: Iterable[str]) -> list[str]:
+        if list(prefixes):
+            raise SourceError("runs are known only to the local store: use times with HeadSpin")
+        return []
+
+    def run_tests(self) -> dict[str, set[str]]:
+        return {}
+
+    def store_runs(self, limit: int | None) -> list[dict[str, Any]]:
+        print(f"HeadSpin has no runs: these are the local store's ({self.store})", file=sys.stderr)
+        with LocalSource(self.store) as local:
+            return local.runs(limit)
+
+    def page_rows(self, flow: str | None, last: int) -> PageRows:
+        # HeadSpin's rows carry no status: one listing for each; each event is one point.
+        tagged = [
+            {**row, "status": status.capitalize()}
+            for status in ("passed", "failed")
+            for row in self.measurements(flow, statuses=[status])
+        ]
+        rows = sorted(tagged, key=lambda r: parse_time(r["event_time"]))
+        if last:  # the newest events
+            keep = set(list(dict.fromkeys(r["perf_event_id"] for r in rows))[-last:])
+            rows = [r for r in rows if r["perf_event_id"] in keep]
+        return rows, [], []
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def __enter__(self) -> HeadSpinSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
