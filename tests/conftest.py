@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -20,15 +19,6 @@ import pytest
 import requests  # noqa: F401
 
 pytest_plugins = ["pytester"]
-
-
-def store_rows(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the store a pytester run wrote, with plain sqlite3 (not our own code)."""
-    db = sqlite3.connect(str(path))
-    try:
-        return list(db.execute(sql, args))
-    finally:
-        db.close()
 
 
 def run_cli(store: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
