@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,6 @@ import pytest_userflow.client
 pytest_plugins = ["pytester"]
 
 
-def store_rows(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the store a pytester run wrote, with plain sqlite3 (not our own code)."""
-    db = sqlite3.connect(str(path))
-    try:
-        return list(db.execute(sql, args))
-    finally:
-        db.close()
-
-
 def run_cli(store: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``pytest-userflow --store STORE ARGS...`` in a process of its own, as a user runs it."""
     return subprocess.run(
@@ -47,6 +37,46 @@ def run_cli(store: Path, *args: str, timeout: float = 120) -> subprocess.Complet
 @pytest.fixture
 def store_path(pytester: pytest.Pytester) -> Path:
     return pytester.path / ".userflow" / "userflow.db"
+
+
+#: Every status a test can have. ``History.measurements`` lists passed and failed tests only
+#: (the API's default) unless asked for these.
+EVERY_STATUS = ("passed", "failed", "excluded")
+
+
+@pytest.fixture
+def history() -> Iterator[Callable[[Path], Any]]:
+    """Open the history a run wrote, as ``open_store`` does, closed when the test ends: tests
+    read it through the ``History`` interface (and its outbox), not its tables, so that they
+    hold for every implementation.
+
+    >>> history(store_path).tests()   # every test of every run, with its measurements
+    """
+    from pytest_userflow.storage import open_store
+
+    opened: dict[Path, Any] = {}
+
+    def open_history(location: Path) -> Any:
+        if location not in opened:
+            opened[location] = open_store(location)
+        return opened[location]
+
+    yield open_history
+    for store in opened.values():
+        store.close()
+
+
+def pick(rows: Iterable[Mapping[str, Any]], *names: str) -> list[tuple[Any, ...]]:
+    """The fields *names* of each row, as a tuple a row: ``pick(tests, "nodeid", "status")``."""
+    return [tuple(row[name] for name in names) for row in rows]
+
+
+def upload_states(outbox: Any) -> dict[str, int]:
+    """How many uploads the outbox holds in each state, leaving out the states it has none in."""
+    from pytest_userflow.storage import FAILED, LOCAL_ONLY, PENDING, SENT
+
+    counts = {s: outbox.count_uploads([s]) for s in (PENDING, SENT, FAILED, LOCAL_ONLY)}
+    return {state: n for state, n in counts.items() if n}
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import store_rows
+from conftest import EVERY_STATUS, pick
 
 HISTORY_SUITE = """
     import os, pytest
@@ -26,7 +26,7 @@ def seed(pytester: pytest.Pytester, monkeypatch, values: list[float], fps: float
 
 
 def test_budget_argument_fails_the_test_after_its_call(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import pytest
@@ -40,11 +40,10 @@ def test_budget_argument_fails_the_test_after_its_call(
     result.assert_outcomes(passed=1, failed=1)
     message = "Login/Login Time = 2500 ms is over its budget <= 2000 ms"
     result.stdout.fnmatch_lines([f"E   pytest_userflow.BudgetExceeded: {message}"])
-    rows = dict(
-        store_rows(
-            store_path, "SELECT nodeid, status || ': ' || COALESCE(status_message, '') FROM events"
-        )
-    )
+    rows = {
+        t["nodeid"]: f"{t['status']}: {t['status_message'] or ''}"
+        for t in history(store_path).tests()
+    }
     assert sorted(rows.values()) == ["Failed: " + message, "Passed: "]
 
 
@@ -79,7 +78,7 @@ def test_only_tests_with_a_budget_fail_on_their_values(pytester: pytest.Pytester
     reason="pytest-rerunfailures is not installed",
 )
 def test_a_budget_breach_is_rerun_and_only_the_last_attempt_kept(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     """The gate fails the report before pytest-rerunfailures reads it: a breach is retried
     like any failure, and the store keeps the attempt that counted."""
@@ -94,10 +93,7 @@ def test_a_budget_breach_is_rerun_and_only_the_last_attempt_kept(
     """)
     result = pytester.runpytest("--reruns", "1")
     assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
-    rows = store_rows(
-        store_path,
-        "SELECT e.status, m.value FROM events e JOIN measurements m USING (perf_event_id)",
-    )
+    rows = pick(history(store_path).measurements(statuses=EVERY_STATUS), "status", "value")
     assert rows == [("Passed", 1500)]
 
 
@@ -234,7 +230,7 @@ def test_bad_budget_arguments_fail_at_the_call(pytester: pytest.Pytester, call, 
 
 
 def test_the_gate_catches_a_30_percent_slowdown(
-    pytester: pytest.Pytester, monkeypatch, store_path
+    pytester: pytest.Pytester, monkeypatch, store_path, history
 ) -> None:
     seed(pytester, monkeypatch, [100, 102, 98, 101, 99])
     monkeypatch.setenv("LOGIN_TIME", "130")
@@ -253,9 +249,7 @@ def test_the_gate_catches_a_30_percent_slowdown(
             "  *::test_login * Login/FPS * 60 * baseline 60 (median of 5) * 0.0% * +0.0% * ok",
         ]
     )
-    assert store_rows(
-        store_path, "SELECT status_message FROM events ORDER BY event_ts DESC LIMIT 1"
-    ) == [(message,)]
+    assert history(store_path).tests()[-1]["status_message"] == message  # the newest test
 
 
 @pytest.mark.parametrize(
@@ -380,7 +374,9 @@ def test_regression_gate_against_headspin_history(pytester: pytest.Pytester, hs_
     ]
 
 
-def test_a_budget_failing_on_one_xdist_worker(pytester: pytest.Pytester, store_path) -> None:
+def test_a_budget_failing_on_one_xdist_worker(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile("""
         import pytest
@@ -395,7 +391,7 @@ def test_a_budget_failing_on_one_xdist_worker(pytester: pytest.Pytester, store_p
         "--userflow-device", "fast@h", "--userflow-device", "slow@h"
     )
     outcomes = result.parseoutcomes()
-    rows = store_rows(store_path, "SELECT device_address, status FROM events")
+    rows = pick(history(store_path).tests(), "device", "status")
     assert {d for d, s in rows if s == "Failed"} == {"slow@h"}
     assert {d for d, s in rows if s == "Passed"} == {"fast@h"}
     assert outcomes.get("failed", 0) == sum(1 for d, _ in rows if d == "slow@h")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import TOKEN, run_cli, store_rows
+from conftest import TOKEN, run_cli, upload_states
 
 DEVICE = "R58M41@proxy-us-mvo-5.headspin.io"
 SESSION = "9f527e3f-daa1-11ec-ac12-06c4c57ba6cd"
@@ -78,7 +78,7 @@ def test_event_creation_is_never_doubled(pytester, hs_env, fault) -> None:
     result.stdout.fnmatch_lines(["*flow 'Scroll': 12 tests (9 Passed, 3 Failed)*12 uploaded*"])
 
 
-def test_random_faults_on_every_route_deliver_everything_once(pytester, hs_env) -> None:
+def test_random_faults_on_every_route_deliver_everything_once(pytester, hs_env, history) -> None:
     """A quarter of the answers lost after the work, and some 503s, on every route: the
     device's events and the sessions hold exactly what the tests recorded."""
     sessions = [f"00000000-0000-4000-8000-{n:012d}" for n in range(8)]
@@ -109,7 +109,7 @@ def test_random_faults_on_every_route_deliver_everything_once(pytester, hs_env) 
     assert login == {sid: float(n) for n, sid in enumerate(sessions)}
     assert all(e["status"] == "Passed" for e in hs_env.state.events.values() if e["session_id"])
     path = pytester.path / ".userflow" / "userflow.db"
-    assert store_rows(path, "SELECT state, COUNT(*) FROM uploads GROUP BY state") == [("sent", 20)]
+    assert upload_states(history(path)) == {"sent": 20}
 
 
 def test_a_lost_answer_then_a_dead_server_is_resolved_by_push(pytester, hs_env) -> None:
@@ -170,7 +170,7 @@ def test_a_shared_session_ends_the_same_way_every_run(pytester, hs_env) -> None:
 
 
 def test_a_session_attached_to_two_flows_is_refused_with_one_warning(
-    pytester, hs_env, store_path
+    pytester, hs_env, store_path, history
 ) -> None:
     hs_env.state.add_session(SESSION)
     pytester.makepyfile(f"""
@@ -196,10 +196,7 @@ def test_a_session_attached_to_two_flows_is_refused_with_one_warning(
     )
     assert [m["value"] for m in hs_env.state.measurements_of("Login")] == [1.0]
     assert hs_env.state.flow_by_name("Search") is None
-    assert store_rows(store_path, "SELECT state, COUNT(*) FROM uploads GROUP BY state") == [
-        ("failed", 1),
-        ("sent", 1),
-    ]
+    assert upload_states(history(store_path)) == {"failed": 1, "sent": 1}
 
 
 def test_a_flow_deleted_mid_run_is_made_again(pytester, hs_env) -> None:

@@ -13,7 +13,7 @@ import sys
 import uuid
 
 import pytest
-from conftest import run_cli, store_rows
+from conftest import EVERY_STATUS, pick, run_cli, upload_states
 
 SESSIONS = [str(uuid.UUID(int=i + 1)) for i in range(6)]
 SUITE = f"""
@@ -40,13 +40,13 @@ MATRIX = {
 }
 
 
-def counts(server, store_path) -> tuple[int, int, int]:
-    recorded = store_rows(store_path, "SELECT COUNT(*) FROM measurements")[0][0]
+def counts(server, store) -> tuple[int, int, int]:
+    """The measurements recorded (in the history), delivered (to the stand-in) and pending
+    (of the tests whose upload is still to go)."""
+    tests = store.tests()
+    recorded = sum(len(t["measurements"]) for t in tests)
     delivered = len(server.state.measurements_of("Resilience"))
-    pending = store_rows(
-        store_path,
-        "SELECT COUNT(*) FROM measurements m JOIN uploads u USING (perf_event_id) WHERE u.state = 'pending'",
-    )[0][0]
+    pending = sum(len(t["measurements"]) for t in tests if t["upload_state"] == "pending")
     return recorded, delivered, pending
 
 
@@ -64,7 +64,7 @@ def assert_delivered_once(server) -> None:
 
 
 @pytest.mark.parametrize("row", list(MATRIX))
-def test_fault_matrix(pytester: pytest.Pytester, hs_env, store_path, row: str) -> None:
+def test_fault_matrix(pytester: pytest.Pytester, hs_env, store_path, history, row: str) -> None:
     for sid in SESSIONS:
         hs_env.state.add_session(sid)
     for name, value in MATRIX[row].items():
@@ -86,16 +86,18 @@ def test_fault_matrix(pytester: pytest.Pytester, hs_env, store_path, row: str) -
     )
     result.assert_outcomes(passed=11, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # the tests' own outcome
-    recorded, delivered, pending = counts(hs_env, store_path)
+    recorded, delivered, pending = counts(hs_env, history(store_path))
     print(f"\nFAULT ROW {row!r}: recorded {recorded}, delivered {delivered}, pending {pending}")
     assert recorded == 36 and delivered + pending == recorded
     if pending:  # retries can run out under heavy faults: push finishes the job
         assert push(store_path).returncode == 0
     assert_delivered_once(hs_env)
-    assert store_rows(store_path, "SELECT DISTINCT state FROM uploads") == [("sent",)]
+    assert list(upload_states(history(store_path))) == ["sent"]
 
 
-def test_server_down_then_push_twice(pytester: pytest.Pytester, hs_env, store_path) -> None:
+def test_server_down_then_push_twice(
+    pytester: pytest.Pytester, hs_env, store_path, history
+) -> None:
     for sid in SESSIONS:
         hs_env.state.add_session(sid)
     hs_env.faults.down = True
@@ -109,7 +111,7 @@ def test_server_down_then_push_twice(pytester: pytest.Pytester, hs_env, store_pa
         "12 test(s) with 36 measurement(s) are still pending in the local store: "
         "run 'pytest-userflow push' to send them"
     ]
-    assert counts(hs_env, store_path) == (36, 0, 36)
+    assert counts(hs_env, history(store_path)) == (36, 0, 36)
     hs_env.faults.down = False
     first = push(store_path)
     assert first.returncode == 0 and "sent 12, refused 0, still pending 0" in first.stdout
@@ -122,7 +124,7 @@ def test_server_down_then_push_twice(pytester: pytest.Pytester, hs_env, store_pa
 
 
 def test_push_with_the_server_still_down_keeps_everything_and_exits_1(
-    pytester, hs_env, store_path
+    pytester, hs_env, store_path, history
 ) -> None:
     hs_env.faults.down = True
     pytester.makepyfile(SUITE)
@@ -144,7 +146,7 @@ def test_push_with_the_server_still_down_keeps_everything_and_exits_1(
     )
     assert result.returncode == 1
     assert "still pending 12" in result.stdout
-    assert counts(hs_env, store_path) == (36, 0, 36)
+    assert counts(hs_env, history(store_path)) == (36, 0, 36)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +159,7 @@ def test_push_with_the_server_still_down_keeps_everything_and_exits_1(
     ids=["-x", "--maxfail", "ctrl-c"],
 )
 def test_stopping_early_keeps_every_finished_test_for_push(
-    pytester, hs_env, store_path, args, body
+    pytester, hs_env, store_path, history, args, body
 ) -> None:
     hs_env.faults.down = True
     pytester.makepyfile(f"""
@@ -180,7 +182,7 @@ def test_stopping_early_keeps_every_finished_test_for_push(
     finished = result.parseoutcomes()
     ran = finished.get("passed", 0) + finished.get("failed", 0)
     assert 0 < ran < 12
-    assert store_rows(store_path, "SELECT COUNT(*) FROM events") == [(ran,)]
+    assert len(history(store_path).tests()) == ran
     hs_env.faults.down = False
     assert push(store_path).returncode == 0
     assert len(hs_env.state.measurements_of("Resilience")) == ran
@@ -217,7 +219,7 @@ def test_push_shows_progress_and_retries_refused_uploads_on_request(
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
 def test_a_test_whose_record_cannot_be_written_is_reported_and_the_run_goes_on(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     # A file size limit during test_b's teardown: the store's writes fail as on a full disk.
     pytester.makeconftest("""
@@ -253,7 +255,7 @@ def test_a_test_whose_record_cannot_be_written_is_reported_and_the_run_goes_on(
             "lost (their outcomes are not); the first: *::test_b: *"
         ]
     )
-    rows = store_rows(store_path, "SELECT nodeid, value FROM measurements ORDER BY event")
+    rows = pick(history(store_path).measurements(statuses=EVERY_STATUS), "nodeid", "value")
     assert [(nodeid.split("::")[1], value) for nodeid, value in rows] == [
         ("test_a", 1),
         ("test_c", 3),

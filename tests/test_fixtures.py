@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import store_rows
+from conftest import EVERY_STATUS, pick
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ from conftest import store_rows
     ],
 )
 def test_bad_input_is_refused_at_the_call_naming_test_and_argument(
-    pytester: pytest.Pytester, store_path, call: str, message: str
+    pytester: pytest.Pytester, store_path, history, call: str, message: str
 ) -> None:
     pytester.makepyfile(f"""
         import pytest
@@ -61,13 +61,12 @@ def test_bad_input_is_refused_at_the_call_naming_test_and_argument(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"E *MeasurementError: {message}* of test_*.py::test_it"])
     # what was recorded before the bad call is kept, with the test's status
-    assert store_rows(store_path, "SELECT key_name, value, status FROM measurements") == [
-        ("before", 1.5, "Failed")
-    ]
+    listed = history(store_path).measurements(statuses=EVERY_STATUS)
+    assert pick(listed, "key_name", "value", "status") == [("before", 1.5, "Failed")]
 
 
 def test_values_units_types_and_numeric_kinds_are_kept(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import decimal, fractions, pytest
@@ -82,10 +81,8 @@ def test_values_units_types_and_numeric_kinds_are_kept(
             record_measurement("again", 2)  # the API overwrites a key/type: last wins
     """)
     pytester.runpytest().assert_outcomes(passed=1)
-    rows = store_rows(
-        store_path,
-        "SELECT key_name, value, key_type, key_units FROM measurements ORDER BY event, seq",
-    )
+    listed = history(store_path).measurements(statuses=EVERY_STATUS)
+    rows = pick(listed, "key_name", "value", "key_type", "key_units")
     assert rows == [
         ("int", 3, "Video", "frames"),
         ("float", 2.5, None, None),
@@ -95,7 +92,9 @@ def test_values_units_types_and_numeric_kinds_are_kept(
     ]
 
 
-def test_str_subclasses_are_kept_as_their_text(pytester: pytest.Pytester, store_path) -> None:
+def test_str_subclasses_are_kept_as_their_text(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
     """A StrEnum member (or any str subclass) as flow, key, value or units is kept as the
     plain text it holds: the journal and the store take exact types."""
     pytester.makepyfile("""
@@ -118,18 +117,16 @@ def test_str_subclasses_are_kept_as_their_text(pytester: pytest.Pytester, store_
     result = pytester.runpytest()
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*could not record*")
-    assert store_rows(
-        store_path,
-        "SELECT user_flow_name, key_name, key_type, key_units, value FROM measurements ORDER BY event, seq",
-    ) == [
+    columns = ("user_flow_name", "key_name", "key_type", "key_units", "value")
+    assert pick(history(store_path).measurements(statuses=EVERY_STATUS), *columns) == [
         ("Login", "Login Time", "Custom", "seconds", 1.5),
         ("Login", "Screen", None, None, "home"),
     ]
-    assert store_rows(store_path, "SELECT name, description FROM flows") == [("Login", "sign in")]
+    assert pick(history(store_path).flows(), "name", "description") == [("Login", "sign in")]
 
 
 def test_timer_records_elapsed_seconds_and_nothing_when_the_block_raises(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import time, pytest
@@ -146,10 +143,8 @@ def test_timer_records_elapsed_seconds_and_nothing_when_the_block_raises(
                     raise KeyError("x")
     """)
     pytester.runpytest().assert_outcomes(passed=1)
-    rows = store_rows(
-        store_path,
-        "SELECT key_name, key_type, key_units, value FROM measurements ORDER BY event, seq",
-    )
+    listed = history(store_path).measurements(statuses=EVERY_STATUS)
+    rows = pick(listed, "key_name", "key_type", "key_units", "value")
     assert [r[:3] for r in rows] == [("Wait", "Custom", "seconds"), ("Wait ms", None, "ms")]
     assert 0.01 <= rows[0][3] < 1.0
 
@@ -166,7 +161,7 @@ def test_timer_checks_its_arguments_before_timing(pytester: pytest.Pytester) -> 
     )
 
 
-def test_userflow_handle_and_session(pytester: pytest.Pytester, store_path) -> None:
+def test_userflow_handle_and_session(pytester: pytest.Pytester, store_path, history) -> None:
     pytester.makepyfile("""
         import uuid, pytest
 
@@ -179,12 +174,14 @@ def test_userflow_handle_and_session(pytester: pytest.Pytester, store_path) -> N
             assert "Login" in repr(userflow)
     """)
     pytester.runpytest().assert_outcomes(passed=1)
-    assert store_rows(store_path, "SELECT session_id FROM events") == [
+    assert pick(history(store_path).tests(), "session_id") == [
         ("8a37be67-c718-11ec-896d-0acbaa89a1b3",)
     ]
 
 
-def test_measurements_hook_can_add_and_change(pytester: pytest.Pytester, store_path) -> None:
+def test_measurements_hook_can_add_and_change(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
     pytester.makeconftest("""
         from pytest_userflow import Measurement
 
@@ -205,7 +202,7 @@ def test_measurements_hook_can_add_and_change(pytester: pytest.Pytester, store_p
     result.stdout.fnmatch_lines(
         ["ERROR: value for key 'Bad' must be finite, got nan in pytest_userflow_measurements *"]
     )
-    rows = store_rows(store_path, "SELECT key_name, value FROM measurements ORDER BY event, seq")
+    rows = pick(history(store_path).measurements(statuses=EVERY_STATUS), "key_name", "value")
     assert rows == [("Login Time", 1.0), ("Battery", 81), ("From dict", 2)]
 
 
@@ -269,7 +266,9 @@ ENTRY_POINTS = {
 
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 @pytest.mark.parametrize("bad", sorted(BAD_VALUES))
-def test_one_check_for_every_way_in(pytester: pytest.Pytester, entry: str, bad: str) -> None:
+def test_one_check_for_every_way_in(
+    pytester: pytest.Pytester, history, entry: str, bad: str
+) -> None:
     """record_measurement and the measurements hook refuse the same values with the same
     message; the bad value is one error, and the other tests' records are all stored."""
     key, value, message = BAD_VALUES[bad]
@@ -302,7 +301,7 @@ def test_one_check_for_every_way_in(pytester: pytest.Pytester, entry: str, bad: 
     else:
         result.assert_outcomes(passed=3)
     path = pytester.path / ".userflow" / "userflow.db"
-    rows = store_rows(path, "SELECT nodeid, key_name, value FROM measurements ORDER BY event, seq")
+    rows = pick(history(path).measurements(statuses=EVERY_STATUS), "nodeid", "key_name", "value")
     expected_bad = (
         [] if entry == "call" else [("test_one_check_for_every_way_in.py::test_bad", "ok", 1.0)]
     )
@@ -380,7 +379,7 @@ def test_measurements_are_user_properties_of_every_teardown_report(
 
 
 def test_userflow_session_records_the_runs_own_values_with_its_status(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     """Values of the whole run (an install, an app's size) are one record, written at the
     end with the run's status; budget= is refused there, naming the fixture."""
@@ -410,24 +409,22 @@ def test_userflow_session_records_the_runs_own_values_with_its_status(
                 userflow_session("App Size", 1, budget=2)
     """)
     pytester.runpytest().assert_outcomes(passed=2, failed=1)
-    rows = store_rows(
-        store_path,
-        "SELECT e.nodeid, e.user_flow_name, e.status, e.status_message, m.key_name, m.value,"
-        " m.key_units FROM events e JOIN measurement_rows m ON m.event = e.id ORDER BY m.seq",
-    )
+    rows = [
+        (t["nodeid"], t["flow"], t["status"], t["status_message"], m["key"], m["value"], m["units"])
+        for t in history(store_path).tests()
+        for m in t["measurements"]
+    ]
     assert [r[:4] for r in rows] == [
         ("userflow_session", "App Install", "Failed", "1 test(s) failed")
     ] * 2
     assert [r[4] for r in rows] == ["Install Time", "App Size"] and rows[1][5:] == (48.5, "MB")
     pytester.runpytest("-k", "opens").assert_outcomes(passed=1)
-    newest = store_rows(
-        store_path, "SELECT status, status_message FROM events ORDER BY event_ts DESC LIMIT 1"
-    )
-    assert newest == [("Passed", None)]
+    newest = history(store_path).tests()[-1]
+    assert (newest["status"], newest["status_message"]) == ("Passed", None)
 
 
 def test_userflow_session_is_one_record_per_xdist_worker_with_its_device(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import pytest
@@ -443,9 +440,9 @@ def test_userflow_session_is_one_record_per_xdist_worker_with_its_device(
     devices = ["dev1@host", "dev2@host"]
     args = [a for d in devices for a in ("--userflow-device", d)]
     pytester.runpytest("-n", "2", "--userflow", "Setup", *args).assert_outcomes(passed=4)
-    rows = store_rows(
-        store_path,
-        "SELECT user_flow_name, device_address, status, value FROM measurements"
-        " WHERE nodeid = 'userflow_session' ORDER BY device_address",
+    rows = sorted(
+        (m["user_flow_name"], m["device_address"], m["status"], m["value"])
+        for m in history(store_path).measurements(statuses=EVERY_STATUS)
+        if m["nodeid"] == "userflow_session"
     )
     assert rows == [("Setup", "dev1@host", "Passed", 3.5), ("Setup", "dev2@host", "Passed", 3.5)]

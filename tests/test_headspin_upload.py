@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import TOKEN, store_rows
+from conftest import EVERY_STATUS, TOKEN, pick, upload_states
 
 SESSION_A = "9f527e3f-daa1-11ec-ac12-06c4c57ba6cd"
 SESSION_B = "bc744aef-b06a-11ec-9906-06c4c57ba6cd"
@@ -33,7 +33,9 @@ def routes(server) -> list[tuple[str, str]]:
     return [(m, re.sub(r"[0-9a-f-]{36}", "<id>", p)) for m, p, _, _ in server.state.requests]
 
 
-def test_sessions_are_attached_with_status_and_measurements(pytester, hs_env, store_path) -> None:
+def test_sessions_are_attached_with_status_and_measurements(
+    pytester, hs_env, store_path, history
+) -> None:
     hs_env.state.add_session(SESSION_A)
     hs_env.state.add_session(SESSION_B)
     pytester.makepyfile(TWO_SESSION_TESTS)
@@ -59,9 +61,7 @@ def test_sessions_are_attached_with_status_and_measurements(pytester, hs_env, st
     assert values[(SESSION_A, "Login Time")]["key_type"] == "Custom Metrics"
     assert values[(SESSION_A, "Login Time")]["key_units"] == "seconds"
     assert values[(SESSION_A, "Screen")]["value"] == "home"
-    assert store_rows(store_path, "SELECT state, COUNT(*) FROM uploads GROUP BY state") == [
-        ("sent", 2)
-    ]
+    assert upload_states(history(store_path)) == {"sent": 2}
     result.stdout.fnmatch_lines(
         ["*flow 'Login': 2 tests (1 Passed, 1 Failed); 3 measurements: 3 uploaded"]
     )
@@ -121,7 +121,7 @@ def test_legacy_api_sends_one_upload_per_test(pytester, hs_env) -> None:
 
 
 def test_tests_with_neither_session_nor_device_stay_local_with_one_warning(
-    pytester, hs_env, store_path
+    pytester, hs_env, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import pytest
@@ -139,11 +139,13 @@ def test_tests_with_neither_session_nor_device_stay_local_with_one_warning(
     assert (
         "3 test(s)" in warnings[0] and "test_pay[0]" in warnings[0] and "test_pay[2]" in warnings[0]
     )
-    assert store_rows(store_path, "SELECT COUNT(*) FROM measurements") == [(3,)]
-    assert store_rows(store_path, "SELECT DISTINCT state FROM uploads") == [("local-only",)]
+    assert len(list(history(store_path).measurements(statuses=EVERY_STATUS))) == 3
+    assert list(upload_states(history(store_path))) == ["local-only"]
 
 
-def test_dry_run_prints_the_requests_and_sends_nothing(pytester, hs_env, store_path) -> None:
+def test_dry_run_prints_the_requests_and_sends_nothing(
+    pytester, hs_env, store_path, history
+) -> None:
     pytester.makepyfile(f"""
         import pytest
 
@@ -168,8 +170,8 @@ def test_dry_run_prints_the_requests_and_sends_nothing(pytester, hs_env, store_p
         f"    POST /v0/userflows/<user_flow_id>/sessions/{SESSION_A}/measurements "
         '{"data": [{"key": "Login Time", "units": "seconds", "value": 1.5}]}'
     ) in result.stdout.lines
-    assert store_rows(store_path, "SELECT COUNT(*) FROM uploads") == [(0,)]
-    assert store_rows(store_path, "SELECT value FROM measurements") == [(1.5,)]
+    assert upload_states(history(store_path)) == {}
+    assert pick(history(store_path).measurements(statuses=EVERY_STATUS), "value") == [(1.5,)]
 
 
 def test_flow_is_put_once_per_process(pytester, hs_env) -> None:
@@ -190,7 +192,7 @@ def test_flow_is_put_once_per_process(pytester, hs_env) -> None:
 
 
 def test_a_refused_upload_is_reported_and_does_not_stop_the_others(
-    pytester, hs_env, store_path
+    pytester, hs_env, store_path, history
 ) -> None:
     hs_env.state.add_session(SESSION_A)
     hs_env.state.add_session(SESSION_B)
@@ -202,12 +204,7 @@ def test_a_refused_upload_is_reported_and_does_not_stop_the_others(
     result.stdout.fnmatch_lines(
         ["*upload refused: HeadSpin answered 400*Session already belongs to another user flow*"]
     )
-    rows = dict(
-        store_rows(
-            store_path,
-            "SELECT e.nodeid, u.state FROM events e JOIN uploads u USING (perf_event_id)",
-        )
-    )
+    rows = dict(pick(history(store_path).tests(), "nodeid", "upload_state"))
     assert rows == {
         "test_a_refused_upload_is_reported_and_does_not_stop_the_others.py::test_ok": "sent",
         "test_a_refused_upload_is_reported_and_does_not_stop_the_others.py::test_bad": "failed",
@@ -215,7 +212,7 @@ def test_a_refused_upload_is_reported_and_does_not_stop_the_others(
 
 
 def test_a_wrong_token_gives_one_error_and_push_sends_later(
-    pytester, hs_env, monkeypatch, store_path
+    pytester, hs_env, monkeypatch, store_path, history
 ) -> None:
     hs_env.state.add_session(SESSION_A)
     hs_env.state.add_session(SESSION_B)
@@ -226,9 +223,7 @@ def test_a_wrong_token_gives_one_error_and_push_sends_later(
     assert len(errors) == 1 and "refused the API token" in errors[0]
     assert "answered 401 to PUT /v0/userflows: Unauthorized (check HEADSPIN_API_TOKEN)" in errors[0]
     assert "not-the-token" not in result.stdout.str()
-    assert store_rows(store_path, "SELECT state, COUNT(*) FROM uploads GROUP BY state") == [
-        ("pending", 2)
-    ]
+    assert upload_states(history(store_path)) == {"pending": 2}
 
     push = [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "push"]
     first = subprocess.run(push, capture_output=True, text=True, cwd=pytester.path, check=False)

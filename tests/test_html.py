@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, store_rows
+from conftest import EVERY_STATUS, run_cli
 
 vl_convert = pytest.importorskip("vl_convert", reason="the [html] extra is not installed")
 
@@ -107,7 +108,7 @@ def build_history(pytester: pytest.Pytester, monkeypatch, *extra: str) -> Any:
 
 
 def test_the_run_writes_a_report_that_draws_the_store(
-    pytester: pytest.Pytester, store_path: Path, monkeypatch, browser, tmp_path: Path
+    pytester: pytest.Pytester, store_path: Path, history, monkeypatch, browser, tmp_path: Path
 ) -> None:
     result = build_history(pytester, monkeypatch, "--userflow-html", "report.html")
     result.assert_outcomes(passed=3, failed=1)
@@ -117,10 +118,10 @@ def test_the_run_writes_a_report_that_draws_the_store(
     assert all(url.startswith("file://") for url in page.requests), page.requests
     # one chart per numeric key, a point per value the store holds; text is listed, not drawn
     expected = dict(
-        store_rows(
-            store_path,
-            "SELECT user_flow_name || '/' || key_name, COUNT(*) FROM measurements"
-            " WHERE key_name != 'Screen' GROUP BY 1",
+        collections.Counter(
+            f"{m['user_flow_name']}/{m['key_name']}"
+            for m in history(store_path).measurements(statuses=EVERY_STATUS)
+            if m["key_name"] != "Screen"
         )
     )
     assert page.points() == expected
@@ -133,12 +134,12 @@ def test_the_run_writes_a_report_that_draws_the_store(
     # command finds within the last 5 runs, each linking to its chart
     items = page.page.locator("#attention li a")
     texts = items.all_inner_texts()
-    failed = store_rows(
-        store_path,
-        "SELECT e.nodeid, c.key_name, c.verdict FROM checks c JOIN events e ON e.id = c.event"
-        " WHERE e.run_id = (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1)"
-        " AND c.verdict NOT IN ('ok', 'within the noise')",
-    )
+    newest = history(store_path).runs()[0]["run_id"]
+    failed = [
+        (c["nodeid"], c["key"], c["verdict"])
+        for c in history(store_path).checks([newest])
+        if c["verdict"] not in ("ok", "within the noise")
+    ]
     assert len(failed) == 5  # Size over its budget and regressed, both logins and search regressed
     changes = json.loads(run_cli(store_path, "changes", "--format", "json").stdout)["changes"]
     recent = [c for c in changes if c["direction"] == "worse" and c["runs_ago"] < 5]
@@ -172,8 +173,8 @@ def test_the_run_writes_a_report_that_draws_the_store(
     last3 = Page(browser, out)
     assert last3.messages == [] and last3.points() == {"Login/Login Time": 6, "Login/Size": 3}
     assert not any("Search" in t for t in last3.page.locator("#attention li").all_inner_texts())
-    newest = store_rows(store_path, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
-    assert newest[0][0] in last3.page.locator("table.run").inner_text()
+    newest = history(store_path).runs()[0]["run_id"]
+    assert newest in last3.page.locator("table.run").inner_text()
 
 
 def test_report_errors_are_one_line(pytester: pytest.Pytester, store_path: Path) -> None:

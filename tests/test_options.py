@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import store_rows
 
 ONE_TEST = """
     def test_it(record_measurement):
@@ -132,17 +131,17 @@ def test_auto_backend_is_headspin_with_a_token_and_local_without(
     )
 
 
-def test_store_path_from_option_and_ini(pytester: pytest.Pytester) -> None:
+def test_store_path_from_option_and_ini(pytester: pytest.Pytester, history) -> None:
     pytester.makeini("[pytest]\nuserflow_store = data/flows.db\n")
     pytester.makepyfile(ONE_TEST)
     pytester.runpytest().assert_outcomes(passed=1)
-    assert store_rows(pytester.path / "data" / "flows.db", "SELECT COUNT(*) FROM events") == [(1,)]
+    assert len(history(pytester.path / "data" / "flows.db").tests()) == 1
     pytester.runpytest("--userflow-store", "other.db").assert_outcomes(passed=1)
-    assert store_rows(pytester.path / "other.db", "SELECT COUNT(*) FROM events") == [(1,)]
+    assert len(history(pytester.path / "other.db").tests()) == 1
 
 
 def test_marker_nearest_wins_and_option_is_the_default(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import pytest
@@ -170,7 +169,7 @@ def test_marker_nearest_wins_and_option_is_the_default(
     """
     )
     pytester.runpytest("--userflow", "Default", "--strict-markers").assert_outcomes(passed=5)
-    rows = dict(store_rows(store_path, "SELECT nodeid, user_flow_name FROM events"))
+    rows = {t["nodeid"]: t["flow"] for t in history(store_path).tests()}
     assert rows == {
         "test_marker_nearest_wins_and_option_is_the_default.py::test_module": "Module",
         "test_marker_nearest_wins_and_option_is_the_default.py::TestCheckout::test_class": "Class",
@@ -178,13 +177,12 @@ def test_marker_nearest_wins_and_option_is_the_default(
         "test_other.py::test_default": "Default",
         "test_other.py::test_silent": "Default",
     }
-    assert store_rows(store_path, "SELECT description FROM flows WHERE name = 'Function'") == [
-        ("the nearest",)
-    ]
+    flows = history(store_path).flows()
+    assert [f["description"] for f in flows if f["name"] == "Function"] == ["the nearest"]
 
 
 def test_without_any_flow_only_tests_that_record_are_kept(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import pytest
@@ -197,8 +195,8 @@ def test_without_any_flow_only_tests_that_record_are_kept(
             pass
     """)
     pytester.runpytest().assert_outcomes(passed=3)
-    rows = store_rows(store_path, "SELECT DISTINCT user_flow_name FROM events")
-    assert rows == [("test_without_any_flow_only_tests_that_record_are_kept.py::test_records",)]
+    flows = {t["flow"] for t in history(store_path).tests()}
+    assert flows == {"test_without_any_flow_only_tests_that_record_are_kept.py::test_records"}
 
 
 @pytest.mark.parametrize(

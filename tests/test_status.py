@@ -7,7 +7,7 @@ import json
 import textwrap
 
 import pytest
-from conftest import store_rows
+from conftest import pick
 
 CASES = {
     "passed": ("assert True", "Passed", None),
@@ -18,7 +18,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_call_outcome_maps_to_status(pytester: pytest.Pytester, store_path, case: str) -> None:
+def test_call_outcome_maps_to_status(
+    pytester: pytest.Pytester, store_path, history, case: str
+) -> None:
     body, status, message = CASES[case]
     pytester.makepyfile(f"""
         import pytest
@@ -29,7 +31,7 @@ def test_call_outcome_maps_to_status(pytester: pytest.Pytester, store_path, case
             {body}
     """)
     pytester.runpytest()
-    rows = store_rows(store_path, "SELECT status, status_message FROM events")
+    rows = pick(history(store_path).tests(), "status", "status_message")
     assert rows == [(status, message)]
 
 
@@ -45,7 +47,7 @@ def test_call_outcome_maps_to_status(pytester: pytest.Pytester, store_path, case
     ids=["teardown-error", "setup-error"],
 )
 def test_errors_outside_call_are_failed(
-    pytester: pytest.Pytester, store_path, fixture: str, expected: str
+    pytester: pytest.Pytester, store_path, history, fixture: str, expected: str
 ) -> None:
     pytester.makepyfile(f"""
         import pytest
@@ -59,12 +61,10 @@ def test_errors_outside_call_are_failed(
             record_measurement("t", 1)
     """)
     pytester.runpytest()
-    assert store_rows(store_path, "SELECT status, status_message FROM events") == [
-        ("Failed", expected)
-    ]
+    assert pick(history(store_path).tests(), "status", "status_message") == [("Failed", expected)]
 
 
-def test_xfail_xpass_and_skipif(pytester: pytest.Pytester, store_path) -> None:
+def test_xfail_xpass_and_skipif(pytester: pytest.Pytester, store_path, history) -> None:
     pytester.makepyfile("""
         import pytest
         pytestmark = pytest.mark.userflow("Flow")
@@ -87,10 +87,10 @@ def test_xfail_xpass_and_skipif(pytester: pytest.Pytester, store_path) -> None:
     """)
     result = pytester.runpytest()
     result.assert_outcomes(xfailed=1, xpassed=1, failed=1, skipped=1)
-    rows = dict(
-        (n.split("::")[1], (s, m))
-        for n, s, m in store_rows(store_path, "SELECT nodeid, status, status_message FROM events")
-    )
+    rows = {
+        t["nodeid"].split("::")[1]: (t["status"], t["status_message"])
+        for t in history(store_path).tests()
+    }
     assert rows["test_xfail"] == ("Excluded", "xfail: known slow path")
     assert rows["test_xpass"] == ("Passed", None)
     assert rows["test_xpass_strict"][0] == "Failed"
@@ -99,7 +99,7 @@ def test_xfail_xpass_and_skipif(pytester: pytest.Pytester, store_path) -> None:
 
 
 def test_long_failure_message_is_one_line_of_at_most_255(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import pytest
@@ -109,11 +109,13 @@ def test_long_failure_message_is_one_line_of_at_most_255(
             raise AssertionError("x" * 400 + "\\nsecond line")
     """)
     pytester.runpytest()
-    [(message,)] = store_rows(store_path, "SELECT status_message FROM events")
+    [(message,)] = pick(history(store_path).tests(), "status_message")
     assert len(message) == 255 and message.endswith("...") and "\n" not in message
 
 
-def test_set_status_wins_over_failure_and_hook(pytester: pytest.Pytester, store_path) -> None:
+def test_set_status_wins_over_failure_and_hook(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
     pytester.makeconftest("""
         def pytest_userflow_status(item, reports):
             return ("Failed", "hook says so")
@@ -131,10 +133,10 @@ def test_set_status_wins_over_failure_and_hook(pytester: pytest.Pytester, store_
             pass
     """)
     pytester.runpytest()
-    rows = dict(
-        (n.split("::")[1], (s, m))
-        for n, s, m in store_rows(store_path, "SELECT nodeid, status, status_message FROM events")
-    )
+    rows = {
+        t["nodeid"].split("::")[1]: (t["status"], t["status_message"])
+        for t in history(store_path).tests()
+    }
     assert rows == {
         "test_override": ("Excluded", "warm-up run"),
         "test_hook_only": ("Failed", "hook says so"),
@@ -142,7 +144,7 @@ def test_set_status_wins_over_failure_and_hook(pytester: pytest.Pytester, store_
 
 
 def test_status_hook_receives_all_reports_and_none_falls_through(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makeconftest("""
         def pytest_userflow_status(item, reports):
@@ -162,10 +164,7 @@ def test_status_hook_receives_all_reports_and_none_falls_through(
             pass
     """)
     pytester.runpytest().assert_outcomes(passed=2)
-    rows = dict(
-        (n.split("::")[1], s)
-        for n, s in store_rows(store_path, "SELECT nodeid, status FROM events")
-    )
+    rows = {t["nodeid"].split("::")[1]: t["status"] for t in history(store_path).tests()}
     assert rows == {"test_slow": "Excluded", "test_fast": "Passed"}
 
 
@@ -195,7 +194,9 @@ def test_status_hook_with_a_bad_answer_names_the_hook(pytester: pytest.Pytester)
     importlib.util.find_spec("pytest_rerunfailures") is None,
     reason="pytest-rerunfailures is not installed",
 )
-def test_only_the_final_rerun_attempt_is_recorded(pytester: pytest.Pytester, store_path) -> None:
+def test_only_the_final_rerun_attempt_is_recorded(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
     pytester.makepyfile(
         textwrap.dedent("""
         import pytest
@@ -215,10 +216,11 @@ def test_only_the_final_rerun_attempt_is_recorded(pytester: pytest.Pytester, sto
     """)
     result = pytester.runpytest("--reruns", "3", "-s", "--userflow-report", "r.json")
     assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
-    rows = store_rows(
-        store_path,
-        "SELECT e.status, m.value, e.attempts FROM events e JOIN measurements m USING (perf_event_id)",
-    )
+    rows = [
+        (t["status"], m["value"], t["attempts"])
+        for t in history(store_path).tests()
+        for m in t["measurements"]
+    ]
     assert rows == [("Passed", 3, 3)]  # the record keeps how many attempts it took
     result.stdout.fnmatch_lines(
         [
@@ -235,7 +237,7 @@ def test_only_the_final_rerun_attempt_is_recorded(pytester: pytest.Pytester, sto
     "plugins", [(), ("-p", "no:rerunfailures")], ids=["with-rerunfailures", "without"]
 )
 def test_every_outcome_is_recorded_once_with_or_without_rerunfailures(
-    pytester: pytest.Pytester, store_path, plugins: tuple[str, ...]
+    pytester: pytest.Pytester, store_path, history, plugins: tuple[str, ...]
 ) -> None:
     """A test is flushed when its teardown report is logged, which pytest-rerunfailures
     delays to the end of the attempt. Both record the same, and tell the flushed hook once."""
@@ -275,7 +277,7 @@ def test_every_outcome_is_recorded_once_with_or_without_rerunfailures(
     )
     result = pytester.runpytest("-s", *plugins)
     result.assert_outcomes(passed=2, failed=1, skipped=1, xfailed=1, errors=1)
-    rows = store_rows(store_path, "SELECT nodeid, status FROM events ORDER BY nodeid")
+    rows = sorted(pick(history(store_path).tests(), "nodeid", "status"))
     assert [(nodeid.split("[")[1][:-1], status) for nodeid, status in rows] == [
         ("fail", "Failed"),
         ("pass", "Passed"),

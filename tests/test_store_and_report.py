@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 
 import pytest
-from conftest import store_rows
+from conftest import EVERY_STATUS, pick
 
 SUITE = """
     import pytest
@@ -28,18 +30,22 @@ SUITE = """
 """
 
 
-def test_store_rows_are_the_api_listing_plus_run_test_and_worker(
-    pytester: pytest.Pytester, store_path
+def test_the_history_rows_are_the_api_listing_plus_run_test_and_worker(
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile(SUITE)
     pytester.runpytest().assert_outcomes(passed=2, xfailed=1)
-    assert store_rows(store_path, "PRAGMA journal_mode") == [("wal",)]
-    rows = store_rows(
-        store_path,
-        "SELECT user_flow_name, key_name, key_type, key_units, value, status, nodeid, worker, run_id,"
-        " event_time, perf_event_id, user_flow_id FROM measurements ORDER BY value",
+    # WAL is SQLite's own (so that xdist workers can write one file): read with plain sqlite3.
+    with contextlib.closing(sqlite3.connect(store_path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+    columns = (
+        "user_flow_name", "key_name", "key_type", "key_units", "value", "status", "nodeid",
+        "worker", "run_id", "event_time", "perf_event_id", "user_flow_id",
+    )  # fmt: skip
+    rows = sorted(
+        pick(history(store_path).measurements(statuses=EVERY_STATUS), *columns), key=lambda r: r[4]
     )
-    node = "test_store_rows_are_the_api_listing_plus_run_test_and_worker.py::"
+    node = "test_the_history_rows_are_the_api_listing_plus_run_test_and_worker.py::"
     assert [r[:8] for r in rows] == [
         (
             "Checkout",
@@ -78,15 +84,14 @@ def test_store_rows_are_the_api_listing_plus_run_test_and_worker(
     assert all(len(r[9]) == 19 and r[9][10] == " " for r in rows)  # "2022-03-30 16:48:22"
     assert len({r[10] for r in rows}) == 3  # one event per test
     assert len({r[11] for r in rows}) == 1
-    assert store_rows(store_path, "SELECT name, description FROM flows") == [
+    assert pick(history(store_path).flows(), "name", "description") == [
         ("Checkout", "cart to receipt")
     ]
     # a second run adds to the same store, in the same flow
     pytester.runpytest()
-    assert store_rows(store_path, "SELECT COUNT(DISTINCT run_id), COUNT(*) FROM measurements") == [
-        (2, 10)
-    ]
-    assert store_rows(store_path, "SELECT COUNT(*) FROM flows") == [(1,)]
+    run_ids = pick(history(store_path).measurements(statuses=EVERY_STATUS), "run_id")
+    assert (len(set(run_ids)), len(run_ids)) == (2, 10)
+    assert len(history(store_path).flows()) == 1
 
 
 EVERY_OUTCOME = """
@@ -126,7 +131,9 @@ EVERY_OUTCOME = """
 """
 
 
-def test_every_outcome_is_stored_once_with_its_hooks_applied(pytester: pytest.Pytester) -> None:
+def test_every_outcome_is_stored_once_with_its_hooks_applied(
+    pytester: pytest.Pytester, history
+) -> None:
     """Each test is one record: its status, message and measurements as the status and
     measurements hooks left them; the flushed hook sees the record that was stored."""
     pytester.makepyfile(EVERY_OUTCOME)
@@ -148,13 +155,17 @@ def test_every_outcome_is_stored_once_with_its_hooks_applied(pytester: pytest.Py
     result = pytester.runpytest("-s", "-p", "no:randomly", "--userflow-store", "one.db")
     result.assert_outcomes(passed=3, failed=1, skipped=1, xfailed=1)
     result.stdout.fnmatch_lines(["*FLUSHED test_pass Passed local *'Login Time'*'Battery'*"])
-    sql = (
-        "SELECT e.nodeid, e.user_flow_name, f.description, e.status, e.status_message,"
-        " e.session_id, e.device_address, e.worker, e.duration > 0, m.key_name, m.key_type,"
-        " m.key_units, m.value FROM events e JOIN flows f USING (user_flow_id)"
-        " LEFT JOIN measurement_rows m ON m.event = e.id ORDER BY e.nodeid, m.seq"
-    )
-    quick = store_rows(pytester.path / "one.db", sql)
+    store = history(pytester.path / "one.db")
+    descriptions = {f["name"]: f["description"] for f in store.flows()}
+    no_measurement = {"key": None, "type": None, "units": None, "value": None}
+    # each test with its flow's description, a row per measurement (one row if it has none)
+    quick = [
+        (t["nodeid"], t["flow"], descriptions[t["flow"]], t["status"], t["status_message"],
+         t["session_id"], t["device"], t["worker"], t["duration"] > 0, m["key"], m["type"],
+         m["units"], m["value"])
+        for t in sorted(store.tests(), key=lambda t: t["nodeid"])
+        for m in t["measurements"] or [no_measurement]
+    ]  # fmt: skip
     assert [row[3:5] for row in quick] == [
         ("Failed", "AssertionError: slow"),
         ("Excluded", "warm-up"),
@@ -187,7 +198,7 @@ def test_every_outcome_is_stored_once_with_its_hooks_applied(pytester: pytest.Py
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_run_metadata_names_git_commit_branch_and_ci_build(
-    pytester: pytest.Pytester, store_path, monkeypatch
+    pytester: pytest.Pytester, store_path, history, monkeypatch
 ) -> None:
     for name in ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILD_ID", "BUILD_NUMBER", "BUILD_TAG"):
         monkeypatch.delenv(name, raising=False)
@@ -201,9 +212,10 @@ def test_run_metadata_names_git_commit_branch_and_ci_build(
         ["git", "rev-parse", "HEAD"], cwd=pytester.path, capture_output=True, text=True, check=True
     ).stdout.strip()
     pytester.runpytest("--userflow-report", "report.json")
-    [(run_id, host, got_commit, branch, build, backend, started, finished)] = store_rows(
-        store_path,
-        "SELECT run_id, host, git_commit, git_branch, ci_build_id, backend, started_at, finished_at FROM runs",
+    [(run_id, host, got_commit, branch, build, backend, started, finished)] = pick(
+        history(store_path).runs(),
+        *("run_id", "host", "git_commit", "git_branch", "ci_build_id", "backend"),
+        *("started_at", "finished_at"),
     )
     assert (got_commit, branch, build, backend) == (commit, "perf-branch", "4242", "local")
     assert host and started <= finished
@@ -312,8 +324,7 @@ def test_a_corrupt_store_is_a_clear_error_and_is_left_alone(
 
 
 def test_another_programs_database_is_not_taken_over(pytester: pytest.Pytester) -> None:
-    import sqlite3
-
+    # Another program's SQLite file at the store's path: made with plain sqlite3.
     db = sqlite3.connect(str(pytester.path / "app.db"))
     db.execute("CREATE TABLE customers (id INTEGER)")
     db.commit()
@@ -341,7 +352,9 @@ def test_a_store_path_that_cannot_be_created_is_a_clear_error(pytester: pytest.P
     )
 
 
-def test_a_killed_process_keeps_every_finished_test(pytester: pytest.Pytester, store_path) -> None:
+def test_a_killed_process_keeps_every_finished_test(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
     pytester.makepyfile("""
         import os, pytest
         pytestmark = pytest.mark.userflow("Crash")
@@ -357,21 +370,20 @@ def test_a_killed_process_keeps_every_finished_test(pytester: pytest.Pytester, s
     result = pytester.runpytest_subprocess()
     assert result.ret == 9
     # Each finished test was committed at its teardown: the store has them all as it is.
-    assert store_rows(store_path, "SELECT COUNT(*) FROM events") == [(5,)]
+    assert len(history(store_path).tests()) == 5
     command = [sys.executable, "-m", "pytest_userflow", "--store", str(store_path)]
     listing = subprocess.run(
         [*command, "measurements", "--format", "json"], capture_output=True, text=True, check=True
     )
     assert sorted(m["value"] for m in json.loads(listing.stdout)["measurements"]) == list(range(5))
-    rows = store_rows(store_path, "SELECT value FROM measurements ORDER BY value")
+    rows = sorted(pick(history(store_path).measurements(statuses=EVERY_STATUS), "value"))
     assert rows == [(n,) for n in range(5)]
 
 
 def test_a_store_of_another_schema_version_is_refused_and_left_alone(
     pytester: pytest.Pytester, store_path
 ) -> None:
-    import sqlite3
-
+    # A SQLite file of another schema version (SQLite's user_version): made with plain sqlite3.
     store_path.parent.mkdir()
     db = sqlite3.connect(store_path)
     db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
@@ -388,7 +400,7 @@ def test_a_store_of_another_schema_version_is_refused_and_left_alone(
     assert store_path.read_bytes() == before
 
 
-def test_a_long_run_summarizes_what_the_store_holds(pytester: pytest.Pytester) -> None:
+def test_a_long_run_summarizes_what_the_store_holds(pytester: pytest.Pytester, history) -> None:
     pytester.makepyfile(
         """
         import pytest
@@ -411,11 +423,11 @@ def test_a_long_run_summarizes_what_the_store_holds(pytester: pytest.Pytester) -
         ]
     )
     path = pytester.path / ".userflow" / "userflow.db"
-    assert store_rows(path, "SELECT COUNT(*) FROM measurements") == [(602,)]
+    assert len(list(history(path).measurements(statuses=EVERY_STATUS))) == 602
 
 
 def test_runs_at_once_on_a_new_store_beside_a_reader_lose_nothing(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     """Four runs start at once on a store that does not exist yet, while another program
     opens it and reads it in a loop: every finished test of every run is in it, once."""
@@ -463,12 +475,12 @@ def test_runs_at_once_on_a_new_store_beside_a_reader_lose_nothing(
     assert all(run.returncode == 0 for run in runs), outputs
     assert not any("could not take" in out for out in outputs), outputs
     assert reads  # the reader did open the store while the runs wrote it
-    rows = store_rows(store_path, "SELECT run_id, COUNT(*) FROM events GROUP BY run_id")
-    assert sorted(n for _, n in rows) == [40] * 4
+    tests_per_run = collections.Counter(t["run_id"] for t in history(store_path).tests())
+    assert sorted(tests_per_run.values()) == [40] * 4
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_child_forked_by_a_test_does_not_hold_the_run(pytester: pytest.Pytester) -> None:
+def test_a_child_forked_by_a_test_does_not_hold_the_run(pytester: pytest.Pytester, history) -> None:
     """Nothing of the plugin's waits on a process: a test's forked child that lives on does
     not keep the run from ending, and the run's records are all there."""
     import signal
@@ -501,9 +513,8 @@ def test_a_child_forked_by_a_test_does_not_hold_the_run(pytester: pytest.Pyteste
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
     result.assert_outcomes(passed=2)
     assert took < 20
-    rows = store_rows(
-        pytester.path / ".userflow" / "userflow.db", "SELECT key_name FROM measurements"
-    )
+    path = pytester.path / ".userflow" / "userflow.db"
+    rows = pick(history(path).measurements(statuses=EVERY_STATUS), "key_name")
     assert sorted(rows) == [("after",), ("before",)]
 
 
@@ -551,7 +562,7 @@ def test_an_empty_store_file_is_named_not_made_anew(pytester: pytest.Pytester, s
 
 
 def test_a_long_key_is_shortened_in_the_summary_and_kept_whole(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     key = "Time to " + "very " * 40 + "interactive"  # 213 characters
     pytester.makepyfile(
@@ -564,4 +575,4 @@ def test_a_long_key_is_shortened_in_the_summary_and_kept_whole(
     result.assert_outcomes(passed=1)
     (row,) = [line for line in result.stdout.lines if line.startswith("  Time to very")]
     assert len(row) < 100 and "very..." in row and "1.5" in row
-    assert store_rows(store_path, "SELECT key_name FROM measurements") == [(key,)]
+    assert pick(history(store_path).measurements(statuses=EVERY_STATUS), "key_name") == [(key,)]

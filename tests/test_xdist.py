@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import store_rows
+from conftest import EVERY_STATUS, pick
 
 pytest.importorskip("xdist")
 
@@ -27,7 +27,7 @@ def _device_args(devices=DEVICES) -> list[str]:
 # the quick way (Recorder.keep): both must give the same store and summary.
 @pytest.mark.parametrize("flushed_hook", [True, False], ids=["event", "quick"])
 def test_each_worker_drives_its_device_and_the_controller_merges(
-    pytester: pytest.Pytester, store_path, read_report, flushed_hook: bool
+    pytester: pytest.Pytester, store_path, history, read_report, flushed_hook: bool
 ) -> None:
     pytester.makepyfile(DEVICE_SUITE)
     if flushed_hook:
@@ -36,12 +36,12 @@ def test_each_worker_drives_its_device_and_the_controller_merges(
         "-n", "2", *_device_args(), "--userflow-report", "report.json"
     )
     result.assert_outcomes(passed=6)
-    rows = store_rows(
-        store_path,
-        "SELECT worker, device_address, COUNT(*) FROM events GROUP BY worker ORDER BY worker",
-    )
-    assert [(w, d) for w, d, _ in rows] == [("gw0", DEVICES[0]), ("gw1", DEVICES[1])]
-    assert sum(n for _, _, n in rows) == 6
+    tests = history(store_path).tests()
+    assert sorted(set(pick(tests, "worker", "device"))) == [
+        ("gw0", DEVICES[0]),
+        ("gw1", DEVICES[1]),
+    ]
+    assert len(tests) == 6
     assert result.stdout.str().count("== userflow ==") == 1
     result.stdout.fnmatch_lines(
         [
@@ -58,7 +58,7 @@ def test_each_worker_drives_its_device_and_the_controller_merges(
         ("gw1", DEVICES[1]),
     }
     assert len({t["nodeid"] for t in report["tests"]}) == 6
-    assert store_rows(store_path, "SELECT COUNT(DISTINCT run_id) FROM events") == [(1,)]
+    assert len({t["run_id"] for t in history(store_path).tests()}) == 1
 
 
 def test_several_devices_without_n_start_one_worker_each(pytester: pytest.Pytester) -> None:
@@ -68,11 +68,11 @@ def test_several_devices_without_n_start_one_worker_each(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(["created: 2/2 workers"])
 
 
-def test_devices_from_ini(pytester: pytest.Pytester, store_path) -> None:
+def test_devices_from_ini(pytester: pytest.Pytester, store_path, history) -> None:
     pytester.makeini("[pytest]\nuserflow_devices =\n    R58M41@host-a\n    00008030-ABC@host-b\n")
     pytester.makepyfile(DEVICE_SUITE)
     pytester.runpytest_subprocess().assert_outcomes(passed=6)
-    assert store_rows(store_path, "SELECT COUNT(DISTINCT device_address) FROM events") == [(2,)]
+    assert len({t["device"] for t in history(store_path).tests()}) == 2
 
 
 @pytest.mark.parametrize(
@@ -98,14 +98,14 @@ def test_worker_and_device_counts_must_match(pytester: pytest.Pytester, args, me
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
 
 
-def test_one_device_runs_in_process_without_xdist(pytester: pytest.Pytester, store_path) -> None:
+def test_one_device_runs_in_process_without_xdist(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
     pytester.makepyfile(DEVICE_SUITE)
     pytester.runpytest_subprocess("-p", "no:xdist", *_device_args(DEVICES[:1])).assert_outcomes(
         passed=6
     )
-    assert store_rows(store_path, "SELECT DISTINCT worker, device_address FROM events") == [
-        (None, DEVICES[0])
-    ]
+    assert set(pick(history(store_path).tests(), "worker", "device")) == {(None, DEVICES[0])}
 
 
 def test_workers_upload_their_own_tests_into_one_flow(pytester: pytest.Pytester, hs_env) -> None:
@@ -123,7 +123,7 @@ def test_workers_upload_their_own_tests_into_one_flow(pytester: pytest.Pytester,
 
 
 def test_a_worker_that_dies_loses_none_of_its_finished_tests(
-    pytester: pytest.Pytester, store_path, read_report
+    pytester: pytest.Pytester, store_path, history, read_report
 ) -> None:
     pytester.makepyfile("""
         import os, pytest
@@ -140,24 +140,23 @@ def test_a_worker_that_dies_loses_none_of_its_finished_tests(
     result = pytester.runpytest_subprocess(
         "-n", "2", "--max-worker-restart", "0", "--userflow-report", "report.json"
     )
-    finished = store_rows(store_path, "SELECT nodeid FROM events WHERE nodeid LIKE '%test_ok%'")
+    finished = [t["nodeid"] for t in history(store_path).tests() if "test_ok" in t["nodeid"]]
     # the JSON report agrees with the store, the dead worker's finished tests included
     report = read_report()
-    assert sorted(t["nodeid"] for t in report["tests"]) == sorted(n for (n,) in finished)
+    assert sorted(t["nodeid"] for t in report["tests"]) == sorted(finished)
     assert all(t["status"] == "Passed" for t in report["tests"])
     assert report["warnings"]["crashed_workers"]
     passed = result.stdout.str().count("PASSED") or result.parseoutcomes().get("passed", 0)
     assert len(finished) == passed
-    assert store_rows(store_path, "SELECT COUNT(*) FROM measurements WHERE key_name = 'lost'") == [
-        (0,)
-    ]
+    keys = {m["key_name"] for m in history(store_path).measurements(statuses=EVERY_STATUS)}
+    assert "lost" not in keys
     result.stdout.fnmatch_lines(["worker gw* died: its finished tests are in its local store*"])
     # the summary counts the dead worker's finished tests too (read back from the store)
     result.stdout.fnmatch_lines([f"flow 'Crash': {len(finished)} tests ({len(finished)} Passed)*"])
 
 
 def test_four_workers_write_thousands_of_measurements_into_one_store(
-    pytester: pytest.Pytester, store_path
+    pytester: pytest.Pytester, store_path, history
 ) -> None:
     pytester.makepyfile("""
         import pytest
@@ -172,12 +171,9 @@ def test_four_workers_write_thousands_of_measurements_into_one_store(
     result = pytester.runpytest_subprocess("-n", "4", *_device_args(devices))
     result.assert_outcomes(passed=240)
     assert "locked" not in result.stdout.str() + result.stderr.str()
-    assert store_rows(store_path, "SELECT COUNT(*), COUNT(DISTINCT value) FROM measurements") == [
-        (4800, 4800)
-    ]
-    workers = store_rows(
-        store_path, "SELECT worker, device_address FROM events GROUP BY worker ORDER BY worker"
-    )
+    values = pick(history(store_path).measurements(statuses=EVERY_STATUS), "value")
+    assert (len(values), len(set(values))) == (4800, 4800)
+    workers = sorted(set(pick(history(store_path).tests(), "worker", "device")))
     assert workers == [(f"gw{i}", f"device{i}@host") for i in range(4)]
     result.stdout.fnmatch_lines(
         ["flow 'Load': 240 tests (240 Passed); 4800 measurements: 4800 stored locally"]
