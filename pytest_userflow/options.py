@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "local", "headspin", "off")
 APIS = ("v0", "legacy")
 DEFAULT_FLUSH_TIMEOUT = 60.0
+#: The store setting from the environment, between the command line and the ini file.
+STORE_ENV = "USERFLOW_STORE"
 BASELINES = ("off", "local", "headspin")
 MODES = ("fail", "warn")
 DEFAULT_REGRESSION = 20.0
@@ -65,8 +67,8 @@ def add_options(parser: pytest.Parser) -> None:
         "--userflow-store",
         dest="userflow_store",
         metavar="PATH",
-        help=f"local SQLite store, also the upload spool (ini: userflow_store; "
-        f"default {DEFAULT_STORE})",
+        help=f"local SQLite store, also the upload spool: a path or sqlite:///path "
+        f"(ini: userflow_store; env: {STORE_ENV}; default {DEFAULT_STORE})",
     )
     group.addoption(
         "--userflow-device",
@@ -191,7 +193,7 @@ class Settings(NamedTuple):
     flow: str | None
     backend: str  # resolved: local, headspin or off
     url: str
-    store: Path
+    store: Path | str  # a SQLite file, or a URL
     devices: tuple[str, ...]
     api: str
     report: Path | None
@@ -271,11 +273,16 @@ def resolve(config: pytest.Config) -> Settings:
                 f"{timeout_where}: {timeout_value!r} is not a number of seconds >= 0"
             )
 
-    cli_store = config.getoption("userflow_store")
-    if cli_store:
-        store = Path(config.invocation_params.dir, cli_store)
+    from .storage import is_url, sqlite_path
+
+    # A path given on the command line or in the environment is the caller's; the ini's is
+    # the project's, relative to its rootdir. A URL is left as it is (Path would fold its //).
+    given = config.getoption("userflow_store") or os.environ.get(STORE_ENV, "").strip()
+    if given:
+        text, base = given, config.invocation_params.dir
     else:
-        store = Path(config.rootpath, config.getini("userflow_store").strip() or DEFAULT_STORE)
+        text, base = config.getini("userflow_store").strip() or DEFAULT_STORE, config.rootpath
+    store = text if is_url(text) else Path(base, sqlite_path(text)).resolve()
 
     devices_where = (
         "--userflow-device" if config.getoption("userflow_devices") else "ini key userflow_devices"
@@ -342,7 +349,7 @@ def resolve(config: pytest.Config) -> Settings:
         flow=flow,
         backend=backend,
         url=url,
-        store=store.resolve(),
+        store=store,
         devices=tuple(devices),
         api=api,
         report=report,

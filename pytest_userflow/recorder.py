@@ -4,7 +4,7 @@
 each test's record at its setup, gates its values as its reports are made, and at its
 teardown decides its status and commits it once. At the session's end it flushes the
 uploads and builds this process's summary. The store, the senders and the summary's modules
-are imported only when the run records something.
+are imported only when the backend is on (``--userflow-backend off`` loads none of them).
 """
 
 from __future__ import annotations
@@ -105,6 +105,12 @@ def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
     """Worker gwN drives the N-th device."""
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
     return devices[index] if 0 <= index < len(devices) else None
+
+
+def _worth_saying(notes: dict[str, Any]) -> bool:
+    """Whether a run that recorded nothing still has something for its summary: an error,
+    a budget or regression checked, a budget nobody used."""
+    return any(notes.get(name) for name in ("errors", "checks", "unused_budgets", "no_history"))
 
 
 class UserflowRun:
@@ -377,9 +383,10 @@ class UserflowRun:
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the store keeps the rest
             self.sink.finish(timeout)
-            if s.backend == "off" and s.report is None:
-                return  # nothing recorded, nothing to sum up (and its modules stay unloaded)
-            summary = self._summary(self.store, self.worker, self.device, self._notes())
+            notes = self._notes()
+            if s.backend == "off" and s.report is None and not _worth_saying(notes):
+                return  # nothing recorded and nothing to say: the summary's modules stay unloaded
+            summary = self._summary(self.store, self.worker, self.device, notes)
             if self.workerinput is not None:
                 self.config.workeroutput["userflow"] = json.dumps(summary, default=str)  # type: ignore[attr-defined]
                 return

@@ -14,7 +14,7 @@ from typing import Any
 from .analysis import fmt_number, median
 from .gate import MIN_HISTORY
 from .model import STATUSES, RunInfo, utc_text
-from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History
+from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History, shown
 
 _UPLOAD_DESTINATIONS = {
     SENT: "headspin",
@@ -380,7 +380,7 @@ def build_report(
     summaries: Iterable[dict[str, Any]],
     *,
     backend: str,
-    store: Path | None,
+    store: Path | str | None,
     url: str | None,
     crashed: Iterable[str] = (),
 ) -> dict[str, Any]:
@@ -389,7 +389,7 @@ def build_report(
     return {
         "run": {**run.as_dict(), "finished_at": utc_text(time.time())} if run else None,
         "backend": backend,
-        "store": str(store) if store else None,
+        "store": shown(store) if store else None,
         "headspin_url": url if backend == "headspin" else None,
         "tests": tests,
         "warnings": {

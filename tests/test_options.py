@@ -435,3 +435,20 @@ def test_a_report_that_cannot_be_written_at_the_end_leaves_the_exit_code_alone(
     result.stdout.fnmatch_lines(["ERROR: could not write the report */out/r.json: *"])
     if "--userflow-html" in args:
         result.stdout.fnmatch_lines(["ERROR: could not write the HTML report */out/r.html: *"])
+
+
+def test_the_store_setting_takes_a_sqlite_url_and_refuses_other_urls_without_their_password(
+    pytester: pytest.Pytester, history, monkeypatch
+) -> None:
+    pytester.makepyfile(ONE_TEST)
+    target = pytester.path / "elsewhere" / "flows.db"
+    pytester.runpytest("--userflow-store", f"sqlite:///{target}").assert_outcomes(passed=1)
+    assert len(history(target).tests()) == 1
+    monkeypatch.setenv("USERFLOW_STORE", "from-env.db")  # the environment, below the command line
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert len(history(pytester.path / "from-env.db").tests()) == 1
+    result = pytester.runpytest("--userflow-store", "postgresql://ada:s3cret@127.0.0.1:9/perf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: postgresql://ada@127.0.0.1:9/perf: only a SQLite file*"])
+    assert "s3cret" not in result.stdout.str() + result.stderr.str()
+    assert not (pytester.path / "postgresql:").exists()

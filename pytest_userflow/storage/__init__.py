@@ -4,7 +4,7 @@ small interface, opened from the store setting.
 No pytest import, and no database driver here: only the implementations (``storage.sqlite``)
 hold SQL or import one, and every failure of theirs reaches callers as :class:`StoreError`.
 
->>> history = open_history(".userflow/userflow.db")   # doctest: +SKIP
+>>> history = open_store(".userflow/userflow.db")     # doctest: +SKIP
 >>> history.runs(limit=5)                               # doctest: +SKIP
 """
 

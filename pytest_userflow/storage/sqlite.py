@@ -120,14 +120,14 @@ class SQLiteStore:
             raise StoreError(f"cannot open the userflow store {self.path}: {exc}") from None
         try:
             _check_schema(db)
+            # A commit survives a killed process without any fsync (see the module's docstring).
+            db.execute("PRAGMA synchronous = OFF")
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StoreError(
                 f"{self.path} is not a usable pytest-userflow store ({exc}); it was left as it is: "
                 "move it away or point --userflow-store elsewhere"
             ) from None
-        # A commit survives a killed process without any fsync (see the module's docstring).
-        db.execute("PRAGMA synchronous = OFF")
         return db
 
     def _create(self) -> None:
@@ -203,7 +203,8 @@ class SQLiteStore:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite rolls back by itself on a full disk
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 
