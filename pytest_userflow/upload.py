@@ -86,8 +86,8 @@ def send_test(
     flow_id = progress.flow_id or flows.get_or_create(client, record.flow, record.description)
     try:
         return _send_to_flow(client, record, status, flow_id, progress, save)
-    except NotFound as exc:
-        if exc.message != "User flow does not exist":
+    except NotFound:
+        if not _flow_gone(client, flow_id):
             raise
     flows.forget(record.flow)
     flow_id = flows.get_or_create(client, record.flow, record.description)
@@ -129,6 +129,17 @@ def _send_to_flow(
     if data:
         client.add_event_measurements(flow_id, event_id, data)
     return Progress(flow_id, event_id)
+
+
+def _flow_gone(client: HeadSpinClient, flow_id: str) -> bool:
+    """Whether the flow no longer exists on HeadSpin (its own route answers 404)."""
+    from .client import NotFound
+
+    try:
+        client.get_user_flow(flow_id)
+    except NotFound:
+        return True
+    return False
 
 
 def _unset_events(client: HeadSpinClient, flow_id: str, device: str) -> dict[str, dict[str, Any]]:
