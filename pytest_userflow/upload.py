@@ -1,138 +1,40 @@
 """Where a finished test goes: the local store, HeadSpin (through the store), or a dry run.
 
 Every sink commits the test to the local store first (the write-ahead log). The HeadSpin
-sink stores an *upload plan* with it: the client calls that deliver the test, with
-``$user_flow_id`` / ``$perf_event_id`` standing for ids HeadSpin hands back. A
-:class:`Sender`'s background threads run the plans and mark them sent in the store;
-``pytest-userflow push`` runs what is left with the same code. The requests of one
-session, or of one (flow, device), go out in order, one upload at a time.
+sink commits an *upload* with it: where the test goes, and later how far its delivery got
+(the ids HeadSpin made for it). A :class:`Sender`'s background threads read each test back
+from the store, send it with plain client calls (:func:`send_test`), skipping what its
+progress says is done, and mark it sent; ``pytest-userflow push`` sends what is left with
+the same code. The requests of one session, or of one (flow, device), go out in order, one
+upload at a time.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import TYPE_CHECKING, Any
 
 from .model import MeasurementError, RunInfo, TestRecord, truncate_message
-from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, Outbox, Upload
+from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, Outbox, Progress, Upload
 
 if TYPE_CHECKING:
     from .client import HeadSpinClient
     from .storage.sqlite import SQLiteStore
 
-Plan = list[dict[str, Any]]
 
-#: The client methods a plan may name (a plan is data read back from a file).
-PLAN_OPS = frozenset(
-    {
-        "create_user_flow",
-        "attach_session",
-        "add_session_measurements",
-        "create_event",
-        "update_event",
-        "add_event_measurements",
-        "legacy_upload",
-    }
-)
+def routable(record: TestRecord) -> bool:
+    """Whether HeadSpin can take *record*: it has a session or a device."""
+    return record.session_id is not None or record.device_address is not None
 
 
-def build_plan(
-    record: TestRecord, api: str = "v0", status: tuple[str, str | None] | None = None
-) -> Plan | None:
-    """The calls that deliver *record*; None when it has neither session nor device.
-
-    *status*: the (status, message) to send instead of the record's own (a shared session's).
-    """
-    data = [m.to_api() for m in record.measurements]
-    status_text, message = status or (record.status, record.status_message)
-    if api == "legacy" and record.session_id:
-        args: dict[str, Any] = {
-            "test_name": record.flow,
-            "session_id": record.session_id,
-            "status": status_text,
-        }
-        if data:
-            args["data"] = data
-        return [{"op": "legacy_upload", "args": args}]
-    flow: dict[str, Any] = {
-        "op": "create_user_flow",
-        "args": {"name": record.flow, "description": record.description},
-    }
-    if record.session_id:
-        plan = [
-            flow,
-            {
-                "op": "attach_session",
-                "args": {
-                    "user_flow_id": "$user_flow_id",
-                    "session_id": record.session_id,
-                    "status": status_text,
-                    "status_message": message,
-                },
-                "save": {"perf_event_id": "perf_event_id"},
-            },
-        ]
-        if data:
-            plan.append(
-                {
-                    "op": "add_session_measurements",
-                    "args": {
-                        "user_flow_id": "$user_flow_id",
-                        "session_id": record.session_id,
-                        "measurements": data,
-                    },
-                }
-            )
-        return plan
-    if record.device_address:
-        # Made exactly once (see create_event_once); its id is saved as soon as it exists,
-        # so a replay goes on from there.
-        plan = [
-            flow,
-            {
-                "op": "create_event",
-                "args": {"user_flow_id": "$user_flow_id", "device_address": record.device_address},
-                "save": {"perf_event_id": "perf_event_id"},
-                "checkpoint": True,
-            },
-            {
-                "op": "update_event",
-                "args": {
-                    "user_flow_id": "$user_flow_id",
-                    "event_id": "$perf_event_id",
-                    "status": status_text,
-                    "status_message": message,
-                },
-            },
-        ]
-        if data:
-            plan.append(
-                {
-                    "op": "add_event_measurements",
-                    "args": {
-                        "user_flow_id": "$user_flow_id",
-                        "event_id": "$perf_event_id",
-                        "measurements": data,
-                    },
-                }
-            )
-        return plan
-    return None
-
-
-def plan_lane(plan: Plan) -> Hashable:
-    """What a plan's requests must not overtake: its session, or its flow and device."""
-    for step in plan:
-        args = step["args"]
-        if "session_id" in args:
-            return ("session", args["session_id"])
-        if step["op"] == "create_event":
-            return ("device", plan[0]["args"]["name"], args["device_address"])
-    return ("flow", plan[0]["args"].get("name") if plan else None)
+def lane(upload: Upload) -> Hashable:
+    """What an upload's requests must not overtake: its session, or its flow and device."""
+    if upload.session_id is not None:
+        return ("session", upload.session_id)
+    return ("device", upload.flow, upload.device_address)
 
 
 class FlowCache:
@@ -154,55 +56,90 @@ class FlowCache:
             self._ids.pop(name, None)
 
 
-def run_plan(
+def send_test(
     client: HeadSpinClient,
-    plan: Plan,
-    progress: dict[str, Any],
+    record: TestRecord,
+    status: tuple[str, str | None],
+    api: str,
+    progress: Progress,
     flows: FlowCache,
-    checkpoint: Callable[[dict[str, Any]], None] = lambda p: None,
-) -> dict[str, Any]:
-    """Run *plan* from where *progress* says; return the final progress."""
-    variables: dict[str, Any] = dict(progress.get("vars", {}))
-    for index in range(int(progress.get("step", 0)), len(plan)):
-        step = plan[index]
-        op = step["op"]
-        if op not in PLAN_OPS:
-            raise MeasurementError(f"unknown operation {op!r} in a stored upload plan")
-        args = {
-            k: variables[v[1:]] if isinstance(v, str) and v.startswith("$") else v
-            for k, v in step["args"].items()
-        }
-        if op == "create_user_flow":
-            variables["user_flow_id"] = flows.get_or_create(
-                client, args["name"], args.get("description")
-            )
-            continue
-        if op == "create_event":
-            creating = progress.get("creating") if index == progress.get("step") else None
-            answer = create_event_once(
-                client,
-                args["user_flow_id"],
-                args["device_address"],
-                creating,
-                functools.partial(_creating, checkpoint, index, dict(variables)),
-            )
-        else:
-            answer = getattr(client, op)(**args)
-        for var, answer_field in step.get("save", {}).items():
-            variables[var] = answer.get(answer_field)
-        if step.get("checkpoint") and index + 1 < len(plan):
-            checkpoint({"step": index + 1, "vars": variables})
-    return {"step": len(plan), "vars": variables}
+    save: Callable[[Progress], None] = lambda progress: None,
+) -> Progress:
+    """Send *record* with *status* from where *progress* says; return how far it got (all
+    the way). *save* keeps the progress made on the way (the device's event, once made).
+
+    The flow (PUT once per process), then the session attached with its measurements, or the
+    device's event made once, its status set and its measurements added; with the legacy API
+    and a session, one upload. A flow deleted meanwhile is made again once, and the test sent
+    anew into it.
+    """
+    from .client import NotFound
+
+    if api == "legacy" and record.session_id is not None:
+        client.legacy_upload(
+            test_name=record.flow,
+            session_id=record.session_id,
+            status=status[0],
+            data=record.measurements or None,
+        )
+        return progress
+    flow_id = progress.flow_id or flows.get_or_create(client, record.flow, record.description)
+    try:
+        return _send_to_flow(client, record, status, flow_id, progress, save)
+    except NotFound:
+        if not _flow_gone(client, flow_id):
+            raise
+    flows.forget(record.flow)
+    flow_id = flows.get_or_create(client, record.flow, record.description)
+    return _send_to_flow(client, record, status, flow_id, Progress(), save)
 
 
-def _creating(
-    checkpoint: Callable[[dict[str, Any]], None],
-    step: int,
-    variables: dict[str, Any],
-    known: list[str],
-) -> None:
-    """Save that the upload is creating its event at *step*, with the events known before."""
-    checkpoint({"step": step, "vars": variables, "creating": known})
+def _send_to_flow(
+    client: HeadSpinClient,
+    record: TestRecord,
+    status: tuple[str, str | None],
+    flow_id: str,
+    progress: Progress,
+    save: Callable[[Progress], None],
+) -> Progress:
+    from .client import HeadSpinError
+
+    data = record.measurements
+    if record.session_id is not None:
+        made = client.attach_session(flow_id, record.session_id, *status)
+        if data:
+            client.add_session_measurements(flow_id, record.session_id, data)
+        return Progress(flow_id, made.get("perf_event_id"))
+    if record.device_address is None:
+        raise MeasurementError(f"{record.nodeid}: no session and no device to send it to")
+    event_id = progress.event_id
+    if event_id is None:
+        made = create_event_once(
+            client,
+            flow_id,
+            record.device_address,
+            progress.creating,
+            lambda known: save(Progress(flow_id, creating=tuple(known))),
+        )
+        event_id = made.get("perf_event_id")
+        if not isinstance(event_id, str):
+            raise HeadSpinError(f"the event made on {record.device_address} came with no id")
+        save(Progress(flow_id, event_id))
+    client.update_event(flow_id, event_id, *status)
+    if data:
+        client.add_event_measurements(flow_id, event_id, data)
+    return Progress(flow_id, event_id)
+
+
+def _flow_gone(client: HeadSpinClient, flow_id: str) -> bool:
+    """Whether the flow no longer exists on HeadSpin (its own route answers 404)."""
+    from .client import NotFound
+
+    try:
+        client.get_user_flow(flow_id)
+    except NotFound:
+        return True
+    return False
 
 
 def _unset_events(client: HeadSpinClient, flow_id: str, device: str) -> dict[str, dict[str, Any]]:
@@ -222,7 +159,7 @@ def create_event_once(
     client: HeadSpinClient,
     flow_id: str,
     device: str,
-    creating: list[str] | None,
+    creating: Collection[str] | None,
     checkpoint: Callable[[list[str]], None],
 ) -> dict[str, Any]:
     """Create *device*'s event in the flow exactly once, whatever happens to the answers.
@@ -288,7 +225,7 @@ class SendStats:
 class Sender:
     """Background threads that deliver uploads and mark them in *store*.
 
-    At most *concurrency* uploads at once, and never two of one lane (see ``plan_lane``): a
+    At most *concurrency* uploads at once, and never two of one lane (see ``lane``): a
     lane's uploads go out in the order they were submitted, and one that cannot be sent now
     holds back those behind it (they stay pending, for ``push`` to send in that order).
     A server that cannot be reached stops the sending: the rest stays pending.
@@ -306,7 +243,7 @@ class Sender:
         self._unfinished = 0
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
-        self._closed = False  # no more writes to the store (see close)
+        self._closed = False  # the store is not touched any more (see close)
         client.sleep = self._sleep
 
     def _sleep(self, seconds: float) -> None:
@@ -314,16 +251,16 @@ class Sender:
             raise _Stopped
 
     def submit(self, upload: Upload) -> None:
-        lane = plan_lane(upload.plan)
+        key = lane(upload)
         with self._cond:
             if self._stop.is_set():
                 return  # stays pending in the store
             self._unfinished += 1
-            if lane in self._lanes:
-                self._lanes[lane].append(upload)
+            if key in self._lanes:
+                self._lanes[key].append(upload)
             else:
-                self._lanes[lane] = deque([upload])
-                self._ready.append(lane)
+                self._lanes[key] = deque([upload])
+                self._ready.append(key)
                 self._cond.notify()
             if len(self._threads) < min(self.concurrency, len(self._lanes)):
                 thread = threading.Thread(
@@ -339,49 +276,48 @@ class Sender:
                     self._cond.wait()
                 if self._stop.is_set():
                     return
-                lane = self._ready.popleft()
-                upload = self._lanes[lane][0]
+                key = self._ready.popleft()
+                upload = self._lanes[key][0]
             done = False
             try:
                 done = self.deliver(upload)
             finally:
                 with self._cond:
-                    uploads = self._lanes[lane]
+                    uploads = self._lanes[key]
                     uploads.popleft()
                     self._unfinished -= 1
                     if not done:  # held back behind it: they stay pending, in order
                         self._unfinished -= len(uploads)
                         uploads.clear()
                     if uploads:
-                        self._ready.append(lane)
+                        self._ready.append(key)
                     else:
-                        del self._lanes[lane]
+                        del self._lanes[key]
                     self._cond.notify_all()
 
     def deliver(self, upload: Upload) -> bool:
-        """Run one upload and record the outcome in the store; False when it stays pending."""
-        from .client import AuthError, HeadSpinError, NotFound, RetryableError
+        """Send one upload's test and record the outcome in the store; False when it stays
+        pending."""
+        from .client import AuthError, HeadSpinError, RetryableError
 
         if self.stats.auth_error or self._stop.is_set():
             return False
         key = upload.perf_event_id
 
-        def save(progress: dict[str, Any]) -> None:
+        def save(progress: Progress) -> None:
             with self._cond:
                 if not self._closed:
                     self.store.save_progress(key, progress)
 
+        with self._cond:  # once closed, the store is not touched again
+            if self._closed:
+                return False
+            record = self.store.record(key)
+        status = upload.status or (record.status, record.status_message)
         try:
-            try:
-                progress = run_plan(self.client, upload.plan, upload.progress, self.flows, save)
-            except NotFound as exc:
-                # The flow was deleted meanwhile: made again once, and the plan run anew.
-                if exc.message != "User flow does not exist" or upload.plan[0]["op"] != (
-                    "create_user_flow"
-                ):
-                    raise
-                self.flows.forget(upload.plan[0]["args"]["name"])
-                progress = run_plan(self.client, upload.plan, {}, self.flows, save)
+            progress = send_test(
+                self.client, record, status, upload.api, upload.progress, self.flows, save
+            )
         except _Stopped:
             return False
         except AuthError as exc:
@@ -402,8 +338,7 @@ class Sender:
             self._mark(key, FAILED, error=str(exc))
             return True
         self.stats.sent += 1
-        remote = progress["vars"].get("perf_event_id")
-        self._mark(key, SENT, progress=progress, remote_event_id=remote)
+        self._mark(key, SENT, progress=progress)
         return True
 
     def _mark(self, key: str, state: str, **how: Any) -> None:
@@ -507,12 +442,12 @@ class DryRunSink(Sink):
 
     def keep(self, record: TestRecord) -> None:
         super().keep(record)
-        record.plan = build_plan(record, self.api)
-        if record.plan is None:
+        if not routable(record):
             self.lines.append(f"{record.nodeid}: no session and no device, nothing would be sent")
             return
         before = len(self.client.calls)
-        run_plan(self.client, record.plan, {}, self.flows)
+        own = (record.status, record.status_message)
+        send_test(self.client, record, own, self.api, Progress(), self.flows)
         self.lines.append(f"{record.nodeid} ({record.status}):")
         self.lines += [f"  {call.describe()}" for call in self.client.calls[before:]]
 
@@ -550,7 +485,7 @@ class SharedSession:
 
 
 class HeadSpinSink(Sink):
-    """Commits each test with its upload plan, then hands the plan to the sender."""
+    """Commits each test with its upload, then hands the upload to the sender."""
 
     def __init__(self, store: SQLiteStore, run: RunInfo, client: HeadSpinClient, api: str) -> None:
         super().__init__(store, run)
@@ -569,15 +504,28 @@ class HeadSpinSink(Sink):
                 self._refuse(record, session)
                 return
             status = session.add(record)
-        record.plan = plan = build_plan(record, self.api, status)
-        if plan is None:
-            self.store.add_test(record, self.run, ([], self.url, self.api, LOCAL_ONLY))
+            if status == (record.status, record.status_message):
+                status = None  # the test's own
+        upload = self._upload(record, status)
+        if not routable(record):
+            self.store.add_test(record, self.run, upload, state=LOCAL_ONLY)
             record.destination = "local-only"
             self.unroutable.append(record.nodeid)
             return
-        self.store.add_test(record, self.run, (plan, self.url, self.api, PENDING))
+        self.store.add_test(record, self.run, upload)
         record.destination = "queued"
-        self.sender.submit(Upload(record.perf_event_id, plan, {}, self.url, self.api))
+        self.sender.submit(upload)
+
+    def _upload(self, record: TestRecord, status: tuple[str, str | None] | None) -> Upload:
+        return Upload(
+            record.perf_event_id,
+            record.flow,
+            record.session_id,
+            record.device_address,
+            self.url,
+            self.api,
+            status,
+        )
 
     def _refuse(self, record: TestRecord, session: SharedSession) -> None:
         """A session already attached in this run to another flow: HeadSpin keeps a session
@@ -587,7 +535,8 @@ class HeadSpinSink(Sink):
             f"{record.flow!r}, but this run attached it to the flow {session.flow!r} before: a "
             "session belongs to one flow; this test's data is kept locally only"
         )
-        self.store.add_test(record, self.run, ([], self.url, self.api, FAILED), error=why)
+        upload = self._upload(record, None)
+        self.store.add_test(record, self.run, upload, state=FAILED, error=why)
         record.destination = "local-only"
         self.refused.append(why)
 

@@ -36,14 +36,34 @@ class StoreError(UserflowError):
         self.damaged = damaged
 
 
+class Progress(NamedTuple):
+    """How far an upload got: what the destination made for it so far. A replay goes on from
+    there: a flow with an id is not made again, nor an event with one.
+
+    *creating*: the test's device event is being made; the device's events with no status
+    that existed before it (see ``upload.create_event_once``).
+    """
+
+    flow_id: str | None = None
+    event_id: str | None = None
+    creating: tuple[str, ...] | None = None
+
+
 class Upload(NamedTuple):
-    """A pending upload: the calls that deliver one test, and how far they got."""
+    """One test still to deliver: its local event (the record, read with ``Outbox.record``),
+    what orders it (its flow, session and device), where it goes, and how far it got.
+
+    *status*: the (status, message) to send instead of the record's own (a shared session's).
+    """
 
     perf_event_id: str
-    plan: list[dict[str, Any]]
-    progress: dict[str, Any]
+    flow: str
+    session_id: str | None
+    device_address: str | None
     base_url: str | None
-    api: str | None
+    api: str
+    status: tuple[str, str | None] | None = None
+    progress: Progress = Progress()
     attempts: int = 0
 
 
@@ -134,13 +154,20 @@ class History(Protocol):
 
 
 class Outbox(Protocol):
-    """This machine's uploads still to deliver, and how far each got."""
+    """This machine's uploads still to deliver, and how far each got. It keeps no copy of
+    a test: an upload names the test's record, which is read back to deliver it."""
 
     location: str
 
-    def uploads(self, states: Sequence[str] = (PENDING,)) -> list[Upload]: ...
+    def uploads(self, states: Sequence[str] = (PENDING,)) -> list[Upload]:
+        """The uploads in *states*, in the order their tests were recorded."""
+        ...
 
     def count_uploads(self, states: Sequence[str] = (PENDING,)) -> int: ...
+
+    def record(self, perf_event_id: str) -> TestRecord:
+        """The test an upload delivers, as it was committed."""
+        ...
 
     def mark(
         self,
@@ -148,12 +175,12 @@ class Outbox(Protocol):
         state: str,
         *,
         error: str | None = None,
-        progress: dict[str, Any] | None = None,
-        remote_event_id: str | None = None,
+        progress: Progress | None = None,
     ) -> None:
         """An upload's outcome: its new state, the last error, how far it got."""
 
-    def save_progress(self, perf_event_id: str, progress: dict[str, Any]) -> None: ...
+    def save_progress(self, perf_event_id: str, progress: Progress) -> None:
+        """How far an upload got, before it is done: a replay starts from there."""
 
 
 def is_url(location: str | Path) -> bool:

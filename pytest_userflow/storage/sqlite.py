@@ -28,10 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis import is_number, median
-from ..model import COUNTED_STATUSES, FILTER_STATUSES, RunInfo, TestRecord, parse_time, utc_text
-from . import PENDING, StoreError, Upload
+from ..model import (
+    COUNTED_STATUSES,
+    FILTER_STATUSES,
+    Measurement,
+    RunInfo,
+    TestRecord,
+    parse_time,
+    utc_text,
+)
+from . import PENDING, Progress, StoreError, Upload
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The budgets and regressions the gate checked, a row each, with the test that they belong to.
 _CHECKS = (
@@ -46,6 +54,12 @@ _CHECKS = (
 #: A measurement row holds only what is its own and points at its event; rows are kept in
 #: their event's order (the primary key), so a test's rows are one stretch of one table and
 #: its commit touches few pages. The ``measurements`` view joins them into the API's columns.
+#:
+#: An upload is the outbox's part of a test (``event``: its row in ``events``): where it goes
+#: (base URL, API), the status to send when it is not the test's own (a shared session's), and
+#: how far the delivery got: the destination's flow and event ids made so far, and while the
+#: device's event is being made, the device's events with no status before it (``creating``,
+#: a JSON list). The test itself is its event's row and measurements, read back to deliver it.
 _SCHEMA = """
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, started_at REAL, finished_at REAL, host TEXT,
@@ -74,9 +88,10 @@ CREATE VIEW measurements AS SELECT e.id AS event, m.seq AS seq, e.perf_event_id,
     FROM measurement_rows m JOIN events e ON e.id = m.event;
 {checks};
 CREATE TABLE uploads (
-    perf_event_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
-    base_url TEXT, api TEXT, plan TEXT NOT NULL, progress TEXT, attempts INTEGER DEFAULT 0,
-    last_error TEXT, remote_event_id TEXT, updated_ts REAL
+    event INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
+    base_url TEXT, api TEXT NOT NULL, status TEXT, status_message TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+    remote_flow_id TEXT, remote_event_id TEXT, creating TEXT, updated_ts REAL
 );
 CREATE INDEX uploads_state ON uploads(state);
 """.format(checks=";\n".join(_CHECKS))
@@ -214,13 +229,13 @@ class SQLiteStore:
         self,
         record: TestRecord,
         run: RunInfo,
-        upload: tuple[list[dict[str, Any]], str | None, str | None, str] | None = None,
+        upload: Upload | None = None,
         *,
+        state: str = PENDING,
         error: str | None = None,
     ) -> None:
-        """Commit one finished test, its measurements and its upload (plan, base URL, API,
-        state; *error*: why it is refused) in one transaction; the run's row comes with its
-        first test."""
+        """Commit one finished test, its measurements and its *upload* (in *state*; *error*:
+        why it is refused) in one transaction; the run's row comes with its first test."""
         with self.transaction() as db:
             if run.run_id not in self._runs:
                 _insert_run(db, run)
@@ -264,12 +279,12 @@ class SQLiteStore:
                 ],
             )  # fmt: skip
             if upload is not None:
-                plan, base_url, api, state = upload
+                status, message = upload.status or (None, None)
                 db.execute(
-                    "INSERT INTO uploads (perf_event_id, run_id, state, base_url, api, plan,"
-                    " progress, last_error, updated_ts) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (record.perf_event_id, run.run_id, state, base_url, api, json.dumps(plan),
-                     "{}", error, time.time()),
+                    "INSERT INTO uploads (event, perf_event_id, state, base_url, api, status,"
+                    " status_message, last_error, updated_ts) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (event, record.perf_event_id, state, upload.base_url, upload.api, status,
+                     message, error, time.time()),
                 )  # fmt: skip
         self._runs.add(run.run_id)
 
@@ -301,49 +316,70 @@ class SQLiteStore:
         state: str,
         *,
         error: str | None = None,
-        progress: dict[str, Any] | None = None,
-        remote_event_id: str | None = None,
+        progress: Progress | None = None,
     ) -> None:
         """An upload's outcome: its new state, the last error, how far it got."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE uploads SET state = ?, progress = COALESCE(?, progress),"
-                " last_error = ?, remote_event_id = COALESCE(?, remote_event_id),"
-                " attempts = attempts + 1, updated_ts = ? WHERE perf_event_id = ?",
-                (
-                    state,
-                    None if progress is None else json.dumps(progress),
-                    error,
-                    remote_event_id,
-                    time.time(),
-                    perf_event_id,
-                ),
+                "UPDATE uploads SET state = ?, last_error = ?, attempts = attempts + 1,"
+                " updated_ts = ? WHERE perf_event_id = ?",
+                (state, error, time.time(), perf_event_id),
             )
+            if progress is not None:
+                _save_progress(db, perf_event_id, progress)
 
-    def save_progress(self, perf_event_id: str, progress: dict[str, Any]) -> None:
-        """How far an upload got: a replay starts from there."""
+    def save_progress(self, perf_event_id: str, progress: Progress) -> None:
+        """How far an upload got, before it is done: a replay starts from there."""
         with self.transaction() as db:
-            db.execute(
-                "UPDATE uploads SET progress = ?, updated_ts = ? WHERE perf_event_id = ?",
-                (json.dumps(progress), time.time(), perf_event_id),
-            )
+            _save_progress(db, perf_event_id, progress)
 
     # -- the uploads, for the sender and push --------------------------------------------------
 
     def uploads(self, states: Sequence[str] = (PENDING,)) -> list[Upload]:
         """The uploads in *states*, in the order their tests were recorded."""
-        if not self.exists:
-            return []
         marks = ",".join("?" * len(states))
-        with self.lock, self._errors():
-            rows = self.db.execute(
-                "SELECT perf_event_id, plan, progress, base_url, api, attempts FROM uploads"
-                f" WHERE state IN ({marks}) ORDER BY rowid",
-                list(states),
-            ).fetchall()
-        return [
-            Upload(r[0], json.loads(r[1]), json.loads(r[2] or "{}"), r[3], r[4], r[5]) for r in rows
+        rows = self._select(
+            "SELECT u.perf_event_id, e.user_flow_name, e.session_id, e.device_address,"
+            " u.base_url, u.api, u.status, u.status_message, u.remote_flow_id, u.remote_event_id,"
+            " u.creating, u.attempts FROM uploads u JOIN events e ON e.id = u.event"
+            f" WHERE u.state IN ({marks}) ORDER BY u.event",
+            states,
+        )
+        uploads = []
+        for key, flow, session, device, url, api, status, message, *progress, attempts in rows:
+            flow_id, event_id, creating = progress
+            known = None if creating is None else tuple(json.loads(creating))
+            shared = None if status is None else (status, message)
+            routing = (key, flow, session, device, url, api)
+            uploads.append(Upload(*routing, shared, Progress(flow_id, event_id, known), attempts))
+        return uploads
+
+    def record(self, perf_event_id: str) -> TestRecord:
+        """The test an upload delivers, as it was committed."""
+        rows = self._select(
+            "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
+            " e.session_id, e.status, e.status_message, e.event_ts, e.duration, e.attempts"
+            " FROM uploads u JOIN events e ON e.id = u.event"
+            " JOIN flows f ON f.user_flow_id = e.user_flow_id"
+            " WHERE u.perf_event_id = ?",
+            [perf_event_id],
+        )
+        if not rows:
+            raise StoreError(f"{self.path}: no upload of the local event {perf_event_id}")
+        event, nodeid, flow, description, device, worker, session, *outcome = rows[0]
+        record = TestRecord(nodeid, flow, description, device=device, worker=worker)
+        record.session_id, record.perf_event_id, record.ended = session, perf_event_id, True
+        (record.status, record.status_message, record.event_ts, record.duration,
+         record.attempts) = outcome  # fmt: skip
+        record.measurements = [
+            Measurement(*row)
+            for row in self._select(
+                "SELECT key_name, value, key_type, key_units FROM measurement_rows"
+                " WHERE event = ? ORDER BY seq",
+                [event],
+            )
         ]
+        return record
 
     def count_uploads(self, states: Sequence[str] = (PENDING,)) -> int:
         if not self.exists:
@@ -388,13 +424,19 @@ class SQLiteStore:
             f"SELECT nodeid, attempts FROM events WHERE {where} AND attempts > 1 ORDER BY nodeid",
             args,
         )
-        uploads = bool(self._select("SELECT 1 FROM uploads WHERE run_id = ? LIMIT 1", [run_id]))
+        uploads = bool(
+            self._select(
+                "SELECT 1 FROM events e JOIN uploads u ON u.event = e.id WHERE e.run_id = ?"
+                " LIMIT 1",
+                [run_id],
+            )
+        )
         state = "u.state" if uploads else "NULL"
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
         for name, key, kind, device, units, value, place, status in self._select(
             "SELECT e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units,"
             f" m.value, {state}, e.status FROM events e JOIN measurement_rows m ON m.event = e.id"
-            + (" LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id" if uploads else "")
+            + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
             + f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))}",
             args,
         ):
@@ -431,8 +473,8 @@ class SQLiteStore:
                 }
             )
         pending = self._select(
-            "SELECT COUNT(DISTINCT e.perf_event_id), COUNT(m.seq) FROM events e JOIN uploads u"
-            " USING (perf_event_id) LEFT JOIN measurement_rows m ON m.event = e.id"
+            "SELECT COUNT(DISTINCT e.id), COUNT(m.seq) FROM events e JOIN uploads u"
+            " ON u.event = e.id LEFT JOIN measurement_rows m ON m.event = e.id"
             f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))} AND u.state = ?",
             [*args, PENDING],
         )
@@ -459,7 +501,7 @@ class SQLiteStore:
             "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
             " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
             " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id FROM events e"
-            " LEFT JOIN uploads u ON u.perf_event_id = e.perf_event_id"
+            " LEFT JOIN uploads u ON u.event = e.id"
             f" WHERE {condition} ORDER BY e.event_ts, e.id"
         )
         events: dict[int, dict[str, Any]] = {}
@@ -705,6 +747,16 @@ def _insert_run(db: sqlite3.Connection, run: RunInfo) -> None:
         (run.run_id, run.started_at, run.host, run.git_commit, run.git_branch, run.ci_build_id,
          run.backend),
     )  # fmt: skip
+
+
+def _save_progress(db: sqlite3.Connection, perf_event_id: str, progress: Progress) -> None:
+    creating = None if progress.creating is None else json.dumps(list(progress.creating))
+    db.execute(
+        "UPDATE uploads SET remote_flow_id = ?, remote_event_id = ?, creating = ?,"
+        " updated_ts = ?"
+        " WHERE perf_event_id = ?",
+        (progress.flow_id, progress.event_id, creating, time.time(), perf_event_id),
+    )
 
 
 def _check_schema(db: sqlite3.Connection) -> None:
