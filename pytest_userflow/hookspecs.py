@@ -52,7 +52,7 @@ def pytest_userflow_flushed(item: pytest.Item, result: TestRecord) -> None:
     """Called at *item*'s teardown once its record was stored, queued for upload or spooled.
 
     *result* is the test's record: ``nodeid``, ``flow``, ``status``, ``status_message``,
-    ``measurements``, ``perf_event_id``, ``plan`` (the HeadSpin requests, or None) and
+    ``measurements``, ``perf_event_id`` and
     ``destination``, one of "local", "queued", "local-only", "dry-run", "off", or
     "unstored" when the store could not take it.
     """

@@ -461,7 +461,6 @@ class TestRecord:
         self.duration = 0.0
         self.perf_event_id = ""
         self.destination = ""  # local, queued, local-only, dry-run, off, unstored
-        self.plan: list[dict[str, Any]] | None = None
 
     @property
     def flow(self) -> str:
@@ -486,11 +485,16 @@ class TestRecord:
         return f"<TestRecord {self.nodeid} {self.flow!r} {self.status} {self.destination}>"
 
 
+#: The ids' own generator: a test that seeds the global ``random`` (``random.seed(42)`` in an
+#: autouse fixture) must not give every test the same id. A forked child reseeds it.
+_IDS = random.Random()
+os.register_at_fork(after_in_child=_IDS.seed)
+
+
 def new_event_id() -> str:
-    """A local event id in the form of HeadSpin's: a random (version 4) UUID. From
-    ``random``, which a forked child reseeds, not the operating system's entropy: an id
-    names a test in one store, it guards nothing."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    """A local event id in the form of HeadSpin's: a random (version 4) UUID, not from the
+    operating system's entropy: an id names a test in one store, it guards nothing."""
+    return str(uuid.UUID(int=_IDS.getrandbits(128), version=4))
 
 
 def _crash_line(report: Any) -> str:

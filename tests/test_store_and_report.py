@@ -576,3 +576,32 @@ def test_a_long_key_is_shortened_in_the_summary_and_kept_whole(
     (row,) = [line for line in result.stdout.lines if line.startswith("  Time to very")]
     assert len(row) < 100 and "very..." in row and "1.5" in row
     assert pick(history(store_path).measurements(statuses=EVERY_STATUS), "key_name") == [(key,)]
+
+
+def test_a_suite_that_seeds_random_still_gets_one_event_a_test(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
+    """Suites seed the global ``random`` before each test (pytest-randomly does): the local
+    event ids must not repeat, or one test's record would take another's place."""
+    pytester.makeconftest(
+        """
+        import random, pytest
+
+        @pytest.fixture(autouse=True)
+        def seeded():
+            random.seed(42)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.userflow("Seeded")
+        @pytest.mark.parametrize("n", range(3))
+        def test_n(record_measurement, n):
+            record_measurement("n", n)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=3)
+    tests = history(store_path).tests()
+    assert len(tests) == 3 and len({t["local_event_id"] for t in tests}) == 3
