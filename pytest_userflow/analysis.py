@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .model import is_number as is_number  # re-exported: the history's summary imports it here
+from .model import is_number
 
 STAT_COLUMNS = ("count", "min", "mean", "p50", "p95", "max")
 

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import analysis, html
 from .client import HeadSpinClient
@@ -28,9 +28,12 @@ from .model import (
     utc_text,
 )
 from .report import format_table
-from .sources import HeadSpinSource, LocalSource, Source, api_token, open_history
+from .sources import HeadSpinSource, LocalSource, Source, api_token, open_existing
 from .storage import FAILED, PENDING, StoreError
 from .upload import Sender
+
+if TYPE_CHECKING:
+    from .storage.sqlite import SQLiteStore
 
 EPILOG = """examples:
   pytest-userflow flows
@@ -667,7 +670,14 @@ def cmd_report(args: argparse.Namespace, source: Source) -> int:
 
 
 def cmd_push(args: argparse.Namespace, source: Source) -> int:
-    store = open_history(args.store)  # the outbox: this machine's, whatever the source
+    store = open_existing(args.store)  # the outbox: this machine's, whatever the source
+    try:
+        return _push(args, store)
+    finally:
+        store.close()
+
+
+def _push(args: argparse.Namespace, store: SQLiteStore) -> int:
     states = (PENDING, FAILED) if args.retry_failed else (PENDING,)
     uploads = store.uploads(states)
     if not uploads:

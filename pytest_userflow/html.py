@@ -1,11 +1,13 @@
 """The HTML report: one self-contained file of each flow and key's trend over the last runs.
 
-No pytest import. :func:`collect` reads the page's data (from the local store, or from rows
-of the measurement listing); :func:`render` writes the page. The charts are Vega-Lite, drawn
-in the browser by the Vega libraries that vl-convert-python (the ``[html]`` extra) bundles
-into the page, so opening the file fetches nothing: no script, style or font.
+No pytest import. :func:`collect` makes the page's data from rows of the measurement listing
+(``sources`` reads them, from the history or from HeadSpin); :func:`render` writes the page.
+The charts are Vega-Lite, drawn in the browser by the Vega libraries that vl-convert-python
+(the ``[html]`` extra) bundles into the page, so opening the file fetches nothing: no
+script, style or font.
 
->>> data = collect_local(history, last=30, direction=lambda flow, key: "lower")  # doctest: +SKIP
+>>> rows = local_page_rows(history, flow=None, last=30)                      # doctest: +SKIP
+>>> data = collect(*rows, direction=lambda flow, key: "lower")               # doctest: +SKIP
 >>> Path("userflow.html").write_text(render(data))                          # doctest: +SKIP
 """
 
@@ -19,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .analysis import (
     MIN_CHANGE_PCT,
@@ -33,9 +35,6 @@ from .analysis import (
 from .gate import RECENT_RUNS, Check
 from .model import NEEDS_EXTRA, STATUSES, UserflowError, is_number, utc_text
 from .report import describe_change
-
-if TYPE_CHECKING:
-    from .storage import History
 
 #: Runs a chart shows by default.
 DEFAULT_RUNS = 30
@@ -53,33 +52,6 @@ def vega_bundle() -> str:
         return str(vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"))
     except Exception as exc:  # its own errors (a broken install): one line, never a traceback
         raise UserflowError(f"vl-convert-python could not bundle the charts: {exc}") from None
-
-
-def collect_local(
-    history: History,
-    *,
-    flow: str | None = None,
-    last: int = DEFAULT_RUNS,
-    direction: Direction,
-    min_change: float = MIN_CHANGE_PCT,
-) -> dict[str, Any]:
-    """The page's data from the local store: the newest *last* runs of *flow* (or all)."""
-    rows, shown, checks = local_rows(history, flow=flow, last=last)
-    return collect(rows, shown, checks, direction=direction, min_change=min_change)
-
-
-#: What a page is made of: measurement rows (in time order), their runs (oldest first) and
-#: the gate's checks of those runs.
-PageRows = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
-
-
-def local_rows(history: History, *, flow: str | None, last: int) -> PageRows:
-    """The rows, runs and checks of the newest *last* runs (0: all) of *flow* (or all)."""
-    shown = history.runs(limit=last or None)[::-1]  # oldest first
-    ids = [r["run_id"] for r in shown]
-    rows = history.measurements(flow=flow, statuses=["passed", "failed", "excluded"],
-                              run_ids=ids) if ids else iter(())  # fmt: skip
-    return list(rows), shown, history.checks(ids)
 
 
 def collect(

@@ -486,9 +486,11 @@ class UserflowRun:
         """The HTML report of the last runs, this one included; a failure is said, not raised."""
         assert self.store is not None and self.gate is not None
         from . import html
+        from .sources import local_page_rows
 
         try:
-            data = html.collect_local(self.store, direction=self.gate.key_direction)
+            rows = local_page_rows(self.store, flow=None, last=html.DEFAULT_RUNS)
+            data = html.collect(*rows, direction=self.gate.key_direction)
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:
             text = getattr(exc, "strerror", None) or exc

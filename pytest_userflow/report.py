@@ -105,7 +105,7 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             group = (row["flow"], row["key"], row["type"], row["device"])
             have = keys.setdefault(group, {**row, "count": 0, "values": []})
             have["count"] += row["count"]
-            have["values"] = have["values"] + row["values"]
+            have["values"] += row["values"]
             have["units"] = have["units"] or row["units"]
         for name in pending:
             pending[name] += s.get("pending", {}).get(name, 0)

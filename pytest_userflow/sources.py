@@ -13,13 +13,27 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .html import PageRows, local_rows
 from .model import TOKEN_ENV, UserflowError, headspin_token, headspin_url, parse_time
 from .storage import is_url, open_store, sqlite_path
 
 if TYPE_CHECKING:
     from .client import HeadSpinClient
+    from .storage import History
     from .storage.sqlite import SQLiteStore
+
+#: What the HTML report is made of: measurement rows (in time order), their runs (oldest
+#: first) and the gate's checks of those runs.
+PageRows = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def local_page_rows(history: History, *, flow: str | None, last: int) -> PageRows:
+    """The report's rows, runs and checks of the newest *last* runs (0: all) of *flow* (or
+    every flow), from the history."""
+    shown = history.runs(limit=last or None)[::-1]  # oldest first
+    ids = [r["run_id"] for r in shown]
+    rows = history.measurements(flow=flow, statuses=["passed", "failed", "excluded"],
+                                run_ids=ids) if ids else iter(())  # fmt: skip
+    return list(rows), shown, history.checks(ids)
 
 
 class SourceError(UserflowError):
@@ -88,7 +102,7 @@ class Source(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def open_history(location: str) -> SQLiteStore:
+def open_existing(location: str) -> SQLiteStore:
     """The local store at *location*, which must exist."""
     if not is_url(location) and not sqlite_path(location).exists():
         raise SourceError(
@@ -121,7 +135,7 @@ class LocalSource:
     @property
     def history(self) -> SQLiteStore:
         if self._history is None:
-            self._history = open_history(self.location)
+            self._history = open_existing(self.location)
         return self._history
 
     def flows(self) -> list[dict[str, Any]]:
@@ -166,7 +180,7 @@ class LocalSource:
         return self.history.runs(limit=limit)
 
     def page_rows(self, flow: str | None, last: int) -> PageRows:
-        return local_rows(self.history, flow=flow, last=last)
+        return local_page_rows(self.history, flow=flow, last=last)
 
     def close(self) -> None:
         if self._history is not None:

@@ -27,13 +27,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..analysis import is_number, median
 from ..model import (
     COUNTED_STATUSES,
     FILTER_STATUSES,
     Measurement,
     RunInfo,
     TestRecord,
+    is_number,
     parse_time,
     utc_text,
 )
@@ -399,8 +399,9 @@ class SQLiteStore:
 
     def run_summary(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
         """One run's tests per flow and status, where their measurements went, and per (flow,
-        key, type, device) the count, min, median, max and units of the values of its passed and
-        failed tests (*left_out*: how many values of excluded tests were not counted).
+        key, type, device) the count, numeric values and units of its passed and failed tests
+        (*left_out*: how many values of excluded tests were not counted); the summary's
+        statistics are the report's to take.
 
         *worker*: False for every process of the run, else one process (None: in-process).
         """
@@ -456,7 +457,6 @@ class SQLiteStore:
         for (name, key, kind, device), group in sorted(
             groups.items(), key=lambda item: tuple((v is not None, v) for v in item[0])
         ):
-            values = group["values"]
             keys.append(
                 {
                     "flow": name,
@@ -464,11 +464,7 @@ class SQLiteStore:
                     "type": kind,
                     "device": device,
                     "count": group["count"],
-                    "numeric": len(values),
-                    "values": values,
-                    "min": min(values) if values else None,
-                    "median": median(values) if values else None,
-                    "max": max(values) if values else None,
+                    "values": group["values"],
                     "units": group["units"],
                 }
             )
