@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import analysis, html
@@ -29,7 +30,7 @@ from .model import (
 )
 from .report import format_table
 from .sources import HeadSpinSource, LocalSource, Source, api_token, open_existing
-from .storage import FAILED, PENDING, StoreError
+from .storage import FAILED, PENDING, Query, StoreError
 from .upload import Sender
 
 if TYPE_CHECKING:
@@ -347,16 +348,16 @@ def _source(args: argparse.Namespace) -> Source:
 
 def _rows(source: Source, args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]]:
     """Measurement rows of the command's flow, with its filters (and *overrides*)."""
-    filters: dict[str, Any] = {
-        "session_ids": getattr(args, "session_ids", []),
-        "keys": getattr(args, "keys", []),
-        "statuses": getattr(args, "statuses", []),
-        "start_time": getattr(args, "start_time", None),
-        "end_time": getattr(args, "end_time", None),
-        "run_ids": getattr(args, "run_ids", []),
-    }
-    filters.update(overrides)
-    return source.measurements(args.flow, **filters)
+    query = Query(
+        args.flow,
+        session_ids=getattr(args, "session_ids", []),
+        keys=getattr(args, "keys", []),
+        statuses=getattr(args, "statuses", []),
+        start_time=getattr(args, "start_time", None),
+        end_time=getattr(args, "end_time", None),
+        run_ids=getattr(args, "run_ids", []),
+    )
+    return source.measurements(replace(query, **overrides))
 
 
 def _count(text: str) -> int:
@@ -638,11 +639,9 @@ def cmd_plot(args: argparse.Namespace, source: Source) -> int:
     runs = source.runs(args.last or None, needed="plot draws runs of the local store")[::-1]
     if not runs:  # oldest first
         raise CliError("the store has no runs yet")
+    every = [r["run_id"] for r in runs] if args.last else []  # none: every run
     rows = source.measurements(
-        args.flow,
-        keys=[args.key],
-        statuses=["passed", "failed"],
-        run_ids=[r["run_id"] for r in runs] if args.last else [],  # none: every run
+        Query(args.flow, keys=[args.key], statuses=["passed", "failed"], run_ids=every)
     )
     from .plot import plot_trend
 

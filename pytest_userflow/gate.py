@@ -29,6 +29,7 @@ from .analysis import (
     run_series,
 )
 from .model import Measurement, MeasurementError, is_number
+from .storage import Query
 
 if TYPE_CHECKING:
     from .storage import History
@@ -497,8 +498,8 @@ def confirmed_changes(store: History, run_id: str, direction: Direction) -> list
     # This run's failed tests count: the gate itself may have failed them for the change.
     older = [r for r in history if r != run_id]
     rows = itertools.chain(
-        store.measurements(statuses=["passed"], run_ids=older) if older else (),
-        store.measurements(statuses=["passed", "failed"], run_ids=[run_id]),
+        store.measurements(Query(statuses=["passed"], run_ids=older)) if older else (),
+        store.measurements(Query(statuses=["passed", "failed"], run_ids=[run_id])),
     )
     changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
     newest: dict[tuple[str, str], dict[str, Any]] = {}

@@ -4,17 +4,18 @@ Each command is written once over a :class:`Source`: the few reads the commands 
 source cannot answer (HeadSpin knows no runs), it says so. No pytest import.
 
 >>> with LocalSource(".userflow/userflow.db") as source:        # doctest: +SKIP
-...     rows = list(source.measurements("Login", keys=["Login Time"]))
+...     rows = list(source.measurements(Query("Login", keys=["Login Time"])))
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .model import TOKEN_ENV, UserflowError, headspin_token, headspin_url, parse_time
-from .storage import is_url, open_store, sqlite_path
+from .storage import Query, is_url, open_store, sqlite_path
 
 if TYPE_CHECKING:
     from .client import HeadSpinClient
@@ -31,8 +32,8 @@ def local_page_rows(history: History, *, flow: str | None, last: int) -> PageRow
     every flow), from the history."""
     shown = history.runs(limit=last or None)[::-1]  # oldest first
     ids = [r["run_id"] for r in shown]
-    rows = history.measurements(flow=flow, statuses=["passed", "failed", "excluded"],
-                                run_ids=ids) if ids else iter(())  # fmt: skip
+    every = Query(flow, statuses=("passed", "failed", "excluded"), run_ids=ids)
+    rows = history.measurements(every) if ids else iter(())
     return list(rows), shown, history.checks(ids)
 
 
@@ -55,21 +56,9 @@ class Source(Protocol):
 
     def flows(self) -> list[dict[str, Any]]: ...
 
-    def measurements(
-        self,
-        flow: str | None,
-        *,
-        session_ids: Iterable[str] = (),
-        keys: Iterable[str] = (),
-        statuses: Iterable[str] = (),
-        start_time: str | float | None = None,
-        end_time: str | float | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        run_ids: Iterable[str] = (),
-    ) -> Iterator[dict[str, Any]]:
-        """The API's measurement listing of *flow* (a name or id), with the API's filters, in
-        time order; *run_ids*: run id prefixes (the local store's)."""
+    def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
+        """The API's measurement listing, in time order; the query's *run_ids* are run id
+        prefixes (the local store's)."""
         ...
 
     def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
@@ -141,31 +130,9 @@ class LocalSource:
     def flows(self) -> list[dict[str, Any]]:
         return self.history.flows()
 
-    def measurements(
-        self,
-        flow: str | None,
-        *,
-        session_ids: Iterable[str] = (),
-        keys: Iterable[str] = (),
-        statuses: Iterable[str] = (),
-        start_time: str | float | None = None,
-        end_time: str | float | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        run_ids: Iterable[str] = (),
-    ) -> Iterator[dict[str, Any]]:
+    def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
         history = self.history
-        return history.measurements(
-            flow=flow,
-            session_ids=session_ids,
-            keys=keys,
-            statuses=statuses,
-            start_time=start_time,
-            end_time=end_time,
-            limit=limit,
-            offset=offset,
-            run_ids=history.match_runs(run_ids),
-        )
+        return history.measurements(replace(query, run_ids=history.match_runs(query.run_ids)))
 
     def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
         return self.history.runs(limit=limit)
@@ -233,33 +200,23 @@ class HeadSpinSource:
             f"HeadSpin has no user flow named or with id {flow!r} ({len(flows)} flows)"
         )
 
-    def measurements(
-        self,
-        flow: str | None,
-        *,
-        session_ids: Iterable[str] = (),
-        keys: Iterable[str] = (),
-        statuses: Iterable[str] = (),
-        start_time: str | float | None = None,
-        end_time: str | float | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        run_ids: Iterable[str] = (),
-    ) -> Iterator[dict[str, Any]]:
-        if list(run_ids):
+    def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
+        if query.run_ids:
             raise SourceError("runs are known only to the local store: use times with HeadSpin")
         client = self.client
+        flow_id = self.flow_id(query.flow)
         filters: dict[str, Any] = {
-            "session_ids": session_ids,
-            "keys": keys,
-            "statuses": statuses,
-            "start_time": start_time,
-            "end_time": end_time,
+            "session_ids": query.session_ids,
+            "keys": query.keys,
+            "statuses": query.statuses,
+            "start_time": query.start_time,
+            "end_time": query.end_time,
         }
-        if limit is None and offset is None:  # every page
-            return client.iter_measurements(self.flow_id(flow), **filters)
-        rows = client.get_measurements(self.flow_id(flow), limit=limit, offset=offset, **filters)
-        return iter(rows)
+        if query.limit is None and query.offset is None:  # every page
+            return client.iter_measurements(flow_id, **filters)
+        return iter(
+            client.get_measurements(flow_id, limit=query.limit, offset=query.offset, **filters)
+        )
 
     def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
         if needed:
@@ -284,7 +241,7 @@ class HeadSpinSource:
         tagged = [
             {**row, "status": status.capitalize()}
             for status in ("passed", "failed")
-            for row in self.measurements(flow, statuses=[status])
+            for row in self.measurements(Query(flow, statuses=[status]))
         ]
         rows = sorted(tagged, key=lambda r: parse_time(r["event_time"]))
         if last:  # the newest events

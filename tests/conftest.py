@@ -19,6 +19,7 @@ import pytest
 import requests  # noqa: F401
 
 import pytest_userflow.client
+from pytest_userflow.storage import Query
 
 pytest_plugins = ["pytester"]
 
@@ -39,9 +40,9 @@ def store_path(pytester: pytest.Pytester) -> Path:
     return pytester.path / ".userflow" / "userflow.db"
 
 
-#: Every status a test can have. ``History.measurements`` lists passed and failed tests only
-#: (the API's default) unless asked for these.
-EVERY_STATUS = ("passed", "failed", "excluded")
+#: Every row of the history: ``History.measurements`` lists passed and failed tests only (the
+#: API's default) unless asked for every status.
+EVERY_ROW = Query(statuses=("passed", "failed", "excluded"))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import EVERY_STATUS, pick
+from conftest import EVERY_ROW, pick
 
 HISTORY_SUITE = """
     import os, pytest
@@ -93,7 +93,7 @@ def test_a_budget_breach_is_rerun_and_only_the_last_attempt_kept(
     """)
     result = pytester.runpytest("--reruns", "1")
     assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
-    rows = pick(history(store_path).measurements(statuses=EVERY_STATUS), "status", "value")
+    rows = pick(history(store_path).measurements(EVERY_ROW), "status", "value")
     assert rows == [("Passed", 1500)]
 
 

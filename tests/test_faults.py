@@ -13,7 +13,7 @@ import sys
 import uuid
 
 import pytest
-from conftest import EVERY_STATUS, pick, run_cli, upload_states
+from conftest import EVERY_ROW, pick, run_cli, upload_states
 
 SESSIONS = [str(uuid.UUID(int=i + 1)) for i in range(6)]
 SUITE = f"""
@@ -255,7 +255,7 @@ def test_a_test_whose_record_cannot_be_written_is_reported_and_the_run_goes_on(
             "lost (their outcomes are not); the first: *::test_b: *"
         ]
     )
-    rows = pick(history(store_path).measurements(statuses=EVERY_STATUS), "nodeid", "value")
+    rows = pick(history(store_path).measurements(EVERY_ROW), "nodeid", "value")
     assert [(nodeid.split("::")[1], value) for nodeid, value in rows] == [
         ("test_a", 1),
         ("test_c", 3),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EVERY_STATUS, pick
+from conftest import EVERY_ROW, pick
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_bad_input_is_refused_at_the_call_naming_test_and_argument(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"E *MeasurementError: {message}* of test_*.py::test_it"])
     # what was recorded before the bad call is kept, with the test's status
-    listed = history(store_path).measurements(statuses=EVERY_STATUS)
+    listed = history(store_path).measurements(EVERY_ROW)
     assert pick(listed, "key_name", "value", "status") == [("before", 1.5, "Failed")]
 
 
@@ -81,7 +81,7 @@ def test_values_units_types_and_numeric_kinds_are_kept(
             record_measurement("again", 2)  # the API overwrites a key/type: last wins
     """)
     pytester.runpytest().assert_outcomes(passed=1)
-    listed = history(store_path).measurements(statuses=EVERY_STATUS)
+    listed = history(store_path).measurements(EVERY_ROW)
     rows = pick(listed, "key_name", "value", "key_type", "key_units")
     assert rows == [
         ("int", 3, "Video", "frames"),
@@ -118,7 +118,7 @@ def test_str_subclasses_are_kept_as_their_text(
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*could not record*")
     columns = ("user_flow_name", "key_name", "key_type", "key_units", "value")
-    assert pick(history(store_path).measurements(statuses=EVERY_STATUS), *columns) == [
+    assert pick(history(store_path).measurements(EVERY_ROW), *columns) == [
         ("Login", "Login Time", "Custom", "seconds", 1.5),
         ("Login", "Screen", None, None, "home"),
     ]
@@ -143,7 +143,7 @@ def test_timer_records_elapsed_seconds_and_nothing_when_the_block_raises(
                     raise KeyError("x")
     """)
     pytester.runpytest().assert_outcomes(passed=1)
-    listed = history(store_path).measurements(statuses=EVERY_STATUS)
+    listed = history(store_path).measurements(EVERY_ROW)
     rows = pick(listed, "key_name", "key_type", "key_units", "value")
     assert [r[:3] for r in rows] == [("Wait", "Custom", "seconds"), ("Wait ms", None, "ms")]
     assert 0.01 <= rows[0][3] < 1.0
@@ -202,7 +202,7 @@ def test_measurements_hook_can_add_and_change(
     result.stdout.fnmatch_lines(
         ["ERROR: value for key 'Bad' must be finite, got nan in pytest_userflow_measurements *"]
     )
-    rows = pick(history(store_path).measurements(statuses=EVERY_STATUS), "key_name", "value")
+    rows = pick(history(store_path).measurements(EVERY_ROW), "key_name", "value")
     assert rows == [("Login Time", 1.0), ("Battery", 81), ("From dict", 2)]
 
 
@@ -301,7 +301,7 @@ def test_one_check_for_every_way_in(
     else:
         result.assert_outcomes(passed=3)
     path = pytester.path / ".userflow" / "userflow.db"
-    rows = pick(history(path).measurements(statuses=EVERY_STATUS), "nodeid", "key_name", "value")
+    rows = pick(history(path).measurements(EVERY_ROW), "nodeid", "key_name", "value")
     expected_bad = (
         [] if entry == "call" else [("test_one_check_for_every_way_in.py::test_bad", "ok", 1.0)]
     )
@@ -442,7 +442,7 @@ def test_userflow_session_is_one_record_per_xdist_worker_with_its_device(
     pytester.runpytest("-n", "2", "--userflow", "Setup", *args).assert_outcomes(passed=4)
     rows = sorted(
         (m["user_flow_name"], m["device_address"], m["status"], m["value"])
-        for m in history(store_path).measurements(statuses=EVERY_STATUS)
+        for m in history(store_path).measurements(EVERY_ROW)
         if m["nodeid"] == "userflow_session"
     )
     assert rows == [("Setup", "dev1@host", "Passed", 3.5), ("Setup", "dev2@host", "Passed", 3.5)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import EVERY_STATUS, TOKEN, pick, upload_states
+from conftest import EVERY_ROW, TOKEN, pick, upload_states
 
 SESSION_A = "9f527e3f-daa1-11ec-ac12-06c4c57ba6cd"
 SESSION_B = "bc744aef-b06a-11ec-9906-06c4c57ba6cd"
@@ -139,7 +139,7 @@ def test_tests_with_neither_session_nor_device_stay_local_with_one_warning(
     assert (
         "3 test(s)" in warnings[0] and "test_pay[0]" in warnings[0] and "test_pay[2]" in warnings[0]
     )
-    assert len(list(history(store_path).measurements(statuses=EVERY_STATUS))) == 3
+    assert len(list(history(store_path).measurements(EVERY_ROW))) == 3
     assert list(upload_states(history(store_path))) == ["local-only"]
 
 
@@ -171,7 +171,7 @@ def test_dry_run_prints_the_requests_and_sends_nothing(
         '{"data": [{"key": "Login Time", "units": "seconds", "value": 1.5}]}'
     ) in result.stdout.lines
     assert upload_states(history(store_path)) == {}
-    assert pick(history(store_path).measurements(statuses=EVERY_STATUS), "value") == [(1.5,)]
+    assert pick(history(store_path).measurements(EVERY_ROW), "value") == [(1.5,)]
 
 
 def test_flow_is_put_once_per_process(pytester, hs_env) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EVERY_STATUS, run_cli
+from conftest import EVERY_ROW, run_cli
 
 vl_convert = pytest.importorskip("vl_convert", reason="the [html] extra is not installed")
 
@@ -120,7 +120,7 @@ def test_the_run_writes_a_report_that_draws_the_store(
     expected = dict(
         collections.Counter(
             f"{m['user_flow_name']}/{m['key_name']}"
-            for m in history(store_path).measurements(statuses=EVERY_STATUS)
+            for m in history(store_path).measurements(EVERY_ROW)
             if m["key_name"] != "Screen"
         )
     )

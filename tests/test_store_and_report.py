@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EVERY_STATUS, pick
+from conftest import EVERY_ROW, pick
 
 SUITE = """
     import pytest
@@ -42,9 +42,7 @@ def test_the_history_rows_are_the_api_listing_plus_run_test_and_worker(
         "user_flow_name", "key_name", "key_type", "key_units", "value", "status", "nodeid",
         "worker", "run_id", "event_time", "perf_event_id", "user_flow_id",
     )  # fmt: skip
-    rows = sorted(
-        pick(history(store_path).measurements(statuses=EVERY_STATUS), *columns), key=lambda r: r[4]
-    )
+    rows = sorted(pick(history(store_path).measurements(EVERY_ROW), *columns), key=lambda r: r[4])
     node = "test_the_history_rows_are_the_api_listing_plus_run_test_and_worker.py::"
     assert [r[:8] for r in rows] == [
         (
@@ -89,7 +87,7 @@ def test_the_history_rows_are_the_api_listing_plus_run_test_and_worker(
     ]
     # a second run adds to the same store, in the same flow
     pytester.runpytest()
-    run_ids = pick(history(store_path).measurements(statuses=EVERY_STATUS), "run_id")
+    run_ids = pick(history(store_path).measurements(EVERY_ROW), "run_id")
     assert (len(set(run_ids)), len(run_ids)) == (2, 10)
     assert len(history(store_path).flows()) == 1
 
@@ -376,7 +374,7 @@ def test_a_killed_process_keeps_every_finished_test(
         [*command, "measurements", "--format", "json"], capture_output=True, text=True, check=True
     )
     assert sorted(m["value"] for m in json.loads(listing.stdout)["measurements"]) == list(range(5))
-    rows = sorted(pick(history(store_path).measurements(statuses=EVERY_STATUS), "value"))
+    rows = sorted(pick(history(store_path).measurements(EVERY_ROW), "value"))
     assert rows == [(n,) for n in range(5)]
 
 
@@ -423,7 +421,7 @@ def test_a_long_run_summarizes_what_the_store_holds(pytester: pytest.Pytester, h
         ]
     )
     path = pytester.path / ".userflow" / "userflow.db"
-    assert len(list(history(path).measurements(statuses=EVERY_STATUS))) == 602
+    assert len(list(history(path).measurements(EVERY_ROW))) == 602
 
 
 def test_runs_at_once_on_a_new_store_beside_a_reader_lose_nothing(
@@ -514,7 +512,7 @@ def test_a_child_forked_by_a_test_does_not_hold_the_run(pytester: pytest.Pyteste
     result.assert_outcomes(passed=2)
     assert took < 20
     path = pytester.path / ".userflow" / "userflow.db"
-    rows = pick(history(path).measurements(statuses=EVERY_STATUS), "key_name")
+    rows = pick(history(path).measurements(EVERY_ROW), "key_name")
     assert sorted(rows) == [("after",), ("before",)]
 
 
@@ -575,7 +573,7 @@ def test_a_long_key_is_shortened_in_the_summary_and_kept_whole(
     result.assert_outcomes(passed=1)
     (row,) = [line for line in result.stdout.lines if line.startswith("  Time to very")]
     assert len(row) < 100 and "very..." in row and "1.5" in row
-    assert pick(history(store_path).measurements(statuses=EVERY_STATUS), "key_name") == [(key,)]
+    assert pick(history(store_path).measurements(EVERY_ROW), "key_name") == [(key,)]
 
 
 def test_a_suite_that_seeds_random_still_gets_one_event_a_test(

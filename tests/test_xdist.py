@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EVERY_STATUS, pick
+from conftest import EVERY_ROW, pick
 
 pytest.importorskip("xdist")
 
@@ -148,7 +148,7 @@ def test_a_worker_that_dies_loses_none_of_its_finished_tests(
     assert report["warnings"]["crashed_workers"]
     passed = result.stdout.str().count("PASSED") or result.parseoutcomes().get("passed", 0)
     assert len(finished) == passed
-    keys = {m["key_name"] for m in history(store_path).measurements(statuses=EVERY_STATUS)}
+    keys = {m["key_name"] for m in history(store_path).measurements(EVERY_ROW)}
     assert "lost" not in keys
     result.stdout.fnmatch_lines(["worker gw* died: its finished tests are in its local store*"])
     # the summary counts the dead worker's finished tests too (read back from the store)
@@ -171,7 +171,7 @@ def test_four_workers_write_thousands_of_measurements_into_one_store(
     result = pytester.runpytest_subprocess("-n", "4", *_device_args(devices))
     result.assert_outcomes(passed=240)
     assert "locked" not in result.stdout.str() + result.stderr.str()
-    values = pick(history(store_path).measurements(statuses=EVERY_STATUS), "value")
+    values = pick(history(store_path).measurements(EVERY_ROW), "value")
     assert (len(values), len(set(values))) == (4800, 4800)
     workers = sorted(set(pick(history(store_path).tests(), "worker", "device")))
     assert workers == [(f"gw{i}", f"device{i}@host") for i in range(4)]

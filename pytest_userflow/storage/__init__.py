@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -65,6 +66,24 @@ class Upload(NamedTuple):
     status: tuple[str, str | None] | None = None
     progress: Progress = Progress()
     attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Query:
+    """The measurement listing's filters, with the API's semantics: filters combine with
+    AND, the values of one filter with OR; times (ISO or UNIX) are inclusive; no status
+    means passed, failed and not_set. *flow*: a name or an id; *run_ids*: the history's
+    runs (HeadSpin knows none)."""
+
+    flow: str | None = None
+    session_ids: Sequence[str] = ()
+    keys: Sequence[str] = ()
+    statuses: Sequence[str] = ()
+    start_time: str | float | None = None
+    end_time: str | float | None = None
+    limit: int | None = None
+    offset: int | None = None
+    run_ids: Sequence[str] = ()
 
 
 class History(Protocol):
@@ -130,21 +149,10 @@ class History(Protocol):
         """The budgets and regressions the gate checked in these runs, in the order made."""
         ...
 
-    def measurements(
-        self,
-        *,
-        flow: str | None = None,
-        session_ids: Iterable[str] = (),
-        keys: Iterable[str] = (),
-        statuses: Iterable[str] = (),
-        start_time: str | float | None = None,
-        end_time: str | float | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        run_ids: Iterable[str] = (),
-    ) -> Iterator[dict[str, Any]]:
+    def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
         """The API's measurement listing, with the API's filters and semantics, in time
-        order; each row also names its status, run, test, worker and device."""
+        order and, within a test, in the order its values were recorded; each row also names
+        its status, run, test, worker and device."""
         ...
 
     def run_summary(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from ..model import (
     parse_time,
     utc_text,
 )
-from . import PENDING, Progress, StoreError, Upload
+from . import PENDING, Progress, Query, StoreError, Upload
 
 SCHEMA_VERSION = 3
 
@@ -649,30 +649,14 @@ class SQLiteStore:
         sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT ?"
         return [r[0] for r in self._select(sql, [*args, int(limit)])]
 
-    def measurements(
-        self,
-        *,
-        flow: str | None = None,
-        session_ids: Iterable[str] = (),
-        keys: Iterable[str] = (),
-        statuses: Iterable[str] = (),
-        start_time: str | float | None = None,
-        end_time: str | float | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        run_ids: Iterable[str] = (),
-    ) -> Iterator[dict[str, Any]]:
-        """The API's measurement listing over the local store, with the API's semantics.
-
-        Filters combine with AND; repeated values of one filter with OR; times are
-        inclusive; no status means passed, failed and not_set.
-        """
+    def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
+        """The API's measurement listing over the local store, with the API's semantics."""
         where: list[str] = []
         args: list[Any] = []
-        if flow is not None:
-            flow_id = self.resolve_flow(flow)
+        if query.flow is not None:
+            flow_id = self.resolve_flow(query.flow)
             if flow_id is None:
-                raise StoreError(f"no user flow named or with id {flow!r} in {self.path}")
+                raise StoreError(f"no user flow named or with id {query.flow!r} in {self.path}")
             where.append("user_flow_id = ?")
             args.append(flow_id)
 
@@ -682,21 +666,21 @@ class SQLiteStore:
                 where.append(f"{column} IN ({','.join('?' * len(values))})")
                 args.extend(values)
 
-        any_of("session_id", session_ids)
-        any_of("key_name", keys)
-        any_of("run_id", run_ids)
-        wanted = [s.lower() for s in statuses] or ["passed", "failed", "not_set"]
+        any_of("session_id", query.session_ids)
+        any_of("key_name", query.keys)
+        any_of("run_id", query.run_ids)
+        wanted = [s.lower() for s in query.statuses] or ["passed", "failed", "not_set"]
         for s in wanted:
             if s not in FILTER_STATUSES:
                 raise StoreError(f"status must be one of {', '.join(FILTER_STATUSES)}, got {s!r}")
         # Locally every test has a status; not_set matches none of them.
         any_of("status", [s.capitalize() for s in wanted if s != "not_set"] or ["-"])
-        if start_time is not None:
+        if query.start_time is not None:
             where.append("event_ts >= ?")
-            args.append(parse_time(start_time))
-        if end_time is not None:
+            args.append(parse_time(query.start_time))
+        if query.end_time is not None:
             where.append("event_ts <= ?")
-            args.append(parse_time(end_time))
+            args.append(parse_time(query.end_time))
         sql = (
             "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id,"
             " key_name, key_type, key_units, value, status, run_id, nodeid, worker,"
@@ -705,9 +689,9 @@ class SQLiteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY event_ts, event, seq"
-        if limit is not None or offset is not None:
+        if query.limit is not None or query.offset is not None:
             sql += " LIMIT ? OFFSET ?"
-            args += [-1 if limit is None else limit, offset or 0]
+            args += [-1 if query.limit is None else query.limit, query.offset or 0]
         if not self.exists:
             return
         names = (
