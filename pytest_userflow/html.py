@@ -34,7 +34,7 @@ from .analysis import (
 )
 from .gate import RECENT_RUNS, Check
 from .model import NEEDS_EXTRA, STATUSES, UserflowError, is_number, utc_text
-from .report import describe_change
+from .report import describe_change, write_file
 
 #: Runs a chart shows by default.
 DEFAULT_RUNS = 30
@@ -431,8 +431,5 @@ def _asset(name: str) -> str:
 def write(path: str | Path, data: dict[str, Any]) -> int:
     """Render *data* into *path* whole (a reader never sees half a page); its size in bytes."""
     page = render(data).encode("utf-8")
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(page)
-    tmp.replace(target)
+    write_file(path, page)
     return len(page)

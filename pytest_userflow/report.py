@@ -3,9 +3,12 @@ the controller), the terminal section and the JSON report. No pytest import."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -406,7 +409,23 @@ def build_report(
     }
 
 
+def write_file(path: str | Path, data: bytes) -> None:
+    """Write *path* whole: a reader never sees half a file. The data goes to a new file of a
+    random name in the same folder (O_EXCL: never one that exists, so a planted link is not
+    followed), which then takes *path*'s place (a link at *path* is replaced, not written
+    through)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
+    write_file(path, (json.dumps(report, indent=2, sort_keys=False, default=str) + "\n").encode())

@@ -603,3 +603,25 @@ def test_a_suite_that_seeds_random_still_gets_one_event_a_test(
     pytester.runpytest().assert_outcomes(passed=3)
     tests = history(store_path).tests()
     assert len(tests) == 3 and len({t["local_event_id"] for t in tests}) == 3
+
+
+@pytest.mark.parametrize(
+    "option, name", [("--userflow-report", "r.json"), ("--userflow-html", "r.html")]
+)
+def test_report_files_follow_no_planted_link(pytester: pytest.Pytester, option, name) -> None:
+    """A link planted where the old code put its temporary file, and the report itself a link:
+    neither target is written, and the report becomes a file of its own."""
+    if option == "--userflow-html":
+        pytest.importorskip("vl_convert", reason="the [html] extra is not installed")
+    pytester.makepyfile(SUITE)
+    victims = [pytester.path / "victim-tmp.txt", pytester.path / "victim.txt"]
+    for victim in victims:
+        victim.write_text("keep me")
+    for planted in (f".{name}.tmp", f"{name}.tmp"):
+        (pytester.path / planted).symlink_to(victims[0])
+    (pytester.path / name).symlink_to(victims[1])
+    pytester.runpytest(option, name).assert_outcomes(passed=2, xfailed=1)
+    assert [victim.read_text() for victim in victims] == ["keep me", "keep me"]
+    report = pytester.path / name
+    assert not report.is_symlink() and report.stat().st_size > 100
+    assert "Checkout" in report.read_text()
