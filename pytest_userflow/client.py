@@ -248,7 +248,8 @@ class HeadSpinClient:
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if bundle:
             self._session.verify = bundle
-        self._session.headers["Authorization"] = f"Bearer {token.strip()}"
+        self._token = token.strip()
+        self._session.headers["Authorization"] = f"Bearer {self._token}"
         self._session.headers["Accept"] = "application/json"
         self._session.headers["User-Agent"] = "pytest-userflow"
 
@@ -299,6 +300,12 @@ class HeadSpinClient:
             except (self._requests.ConnectionError, self._requests.Timeout) as exc:
                 failure = f"{type(exc).__name__}: could not reach {self.base_url}"
                 sent = not _never_sent(exc)
+            except (
+                self._requests.exceptions.ChunkedEncodingError,
+                self._requests.exceptions.ContentDecodingError,
+            ) as exc:
+                # The request arrived and was answered; the answer broke on the way back.
+                failure = f"{type(exc).__name__}: the answer from {self.base_url} was cut short"
             else:
                 if response.status_code < 400:
                     if raw:
@@ -309,14 +316,14 @@ class HeadSpinClient:
                         return response.json()
                     except ValueError:
                         raise HeadSpinError(
-                            f"the answer is not JSON: {response.text[:200]!r}",
+                            f"the answer is not JSON: {self._hide(response.text[:200])!r}",
                             status_code=response.status_code,
                             method=call.method,
                             path=call.path,
                         ) from None
                 if response.status_code != 429 and response.status_code < 500:
-                    raise _error_for(response, call)
-                failure = _message(response)
+                    raise _error_for(response, call, self._hide(_message(response)))
+                failure = self._hide(_message(response))
                 sent = response.status_code != 429
             code = response.status_code if response is not None else None
             if once and sent:
@@ -325,6 +332,10 @@ class HeadSpinClient:
                 raise RetryableError(failure, status_code=code, method=call.method, path=call.path)
             self.sleep(self.retry_delay(attempt, response))
             attempt += 1
+
+    def _hide(self, text: str) -> str:
+        """A server's text without this client's token, should the server repeat it."""
+        return text.replace(self._token, "<token>")
 
     def _get(self, path: str, params: Iterable[tuple[str, str]] = ()) -> Any:
         return self.call(ApiCall("GET", path, tuple(params)))
@@ -745,10 +756,9 @@ def _message(response: requests.Response) -> str:
     return response.reason or f"error {response.status_code}"
 
 
-def _error_for(response: requests.Response, call: ApiCall) -> HeadSpinError:
+def _error_for(response: requests.Response, call: ApiCall, message: str) -> HeadSpinError:
     code = response.status_code
     kwargs = {"status_code": code, "method": call.method, "path": call.path}
-    message = _message(response)
     if code in (401, 403):
         return AuthError(f"{message} (check {TOKEN_ENV})", **kwargs)  # type: ignore[arg-type]
     if code == 404:

@@ -320,6 +320,12 @@ def headspin_token(given: str | None) -> str | None:
             f"the HeadSpin API token from {source} holds spaces, a newline or other control "
             "characters, which an HTTP header cannot carry: set it to the token alone"
         )
+    if token is not None and not token.isascii():
+        source = "--headspin-token" if given else TOKEN_ENV
+        raise UserflowError(
+            f"the HeadSpin API token from {source} holds a character that is not ASCII, which "
+            "an HTTP header cannot carry: copy the token again"
+        )
     return token
 
 

@@ -147,7 +147,9 @@ class Faults:
     late_delay: float = 1.0
     down: bool = False  # every request answered 503
     down_after_lose: bool = False  # once an answer was lost, down
-    # the next answers, in order: "503", "429", "drop", "lose", "late", or None (a normal one)
+    echo_token: bool = False  # a hostile 401 that repeats the Authorization header it got
+    # the next answers, in order: "503", "429", "drop", "lose", "late", "truncate" (the work is
+    # done; the answer stops short of its Content-Length), or None (a normal one)
     script: list[str | None] = field(default_factory=list)
     # only requests whose "METHOD /path" matches this regular expression get faults
     match: str | None = None
@@ -734,7 +736,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(int(fault), {"status": "Error", "status_code": int(fault)}, headers)
             return
         if self.headers.get("Authorization") != f"Bearer {srv.token}":
-            self._answer(401, {"status": "Unauthorized", "status_code": 401})
+            answer = {"status": "Unauthorized", "status_code": 401}
+            if srv.faults.echo_token:
+                answer["message"] = f"bad credentials: {self.headers.get('Authorization')}"
+            self._answer(401, answer)
             return
         url = urlsplit(self.path)
         try:
@@ -753,6 +758,16 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if fault == "lose":  # the work is done; the answer never comes
             srv.faults.injected += 1
+            self.close_connection = True
+            return
+        if fault == "truncate":
+            srv.faults.injected += 1
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data) + 10))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
             self.close_connection = True
             return
         if fault == "late":  # the work is done; the answer comes after the client gave up

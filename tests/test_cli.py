@@ -396,6 +396,19 @@ def test_errors_are_one_clear_line_and_exit_2(store: Path, monkeypatch, args, me
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 
 
+def test_a_token_a_header_cannot_carry_is_one_line_unshown(store: Path, monkeypatch) -> None:
+    command = ["--source", "headspin", "flows"]
+    monkeypatch.setenv("HEADSPIN_API_TOKEN", "abc\u0142def-secret")
+    result = cli(store, *command, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"pytest-userflow {command[-1]}: error: the HeadSpin API token from HEADSPIN_API_TOKEN "
+        "holds a character that is not ASCII, which an HTTP header cannot carry: copy the "
+        "token again"
+    ]
+    assert "secret" not in result.stdout + result.stderr
+
+
 def test_a_missing_store_is_named(tmp_path: Path) -> None:
     result = cli(tmp_path / "none.db", "flows", check=False)
     assert result.returncode == 2 and f"no store at {tmp_path / 'none.db'}" in result.stderr

@@ -16,6 +16,7 @@ from pytest_userflow.client import (
     BadRequest,
     HeadSpinClient,
     HeadSpinError,
+    LostAnswer,
     NotFound,
     RetryableError,
     measurement_params,
@@ -46,6 +47,18 @@ def test_5xx_and_dropped_connections_are_retried_with_exponential_backoff(
     assert client.list_user_flows() == []
     assert sleeps == [0.5, 1.0, 2.0]
     assert len(headspin.state.requests) == 1  # only the last one reached the routes
+
+
+def test_an_answer_cut_short_is_a_lost_answer_retried_where_that_cannot_duplicate(
+    headspin, client, sleeps
+) -> None:
+    headspin.faults.script = ["truncate"]
+    flow = client.create_user_flow("Login")  # PUT: done twice is done once
+    assert flow["name"] == "Login" and len(headspin.state.flows) == 1
+    headspin.faults.script = ["truncate"]
+    with pytest.raises(LostAnswer, match=r"no answer to POST /v0/userflows/.*/events"):
+        client.create_event(flow["user_flow_id"], "dev@host")
+    assert len(sleeps) == 1
 
 
 @pytest.mark.parametrize("code", ["429", "503"])

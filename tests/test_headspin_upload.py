@@ -236,6 +236,29 @@ def test_a_wrong_token_gives_one_error_and_push_sends_later(
     assert len(hs_env.state.requests) == count
 
 
+def test_a_server_that_echoes_the_token_never_gets_it_shown_or_kept(
+    pytester, hs_env, monkeypatch, store_path
+) -> None:
+    hs_env.faults.echo_token = True
+    hs_env.state.add_session(SESSION_A)
+    hs_env.state.add_session(SESSION_B)
+    pytester.makepyfile(TWO_SESSION_TESTS)
+    secret = "not-the-t0ken-s3cret"
+    result = pytester.runpytest("--headspin-token", secret, "--userflow-report", "r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*answered 401*bad credentials: Bearer <token>*"])
+    monkeypatch.setenv("HEADSPIN_API_TOKEN", secret)
+    push = [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "push"]
+    pushed = subprocess.run(push, capture_output=True, text=True, cwd=pytester.path, check=False)
+    assert "bad credentials: Bearer <token>" in pushed.stdout + pushed.stderr
+    shown = result.stdout.str() + result.stderr.str() + pushed.stdout + pushed.stderr
+    assert secret not in shown
+    kept = [
+        p for p in pytester.path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()
+    ]
+    assert kept == []
+
+
 def test_server_down_finishes_within_the_flush_timeout_and_push_delivers(
     pytester, hs_env, store_path
 ) -> None:

@@ -345,8 +345,13 @@ def test_the_settings_never_show_the_token() -> None:
             "--headspin-url holds a user name or password (user:pass@...); they are not shown*"
             "https://api.example.invalid",
         ),
+        (
+            {"HEADSPIN_API_TOKEN": "abc€def-secret"},
+            [],
+            "the HeadSpin API token from HEADSPIN_API_TOKEN holds a character that is not ASCII*",
+        ),
     ],
-    ids=["newline in token", "tab in token", "credentials in url"],
+    ids=["newline in token", "tab in token", "credentials in url", "not ascii"],
 )
 def test_a_secret_that_cannot_be_sent_safely_stops_the_run_unshown(
     pytester: pytest.Pytester, monkeypatch, env, args, message
