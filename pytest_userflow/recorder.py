@@ -101,12 +101,6 @@ def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
     return budgets
 
 
-def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
-    """Worker gwN drives the N-th device."""
-    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
-    return devices[index] if 0 <= index < len(devices) else None
-
-
 def _worth_saying(notes: dict[str, Any]) -> bool:
     """Whether a run that recorded nothing still has something for its summary: an error,
     a budget or regression checked, a budget nobody used."""
@@ -125,8 +119,8 @@ class UserflowRun:
         )
         self.worker: str | None = self.workerinput["workerid"] if self.workerinput else None
         devices = settings.devices
-        if self.worker is not None:
-            self.device = _worker_device(self.worker, devices)
+        if self.workerinput is not None:
+            self.device = self.workerinput.get("userflow_device")  # the controller's choice
         else:
             self.device = devices[0] if len(devices) == 1 else None
         config.stash[DEVICE_KEY] = self.device
@@ -207,10 +201,10 @@ class UserflowRun:
             return BaselineSource(headspin_fetch(client), s.baseline_runs)
         return None
 
-    def worker_died(self, worker: str) -> None:
-        """What the dead *worker* finished, read from the store, for the summary."""
+    def worker_died(self, worker: str, device: str | None) -> None:
+        """What the dead *worker* (driving *device*) finished, read from the store, for the
+        summary."""
         self.crashed.append(worker)
-        device = _worker_device(worker, self.settings.devices)
         self.summaries.append(self._summary(self.store, worker, device, {}))
 
     # -- per test --------------------------------------------------------------------------------

@@ -15,16 +15,37 @@ class ControllerHooks:
 
     def __init__(self, run: UserflowRun) -> None:
         self.run = run
+        self.devices: dict[str, str | None] = {}  # each live worker's device
 
     def pytest_configure_node(self, node: Any) -> None:
+        worker = str(node.gateway.id)
+        self.devices[worker] = node.workerinput["userflow_device"] = self._device_for(worker)
         if self.run.run is not None:
             node.workerinput["userflow_run"] = self.run.run.as_dict()
 
+    def _device_for(self, worker: str) -> str | None:
+        """Worker gwN drives the N-th device; one that xdist starts in place of a dead worker
+        (named gw2 after gw0 and gw1) takes the device that no live worker drives."""
+        devices = self.run.settings.devices
+        taken = set(self.devices.values())
+        own = nth_device(worker, devices)
+        if own is not None and own not in taken:
+            return own
+        return next((device for device in devices if device not in taken), None)
+
     def pytest_testnodedown(self, node: Any, error: object) -> None:
+        worker = str(node.gateway.id)
+        device = self.devices.pop(worker, None)
         output = getattr(node, "workeroutput", None) or {}
         if "userflow" in output:
             self.run.summaries.append(json.loads(output["userflow"]))
         elif self.run.active and self.run.run is not None and self.run.store is not None:
             # What the dead worker finished is in the store when it shares this host's file
             # system (popen workers do); remote workers' stores are on their hosts.
-            self.run.worker_died(str(node.gateway.id))
+            self.run.worker_died(worker, device)
+
+
+def nth_device(worker: str, devices: tuple[str, ...]) -> str | None:
+    """Worker gwN's own device: the N-th."""
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
+    return devices[index] if 0 <= index < len(devices) else None

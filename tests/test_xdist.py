@@ -155,6 +155,34 @@ def test_a_worker_that_dies_loses_none_of_its_finished_tests(
     result.stdout.fnmatch_lines([f"flow 'Crash': {len(finished)} tests ({len(finished)} Passed)*"])
 
 
+def test_the_worker_started_in_place_of_a_dead_one_drives_its_device(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
+    """xdist names the replacement gw2, which matches no device by its number: it takes the
+    device the dead worker left, so its tests are not kept as having none."""
+    pytester.makepyfile("""
+        import os, time, pytest
+        pytestmark = pytest.mark.userflow("Crash")
+
+        def test_dies(worker_id):
+            os._exit(3)
+
+        @pytest.mark.parametrize("n", range(60))
+        def test_ok(record_measurement, userflow_device, worker_id, n):
+            time.sleep(0.05)
+            record_measurement("n", n)
+    """)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", *_device_args(), "--max-worker-restart", "1", "-p", "no:randomly"
+    )
+    result.assert_outcomes(passed=60, failed=1)
+    tests = history(store_path).tests()
+    assert len(tests) == 60
+    devices = dict(pick(tests, "worker", "device"))
+    assert "gw2" in devices, devices
+    assert devices["gw2"] in DEVICES and sorted(set(devices.values())) == sorted(DEVICES)
+
+
 def test_four_workers_write_thousands_of_measurements_into_one_store(
     pytester: pytest.Pytester, store_path, history
 ) -> None:
