@@ -346,17 +346,31 @@ def headspin_fetch(client: Any) -> Fetch:
     """Baseline values from HeadSpin's measurement route, filtered by key and status=passed.
 
     HeadSpin's rows know flows, sessions and keys, not tests or devices: this baseline is
-    the flow and key's, whatever test and device made the values."""
+    the flow and key's, whatever test and device made the values, so it is listed once per
+    flow and key, and a listing that failed is not asked for again in this run."""
     flow_ids: dict[str, str] = {}
+    listed: dict[tuple[str, str], list[float] | Exception] = {}
 
-    def fetch(flow: str, key: str, limit: int, nodeid: str, device: str | None) -> list[float]:
+    def values(flow: str, key: str) -> list[float]:
         if not flow_ids:
             flow_ids.update({f["name"]: f["user_flow_id"] for f in client.list_user_flows()})
         if flow not in flow_ids:
             return []
         rows = client.get_measurements(flow_ids[flow], keys=[key], statuses=["passed"])
         rows.sort(key=lambda r: str(r.get("event_time")), reverse=True)
-        return [float(r["value"]) for r in rows if numeric(r.get("value")) is not None][:limit]
+        return [float(r["value"]) for r in rows if numeric(r.get("value")) is not None]
+
+    def fetch(flow: str, key: str, limit: int, nodeid: str, device: str | None) -> list[float]:
+        if (flow, key) not in listed:
+            try:
+                listed[flow, key] = values(flow, key)
+            except Exception as exc:
+                listed[flow, key] = exc
+                raise
+        got = listed[flow, key]
+        if isinstance(got, Exception):
+            return []  # said once, when the listing failed
+        return got[:limit]
 
     return fetch
 

@@ -698,6 +698,9 @@ ROUTES: list[tuple[str, str, Callable[..., tuple[int, Any]]]] = [
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The headers and the body go out in two writes: without this, each answer on a kept-alive
+    # connection waits for the client's delayed acknowledgement.
+    disable_nagle_algorithm = True
     server: StandInServer
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -374,6 +374,37 @@ def test_regression_gate_against_headspin_history(pytester: pytest.Pytester, hs_
     ]
 
 
+@pytest.mark.parametrize("failing", [False, True], ids=["answering", "503"])
+def test_the_headspin_baseline_is_fetched_once_per_flow_and_key(
+    pytester: pytest.Pytester, hs_env, failing: bool
+) -> None:
+    """HeadSpin's rows name no test or device: one listing per flow and key serves every test
+    of the run, and one that fails is not asked again for each test."""
+    hs_env.state.create_flow(None, {"name": "Login"})
+    if failing:
+        hs_env.faults.match, hs_env.faults.error_rate = r"GET .*/measurements", 1.0
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Login")
+        @pytest.mark.parametrize("n", range(6))
+        def test_login(record_measurement, n):
+            record_measurement("Login Time", 130, units="ms")
+            record_measurement("FPS", 60)
+    """)
+    result = pytester.runpytest(
+        "--userflow-baseline", "headspin", "--userflow-device", "R58M41@host-a"
+    )
+    result.assert_outcomes(passed=6)
+    gets = [r for r in hs_env.state.requests if r[0] == "GET" and r[1].endswith("/measurements")]
+    if failing:
+        assert gets == [] and 2 <= hs_env.faults.injected <= 2 * 3  # each key's tries, once
+        result.stdout.fnmatch_lines(["*no baseline for Login/FPS: HeadSpin answered 503*"])
+        assert result.stdout.str().count("no baseline for Login/FPS") == 1
+    else:
+        assert sorted(dict(r[2])["key"] for r in gets) == ["FPS", "Login Time"]
+
+
 def test_a_budget_failing_on_one_xdist_worker(
     pytester: pytest.Pytester, store_path, history
 ) -> None:
