@@ -10,6 +10,7 @@ no pytest import. Non-numeric values are counted but left out of the statistics.
 from __future__ import annotations
 
 import bisect
+import math
 import random
 import statistics
 from collections import defaultdict
@@ -23,8 +24,23 @@ STAT_COLUMNS = ("count", "min", "mean", "p50", "p95", "max")
 
 
 def median(values: Sequence[float]) -> float:
-    """The median of *values* (the mean of the middle two for an even count)."""
-    return float(statistics.median(values))
+    """The median of *values* (the mean of the middle two for an even count, halved before
+    they are added, so that two values near the float limit do not overflow)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise statistics.StatisticsError("no median for empty data")
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[mid])
+    return float(ordered[mid - 1]) / 2 + float(ordered[mid]) / 2
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean of *values*; of values near the float limit too, whose sum overflows."""
+    try:
+        return statistics.fmean(values)
+    except OverflowError:
+        return math.fsum(v / len(values) for v in values)
 
 
 def percent_change(before: float | None, after: float | None) -> float | None:
@@ -46,7 +62,9 @@ def percentile(ordered: list[float], pct: float) -> float:
     rank = (len(ordered) - 1) * pct / 100.0
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    weight = rank - low
+    # A sum of products rather than a difference: the values' span may exceed the float limit.
+    return math.fsum((ordered[low], -ordered[low] * weight, ordered[high] * weight))
 
 
 def summarize(values: Iterable[Any]) -> dict[str, float | int | None]:
@@ -59,7 +77,7 @@ def summarize(values: Iterable[Any]) -> dict[str, float | int | None]:
     return {
         "count": len(all_values),
         "min": numbers[0],
-        "mean": statistics.fmean(numbers),
+        "mean": mean(numbers),
         "p50": median(numbers),
         "p95": percentile(numbers, 95),
         "max": numbers[-1],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import time
 from collections import defaultdict
@@ -256,6 +257,18 @@ def _attention(
     return out
 
 
+def _finite(data: Any) -> Any:
+    """*data* with each float that JSON cannot carry (a statistic beyond the float limit) as
+    null: a gap in the chart."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _run(run: dict[str, Any]) -> dict[str, Any]:
     started = run.get("started_at")
     return {
@@ -297,7 +310,9 @@ def render(data: dict[str, Any], *, title: str = "pytest-userflow report") -> st
     parts += [
         '<script type="application/json" id="userflow-data">',
         # No "<" at all in the data: no key or test name can end the script element.
-        json.dumps(page_data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c"),
+        json.dumps(_finite(page_data), separators=(",", ":"), allow_nan=False).replace(
+            "<", "\\u003c"
+        ),
         "</script>",
         f"<script>{_script_text(bundle)}</script>",
         f"<script>{_asset('report.js')}</script>",

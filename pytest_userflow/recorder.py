@@ -52,6 +52,12 @@ ATTEMPTS_KEY = pytest.StashKey[int]()
 OUTCOMES = {0: "passed", 1: "failed", 2: "interrupted", 5: "no tests"}
 
 
+def _flow_marker(item: pytest.Item) -> pytest.Mark | None:
+    """The nearest ``userflow`` marker that is ours: a bare ``@pytest.mark.userflow`` names no
+    flow and is taken for another project's tag of the same name."""
+    return next((m for m in item.iter_markers("userflow") if m.args or m.kwargs), None)
+
+
 def _flow_of(nodeid: str, marker: pytest.Mark) -> tuple[str, str | None]:
     """The flow name and description of a ``userflow`` marker, checked."""
     name = marker.args[0] if marker.args else marker.kwargs.get("name")
@@ -140,6 +146,7 @@ class UserflowRun:
         self.crashed: list[str] = []
         self.errors: list[str] = []
         self.unstored: list[str] = []  # tests the store could not take
+        self.foreign_tags: list[str] = []  # tests that recorded under a bare userflow marker
         self.damaged: str | None = None  # why the store is known to be damaged
 
     # -- session start: the store, the sink and the gate ---------------------------------------
@@ -215,7 +222,7 @@ class UserflowRun:
             return
         self.running = item
         nodeid = item.nodeid
-        marker = item.get_closest_marker("userflow")
+        marker = _flow_marker(item)
         flow, description = _flow_of(nodeid, marker) if marker else (self.settings.flow, None)
         record = TestRecord(nodeid, flow, description, device=self.device, worker=self.worker)
         record.attempts = item.stash.get(ATTEMPTS_KEY, 0) + 1
@@ -305,6 +312,8 @@ class UserflowRun:
             hook.pytest_userflow_measurements(item=item, measurements=measurements)
             record.measurements = self._checked(record, measurements)
         record.end(status, message)
+        if any(not (m.args or m.kwargs) for m in item.iter_markers("userflow")):
+            self.foreign_tags.append(record.nodeid)
         if self.gate is not None and (record.budgets or self.gate.budgets):
             keys = [m.key for m in record.measurements]
             self.gate.note_test(record.nodeid, record.flow, keys, record.budgets)
@@ -508,7 +517,12 @@ class UserflowRun:
                 f"test(s), whose records are lost (their outcomes are not); the first: "
                 f"{self.unstored[0]}"
             )
-        notes: dict[str, Any] = {"errors": errors, "send_errors": [], **self.sink.notes()}
+        notes: dict[str, Any] = {
+            "errors": errors,
+            "send_errors": [],
+            "foreign_tags": self.foreign_tags,
+            **self.sink.notes(),
+        }
         if self.gate is not None:
             notes["checks"] = [c.as_dict() for c in self.gate.checks]
             notes["no_history"] = sorted(self.gate.no_history)

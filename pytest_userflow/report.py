@@ -289,6 +289,14 @@ def render(
             f"values are the last attempt's: {named}",
             warn,
         ))  # fmt: skip
+    foreign = sorted(n for s in summaries for n in s.get("foreign_tags", []))
+    if foreign:
+        out.append((
+            f"WARNING: {len(foreign)} test(s) carry @pytest.mark.userflow with no flow name "
+            "(another plugin's tag?), so what they recorded went to the flow of a test with no "
+            f"marker; name one with @pytest.mark.userflow(\"Login\"): {_names(foreign)}",
+            warn,
+        ))  # fmt: skip
     out += _checks_section(summaries)
     for s in summaries:
         label = f" on {s['worker']}" if s.get("worker") else ""
@@ -403,6 +411,7 @@ def build_report(
             ),
             "upload_errors": [e for s in summaries for e in s.get("send_errors", [])],
             "errors": [e for s in summaries for e in s.get("errors", [])],
+            "unnamed_flow_marker": sorted(n for s in summaries for n in s.get("foreign_tags", [])),
             "crashed_workers": list(crashed),
             "no_baseline_history": sorted({h for s in summaries for h in s.get("no_history", [])}),
         },

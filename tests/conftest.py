@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -17,6 +18,10 @@ import pytest
 # CookieJar"): whether a test passed depended on which test ran first. Imported here, it is
 # one module for the whole session.
 import requests  # noqa: F401
+
+# The same for the HTML report's renderer, whose native module can be loaded only once.
+with contextlib.suppress(ImportError):
+    import vl_convert  # noqa: F401
 
 import pytest_userflow.client
 from pytest_userflow.storage import Query

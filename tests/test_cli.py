@@ -495,3 +495,35 @@ def test_a_store_damaged_in_the_middle_is_one_line_and_exit_2(store, tmp_path) -
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert f"the store {damaged} is damaged or not readable" in result.stderr
     assert damaged.read_bytes() == before
+
+
+def test_values_near_the_float_limit_never_overflow_a_statistic(
+    pytester: pytest.Pytester, store_path: Path
+) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Big")
+        @pytest.mark.parametrize("v", [1e308, 1.5e308, -1.7e308, 1.7e308])
+        def test_big(record_measurement, v):
+            record_measurement("Huge", v)
+    """)
+    html = ["--userflow-html", "r.html"] if _has_html() else []
+    result = pytester.runpytest(*html)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["  Huge  4  -1.7e+308  1.25e+308  1.7e+308  -"])
+    [row] = json.loads(cli(store_path, "stats", "--flow", "Big", "--format", "json").stdout)[
+        "stats"
+    ]
+    assert (row["min"], row["p50"], row["max"]) == (-1.7e308, 1.25e308, 1.7e308)
+    assert row["mean"] == pytest.approx(6.25e307) and row["p95"] == pytest.approx(1.67e308)
+    if html:
+        assert cli(store_path, "report", "-o", str(pytester.path / "r2.html")).returncode == 0
+
+
+def _has_html() -> bool:
+    try:
+        import vl_convert  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
+from conftest import pick
 
 ONE_TEST = """
     def test_it(record_measurement):
@@ -203,7 +205,7 @@ def test_without_any_flow_only_tests_that_record_are_kept(
     ("marker", "message"),
     [
         (
-            "@pytest.mark.userflow()",
+            "@pytest.mark.userflow(name=None)",
             "@pytest.mark.userflow needs a flow name*got None on *::test_it",
         ),
         (
@@ -231,6 +233,64 @@ def test_bad_markers_are_errors_naming_the_test(pytester: pytest.Pytester, marke
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"E *MeasurementError: {message}"])
+
+
+def test_a_bare_userflow_marker_is_another_plugins_tag(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
+    """Public code tags tests with a bare ``@pytest.mark.userflow``: not an error, and not a
+    word unless such a test records something, then one warning names them."""
+    pytester.makepyfile(
+        test_tags="""
+        import pytest
+
+        @pytest.mark.userflow
+        def test_tagged():
+            pass
+
+        @pytest.mark.userflow()
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_tagged_and_recording(record_measurement, n):
+            record_measurement("Wait", n)
+
+        @pytest.mark.userflow
+        class TestNamedOutside:
+            pytestmark = pytest.mark.userflow("Outer")
+
+            def test_it(self, record_measurement):
+                record_measurement("Wait", 3)
+    """
+    )
+    result = pytester.runpytest("-W", "error", "-p", "no:randomly", "--userflow-report", "r.json")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "WARNING: 3 test(s) carry @pytest.mark.userflow with no flow name (another plugin's "
+            "tag?)*test_tags.py::TestNamedOutside::test_it, "
+            "test_tags.py::test_tagged_and_recording?1?, test_tags.py::test_tagged_and_recording?2?"
+        ]
+    )
+    flows = dict(pick(history(store_path).tests(), "nodeid", "flow"))
+    assert flows == {
+        "test_tags.py::test_tagged_and_recording[1]": "test_tags.py::test_tagged_and_recording",
+        "test_tags.py::test_tagged_and_recording[2]": "test_tags.py::test_tagged_and_recording",
+        "test_tags.py::TestNamedOutside::test_it": "Outer",
+    }
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert len(report["warnings"]["unnamed_flow_marker"]) == 3
+
+    pytester.makepyfile(
+        test_tags="""
+        import pytest
+
+        @pytest.mark.userflow
+        def test_tagged():
+            pass
+    """
+    )
+    quiet = pytester.runpytest("-W", "error")
+    quiet.assert_outcomes(passed=1)
+    assert "@pytest.mark.userflow" not in quiet.stdout.str()
 
 
 def test_a_marker_shared_by_many_tests_names_each_test_it_fails(pytester: pytest.Pytester) -> None:
