@@ -15,17 +15,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from . import analysis, html
+from . import analysis, html, options
 from .client import HeadSpinClient
 from .model import (
     API_COLUMNS,
-    DEFAULT_STORE,
-    DEFAULT_URL,
     FILTER_STATUSES,
     TOKEN_ENV,
     URL_ENV,
     UserflowError,
-    headspin_url,
     utc_text,
 )
 from .report import format_table
@@ -60,27 +57,23 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"local store (default {DEFAULT_STORE})"
-    )
-    parser.add_argument(
-        "--source",
-        choices=("local", "headspin"),
-        default="local",
-        help="read the local store (default) or HeadSpin",
-    )
-    parser.add_argument("--headspin-token", help=f"API token (default: ${TOKEN_ENV})")
-    parser.add_argument("--headspin-url", help=f"API base (default: ${URL_ENV} or {DEFAULT_URL})")
+    _add_globals(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The global options are also taken after the command: pytest-userflow push --headspin-url URL
+    after = argparse.ArgumentParser(add_help=False)
+    _add_globals(after, given_only=True)
 
-    flows = commands.add_parser(
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[after], **kwargs)
+
+    flows = command(
         "flows",
         help="list the user flows",
         description="List the user flows with their ids and counts.",
     )
     _add_format(flows)
 
-    ms = commands.add_parser(
+    ms = command(
         "measurements",
         help="list measurements with the API's filters",
         description="List measurements. Filters combine with AND, repeated values of one filter "
@@ -95,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     ms.add_argument("--offset", type=_count)
     _add_format(ms)
 
-    st = commands.add_parser(
+    st = command(
         "stats",
         help="count, min, mean, p50, p95, max per flow and key",
         description="Statistics per flow, key and type over the filtered measurements "
@@ -113,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_format(st)
 
-    runs = commands.add_parser(
+    runs = command(
         "runs",
         help="the recorded runs, newest first",
         description="The runs in the local store, newest first.",
@@ -121,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=_count, default=20)
     _add_format(runs)
 
-    cmp = commands.add_parser(
+    cmp = command(
         "compare",
         help="baseline against candidate, per key; exit 1 over --fail-over",
         description="Compare the median of each key between a baseline and a candidate: two "
@@ -176,15 +169,14 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--noise",
         type=float,
-        default=analysis.DEFAULT_NOISE,
         metavar="K",
         help="a change is worse or better only beyond K times the medians' noise; 0: the "
-        f"threshold alone (default {analysis.DEFAULT_NOISE:g})",
+        f"threshold alone (default: the userflow_noise setting, else {analysis.DEFAULT_NOISE:g})",
     )
     _add_higher_is_better(cmp)
     _add_format(cmp)
 
-    chg = commands.add_parser(
+    chg = command(
         "changes",
         help="runs where a key shifted and stayed shifted (change-point detection)",
         description="Find the runs where a flow and key's values shifted and stayed shifted: "
@@ -221,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_format(chg)
 
-    plot = commands.add_parser(
+    plot = command(
         "plot",
         help="PNG of a key's trend over runs (needs the [plot] extra)",
         description="Draw a key's median and p95 per run, with failed tests' values marked. "
@@ -234,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--last", type=_count, default=30, help="this many newest runs (default 30)")
     plot.add_argument("-o", "--output", default="trend.png", help="PNG file (default trend.png)")
 
-    rep = commands.add_parser(
+    rep = command(
         "report",
         help="one self-contained HTML file of the trends (needs the [html] extra)",
         description="Write one HTML file that opens offline: the newest run, what needs "
@@ -255,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", default="userflow.html", help="HTML file (default userflow.html)"
     )
 
-    push = commands.add_parser(
+    push = command(
         "push",
         help="send the uploads still pending in the local store",
         description="Send every upload the plugin could not deliver during the run. Replays are "
@@ -280,6 +272,17 @@ def _parser() -> argparse.ArgumentParser:
         "(default: on)",
     )
     return parser
+
+
+def _add_globals(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """The settings (the plugin's, read as it reads them) and which source to read."""
+    options.add_arguments(parser, given_only=given_only)
+    parser.add_argument(
+        "--source",
+        choices=("local", "headspin"),
+        default=argparse.SUPPRESS if given_only else "local",
+        help="read the local store (default) or HeadSpin",
+    )
 
 
 def _add_higher_is_better(parser: argparse.ArgumentParser) -> None:
@@ -339,11 +342,11 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _source(args: argparse.Namespace) -> Source:
+def _source(args: argparse.Namespace, settings: options.Settings) -> Source:
     """What the commands read: the local store, or HeadSpin."""
     if args.source == "headspin":
-        return HeadSpinSource(args.headspin_token, args.headspin_url, args.store)
-    return LocalSource(args.store)
+        return HeadSpinSource(settings.token, settings.url, str(settings.store))
+    return LocalSource(str(settings.store))
 
 
 def _rows(source: Source, args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]]:
@@ -510,7 +513,7 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
         base_rows,
         _rows(source, args, statuses=statuses, **cand),
         higher_is_better=args.higher_is_better,
-        noise=args.noise,
+        noise=args.settings.noise if args.noise is None else args.noise,
     )
     rows: list[dict[str, Any]] = [
         {
@@ -689,10 +692,14 @@ def _push(args: argparse.Namespace, store: SQLiteStore) -> int:
         )
         print(f"nothing to push: no pending uploads in {args.store}{more}")
         return 0
-    token = api_token(args.headspin_token)
+    settings: options.Settings = args.settings
+    token = api_token(settings.token)
+    # A URL given now (its option or variable) wins over the one each upload was made with.
+    now = settings.given.get("url", "").startswith(("--", URL_ENV))
     by_url: dict[str, list[Any]] = {}
     for upload in uploads:
-        by_url.setdefault(headspin_url(args.headspin_url, upload.base_url), []).append(upload)
+        url = settings.url if now or not upload.base_url else upload.base_url
+        by_url.setdefault(url, []).append(upload)
     sent = failed = 0
     auth_error = None
     for url, group in by_url.items():
@@ -777,7 +784,10 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with _source(args) as source:
+        # The plugin's settings, read as it reads them; the commands take them from args.
+        args.settings = settings = options.resolve(options.from_arguments(args))
+        args.store = str(settings.store)
+        with _source(args, settings) as source:
             return COMMANDS[args.command](args, source)
     except StoreError as exc:
         if exc.damaged:

@@ -8,6 +8,7 @@ Every pytest process loads this module (``pytest --help`` too): it imports nothi
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -32,6 +33,8 @@ from .model import (
 )
 
 if TYPE_CHECKING:
+    import argparse
+
     from .gate import Budget
 
 BACKENDS = ("auto", "local", "headspin", "off")
@@ -480,6 +483,69 @@ def check_run(settings: Settings) -> None:
             import vl_convert  # noqa: F401
         except ImportError:
             raise SettingError(f"--userflow-html: {NEEDS_EXTRA}") from None
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """The table's settings the CLI takes, and pytest's ``-c FILE`` and ``--rootdir`` that find
+    the ini file. *given_only*: no defaults, for a command's parser, whose defaults would
+    otherwise replace the values given before the command."""
+    import argparse
+
+    unset = argparse.SUPPRESS if given_only else None
+    for setting in SETTINGS:
+        if setting.cli:
+            parser.add_argument(
+                *setting.cli,
+                dest=setting.dest,
+                metavar=setting.metavar,
+                default=unset,
+                help=setting.full_help(),
+            )
+    parser.add_argument(
+        "-c",
+        "--config-file",
+        dest="inifile",
+        metavar="FILE",
+        default=unset,
+        help="the ini file to read the settings from, as pytest's -c (default: the one pytest "
+        "finds from the current folder)",
+    )
+    parser.add_argument(
+        "--rootdir",
+        default=unset,
+        help="the folder the ini file's paths are relative to, as pytest's --rootdir",
+    )
+
+
+def from_arguments(args: argparse.Namespace, invocation_dir: Path | None = None) -> Inputs:
+    """The CLI's inputs: its arguments, the environment, and the ini file pytest would use
+    from *invocation_dir* (default: the current folder), found as pytest finds it."""
+    from _pytest.config.findpaths import determine_setup
+
+    here = invocation_dir or Path.cwd()
+    known: dict[str, Any] = {
+        "inifile": getattr(args, "inifile", None),
+        "args": [],
+        "rootdir_cmd_arg": getattr(args, "rootdir", None),
+        "invocation_dir": here,
+        "override_ini": None,
+    }
+    wanted = inspect.signature(determine_setup).parameters  # pytest 9 added override_ini
+    try:
+        rootdir, _, inicfg, *_ = determine_setup(**{k: v for k, v in known.items() if k in wanted})
+    except pytest.UsageError as exc:
+        raise SettingError(str(exc)) from None
+    return Inputs(
+        options={s.name: getattr(args, s.dest, None) for s in SETTINGS if s.cli},
+        # pytest 9 wraps each value with where it came from
+        ini={key: getattr(value, "value", value) for key, value in inicfg.items()},
+        invocation_dir=here,
+        rootdir=Path(rootdir),
+        flags={s.name: s.cli[0] for s in SETTINGS if s.cli},
+    )
 
 
 # -- pytest -----------------------------------------------------------------------------------
