@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import analysis, html, options
 from .client import HeadSpinClient
+from .gate import directions_of
 from .model import (
     API_COLUMNS,
     FILTER_STATUSES,
@@ -119,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
         help="baseline against candidate, per key; exit 1 over --fail-over",
         description="Compare the median of each key between a baseline and a candidate: two "
         "runs, two time windows, or by default the newest run against the --last N earlier runs "
-        "that ran all of its tests (only those tests' values count). Lower is better unless "
-        "--higher-is-better names the key. Passed tests only, unless --status says otherwise. "
+        "that ran all of its tests (only those tests' values count). Which way a key is better: "
+        "--higher-is-better, else the userflow_directions and userflow_budgets settings, else "
+        "lower. Passed tests only, unless --status says otherwise. "
         "A change is worse or better only beyond the threshold (--fail-over, else --min-change) "
         "and K times the noise of the two medians (--noise); text values are listed apart. "
         "Exit 1 when a key got worse by more than --fail-over.",
@@ -181,8 +183,9 @@ def _parser() -> argparse.ArgumentParser:
         help="runs where a key shifted and stayed shifted (change-point detection)",
         description="Find the runs where a flow and key's values shifted and stayed shifted: "
         "E-Divisive means on each run's median of the passed tests' values, in time order, "
-        "with a permutation test (deterministic). Lower is better unless --higher-is-better "
-        "names the key. With --source headspin each event is one point.",
+        "with a permutation test (deterministic). Which way a key is better: "
+        "--higher-is-better, else the userflow_directions and userflow_budgets settings, else "
+        "lower. With --source headspin each event is one point.",
         epilog="examples:\n  pytest-userflow changes --flow Login\n"
         "  pytest-userflow changes --fail-on worse --recent 5   # a nightly CI job\n"
         "  pytest-userflow changes --key 'Login Time' --by device --format json",
@@ -291,14 +294,17 @@ def _add_higher_is_better(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY",
-        help="keys for which higher is better (FPS, scores...); lower is for the others",
+        help="keys for which higher is better (FPS, scores...); the others as the "
+        "userflow_directions setting says, else lower",
     )
 
 
 def _direction(args: argparse.Namespace) -> analysis.Direction:
-    """Which way a key is better: higher for the --higher-is-better keys, else lower."""
-    higher = set(args.higher_is_better)
-    return lambda flow, key: "higher" if key in higher else "lower"
+    """Which way a key is better: higher for the --higher-is-better keys, else as the
+    settings say (the gate's one definition: ini directions and budgets)."""
+    higher = set(getattr(args, "higher_is_better", ()))
+    configured = directions_of(args.settings)
+    return lambda flow, key: "higher" if key in higher else configured(flow, key)
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
@@ -502,6 +508,10 @@ def _compare_sides(args: argparse.Namespace, source: Source) -> Sides:
     return {"run_ids": baseline}, {"run_ids": [candidate]}, wanted, said
 
 
+#: A direction as compare's column says it.
+SAID = {"lower": "lower is better", "higher": "higher is better", "ignore": "ignored"}
+
+
 def cmd_compare(args: argparse.Namespace, source: Source) -> int:
     base, cand, tests, said = _compare_sides(args, source)
     statuses = args.statuses or ["passed"]
@@ -512,7 +522,7 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
     comparisons = analysis.compare(
         base_rows,
         _rows(source, args, statuses=statuses, **cand),
-        higher_is_better=args.higher_is_better,
+        direction=_direction(args),
         noise=args.settings.noise if args.noise is None else args.noise,
     )
     rows: list[dict[str, Any]] = [
@@ -527,7 +537,7 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
             "baseline_n": c.baseline_n,
             "candidate_n": c.candidate_n,
             "units": c.units,
-            "direction": "higher is better" if c.higher_is_better else "lower is better",
+            "direction": SAID[c.direction],
             "verdict": c.verdict(threshold),
         }
         for c in comparisons
@@ -643,15 +653,22 @@ def cmd_plot(args: argparse.Namespace, source: Source) -> int:
     if not runs:  # oldest first
         raise CliError("the store has no runs yet")
     every = [r["run_id"] for r in runs] if args.last else []  # none: every run
-    rows = source.measurements(
-        Query(args.flow, keys=[args.key], statuses=["passed", "failed"], run_ids=every)
+    rows = list(
+        source.measurements(
+            Query(args.flow, keys=[args.key], statuses=["passed", "failed"], run_ids=every)
+        )
     )
+    flows = {row["user_flow_name"] for row in rows}
+    way = _direction(args)(flows.pop() if len(flows) == 1 else args.flow or "*", args.key)
     from .plot import plot_trend
 
-    count = plot_trend(rows, runs, key=args.key, output=args.output)
+    count = plot_trend(rows, runs, key=args.key, output=args.output, direction=way)
     if count == 0:
         raise CliError(f"no numeric values of key {args.key!r} in the last {len(runs)} run(s)")
-    print(f"wrote {args.output}: {count} value(s) of {args.key!r} over {len(runs)} run(s)")
+    print(
+        f"wrote {args.output}: {count} value(s) of {args.key!r} ({SAID[way]}) over "
+        f"{len(runs)} run(s)"
+    )
     return 0
 
 

@@ -121,3 +121,52 @@ def test_push_finds_the_ini_store_and_takes_the_url_after_the_command(
     assert push.returncode == 0, push.stdout + push.stderr
     assert f"pushing 1 upload(s) to {hs_env.url}" in push.stdout
     assert [m["value"] for m in hs_env.state.measurements_of("Login")] == [1.5]
+
+
+FPS_SUITE = """
+    import os, pytest
+
+    @pytest.mark.userflow("Feed Scroll")
+    def test_scroll(record_measurement):
+        i = int(os.environ["RUN"])
+        noise = [0, 0.5, -0.25, 0.75, -0.5, 0.25, -0.75, 0.5][i % 8]
+        record_measurement("FPS", float(os.environ["FPS"]) + noise, units="fps")
+"""
+
+
+def test_one_direction_in_every_reader(pytester: pytest.Pytester, monkeypatch) -> None:
+    """``* :: FPS higher`` in the ini: a 30% drop of FPS is worse for the run's line,
+    ``changes``, ``compare``, the report's "Needs attention" and ``plot``."""
+    pytester.makeini("[pytest]\nuserflow_directions =\n    * :: FPS higher\n")
+    pytester.makepyfile(FPS_SUITE)
+    for i, fps in enumerate([60] * 10 + [42] * 3):
+        monkeypatch.setenv("RUN", str(i))
+        monkeypatch.setenv("FPS", str(fps))
+        result = pytester.runpytest(
+            "-p",
+            "no:cacheprovider",
+            "--userflow-baseline",
+            "local",
+            "--userflow-regression-mode",
+            "warn",
+        )
+    result.stdout.fnmatch_lines(["worse change confirmed: Feed Scroll/FPS -30*"])
+    changes = run_in(pytester.path, "changes", "--format", "json")
+    assert changes.returncode == 0, changes.stderr
+    found = json.loads(changes.stdout)["changes"]
+    assert [(c["key"], c["direction"]) for c in found] == [("FPS", "worse")]
+    failing = run_in(pytester.path, "changes", "--fail-on", "worse")
+    assert failing.returncode == 1 and "Feed Scroll/FPS -30" in failing.stderr
+    compared = run_in(pytester.path, "compare", "--format", "json", "--last", "8")
+    assert compared.returncode == 0, compared.stderr
+    (row,) = json.loads(compared.stdout)["comparisons"]
+    assert (row["direction"], row["verdict"]) == ("higher is better", "worse")
+    report = run_in(pytester.path, "report", "-o", "r.html")
+    assert report.returncode == 0, report.stderr
+    page = (pytester.path / "r.html").read_text()
+    attention = page[page.index('<section id="attention">') :]
+    attention = attention[: attention.index("</section>")]
+    assert "worse change: Feed Scroll/FPS -30" in attention
+    plot = run_in(pytester.path, "plot", "--key", "FPS", "-o", "fps.png")
+    assert plot.returncode == 0, plot.stderr
+    assert "higher is better" in plot.stdout
