@@ -136,6 +136,8 @@ MIN_CHANGE_PCT = 5.0
 MEDIAN_SE = 1.2533
 #: compare's verdict for a key whose values are not numbers.
 NOT_NUMERIC = "not numeric"
+#: Which way a flow's key is better: ``lower``, ``higher`` or ``ignore``.
+Direction = Callable[[str, str], str]
 
 
 def robust_spread(values: Sequence[float]) -> float:
@@ -154,7 +156,7 @@ class Comparison:
     candidate: float | None
     baseline_n: int
     candidate_n: int
-    higher_is_better: bool
+    direction: str  # lower, higher or ignore: which way the key is better
     spread: float = 0.0  # the baseline values' robust spread
     noise: float = DEFAULT_NOISE  # how many standard errors a change must pass
     numeric: bool = True
@@ -162,6 +164,10 @@ class Comparison:
     @property
     def change_pct(self) -> float | None:
         return percent_change(self.baseline, self.candidate)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == "higher"
 
     @property
     def worse_pct(self) -> float | None:
@@ -185,6 +191,8 @@ class Comparison:
         threshold; "within noise" past the threshold but not the noise."""
         if not self.numeric:
             return NOT_NUMERIC
+        if self.direction == "ignore":
+            return "ignored"
         worse, noise = self.worse_pct, self.noise_pct
         if worse is None or noise is None:
             return "no data" if self.baseline is None or self.candidate is None else "n/a"
@@ -213,12 +221,12 @@ def _numbers(
 def compare(
     baseline_rows: Iterable[dict[str, Any]],
     candidate_rows: Iterable[dict[str, Any]],
-    higher_is_better: Iterable[str] = (),
+    direction: Direction = lambda flow, key: "lower",
     noise: float = DEFAULT_NOISE,
 ) -> list[Comparison]:
     """Per flow, key and type: the medians of baseline and candidate, and the baseline's
-    spread; keys with no numeric value on either side are marked not numeric."""
-    better_up = set(higher_is_better)
+    spread; keys with no numeric value on either side are marked not numeric. *direction*:
+    which way a flow's key is better."""
     base = _numbers(baseline_rows)
     cand = _numbers(candidate_rows)
     out = []
@@ -235,7 +243,7 @@ def compare(
                 median(c_values) if c_values else None,
                 len(b_values),
                 len(c_values),
-                key[1] in better_up,
+                direction(key[0], key[1]),
                 spread=robust_spread(b_values) if b_values else 0.0,
                 noise=noise,
                 numeric=bool(b_values or c_values),
@@ -443,8 +451,6 @@ def _with_medians(
 
 
 Series = dict[tuple[Any, ...], tuple[list[tuple[str, float]], "str | None"]]
-#: Which way a flow's key is better: ``lower``, ``higher`` or ``ignore``.
-Direction = Callable[[str, str], str]
 
 
 def find_changes(

@@ -15,17 +15,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from . import analysis, html
+from . import analysis, html, options
 from .client import HeadSpinClient
+from .gate import directions_of
 from .model import (
     API_COLUMNS,
-    DEFAULT_STORE,
-    DEFAULT_URL,
     FILTER_STATUSES,
     TOKEN_ENV,
     URL_ENV,
     UserflowError,
-    headspin_url,
     utc_text,
 )
 from .report import format_table
@@ -60,27 +58,23 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"local store (default {DEFAULT_STORE})"
-    )
-    parser.add_argument(
-        "--source",
-        choices=("local", "headspin"),
-        default="local",
-        help="read the local store (default) or HeadSpin",
-    )
-    parser.add_argument("--headspin-token", help=f"API token (default: ${TOKEN_ENV})")
-    parser.add_argument("--headspin-url", help=f"API base (default: ${URL_ENV} or {DEFAULT_URL})")
+    _add_globals(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The global options are also taken after the command: pytest-userflow push --headspin-url URL
+    after = argparse.ArgumentParser(add_help=False)
+    _add_globals(after, given_only=True)
 
-    flows = commands.add_parser(
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[after], **kwargs)
+
+    flows = command(
         "flows",
         help="list the user flows",
         description="List the user flows with their ids and counts.",
     )
     _add_format(flows)
 
-    ms = commands.add_parser(
+    ms = command(
         "measurements",
         help="list measurements with the API's filters",
         description="List measurements. Filters combine with AND, repeated values of one filter "
@@ -95,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     ms.add_argument("--offset", type=_count)
     _add_format(ms)
 
-    st = commands.add_parser(
+    st = command(
         "stats",
         help="count, min, mean, p50, p95, max per flow and key",
         description="Statistics per flow, key and type over the filtered measurements "
@@ -113,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_format(st)
 
-    runs = commands.add_parser(
+    runs = command(
         "runs",
         help="the recorded runs, newest first",
         description="The runs in the local store, newest first.",
@@ -121,13 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=_count, default=20)
     _add_format(runs)
 
-    cmp = commands.add_parser(
+    cmp = command(
         "compare",
         help="baseline against candidate, per key; exit 1 over --fail-over",
         description="Compare the median of each key between a baseline and a candidate: two "
         "runs, two time windows, or by default the newest run against the --last N earlier runs "
-        "that ran all of its tests (only those tests' values count). Lower is better unless "
-        "--higher-is-better names the key. Passed tests only, unless --status says otherwise. "
+        "that ran all of its tests (only those tests' values count). Which way a key is better: "
+        "--higher-is-better, else the userflow_directions and userflow_budgets settings, else "
+        "lower. Passed tests only, unless --status says otherwise. "
         "A change is worse or better only beyond the threshold (--fail-over, else --min-change) "
         "and K times the noise of the two medians (--noise); text values are listed apart. "
         "Exit 1 when a key got worse by more than --fail-over.",
@@ -176,21 +171,21 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--noise",
         type=float,
-        default=analysis.DEFAULT_NOISE,
         metavar="K",
         help="a change is worse or better only beyond K times the medians' noise; 0: the "
-        f"threshold alone (default {analysis.DEFAULT_NOISE:g})",
+        f"threshold alone (default: the userflow_noise setting, else {analysis.DEFAULT_NOISE:g})",
     )
     _add_higher_is_better(cmp)
     _add_format(cmp)
 
-    chg = commands.add_parser(
+    chg = command(
         "changes",
         help="runs where a key shifted and stayed shifted (change-point detection)",
         description="Find the runs where a flow and key's values shifted and stayed shifted: "
         "E-Divisive means on each run's median of the passed tests' values, in time order, "
-        "with a permutation test (deterministic). Lower is better unless --higher-is-better "
-        "names the key. With --source headspin each event is one point.",
+        "with a permutation test (deterministic). Which way a key is better: "
+        "--higher-is-better, else the userflow_directions and userflow_budgets settings, else "
+        "lower. With --source headspin each event is one point.",
         epilog="examples:\n  pytest-userflow changes --flow Login\n"
         "  pytest-userflow changes --fail-on worse --recent 5   # a nightly CI job\n"
         "  pytest-userflow changes --key 'Login Time' --by device --format json",
@@ -221,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_format(chg)
 
-    plot = commands.add_parser(
+    plot = command(
         "plot",
         help="PNG of a key's trend over runs (needs the [plot] extra)",
         description="Draw a key's median and p95 per run, with failed tests' values marked. "
@@ -234,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--last", type=_count, default=30, help="this many newest runs (default 30)")
     plot.add_argument("-o", "--output", default="trend.png", help="PNG file (default trend.png)")
 
-    rep = commands.add_parser(
+    rep = command(
         "report",
         help="one self-contained HTML file of the trends (needs the [html] extra)",
         description="Write one HTML file that opens offline: the newest run, what needs "
@@ -255,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", default="userflow.html", help="HTML file (default userflow.html)"
     )
 
-    push = commands.add_parser(
+    push = command(
         "push",
         help="send the uploads still pending in the local store",
         description="Send every upload the plugin could not deliver during the run. Replays are "
@@ -282,20 +277,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_globals(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """The settings (the plugin's, read as it reads them) and which source to read."""
+    options.add_arguments(parser, given_only=given_only)
+    parser.add_argument(
+        "--source",
+        choices=("local", "headspin"),
+        default=argparse.SUPPRESS if given_only else "local",
+        help="read the local store (default) or HeadSpin",
+    )
+
+
 def _add_higher_is_better(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--higher-is-better",
         action="append",
         default=[],
         metavar="KEY",
-        help="keys for which higher is better (FPS, scores...); lower is for the others",
+        help="keys for which higher is better (FPS, scores...); the others as the "
+        "userflow_directions setting says, else lower",
     )
 
 
 def _direction(args: argparse.Namespace) -> analysis.Direction:
-    """Which way a key is better: higher for the --higher-is-better keys, else lower."""
-    higher = set(args.higher_is_better)
-    return lambda flow, key: "higher" if key in higher else "lower"
+    """Which way a key is better: higher for the --higher-is-better keys, else as the
+    settings say (the gate's one definition: ini directions and budgets)."""
+    higher = set(getattr(args, "higher_is_better", ()))
+    configured = directions_of(args.settings)
+    return lambda flow, key: "higher" if key in higher else configured(flow, key)
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
@@ -339,11 +348,11 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _source(args: argparse.Namespace) -> Source:
+def _source(args: argparse.Namespace, settings: options.Settings) -> Source:
     """What the commands read: the local store, or HeadSpin."""
     if args.source == "headspin":
-        return HeadSpinSource(args.headspin_token, args.headspin_url, args.store)
-    return LocalSource(args.store)
+        return HeadSpinSource(settings.token, settings.url, str(settings.store))
+    return LocalSource(str(settings.store))
 
 
 def _rows(source: Source, args: argparse.Namespace, **overrides: Any) -> Iterator[dict[str, Any]]:
@@ -499,6 +508,10 @@ def _compare_sides(args: argparse.Namespace, source: Source) -> Sides:
     return {"run_ids": baseline}, {"run_ids": [candidate]}, wanted, said
 
 
+#: A direction as compare's column says it.
+SAID = {"lower": "lower is better", "higher": "higher is better", "ignore": "ignored"}
+
+
 def cmd_compare(args: argparse.Namespace, source: Source) -> int:
     base, cand, tests, said = _compare_sides(args, source)
     statuses = args.statuses or ["passed"]
@@ -509,8 +522,8 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
     comparisons = analysis.compare(
         base_rows,
         _rows(source, args, statuses=statuses, **cand),
-        higher_is_better=args.higher_is_better,
-        noise=args.noise,
+        direction=_direction(args),
+        noise=args.settings.noise if args.noise is None else args.noise,
     )
     rows: list[dict[str, Any]] = [
         {
@@ -524,7 +537,7 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
             "baseline_n": c.baseline_n,
             "candidate_n": c.candidate_n,
             "units": c.units,
-            "direction": "higher is better" if c.higher_is_better else "lower is better",
+            "direction": SAID[c.direction],
             "verdict": c.verdict(threshold),
         }
         for c in comparisons
@@ -640,15 +653,22 @@ def cmd_plot(args: argparse.Namespace, source: Source) -> int:
     if not runs:  # oldest first
         raise CliError("the store has no runs yet")
     every = [r["run_id"] for r in runs] if args.last else []  # none: every run
-    rows = source.measurements(
-        Query(args.flow, keys=[args.key], statuses=["passed", "failed"], run_ids=every)
+    rows = list(
+        source.measurements(
+            Query(args.flow, keys=[args.key], statuses=["passed", "failed"], run_ids=every)
+        )
     )
+    flows = {row["user_flow_name"] for row in rows}
+    way = _direction(args)(flows.pop() if len(flows) == 1 else args.flow or "*", args.key)
     from .plot import plot_trend
 
-    count = plot_trend(rows, runs, key=args.key, output=args.output)
+    count = plot_trend(rows, runs, key=args.key, output=args.output, direction=way)
     if count == 0:
         raise CliError(f"no numeric values of key {args.key!r} in the last {len(runs)} run(s)")
-    print(f"wrote {args.output}: {count} value(s) of {args.key!r} over {len(runs)} run(s)")
+    print(
+        f"wrote {args.output}: {count} value(s) of {args.key!r} ({SAID[way]}) over "
+        f"{len(runs)} run(s)"
+    )
     return 0
 
 
@@ -689,10 +709,14 @@ def _push(args: argparse.Namespace, store: SQLiteStore) -> int:
         )
         print(f"nothing to push: no pending uploads in {args.store}{more}")
         return 0
-    token = api_token(args.headspin_token)
+    settings: options.Settings = args.settings
+    token = api_token(settings.token)
+    # A URL given now (its option or variable) wins over the one each upload was made with.
+    now = settings.given.get("url", "").startswith(("--", URL_ENV))
     by_url: dict[str, list[Any]] = {}
     for upload in uploads:
-        by_url.setdefault(headspin_url(args.headspin_url, upload.base_url), []).append(upload)
+        url = settings.url if now or not upload.base_url else upload.base_url
+        by_url.setdefault(url, []).append(upload)
     sent = failed = 0
     auth_error = None
     for url, group in by_url.items():
@@ -777,7 +801,10 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with _source(args) as source:
+        # The plugin's settings, read as it reads them; the commands take them from args.
+        args.settings = settings = options.resolve(options.from_arguments(args))
+        args.store = str(settings.store)
+        with _source(args, settings) as source:
             return COMMANDS[args.command](args, source)
     except StoreError as exc:
         if exc.damaged:

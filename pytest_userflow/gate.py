@@ -32,6 +32,7 @@ from .model import Measurement, MeasurementError, is_number
 from .storage import Query
 
 if TYPE_CHECKING:
+    from .options import Settings
     from .storage import History
 
 #: Fewer passed values than this in a baseline give no regression verdict.
@@ -160,6 +161,39 @@ def parse_direction(line: str, *, where: str) -> Budget:
             "'flow :: key ignore'"
         )
     return Budget(match["flow"], match["key"], direction=match["direction"])
+
+
+def direction(
+    flow: str,
+    key: str,
+    directions: Iterable[Budget] = (),
+    budgets: Iterable[Budget] = (),
+    budget: Budget | None = None,
+) -> str:
+    """Which way *flow*'s *key* is better, ``lower``, ``higher`` or ``ignore``: the one
+    definition the gate, the run's change line and every command use. The test's own
+    *budget* (its marker's ``direction=``), else the ini's *directions* (a line for this flow
+    before a ``*`` line), else ``higher`` for a key whose budget (the test's, else the first
+    ini one) has only a ``min``, else ``lower``.
+
+    >>> direction("Feed", "FPS", [parse_direction("* :: FPS higher", where="ini")])
+    'higher'
+    """
+    if budget is not None and budget.direction is not None:
+        return budget.direction
+    directions = list(directions)
+    for wanted in (flow, "*"):
+        for line in directions:
+            if line.flow == wanted and line.key == key and line.direction is not None:
+                return line.direction
+    bounds = budget or next((b for b in budgets if b.applies(flow, key)), None)
+    return "higher" if bounds is not None and bounds.higher_is_better else "lower"
+
+
+def directions_of(settings: Settings) -> Direction:
+    """Which way each key is better, by the resolved settings (its ini directions and
+    budgets): what the commands and the report read the history with."""
+    return lambda flow, key: direction(flow, key, settings.directions, settings.budgets)
 
 
 def merge(budgets: Iterable[Budget]) -> dict[tuple[str, str], Budget]:
@@ -426,23 +460,10 @@ class Gate:
     def active(self, test_budgets: dict[str, Budget]) -> bool:
         return bool(test_budgets or self.budgets or self.baselines)
 
-    def direction(self, flow: str, key: str, budget: Budget | None) -> str:
-        """Which way *key* is better: the test's marker, else the ini's directions (a line
-        for this flow before a ``*`` line), else ``higher`` for a key with only a ``min``
-        budget, else ``lower``."""
-        if budget is not None and budget.direction is not None:
-            return budget.direction
-        for wanted in (flow, "*"):
-            for line in self.directions:
-                if line.flow == wanted and line.key == key and line.direction is not None:
-                    return line.direction
-        return "higher" if budget is not None and budget.higher_is_better else "lower"
-
     def key_direction(self, flow: str, key: str) -> str:
-        """Which way *key* is better for the run as a whole: its ini budget and directions
-        (a test's own markers aside), for the changes a run's end looks for."""
-        budget = next((b for b in self.budgets if b.applies(flow, key)), None)
-        return self.direction(flow, key, budget)
+        """Which way *key* is better for the run as a whole (a test's own markers aside),
+        for the changes a run's end looks for."""
+        return direction(flow, key, self.directions, self.budgets)
 
     def check(
         self,
@@ -462,9 +483,9 @@ class Gate:
         for m in measurements:
             budget = budgets.get(m.key)
             checks = [check_budget(nodeid, flow, m, budget)] if budget and budget.bounded else []
-            direction = self.direction(flow, m.key, budget)
-            if self.baselines is not None and direction != "ignore":
-                checks.append(self._regression(nodeid, flow, m, direction, verdict, device))
+            way = direction(flow, m.key, self.directions, self.budgets, budget)
+            if self.baselines is not None and way != "ignore":
+                checks.append(self._regression(nodeid, flow, m, way, verdict, device))
             made += [check for check in checks if check is not None]
         self.checks += made
         return made

@@ -313,11 +313,17 @@ def check_device_address(address: object, *, where: str | None = None) -> str:
 def headspin_token(given: str | None) -> str | None:
     """The API token: *given* (``--headspin-token``), else ``HEADSPIN_API_TOKEN``; None when
     there is none. A token that cannot go into a header safely is refused, and never shown."""
-    token = (given or os.environ.get(TOKEN_ENV, "")).strip() or None
-    if token is not None and not all(c.isprintable() and not c.isspace() for c in token):
-        source = "--headspin-token" if given else TOKEN_ENV
+    env = os.environ.get(TOKEN_ENV, "").strip()
+    token = (given or "").strip() or env
+    return check_token(token, "--headspin-token" if given else TOKEN_ENV) if token else None
+
+
+def check_token(token: str, where: str) -> str:
+    """*token* (from *where*) if an HTTP header can carry it; never shown."""
+    token = token.strip()
+    if not all(c.isprintable() and not c.isspace() for c in token):
         raise UserflowError(
-            f"the HeadSpin API token from {source} holds spaces, a newline or other control "
+            f"the HeadSpin API token from {where} holds spaces, a newline or other control "
             "characters, which an HTTP header cannot carry: set it to the token alone"
         )
     if token is not None and not token.isascii():
@@ -331,18 +337,23 @@ def headspin_token(given: str | None) -> str | None:
 
 def headspin_url(given: str | None, fallback: str | None = None) -> str:
     """The API base: *given* (``--headspin-url``), else ``HEADSPIN_API_URL``, else
-    *fallback* (the ini key's, or the URL an upload was recorded with), else the default.
-    Credentials in it are refused, and never shown: the token is the only credential sent."""
+    *fallback* (the URL an upload was recorded with), else the default."""
     env = os.environ.get(URL_ENV, "").strip()
-    url = (given or env or fallback or DEFAULT_URL).rstrip("/")
     source = "--headspin-url" if given else URL_ENV if env else "the configured URL"
+    return check_url(given or env or fallback or DEFAULT_URL, source)
+
+
+def check_url(url: str, where: str) -> str:
+    """*url* (from *where*) without its trailing slash, if it is an http(s) URL without
+    credentials: the token is the only credential sent, and they are never shown."""
+    url = url.strip().rstrip("/")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = url if "@" not in url else "(not shown: it has an @)"
-        raise UserflowError(f"{source}: {shown} is not an http:// or https:// URL")
+        raise UserflowError(f"{where}: {shown} is not an http:// or https:// URL")
     if "@" in parts.netloc:
         raise UserflowError(
-            f"{source} holds a user name or password (user:pass@...); they are not shown, and "
+            f"{where} holds a user name or password (user:pass@...); they are not shown, and "
             f"not used: the API token is the credential. Give the URL without them, such as "
             f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
         )

@@ -1,10 +1,20 @@
-"""The plugin's options: declared once, resolved command line > environment > ini > default."""
+"""The settings, declared once in one table that makes pytest's options and ini keys and the
+CLI's arguments, and one resolution: command line > environment > ini > default.
+
+>>> settings = resolve(Inputs(options={}, ini={"userflow_noise": "2"}))  # doctest: +SKIP
+
+Every pytest process loads this module (``pytest --help`` too): it imports nothing heavy.
+"""
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -18,175 +28,342 @@ from .model import (
     MeasurementError,
     UserflowError,
     check_device_address,
-    headspin_token,
-    headspin_url,
+    check_token,
+    check_url,
 )
 
 if TYPE_CHECKING:
+    import argparse
+
     from .gate import Budget
 
 BACKENDS = ("auto", "local", "headspin", "off")
 APIS = ("v0", "legacy")
-DEFAULT_FLUSH_TIMEOUT = 60.0
-#: The store setting from the environment, between the command line and the ini file.
-STORE_ENV = "USERFLOW_STORE"
 BASELINES = ("off", "local", "headspin")
 MODES = ("fail", "warn")
+DEFAULT_FLUSH_TIMEOUT = 60.0
 DEFAULT_REGRESSION = 20.0
 DEFAULT_BASELINE_RUNS = 10
+#: The store setting from the environment, between the command line and the ini file.
+STORE_ENV = "USERFLOW_STORE"
 
 
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("userflow", "record performance measurements into user flows")
-    group.addoption(
+class SettingError(UserflowError):
+    """A setting's value is wrong; the message names where the value came from."""
+
+
+class Given(NamedTuple):
+    """A setting's value as given: where it came from, and the folder a path in it is
+    relative to (the caller's for the command line and environment, the rootdir for the ini)."""
+
+    value: Any
+    where: str
+    base: Path
+
+
+#: Reads a given value into the setting's type; raises MeasurementError or UserflowError.
+Parse = Callable[[Given], Any]
+
+
+def _text(given: Given) -> Any:
+    return given.value.strip() if isinstance(given.value, str) else given.value
+
+
+def _choice(*allowed: str) -> Parse:
+    def parse(given: Given) -> str:
+        value = str(given.value).strip().lower()
+        if value not in allowed:
+            raise SettingError(f"{given.where}: {given.value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _number(what: str, whole: bool = False) -> Parse:
+    def parse(given: Given) -> float:
+        try:
+            number = float(given.value)
+        except ValueError:
+            number = math.nan
+        if not (number >= (1 if whole else 0) and math.isfinite(number)) or (
+            whole and number != int(number)
+        ):
+            raise SettingError(f"{given.where}: {given.value!r} is not {what}")
+        return int(number) if whole else number
+
+    return parse
+
+
+def _token(given: Given) -> str:
+    return check_token(given.value, given.where)
+
+
+def _url(given: Given) -> str:
+    return check_url(given.value, given.where)
+
+
+def _store(given: Given) -> Path | str:
+    from .storage import is_url, sqlite_path
+
+    # A URL stays as it is (Path would fold its //); a path is the caller's or the rootdir's.
+    text = given.value.strip()
+    return text if is_url(text) else Path(given.base, sqlite_path(text)).resolve()
+
+
+def _devices(given: Given) -> tuple[str, ...]:
+    devices: list[str] = []
+    for raw in given.value:
+        try:
+            device = check_device_address(raw)
+        except MeasurementError as exc:
+            raise SettingError(f"{given.where}: {exc}") from None
+        if device in devices:
+            raise SettingError(
+                f"{given.where}: the device {device} is given twice; each xdist worker "
+                "drives a device of its own"
+            )
+        devices.append(device)
+    return tuple(devices)
+
+
+def _budgets(given: Given) -> tuple[Budget, ...]:
+    from .gate import Budget
+
+    return tuple(Budget.parse_line(line, where=given.where) for line in given.value)
+
+
+def _directions(given: Given) -> tuple[Budget, ...]:
+    from .gate import parse_direction
+
+    return tuple(parse_direction(line, where=given.where) for line in given.value)
+
+
+def _output(given: Given) -> Path:
+    """A file the run writes at its end, checked now: its folder must exist and be writable
+    (it is not made for you), so that a typo costs a line, not the report."""
+    path = Path(given.base, given.value)
+    if path.is_dir():
+        raise SettingError(f"{given.where}: {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise SettingError(
+            f"{given.where}: the folder {path.parent} does not exist; make it first, or give "
+            "another path"
+        )
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise SettingError(f"{given.where}: the folder {path.parent} is not writable")
+    return path
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its field of :class:`Settings`, its pytest option and ini key, its
+    environment variable, its default, and how a given value is read."""
+
+    name: str
+    option: str | None
+    help: str
+    ini: str | None = None
+    env: str | None = None
+    default: Any = None
+    parse: Parse = _text
+    metavar: str | None = None
+    #: ``append`` (repeatable) or ``store_true`` (a flag); None: one value.
+    action: str | None = None
+    linelist: bool = False
+    #: The CLI takes it too, under these flags (the first names it in errors).
+    cli: tuple[str, ...] = ()
+    #: A regression gate setting: on the command line it needs the gate on.
+    gate: bool = False
+    dest: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.dest and self.option:
+            object.__setattr__(self, "dest", self.option[2:].replace("-", "_"))
+
+    def full_help(self) -> str:
+        """The option's help, with its ini key, variable and default."""
+        said = [f"ini: {self.ini}"] if self.ini else []
+        said += [f"env: {self.env}"] if self.env else []
+        if isinstance(self.default, (str, int, float)) and not isinstance(self.default, bool):
+            said.append(f"default {self.default:g}" if isinstance(self.default, float) else
+                        f"default {self.default}")  # fmt: skip
+        return f"{self.help} ({'; '.join(said)})" if said else self.help
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "flow",
         "--userflow",
-        dest="userflow",
+        "user flow for tests that carry no @pytest.mark.userflow marker",
+        ini="userflow_name",
         metavar="NAME",
-        help="user flow for tests that carry no @pytest.mark.userflow marker (ini: userflow_name)",
-    )
-    group.addoption(
+    ),
+    Setting(
+        "backend",
         "--userflow-backend",
-        dest="userflow_backend",
+        "where measurements go: auto is headspin when a token is set, else local",
+        ini="userflow_backend",
+        default="auto",
+        parse=_choice(*BACKENDS),
         metavar="{auto,local,headspin,off}",
-        help="where measurements go: auto (default) is headspin when a token is "
-        "set, else local (ini: userflow_backend)",
-    )
-    group.addoption(
+    ),
+    Setting(
+        "token",
         "--headspin-token",
-        dest="headspin_token",
+        "HeadSpin API token; never printed or stored",
+        env=TOKEN_ENV,
+        parse=_token,
         metavar="TOKEN",
-        help=f"HeadSpin API token (env: {TOKEN_ENV}); never printed or stored",
-    )
-    group.addoption(
+        cli=("--headspin-token",),
+    ),
+    Setting(
+        "url",
         "--headspin-url",
-        dest="headspin_url",
+        "HeadSpin API base URL",
+        ini="headspin_url",
+        env=URL_ENV,
+        default=DEFAULT_URL,
+        parse=_url,
         metavar="URL",
-        help=f"HeadSpin API base URL (env: {URL_ENV}, ini: headspin_url; default {DEFAULT_URL})",
-    )
-    group.addoption(
+        cli=("--headspin-url",),
+    ),
+    Setting(
+        "store",
         "--userflow-store",
-        dest="userflow_store",
+        "the history: a SQLite file (a path or sqlite:///path), also the upload spool",
+        ini="userflow_store",
+        env=STORE_ENV,
+        default=DEFAULT_STORE,
+        parse=_store,
         metavar="PATH",
-        help=f"local SQLite store, also the upload spool: a path or sqlite:///path "
-        f"(ini: userflow_store; env: {STORE_ENV}; default {DEFAULT_STORE})",
-    )
-    group.addoption(
+        cli=("--store", "--userflow-store"),
+    ),
+    Setting(
+        "devices",
         "--userflow-device",
-        dest="userflow_devices",
-        action="append",
+        "device address device_id@hostname; repeat for one xdist worker per device",
+        ini="userflow_devices",
+        default=(),
+        parse=_devices,
         metavar="ADDR",
-        help="device address device_id@hostname; repeat for one xdist worker per "
-        "device (ini: userflow_devices)",
-    )
-    group.addoption(
+        action="append",
+        linelist=True,
+        dest="userflow_devices",
+    ),
+    Setting(
+        "api",
         "--userflow-api",
-        dest="userflow_api",
+        "upload through /v0/userflows/... (v0) or /v0/perftests/upload (legacy)",
+        ini="userflow_api",
+        default="v0",
+        parse=_choice(*APIS),
         metavar="{v0,legacy}",
-        help="upload through /v0/userflows/... (v0, default) or /v0/perftests/upload "
-        "(legacy) (ini: userflow_api)",
-    )
-    group.addoption(
+    ),
+    Setting(
+        "report",
         "--userflow-report",
-        dest="userflow_report",
+        "write a JSON report of what was recorded and where it went",
+        parse=_output,
         metavar="PATH",
-        help="write a JSON report of what was recorded and where it went",
-    )
-    group.addoption(
+    ),
+    Setting(
+        "html",
         "--userflow-html",
-        dest="userflow_html",
-        metavar="PATH",
-        help="write the HTML report of the trends at the end of the run (the [html] extra; "
+        "write the HTML report of the trends at the end of the run (the [html] extra; "
         "pytest-userflow report makes the same)",
-    )
-    group.addoption(
+        parse=_output,
+        metavar="PATH",
+    ),
+    Setting(
+        "dry_run",
         "--userflow-dry-run",
-        dest="userflow_dry_run",
-        action="store_true",
+        "send nothing: print the HeadSpin requests that would be sent",
         default=False,
-        help="send nothing: print the HeadSpin requests that would be sent",
-    )
-    group.addoption(
+        action="store_true",
+    ),
+    Setting(
+        "flush_timeout",
         "--userflow-flush-timeout",
-        dest="userflow_flush_timeout",
+        "longest wait at session end for pending uploads; the rest stays in the spool for "
+        "'pytest-userflow push'",
+        ini="userflow_flush_timeout",
+        default=DEFAULT_FLUSH_TIMEOUT,
+        parse=_number("a number of seconds >= 0"),
         metavar="SECONDS",
-        help="longest wait at session end for pending uploads; the rest stays in the "
-        f"spool for 'pytest-userflow push' (ini: userflow_flush_timeout; "
-        f"default {DEFAULT_FLUSH_TIMEOUT:g})",
-    )
-    group.addoption(
-        "--userflow-baseline",
-        dest="userflow_baseline",
-        metavar="{off,local,headspin}",
-        help="regression gate: compare each value with the median of its last passed "
-        "values in the local store or on HeadSpin (ini: userflow_baseline; "
-        "default off)",
-    )
-    group.addoption(
-        "--userflow-regression",
-        dest="userflow_regression",
-        metavar="PCT",
-        help="a value worse than its baseline by more than PCT percent is a "
-        f"regression (ini: userflow_regression; default {DEFAULT_REGRESSION:g})",
-    )
-    group.addoption(
-        "--userflow-baseline-runs",
-        dest="userflow_baseline_runs",
-        metavar="N",
-        help="the baseline is the median of the last N passed values "
-        f"(ini: userflow_baseline_runs; default {DEFAULT_BASELINE_RUNS})",
-    )
-    group.addoption(
-        "--userflow-noise",
-        dest="userflow_noise",
-        metavar="K",
-        help="a regression must also be worse than K times the baseline's noise (1.4826 x "
-        f"its median absolute deviation); 0: the threshold alone (ini: userflow_noise; "
-        f"default {DEFAULT_NOISE:g})",
-    )
-    group.addoption(
-        "--userflow-regression-mode",
-        dest="userflow_regression_mode",
-        metavar="{fail,warn}",
-        help="a regression fails the test (default) or only "
-        "shows in the summary (ini: userflow_regression_mode)",
-    )
-    parser.addini("userflow_name", "user flow for tests that carry no marker")
-    parser.addini("userflow_backend", "auto, local, headspin or off", default="")
-    parser.addini("headspin_url", f"HeadSpin API base URL (default {DEFAULT_URL})", default="")
-    parser.addini("userflow_store", f"local SQLite store (default {DEFAULT_STORE})", default="")
-    parser.addini(
-        "userflow_devices",
-        "device addresses device_id@hostname, one a line",
-        type="linelist",
-        default=[],
-    )
-    parser.addini("userflow_api", "v0 or legacy", default="")
-    parser.addini(
-        "userflow_flush_timeout", "seconds to wait for pending uploads at session end", default=""
-    )
-    parser.addini(
-        "userflow_budgets",
+    ),
+    Setting(
+        "budgets",
+        None,
         "budgets, one a line: 'flow :: key <= value' or 'flow :: key >= value' (flow * for any)",
-        type="linelist",
-        default=[],
-    )
-    parser.addini(
-        "userflow_baseline", "regression gate baseline: off, local or headspin", default=""
-    )
-    parser.addini("userflow_regression", "regression threshold in percent", default="")
-    parser.addini(
-        "userflow_baseline_runs", "how many last passed values make the baseline", default=""
-    )
-    parser.addini("userflow_regression_mode", "fail or warn", default="")
-    parser.addini(
-        "userflow_noise", "how many times the baseline's noise a regression must pass", default=""
-    )
-    parser.addini(
-        "userflow_directions",
+        ini="userflow_budgets",
+        default=(),
+        parse=_budgets,
+        linelist=True,
+    ),
+    Setting(
+        "directions",
+        None,
         "which way keys are better, one a line: 'flow :: key lower|higher|ignore' (flow * for any)",
-        type="linelist",
-        default=[],
-    )
+        ini="userflow_directions",
+        default=(),
+        parse=_directions,
+        linelist=True,
+    ),
+    Setting(
+        "baseline",
+        "--userflow-baseline",
+        "regression gate: compare each value with the median of its last passed values in "
+        "the local store or on HeadSpin",
+        ini="userflow_baseline",
+        default="off",
+        parse=_choice(*BASELINES),
+        metavar="{off,local,headspin}",
+    ),
+    Setting(
+        "regression",
+        "--userflow-regression",
+        "a value worse than its baseline by more than PCT percent is a regression",
+        ini="userflow_regression",
+        default=DEFAULT_REGRESSION,
+        parse=_number("a percentage >= 0"),
+        metavar="PCT",
+        cli=("--userflow-regression",),
+        gate=True,
+    ),
+    Setting(
+        "baseline_runs",
+        "--userflow-baseline-runs",
+        "the baseline is the median of the last N passed values",
+        ini="userflow_baseline_runs",
+        default=DEFAULT_BASELINE_RUNS,
+        parse=_number("a whole number >= 1", whole=True),
+        metavar="N",
+        cli=("--userflow-baseline-runs",),
+        gate=True,
+    ),
+    Setting(
+        "noise",
+        "--userflow-noise",
+        "a regression must also be worse than K times the baseline's noise (1.4826 x its "
+        "median absolute deviation); 0: the threshold alone",
+        ini="userflow_noise",
+        default=DEFAULT_NOISE,
+        parse=_number("a number >= 0"),
+        metavar="K",
+        cli=("--userflow-noise",),
+        gate=True,
+    ),
+    Setting(
+        "regression_mode",
+        "--userflow-regression-mode",
+        "a regression fails the test or only shows in the summary",
+        ini="userflow_regression_mode",
+        default="fail",
+        parse=_choice(*MODES),
+        metavar="{fail,warn}",
+        gate=True,
+    ),
+)
 
 
 class Settings(NamedTuple):
@@ -208,6 +385,8 @@ class Settings(NamedTuple):
     directions: tuple[Budget, ...] = ()
     token: str | None = None
     html: Path | None = None
+    #: Where each setting that was given came from (its flag, variable or ini key).
+    given: Mapping[str, str] = {}
 
     def __repr__(self) -> str:  # never the token
         shown = ", ".join(
@@ -216,187 +395,198 @@ class Settings(NamedTuple):
         return f"Settings({shown})"
 
 
-def _pick(
-    config: pytest.Config, option: str, ini: str | None, env: str | None = None
-) -> tuple[str | None, str]:
-    """(value, where it came from) by the documented precedence."""
-    value = config.getoption(option)
-    if value not in (None, ""):
-        return str(value), "--" + option.replace("_", "-")  # dest names match the flags
-    if env and os.environ.get(env, "").strip():
-        return os.environ[env].strip(), f"environment variable {env}"
-    if ini:
-        ini_value = config.getini(ini)
-        if isinstance(ini_value, str) and ini_value.strip():
-            return ini_value.strip(), f"ini key {ini}"
-    return None, "default"
+@dataclass(frozen=True)
+class Inputs:
+    """What the settings are read from: the command line's values by setting name (None:
+    not given), the ini's by key (a str, or a list for a linelist), the environment."""
+
+    options: Mapping[str, Any]
+    ini: Mapping[str, Any]
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    invocation_dir: Path = field(default_factory=Path.cwd)
+    rootdir: Path = field(default_factory=Path.cwd)
+    #: The flag that names a setting given on the command line (default: its pytest option).
+    flags: Mapping[str, str] = field(default_factory=dict)
 
 
-def _choice(value: str | None, where: str, allowed: tuple[str, ...], default: str) -> str:
-    if value is None:
-        return default
-    if value.strip().lower() not in allowed:
-        raise pytest.UsageError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
-    return value.strip().lower()
+def _lines(value: Any) -> list[str]:
+    """A linelist ini value as pytest reads it: one item a non-blank line."""
+    items = value.split("\n") if isinstance(value, str) else list(value or ())
+    return [item.strip() for item in items if str(item).strip()]
 
 
-def resolve(config: pytest.Config) -> Settings:
-    """Read and check every option; a bad value is a UsageError naming where it came from."""
-    flow, _ = _pick(config, "userflow", "userflow_name")
-    backend_value, backend_where = _pick(config, "userflow_backend", "userflow_backend")
-    backend = _choice(backend_value, backend_where, BACKENDS, "auto")
-    try:
-        token = headspin_token(config.getoption("headspin_token"))
-        url = headspin_url(config.getoption("headspin_url"), config.getini("headspin_url").strip())
-    except UserflowError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    if backend == "auto":
-        backend = "headspin" if token else "local"
-    if backend == "headspin" and not token and not config.getoption("userflow_dry_run"):
-        raise pytest.UsageError(
+def pick(setting: Setting, inputs: Inputs) -> Given | None:
+    """*setting*'s value by the documented precedence, or None when it was not given."""
+    value = inputs.options.get(setting.name)
+    if value not in (None, "", [], False):
+        flag = inputs.flags.get(setting.name) or setting.option or setting.name
+        return Given(value, flag, inputs.invocation_dir)
+    env = inputs.env.get(setting.env, "").strip() if setting.env else ""
+    if env:
+        return Given(env, str(setting.env), inputs.invocation_dir)
+    if setting.ini:
+        ini = inputs.ini.get(setting.ini)
+        if setting.linelist and _lines(ini):
+            return Given(_lines(ini), f"ini key {setting.ini}", inputs.rootdir)
+        if not setting.linelist and isinstance(ini, str) and ini.strip():
+            return Given(ini.strip(), f"ini key {setting.ini}", inputs.rootdir)
+    return None
+
+
+def resolve(inputs: Inputs) -> Settings:
+    """Every setting read and checked; a bad value is a SettingError naming where it came
+    from. The default store, like the ini's, is relative to the rootdir."""
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for setting in SETTINGS:
+        found = pick(setting, inputs)
+        if found is None:
+            default = Given(setting.default, "default", inputs.rootdir)
+            values[setting.name] = _store(default) if setting.parse is _store else setting.default
+            continue
+        try:
+            values[setting.name] = setting.parse(found)
+        except MeasurementError as exc:  # the gate's budget lines say their own where
+            raise SettingError(str(exc)) from None
+        given[setting.name] = found.where
+    if values["backend"] == "auto":
+        values["backend"] = "headspin" if values["token"] else "local"
+    return Settings(**values, given=given)
+
+
+def check_run(settings: Settings) -> None:
+    """The checks across settings that a test run needs (the CLI reads settings it does not
+    act on): a backend or baseline on HeadSpin has a token, the gate's options have a gate,
+    an HTML report has something to draw and the extra to draw it."""
+    given = settings.given
+    if settings.backend == "headspin" and not settings.token and not settings.dry_run:
+        raise SettingError(
             f"--userflow-backend headspin needs an API token: set {TOKEN_ENV} or pass "
             "--headspin-token"
         )
-
-    api_value, api_where = _pick(config, "userflow_api", "userflow_api")
-    api = _choice(api_value, api_where, APIS, "v0")
-
-    timeout_value, timeout_where = _pick(config, "userflow_flush_timeout", "userflow_flush_timeout")
-    flush_timeout = DEFAULT_FLUSH_TIMEOUT
-    if timeout_value is not None:
-        try:
-            flush_timeout = float(timeout_value)
-        except ValueError:
-            flush_timeout = float("nan")
-        if not flush_timeout >= 0 or flush_timeout == float("inf"):
-            raise pytest.UsageError(
-                f"{timeout_where}: {timeout_value!r} is not a number of seconds >= 0"
-            )
-
-    from .storage import is_url, sqlite_path
-
-    # A path given on the command line or in the environment is the caller's; the ini's is
-    # the project's, relative to its rootdir. A URL is left as it is (Path would fold its //).
-    given = config.getoption("userflow_store") or os.environ.get(STORE_ENV, "").strip()
-    if given:
-        text, base = given, config.invocation_params.dir
-    else:
-        text, base = config.getini("userflow_store").strip() or DEFAULT_STORE, config.rootpath
-    store = text if is_url(text) else Path(base, sqlite_path(text)).resolve()
-
-    devices_where = (
-        "--userflow-device" if config.getoption("userflow_devices") else "ini key userflow_devices"
-    )
-    devices: list[str] = []
-    for raw in configured_devices(config):
-        try:
-            device = check_device_address(raw)
-        except MeasurementError as exc:
-            raise pytest.UsageError(f"{devices_where}: {exc}") from None
-        if device in devices:
-            raise pytest.UsageError(
-                f"{devices_where}: the device {device} is given twice; each xdist worker "
-                "drives a device of its own"
-            )
-        devices.append(device)
-
-    from .gate import Budget, parse_direction
-
-    directions = []
-    for line in config.getini("userflow_directions"):
-        try:
-            directions.append(parse_direction(line, where="ini key userflow_directions"))
-        except MeasurementError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    budgets = []
-    for line in config.getini("userflow_budgets"):
-        try:
-            budgets.append(Budget.parse_line(line, where="ini key userflow_budgets"))
-        except MeasurementError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    baseline_value, baseline_where = _pick(config, "userflow_baseline", "userflow_baseline")
-    baseline = _choice(baseline_value, baseline_where, BASELINES, "off")
-    if baseline == "headspin" and not token:
-        raise pytest.UsageError(
-            f"{baseline_where} headspin needs an API token: set {TOKEN_ENV} or pass "
-            "--headspin-token"
+    if settings.baseline == "headspin" and not settings.token:
+        raise SettingError(
+            f"{given.get('baseline', '--userflow-baseline')} headspin needs an API token: set "
+            f"{TOKEN_ENV} or pass --headspin-token"
         )
-    mode_value, mode_where = _pick(config, "userflow_regression_mode", "userflow_regression_mode")
-    regression = _number(config, "userflow_regression", DEFAULT_REGRESSION, "a percentage >= 0")
-    noise = _number(config, "userflow_noise", DEFAULT_NOISE, "a number >= 0")
-    runs = _number(config, "userflow_baseline_runs", DEFAULT_BASELINE_RUNS, "a whole number >= 1")
-    if runs < 1 or runs != int(runs):
-        raise pytest.UsageError(f"userflow baseline runs: {runs:g} is not a whole number >= 1")
-
-    for option in ("userflow_regression", "userflow_baseline_runs", "userflow_regression_mode",
-                   "userflow_noise"):  # fmt: skip
-        if config.getoption(option) not in (None, "") and baseline == "off":
-            flag = "--" + option.replace("_", "-")
-            raise pytest.UsageError(
-                f"{flag} has no effect without --userflow-baseline local or headspin "
+    for setting in SETTINGS:
+        where = given.get(setting.name, "")
+        if setting.gate and where.startswith("--") and settings.baseline == "off":
+            raise SettingError(
+                f"{where} has no effect without --userflow-baseline local or headspin "
                 "(the regression gate is off)"
             )
-    report = _output_path(config, "userflow_report")
-    html = _output_path(config, "userflow_html")
-    if html is not None:  # said now, not after the tests
-        if backend == "off":
-            raise pytest.UsageError("--userflow-html: the backend is off, so nothing is recorded")
+    if settings.html is not None:  # said now, not after the tests
+        if settings.backend == "off":
+            raise SettingError("--userflow-html: the backend is off, so nothing is recorded")
         try:
             import vl_convert  # noqa: F401
         except ImportError:
-            raise pytest.UsageError(f"--userflow-html: {NEEDS_EXTRA}") from None
-    return Settings(
-        flow=flow,
-        backend=backend,
-        url=url,
-        store=store,
-        devices=tuple(devices),
-        api=api,
-        report=report,
-        dry_run=bool(config.getoption("userflow_dry_run")),
-        flush_timeout=flush_timeout,
-        token=token,
-        budgets=tuple(budgets),
-        baseline=baseline,
-        regression=regression,
-        baseline_runs=int(runs),
-        regression_mode=_choice(mode_value, mode_where, MODES, "fail"),
-        noise=noise,
-        directions=tuple(directions),
-        html=html,
+            raise SettingError(f"--userflow-html: {NEEDS_EXTRA}") from None
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """The table's settings the CLI takes, and pytest's ``-c FILE`` and ``--rootdir`` that find
+    the ini file. *given_only*: no defaults, for a command's parser, whose defaults would
+    otherwise replace the values given before the command."""
+    import argparse
+
+    unset = argparse.SUPPRESS if given_only else None
+    for setting in SETTINGS:
+        if setting.cli:
+            parser.add_argument(
+                *setting.cli,
+                dest=setting.dest,
+                metavar=setting.metavar,
+                default=unset,
+                help=setting.full_help(),
+            )
+    parser.add_argument(
+        "-c",
+        "--config-file",
+        dest="inifile",
+        metavar="FILE",
+        default=unset,
+        help="the ini file to read the settings from, as pytest's -c (default: the one pytest "
+        "finds from the current folder)",
+    )
+    parser.add_argument(
+        "--rootdir",
+        default=unset,
+        help="the folder the ini file's paths are relative to, as pytest's --rootdir",
     )
 
 
-def _output_path(config: pytest.Config, option: str) -> Path | None:
-    """A file the run writes at its end, checked now: its folder must exist and be writable
-    (it is not made for you), so that a typo costs a line, not the report."""
-    given = config.getoption(option)
-    if not given:
-        return None
-    path = Path(config.invocation_params.dir, given)
-    flag = "--" + option.replace("_", "-")
-    if path.is_dir():
-        raise pytest.UsageError(f"{flag}: {path} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise pytest.UsageError(
-            f"{flag}: the folder {path.parent} does not exist; make it first, or give another path"
-        )
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise pytest.UsageError(f"{flag}: the folder {path.parent} is not writable")
-    return path
+def from_arguments(args: argparse.Namespace, invocation_dir: Path | None = None) -> Inputs:
+    """The CLI's inputs: its arguments, the environment, and the ini file pytest would use
+    from *invocation_dir* (default: the current folder), found as pytest finds it."""
+    from _pytest.config.findpaths import determine_setup
 
-
-def _number(config: pytest.Config, name: str, default: float, what: str) -> float:
-    value, where = _pick(config, name, name)
-    if value is None:
-        return default
+    here = invocation_dir or Path.cwd()
+    known: dict[str, Any] = {
+        "inifile": getattr(args, "inifile", None),
+        "args": [],
+        "rootdir_cmd_arg": getattr(args, "rootdir", None),
+        "invocation_dir": here,
+        "override_ini": None,
+    }
+    wanted = inspect.signature(determine_setup).parameters  # pytest 9 added override_ini
     try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number >= 0 or number == float("inf"):
-        raise pytest.UsageError(f"{where}: {value!r} is not {what}")
-    return number
+        rootdir, _, inicfg, *_ = determine_setup(**{k: v for k, v in known.items() if k in wanted})
+    except pytest.UsageError as exc:
+        raise SettingError(str(exc)) from None
+    return Inputs(
+        options={s.name: getattr(args, s.dest, None) for s in SETTINGS if s.cli},
+        # pytest 9 wraps each value with where it came from
+        ini={key: getattr(value, "value", value) for key, value in inicfg.items()},
+        invocation_dir=here,
+        rootdir=Path(rootdir),
+        flags={s.name: s.cli[0] for s in SETTINGS if s.cli},
+    )
+
+
+# -- pytest -----------------------------------------------------------------------------------
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """The table's options and ini keys, in the group "userflow" of ``pytest --help``."""
+    group = parser.getgroup("userflow", "record performance measurements into user flows")
+    for setting in SETTINGS:
+        if setting.option:
+            extra: dict[str, Any] = {"action": setting.action} if setting.action else {}
+            if setting.action == "store_true":
+                extra["default"] = False
+            else:
+                extra["metavar"] = setting.metavar
+            group.addoption(setting.option, dest=setting.dest, help=setting.full_help(), **extra)
+        if setting.ini:
+            if setting.linelist:
+                parser.addini(setting.ini, setting.help, type="linelist", default=[])
+            else:
+                parser.addini(setting.ini, setting.help, default="")
+
+
+def from_config(config: pytest.Config) -> Inputs:
+    """The inputs of a pytest run: its options, its ini file, the environment."""
+    return Inputs(
+        options={s.name: config.getoption(s.dest) for s in SETTINGS if s.option},
+        ini={s.ini: config.getini(s.ini) for s in SETTINGS if s.ini},
+        invocation_dir=config.invocation_params.dir,
+        rootdir=config.rootpath,
+    )
+
+
+def resolve_config(config: pytest.Config) -> Settings:
+    """The run's settings, checked; a bad value is a UsageError naming where it came from."""
+    try:
+        settings = resolve(from_config(config))
+        check_run(settings)
+    except UserflowError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return settings
 
 
 def configured_devices(config: pytest.Config) -> list[str]:

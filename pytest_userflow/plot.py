@@ -10,9 +10,15 @@ from .model import UserflowError, is_number, utc_text
 
 
 def plot_trend(
-    rows: Iterable[dict[str, Any]], runs: list[dict[str, Any]], *, key: str, output: str
+    rows: Iterable[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    *,
+    key: str,
+    output: str,
+    direction: str = "lower",
 ) -> int:
-    """Draw median and p95 of passed values per run, failed tests' values as red crosses.
+    """Draw median and p95 of passed values per run, failed tests' values as red crosses;
+    the axis says which way (*direction*) the key is better.
 
     Returns how many numeric values were drawn.
     """
@@ -61,7 +67,8 @@ def plot_trend(
     ax.set_xticks(ticks, labels, fontsize=7, rotation=30, ha="right")
     ax.set_xlabel("run (UTC start, id)")
     ax.set_title(f"{key}: trend over {len(runs)} run(s)")
-    ax.set_ylabel(units or "value")
+    better = {"lower": "lower is better", "higher": "higher is better"}.get(direction)
+    ax.set_ylabel(f"{units or 'value'} ({better})" if better else units or "value")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over the data
     fig.tight_layout()

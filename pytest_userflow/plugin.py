@@ -63,7 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", BUDGET_MARKER)
     if config.option.help or config.option.version:
         return
-    settings = options.resolve(config)
+    settings = options.resolve_config(config)
     options.check_workers(config, settings.devices)
     from .recorder import UserflowRun
 

@@ -517,3 +517,20 @@ def test_the_store_setting_takes_a_sqlite_url_and_refuses_other_urls_without_the
     result.stderr.fnmatch_lines(["ERROR: postgresql://ada@127.0.0.1:9/perf: only a SQLite file*"])
     assert "s3cret" not in result.stdout.str() + result.stderr.str()
     assert not (pytester.path / "postgresql:").exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--userflow-backend", "off"]])
+def test_start_up_imports_no_database_network_or_report_module(
+    pytester: pytest.Pytester, args
+) -> None:
+    """Every pytest run of the environment loads the plugin: most of them record nothing."""
+    pytester.makepyfile(ONE_TEST)
+    pytester.makeconftest("""
+        import sys
+
+        def pytest_unconfigure(config):
+            heavy = {"sqlite3", "requests", "pytest_userflow.report", "pytest_userflow.html"}
+            print("loaded:", sorted(heavy & set(sys.modules)) or "none")
+    """)
+    result = pytester.runpytest_subprocess(*args, "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["loaded: none"])
