@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .model import is_number
+from .model import DEFAULT_NOISE, is_number
 
 STAT_COLUMNS = ("count", "min", "mean", "p50", "p95", "max")
 
@@ -128,8 +128,6 @@ def stats(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[st
 
 #: The median absolute deviation times this estimates the standard deviation of normal noise.
 MAD_SCALE = 1.4826
-#: How many times its noise a change must pass to count (the gate's and compare's default).
-DEFAULT_NOISE = 3.0
 #: The smallest change, in percent, that compare and changes call a change by default.
 MIN_CHANGE_PCT = 5.0
 #: The efficiency of the median: its standard error is this times sigma over root n.

@@ -20,6 +20,7 @@ from .client import HeadSpinClient
 from .gate import directions_of
 from .model import (
     API_COLUMNS,
+    DEFAULT_NOISE,
     FILTER_STATUSES,
     TOKEN_ENV,
     URL_ENV,
@@ -173,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="K",
         help="a change is worse or better only beyond K times the medians' noise; 0: the "
-        f"threshold alone (default: the userflow_noise setting, else {analysis.DEFAULT_NOISE:g})",
+        f"threshold alone (default: the userflow_noise setting, else {DEFAULT_NOISE:g})",
     )
     _add_higher_is_better(cmp)
     _add_format(cmp)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .analysis import (
-    DEFAULT_NOISE,
     MIN_CHANGE_PCT,
     Direction,
     find_changes,
@@ -28,7 +27,7 @@ from .analysis import (
     robust_spread,
     run_series,
 )
-from .model import Measurement, MeasurementError, is_number
+from .model import DEFAULT_NOISE, Measurement, MeasurementError, is_number
 from .storage import Query
 
 if TYPE_CHECKING:

@@ -55,6 +55,8 @@ TOKEN_ENV = "HEADSPIN_API_TOKEN"
 URL_ENV = "HEADSPIN_API_URL"
 #: The local store, relative to the rootdir (the plugin) or the working folder (the CLI).
 DEFAULT_STORE = ".userflow/userflow.db"
+#: How many times its noise a change must pass to count (the gate's and compare's default).
+DEFAULT_NOISE = 3.0
 #: What to do when vl-convert-python is missing.
 NEEDS_EXTRA = (
     "the HTML report needs vl-convert-python, which bundles its charts into the page: "
@@ -326,10 +328,9 @@ def check_token(token: str, where: str) -> str:
             f"the HeadSpin API token from {where} holds spaces, a newline or other control "
             "characters, which an HTTP header cannot carry: set it to the token alone"
         )
-    if token is not None and not token.isascii():
-        source = "--headspin-token" if given else TOKEN_ENV
+    if not token.isascii():
         raise UserflowError(
-            f"the HeadSpin API token from {source} holds a character that is not ASCII, which "
+            f"the HeadSpin API token from {where} holds a character that is not ASCII, which "
             "an HTTP header cannot carry: copy the token again"
         )
     return token

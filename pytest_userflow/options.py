@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from .analysis import DEFAULT_NOISE
 from .model import (
+    DEFAULT_NOISE,
     DEFAULT_STORE,
     DEFAULT_URL,
     NEEDS_EXTRA,
