@@ -542,7 +542,9 @@ class UserflowRun:
         return f"local store {s.store}"
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
-        if not self.active:
+        # Said only where the project set something of ours: most runs that load the plugin
+        # record nothing, and a run that records says where in its summary.
+        if not self.active or not self.settings.given:
             return None
         device = f", devices: {', '.join(self.settings.devices)}" if self.settings.devices else ""
         return f"userflow: {self._where()}{device}"

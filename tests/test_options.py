@@ -120,7 +120,9 @@ def test_auto_backend_is_headspin_with_a_token_and_local_without(
 ) -> None:
     pytester.makepyfile(ONE_TEST)
     monkeypatch.delenv("HEADSPIN_API_TOKEN", raising=False)
-    pytester.runpytest().stdout.fnmatch_lines(["userflow: local store */.userflow/userflow.db"])
+    local = pytester.runpytest()
+    local.stdout.fnmatch_lines(["local store */.userflow/userflow.db (run *)"])
+    assert "userflow: " not in local.stdout.str()  # nothing of ours set: no header line
     monkeypatch.setenv("HEADSPIN_API_TOKEN", "abc")
     pytester.runpytest("--userflow-dry-run").stdout.fnmatch_lines(
         ["userflow: dry run (nothing sent)*"]
@@ -517,6 +519,15 @@ def test_the_store_setting_takes_a_sqlite_url_and_refuses_other_urls_without_the
     result.stderr.fnmatch_lines(["ERROR: postgresql://ada@127.0.0.1:9/perf: only a SQLite file*"])
     assert "s3cret" not in result.stdout.str() + result.stderr.str()
     assert not (pytester.path / "postgresql:").exists()
+
+
+def test_a_run_that_records_nothing_says_nothing(pytester: pytest.Pytester, monkeypatch) -> None:
+    """Another project's suite in an environment where the plugin is installed."""
+    monkeypatch.delenv("HEADSPIN_API_TOKEN", raising=False)
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert "userflow" not in result.stdout.str() + result.stderr.str()
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--userflow-backend", "off"]])
