@@ -39,6 +39,20 @@ def percent_change(before: float | None, after: float | None) -> float | None:
     return (after - before) / abs(before) * 100.0
 
 
+def change_text(before: float | None, after: float | None, pct: float | None) -> str:
+    """A change as people read it: ``+30.5%``, or in the key's units, ``+50 (from 0)``, where
+    no percent is computed (a median near zero); ``-`` without both sides.
+
+    >>> change_text(100.0, 130.5, 30.5), change_text(0.0, 50.0, None)
+    ('+30.5%', '+50 (from 0)')
+    """
+    if pct is not None:
+        return f"{pct:+.1f}%"
+    if before is None or after is None:
+        return "-"
+    return f"{after - before:+.4g} (from {before:.4g})"
+
+
 def percentile(ordered: list[float], pct: float) -> float:
     """Linear interpolation between closest ranks (numpy's default) of sorted values."""
     if len(ordered) == 1:

@@ -141,3 +141,23 @@ def test_a_verdict_needs_the_whole_interval_on_one_side_of_the_target() -> None:
     assert bench.verdict((1.01, 1.05), 1.05) == "met"
     assert bench.verdict((1.051, 1.09), 1.05) == "missed"
     assert bench.verdict((1.03, 1.07), 1.05) == "within the noise"
+
+
+DETECTION = SCRIPT.parent / "detection.py"
+
+
+def test_the_detection_study_runs_every_case() -> None:
+    """The seeded study, at a small size, prints its table and each of the noise's cases."""
+    result = subprocess.run(
+        [sys.executable, str(DETECTION), "--histories", "10"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("noise  step   gate false old/new")
+    assert len([line for line in lines if line.split()[:1] in (["1%"], ["5%"], ["10%"])]) == 9
+    for case in ("70/30 timing", "90/10 count", "two-valued", "errors 0 -> 50", "[0]*50"):
+        assert any(line.startswith(case) or case in line for line in lines), case
