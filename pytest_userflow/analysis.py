@@ -10,6 +10,8 @@ no pytest import. Non-numeric values are counted but left out of the statistics.
 from __future__ import annotations
 
 import bisect
+import decimal
+import math
 import random
 import statistics
 from collections import defaultdict
@@ -27,14 +29,15 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def percent_change(before: float | None, after: float | None) -> float | None:
-    """How far *after* is from *before*, in percent of *before* (None without both, or
-    from zero).
+def percent_change(before: float | None, after: float | None, spread: float = 0.0) -> float | None:
+    """How far *after* is from *before*, in percent of *before*; None without both, or when
+    *before* is near zero: within NEAR_ZERO times its *spread* of it (a percent of a value the
+    noise alone could take to zero says nothing; such changes are told in the key's units).
 
-    >>> percent_change(100.0, 130.5)
-    30.5
+    >>> percent_change(100.0, 130.5), percent_change(0.0, 50.0), percent_change(1.0, 2.0, 1.0)
+    (30.5, None, None)
     """
-    if before is None or after is None or before == 0:
+    if before is None or after is None or abs(before) <= max(NEAR_ZERO * spread, 0.0):
         return None
     return (after - before) / abs(before) * 100.0
 
@@ -130,14 +133,45 @@ DEFAULT_NOISE = 3.0
 MIN_CHANGE_PCT = 5.0
 #: The efficiency of the median: its standard error is this times sigma over root n.
 MEDIAN_SE = 1.2533
+#: A median within this many spreads of zero is near zero: its changes are told in its units.
+NEAR_ZERO = 3.0
 #: compare's verdict for a key whose values are not numbers.
 NOT_NUMERIC = "not numeric"
 
 
-def robust_spread(values: Sequence[float]) -> float:
-    """A spread that one wild value barely moves: 1.4826 times the median absolute deviation."""
+def robust_spread(values: Sequence[float], step: float | None = None) -> float:
+    """A spread that one wild value barely moves: 1.4826 times the median absolute deviation,
+    and never less than the *step* the values are recorded in (``resolution(values)`` unless
+    given): a key that is 1 nine times in ten, or always 0, has a MAD of 0, yet is no more
+    exact than its whole units.
+
+    >>> robust_spread([1.0, 2.0, 3.0, 4.0]), robust_spread([0, 0, 0]), robust_spread([0.5] * 3)
+    (1.4826, 1.0, 0.1)
+    """
     middle = median(values)
-    return MAD_SCALE * median([abs(v - middle) for v in values])
+    mad = MAD_SCALE * median([abs(v - middle) for v in values])
+    return max(mad, resolution(values) if step is None else step)
+
+
+def resolution(values: Iterable[float]) -> float:
+    """The finest step *values* are written in: 1 for whole numbers, 0.01 for 12.34; a
+    measured float's own digits make it tiny.
+
+    >>> resolution([100, 200.0]), resolution([0, 0.25])
+    (1.0, 0.01)
+    """
+    exponent = 0
+    for value in values:
+        if math.isfinite(value) and not float(value).is_integer():
+            digits = decimal.Decimal(repr(float(value))).as_tuple().exponent
+            exponent = min(exponent, int(digits))
+    return float(10.0**exponent)
+
+
+def median_noise(spread: float, n_before: int, n_after: int, k: float = DEFAULT_NOISE) -> float:
+    """The change between the medians of *n_before* and *n_after* values that their noise
+    alone could make: *k* standard errors of their difference, from *spread*."""
+    return float(k * MEDIAN_SE * spread * (1 / n_before + 1 / n_after) ** 0.5)
 
 
 @dataclass(frozen=True)
@@ -156,8 +190,16 @@ class Comparison:
     numeric: bool = True
 
     @property
+    def change(self) -> float | None:
+        """The candidate's median less the baseline's, in the key's units."""
+        if self.baseline is None or self.candidate is None:
+            return None
+        return self.candidate - self.baseline
+
+    @property
     def change_pct(self) -> float | None:
-        return percent_change(self.baseline, self.candidate)
+        """The change in percent; None for a baseline near zero (see ``percent_change``)."""
+        return percent_change(self.baseline, self.candidate, self.spread)
 
     @property
     def worse_pct(self) -> float | None:
@@ -168,25 +210,35 @@ class Comparison:
         return -change if self.higher_is_better else change
 
     @property
-    def noise_pct(self) -> float | None:
-        """The change the noise alone could make, in %: *noise* standard errors of the
-        difference of the two medians, from the baseline's spread."""
-        if self.change_pct is None or not self.baseline:
+    def noise_units(self) -> float | None:
+        """The change the noise alone could make, in the key's units: *noise* standard errors
+        of the difference of the two medians, from the baseline's spread."""
+        if not self.baseline_n or not self.candidate_n:
             return None
-        se = MEDIAN_SE * self.spread * (1 / self.baseline_n + 1 / self.candidate_n) ** 0.5
-        return float(self.noise * se / abs(self.baseline) * 100.0)
+        return median_noise(self.spread, self.baseline_n, self.candidate_n, self.noise)
+
+    @property
+    def noise_pct(self) -> float | None:
+        """That change in percent of the baseline (None where no percent is computed)."""
+        noise = self.noise_units
+        if self.change_pct is None or noise is None or self.baseline is None:
+            return None
+        return float(noise / abs(self.baseline) * 100.0)
 
     def verdict(self, threshold: float) -> str:
         """worse or better beyond both *threshold* percent and the noise; "same" within the
-        threshold; "within noise" past the threshold but not the noise."""
+        threshold; "within noise" past the threshold but not the noise. A baseline near zero
+        has no percent: its change is judged against the noise alone, in the key's units."""
         if not self.numeric:
             return NOT_NUMERIC
-        worse, noise = self.worse_pct, self.noise_pct
-        if worse is None or noise is None:
-            return "no data" if self.baseline is None or self.candidate is None else "n/a"
-        if abs(worse) <= threshold:
+        change, noise = self.change, self.noise_units
+        if change is None or noise is None:
+            return "no data"
+        worse = -change if self.higher_is_better else change
+        pct = self.worse_pct
+        if change == 0 or (pct is not None and abs(pct) <= threshold):
             return "same"
-        if abs(worse) <= noise:
+        if abs(change) <= noise:
             return "within noise"
         return "worse" if worse > 0 else "better"
 
@@ -269,16 +321,31 @@ CHANGE_SEED = 20200420  # the permutations are the same every time: the same ans
 @dataclass(frozen=True)
 class ChangePoint:
     """A shift in a series: it starts at *index*; *before* and *after* are the medians of
-    the stretches on either side (up to the neighbouring change points)."""
+    the stretches on either side (up to the neighbouring change points), *spread* the
+    robust spread of the stretch before, and *sizes* how many values each stretch has."""
 
     index: int
     p_value: float
     before: float
     after: float
+    spread: float = 0.0
+    sizes: tuple[int, int] = (1, 1)
 
     @property
     def change_pct(self) -> float | None:
-        return percent_change(self.before, self.after)
+        """The change in percent; None from a median near zero (see ``percent_change``)."""
+        return percent_change(self.before, self.after, self.spread)
+
+    def size(self, min_change_pct: float) -> float:
+        """The change over the least change that counts (under 1: too small): *min_change_pct*
+        percent, or from a median near zero, the noise of the two medians in the key's units."""
+        if min_change_pct <= 0:
+            return math.inf
+        pct = self.change_pct
+        if pct is not None:
+            return abs(pct) / min_change_pct
+        noise = median_noise(self.spread, *self.sizes)
+        return abs(self.after - self.before) / noise if noise else math.inf
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -337,7 +404,8 @@ def _best_split(x: Sequence[float], min_size: int) -> tuple[int, float]:
 
 class ChangeDetector:
     """Finds change points in series of numbers; keeps the permutation null distribution of
-    each segment length it has met, for the series that follow."""
+    each set of ranks it has met (with no ties: one a segment length), for the series that
+    follow."""
 
     def __init__(
         self,
@@ -351,19 +419,23 @@ class ChangeDetector:
         self.min_size = max(min_size, 2)
         self.alpha = alpha
         self.permutations = permutations
-        self._null: dict[int, list[float]] = {}
+        self._null: dict[tuple[float, ...], list[float]] = {}
 
-    def _p_value(self, length: int, q: float) -> float:
-        null = self._null.get(length)
+    def _p_value(self, ranks: Sequence[float], q: float) -> float:
+        """How often permuting *ranks* as they are (tied ones sharing their mean rank) makes
+        a split as strong as *q*: ties shrink the statistic's spread, so a null drawn from
+        untied ranks would call two-valued data changed more often than alpha."""
+        which = tuple(sorted(ranks))
+        null = self._null.get(which)
         if null is None:
-            rng = random.Random(CHANGE_SEED + length)
-            ranks = [float(i) for i in range(length)]
+            rng = random.Random(CHANGE_SEED + len(which))
+            shuffled = list(which)
             null = []
             for _ in range(self.permutations):
-                rng.shuffle(ranks)
-                null.append(_best_split(ranks, self.min_size)[1])
+                rng.shuffle(shuffled)
+                null.append(_best_split(shuffled, self.min_size)[1])
             null.sort()
-            self._null[length] = null
+            self._null[which] = null
         # A permutation as strong as q counts against it, rounding in the sums aside.
         above = len(null) - bisect.bisect_left(null, q - 1e-9 * abs(q))
         return (1 + above) / (1 + len(null))
@@ -381,12 +453,13 @@ class ChangeDetector:
                     # it (on ranks, a 0.1% drift just before a 30% step looks as clear as the
                     # step). Whether: the ranks' statistic there, against the ranks' null.
                     at = _best_split(x[start:end], self.min_size)[0]
-                    q = _statistics(_ranks(x[start:end]), self.min_size)[at]
-                    candidates.append((q / (end - start), start + at, start, end, q))
+                    ranks = _ranks(x[start:end])
+                    q = _statistics(ranks, self.min_size)[at]
+                    candidates.append((q / (end - start), start + at, start, end, q, ranks))
             if not candidates:
                 return found
-            _, at, start, end, q = max(candidates)
-            p = self._p_value(end - start, q)
+            _, at, start, end, q, ranks = max(candidates, key=lambda c: c[:5])
+            p = self._p_value(ranks, q)
             if p > self.alpha:
                 return found
             found[at] = p
@@ -395,7 +468,8 @@ class ChangeDetector:
 
     def find(self, values: Sequence[float], min_change_pct: float = 0.0) -> list[ChangePoint]:
         """The change points of *values* (oldest first), each at least *min_change_pct*
-        percent between the medians on either side."""
+        percent between the medians on either side (from a median near zero: more than their
+        noise, in the key's units)."""
         n = len(values)
         found: dict[int, float] = {}
         step = self.window // 2
@@ -420,22 +494,24 @@ class ChangeDetector:
             kept.remove(a if stats.get(a - start, 0.0) < stats.get(b - start, 0.0) else b)
         while True:
             points = _with_medians(values, kept, found)
-            small = [c for c in points if abs(c.change_pct or 0.0) < min_change_pct]
+            small = [c for c in points if c.size(min_change_pct) < 1]
             if not small:
                 return points
-            kept.remove(min(small, key=lambda c: abs(c.change_pct or 0.0)).index)
+            kept.remove(min(small, key=lambda c: c.size(min_change_pct)).index)
 
 
 def _with_medians(
     values: Sequence[float], indexes: list[int], p_values: dict[int, float]
 ) -> list[ChangePoint]:
     bounds = [0, *indexes, len(values)]
-    return [
-        ChangePoint(
-            at, p_values[at], median(values[bounds[i] : at]), median(values[at : bounds[i + 2]])
-        )
-        for i, at in enumerate(indexes)
-    ]
+    out = []
+    for i, at in enumerate(indexes):
+        before, after = values[bounds[i] : at], values[at : bounds[i + 2]]
+        out.append(
+            ChangePoint(at, p_values[at], median(before), median(after), robust_spread(before),
+                        (len(before), len(after)))
+        )  # fmt: skip
+    return out
 
 
 Series = dict[tuple[Any, ...], tuple[list[tuple[str, float]], "str | None"]]
@@ -468,8 +544,8 @@ def find_changes(
         for change in detector.find([v for _, v in points], min_change_pct):
             run_id = points[change.index][0]
             run = runs.get(run_id, {})
-            pct = change.change_pct
-            worse = pct is not None and (pct < 0 if way == "higher" else pct > 0)
+            delta = change.after - change.before
+            worse = delta < 0 if way == "higher" else delta > 0
             out.append(
                 {
                     "flow": flow,
@@ -483,7 +559,8 @@ def find_changes(
                     "ci_build_id": run.get("ci_build_id"),
                     "before": change.before,
                     "after": change.after,
-                    "change_pct": pct,
+                    "change": delta,
+                    "change_pct": change.change_pct,
                     "direction": "worse" if worse else "better",
                     "units": units,
                     "p_value": change.p_value,

@@ -519,7 +519,9 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
             "type": c.type,
             "baseline": c.baseline,
             "candidate": c.candidate,
+            "change": c.change,
             "change_pct": c.change_pct,
+            "noise": c.noise_units,
             "noise_pct": c.noise_pct,
             "baseline_n": c.baseline_n,
             "candidate_n": c.candidate_n,
@@ -535,7 +537,9 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
         "type",
         "baseline",
         "candidate",
+        "change",
         "change_pct",
+        "noise",
         "noise_pct",
         "verdict",
         "units",
@@ -550,13 +554,14 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
                 **r,
                 "baseline": analysis.fmt_number(r["baseline"]),
                 "candidate": analysis.fmt_number(r["candidate"]),
-                "change_pct": "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
-                "noise_pct": "-" if r["noise_pct"] is None else f"{r['noise_pct']:.1f}%",
+                "change": analysis.change_text(r["baseline"], r["candidate"], r["change_pct"]),
+                "noise": _noise_text(r["noise"], r["noise_pct"]),
             }
             for r in rows
             if r["verdict"] != analysis.NOT_NUMERIC
         ]
-        _emit(shown, columns, "table", "comparisons")
+        table = [c for c in columns if c not in ("change_pct", "noise_pct")]
+        _emit(shown, table, "table", "comparisons")
         text = [f"{r['flow']}/{r['key']}" for r in rows if r["verdict"] == analysis.NOT_NUMERIC]
         if text:
             print(f"not compared, their values are not numbers: {', '.join(text)}")
@@ -564,10 +569,24 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
         _emit(rows, columns, args.format, "comparisons")
     worse = [c for c in comparisons if c.verdict(threshold) == "worse"]
     if args.fail_over is not None and worse:
-        names = ", ".join(f"{c.flow}/{c.key} {c.worse_pct:+.1f}%" for c in worse)
+        names = ", ".join(
+            f"{c.flow}/{c.key} {analysis.change_text(c.baseline, c.candidate, c.worse_pct)}"
+            for c in worse
+        )
         print(f"worse by more than {args.fail_over:g}% and the noise: {names}", file=sys.stderr)
         return 1
     return 0
+
+
+def _change(r: dict[str, Any]) -> str:
+    return analysis.change_text(r["before"], r["after"], r["change_pct"])
+
+
+def _noise_text(noise: float | None, pct: float | None) -> str:
+    """compare's noise: ``4.2%``, or in the key's units where no percent is computed."""
+    if pct is not None:
+        return f"{pct:.1f}%"
+    return "-" if noise is None else f"{noise:.4g}"
 
 
 CHANGE_COLUMNS = (
@@ -581,6 +600,7 @@ CHANGE_COLUMNS = (
     "ci_build_id",
     "before",
     "after",
+    "change",
     "change_pct",
     "direction",
     "units",
@@ -617,18 +637,18 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
                 "git_commit": (r["git_commit"] or "-")[:10],
                 "before": analysis.fmt_number(r["before"]),
                 "after": analysis.fmt_number(r["after"]),
-                "change_pct": "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
+                "change": _change(r),
                 "p_value": f"{r['p_value']:.3f}",
             }
             for r in found
         ]
         if shown:
-            _emit(shown, columns, "table", "changes")
+            _emit(shown, [c for c in columns if c != "change_pct"], "table", "changes")
     else:
         _emit(found, columns, args.format, "changes")
     if args.fail_on == "worse" and recent:
         names = ", ".join(
-            f"{r['flow']}/{r['key']} {r['change_pct']:+.1f}% from run {r['run_id']}" for r in recent
+            f"{r['flow']}/{r['key']} {_change(r)} from run {r['run_id']}" for r in recent
         )
         print(f"worse within the last {args.recent} run(s): {names}", file=sys.stderr)
         return 1

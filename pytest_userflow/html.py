@@ -28,6 +28,7 @@ from .analysis import (
     Direction,
     RunSeries,
     Series,
+    change_text,
     find_changes,
     fmt_number,
     point_of,
@@ -228,8 +229,8 @@ def _add_domain(chart: dict[str, Any]) -> None:
 def _verdict_text(check: dict[str, Any]) -> str:
     """``budget <= 2000: ok``, ``regression baseline 101 (median of 10): regressed +29.6%``."""
     text = f"{check['kind']} {check['limit']}: {check['verdict']}"
-    if check["kind"] == "regression" and check["change_pct"] is not None:
-        text += f" {check['change_pct']:+.1f}%"
+    if check["kind"] == "regression" and check["baseline"] is not None:
+        text += f" {change_text(check['baseline'], check['value'], check['change_pct'])}"
     return text
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .analysis import fmt_number, median
+from .analysis import change_text, fmt_number, median
 from .gate import MIN_HISTORY
 from .model import STATUSES, RunInfo, utc_text
 from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History, shown
@@ -165,8 +165,12 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
         rows = [["test", "key", "value", "budget / baseline", "noise", "change", "verdict"]]
         for c in checks[:MAX_CHECK_ROWS]:
             units = f" {c['units']}" if c.get("units") else ""
-            change = "-" if c.get("change_pct") is None else f"{c['change_pct']:+.1f}%"
-            noise = "-" if c.get("noise_pct") is None else f"{c['noise_pct']:.1f}%"
+            change = change_text(c.get("baseline"), c["value"], c.get("change_pct"))
+            noise = "-"
+            if c.get("noise_pct") is not None:
+                noise = f"{c['noise_pct']:.1f}%"
+            elif c.get("spread") is not None:
+                noise = f"{c['spread']:.4g}{units}"
             key = shorten(f"{c['flow']}/{c['key']}")
             row = [shorten(c["nodeid"], 2 * MAX_CELL), key, f"{c['value']:g}{units}"]
             rows.append([*row, c["limit"], noise, change, c["verdict"]])
@@ -195,7 +199,8 @@ def describe_change(change: dict[str, Any]) -> str:
     units = f" {change['units']}" if change.get("units") else ""
     commit = f", commit {change['git_commit'][:10]}" if change.get("git_commit") else ""
     return (
-        f"{change['flow']}/{change['key']} {change['change_pct']:+.1f}% (median "
+        f"{change['flow']}/{change['key']} "
+        f"{change_text(change['before'], change['after'], change['change_pct'])} (median "
         f"{fmt_number(change['before'])} -> {fmt_number(change['after'])}{units}) since run "
         f"{change['run_id']}{commit}, {change['runs_ago']} run(s) ago"
     )
