@@ -59,7 +59,7 @@ def gate_false_rate(draw: Callable[[], float], histories: int) -> float:
 def changes_of(values: list[float]) -> list[dict[str, Any]]:
     """``pytest-userflow changes`` on one series (one point a run), at its default 5%."""
     points = [(f"run{i}", v) for i, v in enumerate(values)]
-    return find_changes({("Flow", "Key", None, None): (points, None)}, {},
+    return find_changes({("Flow", "Key", None, None, None, None): (points, None)}, {},
                         lambda flow, key: "lower", 5.0)  # fmt: skip
 
 

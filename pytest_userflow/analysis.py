@@ -96,31 +96,30 @@ GROUPINGS: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 
 def stats(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
-    """Statistics per flow, key, type (and *by*: run, test, device or day), sorted; runs
-    in the order their first values came (*rows* are in time order, as listings give them)."""
+    """Statistics per flow, key, type and units (a key recorded in two units is two rows,
+    never one summary of both), and *by*: run, test, device or day; sorted, runs in the order
+    their first values came (*rows* are in time order, as listings give them)."""
     grouped: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
-    units: dict[tuple[Any, ...], str | None] = {}
     extra = GROUPINGS[by] if by else None
     first: dict[tuple[Any, ...], int] = {}  # when each group's first value came (rows: in time)
     for row in rows:
         group = (row["user_flow_name"], row["key_name"], row.get("key_type"),
-                 extra(row) if extra else None)  # fmt: skip
+                 row.get("key_units"), extra(row) if extra else None)  # fmt: skip
         grouped[group].append(row["value"])
-        units[group] = row.get("key_units") or units.get(group)
         first.setdefault(group, len(first))
 
     def order(g: tuple[Any, ...]) -> tuple[Any, ...]:
         labels = tuple("" if x is None else str(x) for x in g)
-        return (*labels[:3], first[g]) if by == "run" else labels
+        return (*labels[:4], first[g]) if by == "run" else labels
 
     out = []
     for group in sorted(grouped, key=order):
-        flow, key, kind, extra_value = group
+        flow, key, kind, units, extra_value = group
         entry: dict[str, Any] = {"flow": flow, "key": key, "type": kind}
         if by:
             entry[by] = extra_value
         entry.update(summarize(grouped[group]))
-        entry["units"] = units[group]
+        entry["units"] = units
         out.append(entry)
     return out
 
@@ -243,19 +242,18 @@ class Comparison:
         return "worse" if worse > 0 else "better"
 
 
-def _numbers(
-    rows: Iterable[dict[str, Any]],
-) -> dict[tuple[str, str, str | None], tuple[list[float], str | None]]:
-    """Per flow, key and type: the numeric values (none for a text key), and the units."""
-    values: dict[tuple[str, str, str | None], list[float]] = {}
-    units: dict[tuple[str, str, str | None], str | None] = {}
+Which = tuple[str, str, "str | None", "str | None"]
+
+
+def _numbers(rows: Iterable[dict[str, Any]]) -> dict[Which, list[float]]:
+    """Per flow, key, type and units: the numeric values (none for a text key)."""
+    values: dict[Which, list[float]] = {}
     for row in rows:
-        key = (row["user_flow_name"], row["key_name"], row.get("key_type"))
-        units[key] = row.get("key_units") or units.get(key)
+        key = (row["user_flow_name"], row["key_name"], row.get("key_type"), row.get("key_units"))
         numbers = values.setdefault(key, [])
         if is_number(row["value"]):
             numbers.append(float(row["value"]))
-    return {k: (v, units[k]) for k, v in values.items()}
+    return values
 
 
 def compare(
@@ -264,21 +262,20 @@ def compare(
     higher_is_better: Iterable[str] = (),
     noise: float = DEFAULT_NOISE,
 ) -> list[Comparison]:
-    """Per flow, key and type: the medians of baseline and candidate, and the baseline's
-    spread; keys with no numeric value on either side are marked not numeric."""
+    """Per flow, key, type and units: the medians of baseline and candidate, and the
+    baseline's spread; keys with no numeric value on either side are marked not numeric."""
     better_up = set(higher_is_better)
     base = _numbers(baseline_rows)
     cand = _numbers(candidate_rows)
     out = []
-    for key in sorted(set(base) | set(cand), key=lambda k: (k[0], k[1], k[2] or "")):
-        b_values, b_units = base.get(key, ([], None))
-        c_values, c_units = cand.get(key, ([], None))
+    for key in sorted(set(base) | set(cand), key=lambda k: tuple(x or "" for x in k)):
+        b_values, c_values = base.get(key, []), cand.get(key, [])
         out.append(
             Comparison(
                 key[0],
                 key[1],
                 key[2],
-                c_units or b_units,
+                key[3],
                 median(b_values) if b_values else None,
                 median(c_values) if c_values else None,
                 len(b_values),
@@ -524,10 +521,9 @@ def find_changes(
     runs: dict[str, dict[str, Any]],
     direction: Direction,
     min_change_pct: float,
-    by: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The change points of each series (``run_series``: per flow, key, type and
-    test or device, ``(run, median)`` points), as ``pytest-userflow changes`` lists them.
+    """The change points of each series (``run_series``: per flow, key, type, units, test
+    and device, ``(run, median)`` points), as ``pytest-userflow changes`` lists them.
 
     *runs*: the runs oldest first, by id (empty: the points' own order); *direction*: which
     way a flow's key is better (``lower``, ``higher``; ``ignore`` leaves it out).
@@ -535,7 +531,7 @@ def find_changes(
     order = {run_id: i for i, run_id in enumerate(runs)}
     detector = ChangeDetector()
     out = []
-    for (flow, key, kind, extra), (points, units) in series.items():
+    for (flow, key, kind, units, test, device), (points, _) in series.items():
         way = direction(flow, key)
         if way == "ignore":
             continue
@@ -551,7 +547,8 @@ def find_changes(
                     "flow": flow,
                     "key": key,
                     "type": kind,
-                    **({by: extra} if by else {}),
+                    "test": test,
+                    "device": device,
                     "run_id": run_id,
                     "time": run.get("started_at"),
                     "git_commit": run.get("git_commit"),
@@ -571,6 +568,33 @@ def find_changes(
     return out
 
 
+def unit_changes(rows: Iterable[dict[str, Any]], earlier: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per test and key of *rows* recorded in other units than the test's newest
+    value of that key in *earlier* rows (both in time order): their values are never summed
+    up as one.
+
+    >>> row = {"user_flow_name": "F", "key_name": "t", "nodeid": "t.py::x", "key_units": "ms"}
+    >>> unit_changes([row], [{**row, "key_units": None}])
+    ['t.py::x records F/t in ms, its history in (no units)']
+    """
+
+    def which(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row.get("nodeid"), row["user_flow_name"], row["key_name"], row.get("key_type"),
+                row.get("device_address"))  # fmt: skip
+
+    had = {which(row): row.get("key_units") for row in earlier}  # the newest wins
+    found: dict[tuple[Any, ...], tuple[str | None, str | None]] = {}
+    for row in rows:
+        old = had.get(which(row), row.get("key_units"))
+        if old != row.get("key_units"):
+            found.setdefault(which(row)[:3], (row.get("key_units"), old))
+    return [
+        f"{nodeid} records {flow}/{key} in {new or '(no units)'}, its history in "
+        f"{old or '(no units)'}"
+        for (nodeid, flow, key), (new, old) in found.items()
+    ]
+
+
 def point_of(row: dict[str, Any]) -> str:
     """The point of a trend a measurement row belongs to: its run, or (HeadSpin's rows have
     no run) its own event."""
@@ -581,11 +605,18 @@ def point_of(row: dict[str, Any]) -> str:
 Grouping = Callable[[dict[str, Any]], tuple[Any, ...]]
 
 
+#: ``--by flow``: one series per flow, key, type and units, whatever test or device made it.
+POOLED = "flow"
+
+
 def series_key(row: dict[str, Any], by: str | None = None) -> tuple[Any, ...]:
-    """The series of a measurement row: flow, key, type, and its test or device (*by*;
-    None without)."""
-    return (row["user_flow_name"], row["key_name"], row.get("key_type"),
-            GROUPINGS[by](row) if by else None)  # fmt: skip
+    """The series of a measurement row: flow, key, type, units, test (node id, parameters
+    included) and device, as the gate's baseline is; *by* ``flow`` pools the tests and
+    devices of a flow (test and device None)."""
+    which = (row["user_flow_name"], row["key_name"], row.get("key_type"), row.get("key_units"))
+    if by == POOLED:
+        return (*which, None, None)
+    return (*which, row.get("nodeid"), row.get("device_address"))
 
 
 class RunSeries:
@@ -596,7 +627,7 @@ class RunSeries:
     >>> rows = [{"user_flow_name": "Login", "key_name": "t", "value": v, "run_id": r}
     ...         for r, v in (("a", 1.0), ("a", 3.0), ("b", 5.0))]
     >>> run_series(rows)
-    {('Login', 't', None, None): ([('a', 2.0), ('b', 5.0)], None)}
+    {('Login', 't', None, None, None, None): ([('a', 2.0), ('b', 5.0)], None)}
     """
 
     def __init__(self, group: Grouping = series_key) -> None:
@@ -624,8 +655,9 @@ class RunSeries:
 
 
 def run_series(rows: Iterable[dict[str, Any]], by: str | None = None) -> Series:
-    """Per flow, key, type (and test or device, *by*): each run's median of the numeric
-    values, as ``(run_id, median)`` in the order the runs came (*rows* are in time order).
+    """Per series (``series_key``: flow, key, type, units, test and device; *by* ``flow``:
+    pooled): each run's median of the numeric values, as ``(run_id, median)`` in the order
+    the runs came (*rows* are in time order).
     Rows without a run (HeadSpin's) are one point each, named by their event. With each
     series, its units; the series sorted."""
     values = RunSeries(lambda row: series_key(row, by))

@@ -189,11 +189,13 @@ def _parser() -> argparse.ArgumentParser:
         help="runs where a key shifted and stayed shifted (change-point detection)",
         description="Find the runs where a flow and key's values shifted and stayed shifted: "
         "E-Divisive means on each run's median of the passed tests' values, in time order, "
-        "with a permutation test (deterministic). Lower is better unless --higher-is-better "
-        "names the key. With --source headspin each event is one point.",
+        "with a permutation test (deterministic). A series is one flow, key, type and units "
+        "of one test (parameters included) on one device; --by flow pools a flow's tests and "
+        "devices. Lower is better unless --higher-is-better names the key. With --source "
+        "headspin each event is one point.",
         epilog="examples:\n  pytest-userflow changes --flow Login\n"
         "  pytest-userflow changes --fail-on worse --recent 5   # a nightly CI job\n"
-        "  pytest-userflow changes --key 'Login Time' --by device --format json",
+        "  pytest-userflow changes --key 'Login Time' --by flow --format json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     chg.add_argument("--flow", help="user flow name or id")
@@ -206,7 +208,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="report changes of at least PCT percent between the medians (default 5)",
     )
-    chg.add_argument("--by", choices=("test", "device"), help="one series per test or device")
+    chg.add_argument(
+        "--by",
+        choices=(analysis.POOLED,),
+        help="flow: one series per flow and key, every test and device of the flow pooled "
+        "(default: one series per test and device)",
+    )
     _add_higher_is_better(chg)
     chg.add_argument(
         "--fail-on",
@@ -593,6 +600,8 @@ CHANGE_COLUMNS = (
     "flow",
     "key",
     "type",
+    "test",
+    "device",
     "run_id",
     "time",
     "git_commit",
@@ -617,17 +626,16 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
     if args.last:
         overrides["run_ids"] = list(runs)
     series = analysis.run_series(_rows(source, args, **overrides), by=args.by)
-    found = analysis.find_changes(series, runs, _direction(args), args.min_change, by=args.by)
+    found = analysis.find_changes(series, runs, _direction(args), args.min_change)
     for r in found:
         r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
     found.sort(key=lambda r: (not r["recent"], r["flow"], r["key"], r["runs_ago"]))
     recent = [r for r in found if r["recent"]]
     columns = list(CHANGE_COLUMNS)
-    if args.by:
-        columns.insert(3, args.by)
+    pooled = "; each flow's tests and devices pooled (--by flow)" if args.by else ""
     if args.format == "table":
         print(
-            f"{len(found)} change(s) in {len(series)} series; "
+            f"{len(found)} change(s) in {len(series)} series{pooled}; "
             f"{len(recent)} worse in the last {args.recent} run(s)"
         )
         shown = [
@@ -645,6 +653,8 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
         if shown:
             _emit(shown, [c for c in columns if c != "change_pct"], "table", "changes")
     else:
+        if pooled:
+            print(f"pytest-userflow changes: {pooled[2:]}", file=sys.stderr)
         _emit(found, columns, args.format, "changes")
     if args.fail_on == "worse" and recent:
         names = ", ".join(

@@ -524,8 +524,9 @@ def confirmed_changes(store: History, run_id: str, direction: Direction) -> list
         store.measurements(Query(statuses=["passed", "failed"], run_ids=[run_id])),
     )
     changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    series = ("flow", "key", "type", "units", "test", "device")
     for change in changes:  # each series' changes come oldest first
         if change["last_run"] == run_id:
-            newest[change["flow"], change["key"]] = change
+            newest[tuple(change[k] for k in series)] = change
     return [c for c in newest.values() if c["direction"] == "worse" and c["runs_ago"] < RECENT_RUNS]

@@ -102,11 +102,10 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             for place, n in flow["places"].items():
                 into["places"][place] += n
         for row in s.get("keys", []):
-            group = (row["flow"], row["key"], row["type"], row["device"])
+            group = (row["flow"], row["key"], row["type"], row["device"], row["units"])
             have = keys.setdefault(group, {**row, "count": 0, "values": []})
             have["count"] += row["count"]
             have["values"] += row["values"]
-            have["units"] = have["units"] or row["units"]
         for name in pending:
             pending[name] += s.get("pending", {}).get(name, 0)
     for have in keys.values():
@@ -131,7 +130,9 @@ def key_rows(keys: list[dict[str, Any]], *, with_device: bool) -> list[list[str]
     with_type = any(k["type"] for k in keys)
     header = ["key", *(["type"] if with_type else []), *(["device"] if with_device else [])]
     rows = [[*header, "n", "min", "median", "max", "units"]]
-    order = sorted(keys, key=lambda k: (k["key"], k["type"] or "", k["device"] or ""))
+    order = sorted(
+        keys, key=lambda k: (k["key"], k["type"] or "", k["device"] or "", k["units"] or "")
+    )
     for k in order:
         stats = ["-"] * 3
         if k["numeric"]:
@@ -194,12 +195,15 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
 
 
 def describe_change(change: dict[str, Any]) -> str:
-    """``Login/Login Time +30.5% (median 100 -> 130.5 ms) since run R, commit C, 3 run(s)
-    ago``: a change as ``analysis.find_changes`` gives it, for the summary and the report."""
+    """``Login/Login Time (test_login.py::test_login) +30.5% (median 100 -> 130.5 ms) since
+    run R, commit C, 3 run(s) ago``: a change as ``analysis.find_changes`` gives it (of one
+    test on one device, or of a flow's pooled series), for the summary and the report."""
     units = f" {change['units']}" if change.get("units") else ""
     commit = f", commit {change['git_commit'][:10]}" if change.get("git_commit") else ""
+    parts = [shorten(change[k], 2 * MAX_CELL) for k in ("test", "device") if change.get(k)]
+    where = f" ({' on '.join(parts)})" if parts else ""
     return (
-        f"{change['flow']}/{change['key']} "
+        f"{change['flow']}/{change['key']}{where} "
         f"{change_text(change['before'], change['after'], change['change_pct'])} (median "
         f"{fmt_number(change['before'])} -> {fmt_number(change['after'])}{units}) since run "
         f"{change['run_id']}{commit}, {change['runs_ago']} run(s) ago"
@@ -283,6 +287,8 @@ def render(
                 f"them; {entry['left_out']} value(s) of excluded tests left out)",
                 {},
             ))  # fmt: skip
+    for line in sorted({u for s in summaries for u in s.get("unit_changes", [])}):
+        out.append((f"WARNING: {line}: their values are summarised apart", warn))
     reruns = sorted(total.get("reruns", []))
     if reruns:
         named = _names([f"{shorten(nodeid, 2 * MAX_CELL)} ({n} attempts)" for nodeid, n in reruns])
