@@ -251,6 +251,7 @@ def _attention(
         check = Check(
             c["nodeid"], c["flow"], c["key"], c["value"], units.get((c["flow"], c["key"])),
             c["kind"], c["limit"], c["verdict"], c["change_pct"], c["noise_pct"],
+            baseline=c["baseline"],
         )  # fmt: skip
         out.append(
             {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -100,3 +101,16 @@ def test_a_change_near_zero_is_told_in_units(
     assert change["change_pct"] is None
     assert change["change"] == pytest.approx(4.5)
     assert "+4.5 (from 0.5)" in run_cli(store_path, "changes").stdout
+
+
+def test_the_report_tells_a_regression_from_zero_in_units(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, store_path: Path
+) -> None:
+    pytest.importorskip("vl_convert", reason="the [html] extra is not installed")
+    record(pytester, monkeypatch, [0, 0, 0, 0, 0])
+    monkeypatch.setenv("VALUE", "50")
+    pytester.runpytest("-p", "no:cacheprovider", "--userflow-baseline", "local")
+    out = pytester.path / "report.html"
+    assert run_cli(store_path, "report", "-o", str(out)).returncode == 0
+    page = html.unescape(out.read_text())  # what needs attention, as the page lists it
+    assert "App/Value = 50 regressed +50 (from 0) against its baseline 0 (median of 5)" in page
