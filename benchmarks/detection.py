@@ -1,54 +1,144 @@
 """How well the gate and ``pytest-userflow changes`` tell a real step from noise (seeded).
 
-Histories of 100 runs with 1%, 5% and 10% lognormal noise; half with no change, half with a
-step of +10%, +25% or +50% at a random run. Reports the gate's false alarms (old rule: PCT
-only; new rule: PCT and 3x the noise), its catch rate on the run after a step, and for
-``changes`` the share of steps found within 2 runs of where they began and the false change
-points per 100 runs of no change. Run: ``python benchmarks/detection.py``.
+Both go through the plugin's own code: the gate's rule (``gate.check_regression`` on a
+``gate.Baseline``) and ``analysis.find_changes`` with its ``ChangeDetector``.
+
+1. Histories of 100 runs with 1%, 5% and 10% lognormal noise; half with no change, half with a
+   step of +10%, +25% or +50% at a random run. Reports the gate's false alarms (old rule: PCT
+   only, ``--userflow-noise 0``; new rule: PCT and 3x the noise), its catch rate on the run
+   after a step, and for ``changes`` the share of steps found within 2 runs of where they began
+   and the false change points per 100 runs of no change.
+2. The cases where the noise has holes: two-valued and count data (a spread of 0), a median of
+   0, and a median near 0.
+
+Run: ``python benchmarks/detection.py [--histories N]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
-from pytest_userflow.analysis import MAD_SCALE, ChangeDetector, median
+from pytest_userflow.analysis import ChangeDetector, change_text, find_changes
+from pytest_userflow.gate import Baseline, Check, check_regression
+from pytest_userflow.model import Measurement
 
 RUNS, HISTORIES, PCT, K, BASELINE = 100, 100, 10.0, 3.0, 10
+#: Runs of a two-valued series ``changes`` is tried on: one window, so one test at alpha.
+WINDOW_RUNS = 50
 
 
-def gate_fires(history: list[float], value: float, noise_k: float) -> bool:
-    base = median(history)
-    spread = MAD_SCALE * median([abs(v - base) for v in history]) / base * 100
-    worse = (value - base) / base * 100
-    return worse > PCT and worse > noise_k * spread
+def gate_check(history: list[float], value: float, noise_k: float = K) -> Check | None:
+    """The gate's verdict on *value* against the baseline *history* (None: no verdict)."""
+    baseline = Baseline("Flow", "Key", tuple(history))
+    return check_regression(
+        "test_x", "Flow", Measurement("Key", value), baseline,
+        pct=PCT, noise=noise_k, higher_is_better=False, warn_only=False,
+    )  # fmt: skip
 
 
-def main() -> None:
-    rng = random.Random(2020)
+def gate_fires(history: list[float], value: float, noise_k: float = K) -> bool:
+    check = gate_check(history, value, noise_k)
+    return check is not None and check.failed
+
+
+def gate_false_rate(draw: Callable[[], float], histories: int) -> float:
+    """The share of runs of stationary histories (*draw* makes a value) the gate fails."""
+    fired = checks = 0
+    for _ in range(histories):
+        h = [draw() for _ in range(RUNS)]
+        for i in range(BASELINE, RUNS):
+            checks += 1
+            fired += gate_fires(h[i - BASELINE : i], h[i])
+    return fired / checks
+
+
+def changes_of(values: list[float]) -> list[dict[str, Any]]:
+    """``pytest-userflow changes`` on one series (one point a run), at its default 5%."""
+    points = [(f"run{i}", v) for i, v in enumerate(values)]
+    return find_changes({("Flow", "Key", None, None, None, None): (points, None)}, {},
+                        lambda flow, key: "lower", 5.0)  # fmt: skip
+
+
+def said(changes: list[dict[str, Any]]) -> str:
+    """The changes as ``changes`` prints them, or "nothing"."""
+    texts = [change_text(c["before"], c["after"], c["change_pct"]) for c in changes]
+    return "; ".join(texts) or "nothing"
+
+
+def steps(rng: random.Random, histories: int) -> list[str]:
     detector = ChangeDetector()
-    started = time.perf_counter()
-    print("noise  step   gate false old/new  gate catch  changes found  false/100 runs")
+    lines = ["noise  step   gate false old/new  gate catch  changes found  false/100 runs"]
     for noise in (0.01, 0.05, 0.10):
-        flat = [[rng.lognormvariate(0, noise) for _ in range(RUNS)] for _ in range(HISTORIES)]
+        flat = [[rng.lognormvariate(0, noise) for _ in range(RUNS)] for _ in range(histories)]
         old = new = checks = 0
         for h in flat:
             for i in range(BASELINE, RUNS):
                 checks += 1
                 old += gate_fires(h[i - BASELINE : i], h[i], 0.0)
                 new += gate_fires(h[i - BASELINE : i], h[i], K)
-        false = sum(len(detector.find(h, 5.0)) for h in flat) / (HISTORIES * RUNS / 100)
+        false = sum(len(detector.find(h, 5.0)) for h in flat) / (histories * RUNS / 100)
         for step in (1.10, 1.25, 1.50):
             caught = found = 0
-            for _ in range(HISTORIES):
+            for _ in range(histories):
                 at = rng.randrange(BASELINE, RUNS - 10)
                 h = [rng.lognormvariate(0, noise) * (step if i >= at else 1) for i in range(RUNS)]
                 caught += gate_fires(h[at - BASELINE : at], h[at], K)
                 found += any(abs(c.index - at) <= 2 for c in detector.find(h, 5.0))
-            print(
+            lines.append(
                 f"{noise:>4.0%}  +{step - 1:>3.0%}  {old / checks:>8.1%} / {new / checks:>5.1%}"
-                f"  {caught / HISTORIES:>10.0%}  {found / HISTORIES:>13.0%}  {false:>14.2f}"
+                f"  {caught / histories:>10.0%}  {found / histories:>13.0%}  {false:>14.2f}"
             )
+    return lines
+
+
+def two_valued(share: float, low: float, high: float) -> Callable[[random.Random], float]:
+    return lambda rng: low if rng.random() < share else high
+
+
+def holes(rng: random.Random, histories: int) -> dict[str, Any]:
+    """The issue's cases, each as a figure or as what the user sees."""
+    timing = two_valued(0.7, 100.0, 200.0)
+    count = two_valued(0.9, 1.0, 2.0)
+    out: dict[str, Any] = {
+        "70/30 timing (100 / 200 ms), gate false failures": gate_false_rate(
+            lambda: timing(rng), histories
+        ),
+        "90/10 count (1 / 2), gate false failures": gate_false_rate(lambda: count(rng), histories),
+    }
+    detector = ChangeDetector()
+    for share in (0.5, 0.7):
+        draw = two_valued(share, 100.0, 200.0)
+        series = [[draw(rng) for _ in range(WINDOW_RUNS)] for _ in range(4 * histories)]
+        found = sum(bool(detector.find(s, 0.0)) for s in series) / len(series)
+        name = f"{share:.0%}/{1 - share:.0%} two-valued ({WINDOW_RUNS} runs), `changes` false rate"
+        out[name] = found
+    errors = gate_check([0.0] * BASELINE, 50.0)
+    out["errors 0 -> 50 (baseline median 0), the gate says"] = (
+        "passes, no line" if errors is None else f"{errors.verdict}: {errors.message()}"
+    )
+    out["[0]*50 + [100]*50, `changes` says"] = said(changes_of([0.0] * 50 + [100.0] * 50))
+    own = random.Random(49)  # its own draws: the same series at every --histories
+    near = changes_of(
+        [own.gauss(-0.049, 0.02) for _ in range(50)] + [own.gauss(-0.070, 0.02) for _ in range(50)]
+    )
+    out["-0.049 -> -0.070 (noise 0.02), `changes` says"] = said(near)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--histories", type=int, default=HISTORIES)
+    args = parser.parse_args(argv)
+    rng = random.Random(2020)
+    started = time.perf_counter()
+    print("\n".join(steps(rng, args.histories)))
+    print()
+    for case, figure in holes(rng, args.histories).items():
+        print(f"{case}: {figure:.1%}" if isinstance(figure, float) else f"{case}: {figure}")
     print(f"({time.perf_counter() - started:.1f} s)")
 
 

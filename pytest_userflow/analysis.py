@@ -10,6 +10,7 @@ no pytest import. Non-numeric values are counted but left out of the statistics.
 from __future__ import annotations
 
 import bisect
+import decimal
 import math
 import random
 import statistics
@@ -43,16 +44,31 @@ def mean(values: Sequence[float]) -> float:
         return math.fsum(v / len(values) for v in values)
 
 
-def percent_change(before: float | None, after: float | None) -> float | None:
-    """How far *after* is from *before*, in percent of *before* (None without both, or
-    from zero).
+def percent_change(before: float | None, after: float | None, spread: float = 0.0) -> float | None:
+    """How far *after* is from *before*, in percent of *before*; None without both, or when
+    *before* is near zero: within NEAR_ZERO times its *spread* of it (a percent of a value the
+    noise alone could take to zero says nothing; such changes are told in the key's units).
 
-    >>> percent_change(100.0, 130.5)
-    30.5
+    >>> percent_change(100.0, 130.5), percent_change(0.0, 50.0), percent_change(1.0, 2.0, 1.0)
+    (30.5, None, None)
     """
-    if before is None or after is None or before == 0:
+    if before is None or after is None or abs(before) <= max(NEAR_ZERO * spread, 0.0):
         return None
     return (after - before) / abs(before) * 100.0
+
+
+def change_text(before: float | None, after: float | None, pct: float | None) -> str:
+    """A change as people read it: ``+30.5%``, or in the key's units, ``+50 (from 0)``, where
+    no percent is computed (a median near zero); ``-`` without both sides.
+
+    >>> change_text(100.0, 130.5, 30.5), change_text(0.0, 50.0, None)
+    ('+30.5%', '+50 (from 0)')
+    """
+    if pct is not None:
+        return f"{pct:+.1f}%"
+    if before is None or after is None:
+        return "-"
+    return f"{after - before:+.4g} (from {before:.4g})"
 
 
 def percentile(ordered: list[float], pct: float) -> float:
@@ -97,31 +113,30 @@ GROUPINGS: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 
 def stats(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
-    """Statistics per flow, key, type (and *by*: run, test, device or day), sorted; runs
-    in the order their first values came (*rows* are in time order, as listings give them)."""
+    """Statistics per flow, key, type and units (a key recorded in two units is two rows,
+    never one summary of both), and *by*: run, test, device or day; sorted, runs in the order
+    their first values came (*rows* are in time order, as listings give them)."""
     grouped: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
-    units: dict[tuple[Any, ...], str | None] = {}
     extra = GROUPINGS[by] if by else None
     first: dict[tuple[Any, ...], int] = {}  # when each group's first value came (rows: in time)
     for row in rows:
         group = (row["user_flow_name"], row["key_name"], row.get("key_type"),
-                 extra(row) if extra else None)  # fmt: skip
+                 row.get("key_units"), extra(row) if extra else None)  # fmt: skip
         grouped[group].append(row["value"])
-        units[group] = row.get("key_units") or units.get(group)
         first.setdefault(group, len(first))
 
     def order(g: tuple[Any, ...]) -> tuple[Any, ...]:
         labels = tuple("" if x is None else str(x) for x in g)
-        return (*labels[:3], first[g]) if by == "run" else labels
+        return (*labels[:4], first[g]) if by == "run" else labels
 
     out = []
     for group in sorted(grouped, key=order):
-        flow, key, kind, extra_value = group
+        flow, key, kind, units, extra_value = group
         entry: dict[str, Any] = {"flow": flow, "key": key, "type": kind}
         if by:
             entry[by] = extra_value
         entry.update(summarize(grouped[group]))
-        entry["units"] = units[group]
+        entry["units"] = units
         out.append(entry)
     return out
 
@@ -132,16 +147,47 @@ MAD_SCALE = 1.4826
 MIN_CHANGE_PCT = 5.0
 #: The efficiency of the median: its standard error is this times sigma over root n.
 MEDIAN_SE = 1.2533
+#: A median within this many spreads of zero is near zero: its changes are told in its units.
+NEAR_ZERO = 3.0
 #: compare's verdict for a key whose values are not numbers.
 NOT_NUMERIC = "not numeric"
 #: Which way a flow's key is better: ``lower``, ``higher`` or ``ignore``.
 Direction = Callable[[str, str], str]
 
 
-def robust_spread(values: Sequence[float]) -> float:
-    """A spread that one wild value barely moves: 1.4826 times the median absolute deviation."""
+def robust_spread(values: Sequence[float], step: float | None = None) -> float:
+    """A spread that one wild value barely moves: 1.4826 times the median absolute deviation,
+    and never less than the *step* the values are recorded in (``resolution(values)`` unless
+    given): a key that is 1 nine times in ten, or always 0, has a MAD of 0, yet is no more
+    exact than its whole units.
+
+    >>> robust_spread([1.0, 2.0, 3.0, 4.0]), robust_spread([0, 0, 0]), robust_spread([0.5] * 3)
+    (1.4826, 1.0, 0.1)
+    """
     middle = median(values)
-    return MAD_SCALE * median([abs(v - middle) for v in values])
+    mad = MAD_SCALE * median([abs(v - middle) for v in values])
+    return max(mad, resolution(values) if step is None else step)
+
+
+def resolution(values: Iterable[float]) -> float:
+    """The finest step *values* are written in: 1 for whole numbers, 0.01 for 12.34; a
+    measured float's own digits make it tiny.
+
+    >>> resolution([100, 200.0]), resolution([0, 0.25])
+    (1.0, 0.01)
+    """
+    exponent = 0
+    for value in values:
+        if math.isfinite(value) and not float(value).is_integer():
+            digits = decimal.Decimal(repr(float(value))).as_tuple().exponent
+            exponent = min(exponent, int(digits))
+    return float(10.0**exponent)
+
+
+def median_noise(spread: float, n_before: int, n_after: int, k: float = DEFAULT_NOISE) -> float:
+    """The change between the medians of *n_before* and *n_after* values that their noise
+    alone could make: *k* standard errors of their difference, from *spread*."""
+    return float(k * MEDIAN_SE * spread * (1 / n_before + 1 / n_after) ** 0.5)
 
 
 @dataclass(frozen=True)
@@ -160,8 +206,16 @@ class Comparison:
     numeric: bool = True
 
     @property
+    def change(self) -> float | None:
+        """The candidate's median less the baseline's, in the key's units."""
+        if self.baseline is None or self.candidate is None:
+            return None
+        return self.candidate - self.baseline
+
+    @property
     def change_pct(self) -> float | None:
-        return percent_change(self.baseline, self.candidate)
+        """The change in percent; None for a baseline near zero (see ``percent_change``)."""
+        return percent_change(self.baseline, self.candidate, self.spread)
 
     @property
     def higher_is_better(self) -> bool:
@@ -176,44 +230,53 @@ class Comparison:
         return -change if self.higher_is_better else change
 
     @property
-    def noise_pct(self) -> float | None:
-        """The change the noise alone could make, in %: *noise* standard errors of the
-        difference of the two medians, from the baseline's spread."""
-        if self.change_pct is None or not self.baseline:
+    def noise_units(self) -> float | None:
+        """The change the noise alone could make, in the key's units: *noise* standard errors
+        of the difference of the two medians, from the baseline's spread."""
+        if not self.baseline_n or not self.candidate_n:
             return None
-        se = MEDIAN_SE * self.spread * (1 / self.baseline_n + 1 / self.candidate_n) ** 0.5
-        return float(self.noise * se / abs(self.baseline) * 100.0)
+        return median_noise(self.spread, self.baseline_n, self.candidate_n, self.noise)
+
+    @property
+    def noise_pct(self) -> float | None:
+        """That change in percent of the baseline (None where no percent is computed)."""
+        noise = self.noise_units
+        if self.change_pct is None or noise is None or self.baseline is None:
+            return None
+        return float(noise / abs(self.baseline) * 100.0)
 
     def verdict(self, threshold: float) -> str:
         """worse or better beyond both *threshold* percent and the noise; "same" within the
-        threshold; "within noise" past the threshold but not the noise."""
+        threshold; "within noise" past the threshold but not the noise. A baseline near zero
+        has no percent: its change is judged against the noise alone, in the key's units."""
         if not self.numeric:
             return NOT_NUMERIC
         if self.direction == "ignore":
             return "ignored"
-        worse, noise = self.worse_pct, self.noise_pct
-        if worse is None or noise is None:
-            return "no data" if self.baseline is None or self.candidate is None else "n/a"
-        if abs(worse) <= threshold:
+        change, noise = self.change, self.noise_units
+        if change is None or noise is None:
+            return "no data"
+        worse = -change if self.higher_is_better else change
+        pct = self.worse_pct
+        if change == 0 or (pct is not None and abs(pct) <= threshold):
             return "same"
-        if abs(worse) <= noise:
+        if abs(change) <= noise:
             return "within noise"
         return "worse" if worse > 0 else "better"
 
 
-def _numbers(
-    rows: Iterable[dict[str, Any]],
-) -> dict[tuple[str, str, str | None], tuple[list[float], str | None]]:
-    """Per flow, key and type: the numeric values (none for a text key), and the units."""
-    values: dict[tuple[str, str, str | None], list[float]] = {}
-    units: dict[tuple[str, str, str | None], str | None] = {}
+Which = tuple[str, str, "str | None", "str | None"]
+
+
+def _numbers(rows: Iterable[dict[str, Any]]) -> dict[Which, list[float]]:
+    """Per flow, key, type and units: the numeric values (none for a text key)."""
+    values: dict[Which, list[float]] = {}
     for row in rows:
-        key = (row["user_flow_name"], row["key_name"], row.get("key_type"))
-        units[key] = row.get("key_units") or units.get(key)
+        key = (row["user_flow_name"], row["key_name"], row.get("key_type"), row.get("key_units"))
         numbers = values.setdefault(key, [])
         if is_number(row["value"]):
             numbers.append(float(row["value"]))
-    return {k: (v, units[k]) for k, v in values.items()}
+    return values
 
 
 def compare(
@@ -222,21 +285,20 @@ def compare(
     direction: Direction = lambda flow, key: "lower",
     noise: float = DEFAULT_NOISE,
 ) -> list[Comparison]:
-    """Per flow, key and type: the medians of baseline and candidate, and the baseline's
-    spread; keys with no numeric value on either side are marked not numeric. *direction*:
-    which way a flow's key is better."""
+    """Per flow, key, type and units: the medians of baseline and candidate, and the
+    baseline's spread; keys with no numeric value on either side are marked not numeric.
+    *direction*: which way a flow's key is better."""
     base = _numbers(baseline_rows)
     cand = _numbers(candidate_rows)
     out = []
-    for key in sorted(set(base) | set(cand), key=lambda k: (k[0], k[1], k[2] or "")):
-        b_values, b_units = base.get(key, ([], None))
-        c_values, c_units = cand.get(key, ([], None))
+    for key in sorted(set(base) | set(cand), key=lambda k: tuple(x or "" for x in k)):
+        b_values, c_values = base.get(key, []), cand.get(key, [])
         out.append(
             Comparison(
                 key[0],
                 key[1],
                 key[2],
-                c_units or b_units,
+                key[3],
                 median(b_values) if b_values else None,
                 median(c_values) if c_values else None,
                 len(b_values),
@@ -279,16 +341,31 @@ CHANGE_SEED = 20200420  # the permutations are the same every time: the same ans
 @dataclass(frozen=True)
 class ChangePoint:
     """A shift in a series: it starts at *index*; *before* and *after* are the medians of
-    the stretches on either side (up to the neighbouring change points)."""
+    the stretches on either side (up to the neighbouring change points), *spread* the
+    robust spread of the stretch before, and *sizes* how many values each stretch has."""
 
     index: int
     p_value: float
     before: float
     after: float
+    spread: float = 0.0
+    sizes: tuple[int, int] = (1, 1)
 
     @property
     def change_pct(self) -> float | None:
-        return percent_change(self.before, self.after)
+        """The change in percent; None from a median near zero (see ``percent_change``)."""
+        return percent_change(self.before, self.after, self.spread)
+
+    def size(self, min_change_pct: float) -> float:
+        """The change over the least change that counts (under 1: too small): *min_change_pct*
+        percent, or from a median near zero, the noise of the two medians in the key's units."""
+        if min_change_pct <= 0:
+            return math.inf
+        pct = self.change_pct
+        if pct is not None:
+            return abs(pct) / min_change_pct
+        noise = median_noise(self.spread, *self.sizes)
+        return abs(self.after - self.before) / noise if noise else math.inf
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -347,7 +424,8 @@ def _best_split(x: Sequence[float], min_size: int) -> tuple[int, float]:
 
 class ChangeDetector:
     """Finds change points in series of numbers; keeps the permutation null distribution of
-    each segment length it has met, for the series that follow."""
+    each set of ranks it has met (with no ties: one a segment length), for the series that
+    follow."""
 
     def __init__(
         self,
@@ -361,19 +439,23 @@ class ChangeDetector:
         self.min_size = max(min_size, 2)
         self.alpha = alpha
         self.permutations = permutations
-        self._null: dict[int, list[float]] = {}
+        self._null: dict[tuple[float, ...], list[float]] = {}
 
-    def _p_value(self, length: int, q: float) -> float:
-        null = self._null.get(length)
+    def _p_value(self, ranks: Sequence[float], q: float) -> float:
+        """How often permuting *ranks* as they are (tied ones sharing their mean rank) makes
+        a split as strong as *q*: ties shrink the statistic's spread, so a null drawn from
+        untied ranks would call two-valued data changed more often than alpha."""
+        which = tuple(sorted(ranks))
+        null = self._null.get(which)
         if null is None:
-            rng = random.Random(CHANGE_SEED + length)
-            ranks = [float(i) for i in range(length)]
+            rng = random.Random(CHANGE_SEED + len(which))
+            shuffled = list(which)
             null = []
             for _ in range(self.permutations):
-                rng.shuffle(ranks)
-                null.append(_best_split(ranks, self.min_size)[1])
+                rng.shuffle(shuffled)
+                null.append(_best_split(shuffled, self.min_size)[1])
             null.sort()
-            self._null[length] = null
+            self._null[which] = null
         # A permutation as strong as q counts against it, rounding in the sums aside.
         above = len(null) - bisect.bisect_left(null, q - 1e-9 * abs(q))
         return (1 + above) / (1 + len(null))
@@ -391,12 +473,13 @@ class ChangeDetector:
                     # it (on ranks, a 0.1% drift just before a 30% step looks as clear as the
                     # step). Whether: the ranks' statistic there, against the ranks' null.
                     at = _best_split(x[start:end], self.min_size)[0]
-                    q = _statistics(_ranks(x[start:end]), self.min_size)[at]
-                    candidates.append((q / (end - start), start + at, start, end, q))
+                    ranks = _ranks(x[start:end])
+                    q = _statistics(ranks, self.min_size)[at]
+                    candidates.append((q / (end - start), start + at, start, end, q, ranks))
             if not candidates:
                 return found
-            _, at, start, end, q = max(candidates)
-            p = self._p_value(end - start, q)
+            _, at, start, end, q, ranks = max(candidates, key=lambda c: c[:5])
+            p = self._p_value(ranks, q)
             if p > self.alpha:
                 return found
             found[at] = p
@@ -405,7 +488,8 @@ class ChangeDetector:
 
     def find(self, values: Sequence[float], min_change_pct: float = 0.0) -> list[ChangePoint]:
         """The change points of *values* (oldest first), each at least *min_change_pct*
-        percent between the medians on either side."""
+        percent between the medians on either side (from a median near zero: more than their
+        noise, in the key's units)."""
         n = len(values)
         found: dict[int, float] = {}
         step = self.window // 2
@@ -430,22 +514,24 @@ class ChangeDetector:
             kept.remove(a if stats.get(a - start, 0.0) < stats.get(b - start, 0.0) else b)
         while True:
             points = _with_medians(values, kept, found)
-            small = [c for c in points if abs(c.change_pct or 0.0) < min_change_pct]
+            small = [c for c in points if c.size(min_change_pct) < 1]
             if not small:
                 return points
-            kept.remove(min(small, key=lambda c: abs(c.change_pct or 0.0)).index)
+            kept.remove(min(small, key=lambda c: c.size(min_change_pct)).index)
 
 
 def _with_medians(
     values: Sequence[float], indexes: list[int], p_values: dict[int, float]
 ) -> list[ChangePoint]:
     bounds = [0, *indexes, len(values)]
-    return [
-        ChangePoint(
-            at, p_values[at], median(values[bounds[i] : at]), median(values[at : bounds[i + 2]])
-        )
-        for i, at in enumerate(indexes)
-    ]
+    out = []
+    for i, at in enumerate(indexes):
+        before, after = values[bounds[i] : at], values[at : bounds[i + 2]]
+        out.append(
+            ChangePoint(at, p_values[at], median(before), median(after), robust_spread(before),
+                        (len(before), len(after)))
+        )  # fmt: skip
+    return out
 
 
 Series = dict[tuple[Any, ...], tuple[list[tuple[str, float]], "str | None"]]
@@ -456,10 +542,9 @@ def find_changes(
     runs: dict[str, dict[str, Any]],
     direction: Direction,
     min_change_pct: float,
-    by: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The change points of each series (``run_series``: per flow, key, type and
-    test or device, ``(run, median)`` points), as ``pytest-userflow changes`` lists them.
+    """The change points of each series (``run_series``: per flow, key, type, units, test
+    and device, ``(run, median)`` points), as ``pytest-userflow changes`` lists them.
 
     *runs*: the runs oldest first, by id (empty: the points' own order); *direction*: which
     way a flow's key is better (``lower``, ``higher``; ``ignore`` leaves it out).
@@ -467,7 +552,7 @@ def find_changes(
     order = {run_id: i for i, run_id in enumerate(runs)}
     detector = ChangeDetector()
     out = []
-    for (flow, key, kind, extra), (points, units) in series.items():
+    for (flow, key, kind, units, test, device), (points, _) in series.items():
         way = direction(flow, key)
         if way == "ignore":
             continue
@@ -476,14 +561,15 @@ def find_changes(
         for change in detector.find([v for _, v in points], min_change_pct):
             run_id = points[change.index][0]
             run = runs.get(run_id, {})
-            pct = change.change_pct
-            worse = pct is not None and (pct < 0 if way == "higher" else pct > 0)
+            delta = change.after - change.before
+            worse = delta < 0 if way == "higher" else delta > 0
             out.append(
                 {
                     "flow": flow,
                     "key": key,
                     "type": kind,
-                    **({by: extra} if by else {}),
+                    "test": test,
+                    "device": device,
                     "run_id": run_id,
                     "time": run.get("started_at"),
                     "git_commit": run.get("git_commit"),
@@ -491,7 +577,8 @@ def find_changes(
                     "ci_build_id": run.get("ci_build_id"),
                     "before": change.before,
                     "after": change.after,
-                    "change_pct": pct,
+                    "change": delta,
+                    "change_pct": change.change_pct,
                     "direction": "worse" if worse else "better",
                     "units": units,
                     "p_value": change.p_value,
@@ -500,6 +587,33 @@ def find_changes(
                 }
             )
     return out
+
+
+def unit_changes(rows: Iterable[dict[str, Any]], earlier: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per test and key of *rows* recorded in other units than the test's newest
+    value of that key in *earlier* rows (both in time order): their values are never summed
+    up as one.
+
+    >>> row = {"user_flow_name": "F", "key_name": "t", "nodeid": "t.py::x", "key_units": "ms"}
+    >>> unit_changes([row], [{**row, "key_units": None}])
+    ['t.py::x records F/t in ms, its history in (no units)']
+    """
+
+    def which(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row.get("nodeid"), row["user_flow_name"], row["key_name"], row.get("key_type"),
+                row.get("device_address"))  # fmt: skip
+
+    had = {which(row): row.get("key_units") for row in earlier}  # the newest wins
+    found: dict[tuple[Any, ...], tuple[str | None, str | None]] = {}
+    for row in rows:
+        old = had.get(which(row), row.get("key_units"))
+        if old != row.get("key_units"):
+            found.setdefault(which(row)[:3], (row.get("key_units"), old))
+    return [
+        f"{nodeid} records {flow}/{key} in {new or '(no units)'}, its history in "
+        f"{old or '(no units)'}"
+        for (nodeid, flow, key), (new, old) in found.items()
+    ]
 
 
 def point_of(row: dict[str, Any]) -> str:
@@ -512,11 +626,18 @@ def point_of(row: dict[str, Any]) -> str:
 Grouping = Callable[[dict[str, Any]], tuple[Any, ...]]
 
 
+#: ``--by flow``: one series per flow, key, type and units, whatever test or device made it.
+POOLED = "flow"
+
+
 def series_key(row: dict[str, Any], by: str | None = None) -> tuple[Any, ...]:
-    """The series of a measurement row: flow, key, type, and its test or device (*by*;
-    None without)."""
-    return (row["user_flow_name"], row["key_name"], row.get("key_type"),
-            GROUPINGS[by](row) if by else None)  # fmt: skip
+    """The series of a measurement row: flow, key, type, units, test (node id, parameters
+    included) and device, as the gate's baseline is; *by* ``flow`` pools the tests and
+    devices of a flow (test and device None)."""
+    which = (row["user_flow_name"], row["key_name"], row.get("key_type"), row.get("key_units"))
+    if by == POOLED:
+        return (*which, None, None)
+    return (*which, row.get("nodeid"), row.get("device_address"))
 
 
 class RunSeries:
@@ -527,7 +648,7 @@ class RunSeries:
     >>> rows = [{"user_flow_name": "Login", "key_name": "t", "value": v, "run_id": r}
     ...         for r, v in (("a", 1.0), ("a", 3.0), ("b", 5.0))]
     >>> run_series(rows)
-    {('Login', 't', None, None): ([('a', 2.0), ('b', 5.0)], None)}
+    {('Login', 't', None, None, None, None): ([('a', 2.0), ('b', 5.0)], None)}
     """
 
     def __init__(self, group: Grouping = series_key) -> None:
@@ -555,8 +676,9 @@ class RunSeries:
 
 
 def run_series(rows: Iterable[dict[str, Any]], by: str | None = None) -> Series:
-    """Per flow, key, type (and test or device, *by*): each run's median of the numeric
-    values, as ``(run_id, median)`` in the order the runs came (*rows* are in time order).
+    """Per series (``series_key``: flow, key, type, units, test and device; *by* ``flow``:
+    pooled): each run's median of the numeric values, as ``(run_id, median)`` in the order
+    the runs came (*rows* are in time order).
     Rows without a run (HeadSpin's) are one point each, named by their event. With each
     series, its units; the series sorted."""
     values = RunSeries(lambda row: series_key(row, by))

@@ -184,12 +184,14 @@ def _parser() -> argparse.ArgumentParser:
         help="runs where a key shifted and stayed shifted (change-point detection)",
         description="Find the runs where a flow and key's values shifted and stayed shifted: "
         "E-Divisive means on each run's median of the passed tests' values, in time order, "
-        "with a permutation test (deterministic). Which way a key is better: "
-        "--higher-is-better, else the userflow_directions and userflow_budgets settings, else "
-        "lower. With --source headspin each event is one point.",
+        "with a permutation test (deterministic). A series is one flow, key, type and units "
+        "of one test (parameters included) on one device; --by flow pools a flow's tests and "
+        "devices. Which way a key is better: --higher-is-better, else the userflow_directions "
+        "and userflow_budgets settings, else lower. With --source headspin each event is one "
+        "point.",
         epilog="examples:\n  pytest-userflow changes --flow Login\n"
         "  pytest-userflow changes --fail-on worse --recent 5   # a nightly CI job\n"
-        "  pytest-userflow changes --key 'Login Time' --by device --format json",
+        "  pytest-userflow changes --key 'Login Time' --by flow --format json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     chg.add_argument("--flow", help="user flow name or id")
@@ -202,7 +204,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="report changes of at least PCT percent between the medians (default 5)",
     )
-    chg.add_argument("--by", choices=("test", "device"), help="one series per test or device")
+    chg.add_argument(
+        "--by",
+        choices=(analysis.POOLED,),
+        help="flow: one series per flow and key, every test and device of the flow pooled "
+        "(default: one series per test and device)",
+    )
     _add_higher_is_better(chg)
     chg.add_argument(
         "--fail-on",
@@ -533,7 +540,9 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
             "type": c.type,
             "baseline": c.baseline,
             "candidate": c.candidate,
+            "change": c.change,
             "change_pct": c.change_pct,
+            "noise": c.noise_units,
             "noise_pct": c.noise_pct,
             "baseline_n": c.baseline_n,
             "candidate_n": c.candidate_n,
@@ -549,7 +558,9 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
         "type",
         "baseline",
         "candidate",
+        "change",
         "change_pct",
+        "noise",
         "noise_pct",
         "verdict",
         "units",
@@ -564,13 +575,14 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
                 **r,
                 "baseline": analysis.fmt_number(r["baseline"]),
                 "candidate": analysis.fmt_number(r["candidate"]),
-                "change_pct": "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
-                "noise_pct": "-" if r["noise_pct"] is None else f"{r['noise_pct']:.1f}%",
+                "change": analysis.change_text(r["baseline"], r["candidate"], r["change_pct"]),
+                "noise": _noise_text(r["noise"], r["noise_pct"]),
             }
             for r in rows
             if r["verdict"] != analysis.NOT_NUMERIC
         ]
-        _emit(shown, columns, "table", "comparisons")
+        table = [c for c in columns if c not in ("change_pct", "noise_pct")]
+        _emit(shown, table, "table", "comparisons")
         text = [f"{r['flow']}/{r['key']}" for r in rows if r["verdict"] == analysis.NOT_NUMERIC]
         if text:
             print(f"not compared, their values are not numbers: {', '.join(text)}")
@@ -578,16 +590,32 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
         _emit(rows, columns, args.format, "comparisons")
     worse = [c for c in comparisons if c.verdict(threshold) == "worse"]
     if args.fail_over is not None and worse:
-        names = ", ".join(f"{c.flow}/{c.key} {c.worse_pct:+.1f}%" for c in worse)
+        names = ", ".join(
+            f"{c.flow}/{c.key} {analysis.change_text(c.baseline, c.candidate, c.worse_pct)}"
+            for c in worse
+        )
         print(f"worse by more than {args.fail_over:g}% and the noise: {names}", file=sys.stderr)
         return 1
     return 0
+
+
+def _change(r: dict[str, Any]) -> str:
+    return analysis.change_text(r["before"], r["after"], r["change_pct"])
+
+
+def _noise_text(noise: float | None, pct: float | None) -> str:
+    """compare's noise: ``4.2%``, or in the key's units where no percent is computed."""
+    if pct is not None:
+        return f"{pct:.1f}%"
+    return "-" if noise is None else f"{noise:.4g}"
 
 
 CHANGE_COLUMNS = (
     "flow",
     "key",
     "type",
+    "test",
+    "device",
     "run_id",
     "time",
     "git_commit",
@@ -595,6 +623,7 @@ CHANGE_COLUMNS = (
     "ci_build_id",
     "before",
     "after",
+    "change",
     "change_pct",
     "direction",
     "units",
@@ -611,17 +640,16 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
     if args.last:
         overrides["run_ids"] = list(runs)
     series = analysis.run_series(_rows(source, args, **overrides), by=args.by)
-    found = analysis.find_changes(series, runs, _direction(args), args.min_change, by=args.by)
+    found = analysis.find_changes(series, runs, _direction(args), args.min_change)
     for r in found:
         r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
     found.sort(key=lambda r: (not r["recent"], r["flow"], r["key"], r["runs_ago"]))
     recent = [r for r in found if r["recent"]]
     columns = list(CHANGE_COLUMNS)
-    if args.by:
-        columns.insert(3, args.by)
+    pooled = "; each flow's tests and devices pooled (--by flow)" if args.by else ""
     if args.format == "table":
         print(
-            f"{len(found)} change(s) in {len(series)} series; "
+            f"{len(found)} change(s) in {len(series)} series{pooled}; "
             f"{len(recent)} worse in the last {args.recent} run(s)"
         )
         shown = [
@@ -631,18 +659,20 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
                 "git_commit": (r["git_commit"] or "-")[:10],
                 "before": analysis.fmt_number(r["before"]),
                 "after": analysis.fmt_number(r["after"]),
-                "change_pct": "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
+                "change": _change(r),
                 "p_value": f"{r['p_value']:.3f}",
             }
             for r in found
         ]
         if shown:
-            _emit(shown, columns, "table", "changes")
+            _emit(shown, [c for c in columns if c != "change_pct"], "table", "changes")
     else:
+        if pooled:
+            print(f"pytest-userflow changes: {pooled[2:]}", file=sys.stderr)
         _emit(found, columns, args.format, "changes")
     if args.fail_on == "worse" and recent:
         names = ", ".join(
-            f"{r['flow']}/{r['key']} {r['change_pct']:+.1f}% from run {r['run_id']}" for r in recent
+            f"{r['flow']}/{r['key']} {_change(r)} from run {r['run_id']}" for r in recent
         )
         print(f"worse within the last {args.recent} run(s): {names}", file=sys.stderr)
         return 1

@@ -4,7 +4,9 @@ A *budget* bounds one key: ``<= max`` (lower is better) and/or ``>= min`` (highe
 frames per second for instance). The *regression gate* compares a value with the median of
 the last N passed values of the same flow, key, test and device (its *baseline*) and calls it a
 regression when it is worse by more than a percentage **and** by more than K times the
-baseline's own noise (a robust spread: 1.4826 times the median absolute deviation).
+baseline's own noise (a robust spread: 1.4826 times the median absolute deviation, never less
+than the step the values are written in). A baseline with no spread or a median near zero
+decides in the key's units: inside the range it has shown is no regression.
 
 >>> Budget.parse_line("Login :: Login Time <= 2000", where="userflow_budgets")
 Budget(flow='Login', key='Login Time', max=2000.0, min=None)
@@ -21,9 +23,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .analysis import (
     MIN_CHANGE_PCT,
     Direction,
+    change_text,
     find_changes,
     median,
     percent_change,
+    resolution,
     robust_spread,
     run_series,
 )
@@ -225,6 +229,7 @@ class Check(NamedTuple):
     low: float | None = None
     high: float | None = None
     baseline: float | None = None
+    spread: float | None = None  # the baseline's noise, in the key's units
 
     @property
     def failed(self) -> bool:
@@ -239,17 +244,24 @@ class Check(NamedTuple):
                 f"{self.limit}{units}"
             )
         return (
-            f"{self.flow}/{self.key} = {self.value:g}{units} regressed {self.change_pct:+.1f}%"
+            f"{self.flow}/{self.key} = {self.value:g}{units} regressed {self.change_text()}"
             f"{self.noise_text()} against its {self.limit}"
         )
 
+    def change_text(self) -> str:
+        """``+29.6%``, or from a median near zero, in the key's units: ``+50 (from 0)``."""
+        return change_text(self.baseline, self.value, self.change_pct)
+
     def noise_text(self) -> str:
-        """``, 3.1x its noise of 9.5%`` (empty without a noise figure)."""
-        if self.noise_pct is None or self.change_pct is None:
-            return ""
-        if self.noise_pct == 0:
-            return ", its noise 0%"
-        return f", {abs(self.change_pct) / self.noise_pct:.1f}x its noise of {self.noise_pct:.1f}%"
+        """``, 3.1x its noise of 9.5%``, or ``, 50x its noise of 1`` in the key's units
+        (empty without a noise figure)."""
+        if self.noise_pct is not None and self.change_pct is not None:
+            times = abs(self.change_pct) / self.noise_pct
+            return f", {times:.1f}x its noise of {self.noise_pct:.1f}%"
+        if self.spread and self.baseline is not None:
+            times = abs(self.value - self.baseline) / self.spread
+            return f", {times:.1f}x its noise of {self.spread:.4g}"
+        return ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -266,6 +278,7 @@ class Check(NamedTuple):
             "low": self.low,
             "high": self.high,
             "baseline": self.baseline,
+            "spread": self.spread,
         }
 
 
@@ -338,27 +351,38 @@ def check_regression(
     warn_only: bool,
 ) -> Check | None:
     """Worse than the baseline by more than *pct* percent and by more than *noise* times its
-    noise is a regression; worse by more than *pct* only is "within the noise"."""
+    noise is a regression; worse by more than *pct* only is "within the noise".
+
+    The noise is never zero: it is at least the step the values are written in (this value's
+    too). Where the baseline has no spread (over half its values equal) or its median is near
+    zero, the rule decides in the key's units: a value inside the range the baseline has
+    shown is no regression, and no percent is computed from a median near zero (errors
+    0 -> 50 is worse by 50, against a noise of 1).
+    """
     value = numeric(m.value)
     if value is None or not baseline.enough:
         return None
     middle = baseline.median
-    change = percent_change(middle, value)
-    if change is None:  # a median of zero: no percentage
-        return None
-    worse = -change if higher_is_better else change
-    noise_pct = baseline.noise / abs(middle) * 100.0
+    spread = robust_spread(baseline.values, resolution([*baseline.values, value]))
+    change = percent_change(middle, value, spread)
+    worse = (middle - value) if higher_is_better else (value - middle)
+    # Past the threshold: PCT percent worse, or from a median near zero, worse at all.
+    past = worse > 0 if change is None else (-change if higher_is_better else change) > pct
+    flat = median([abs(v - middle) for v in baseline.values]) == 0
+    if (flat or change is None) and min(baseline.values) <= value <= max(baseline.values):
+        past = False  # a value its baseline has shown
     verdict = "ok"
-    if worse > pct:
-        if worse > noise * noise_pct:
+    if past:
+        if worse > noise * spread:
             verdict = "regressed (warning)" if warn_only else "regressed"
         else:
             verdict = "within the noise"
     limit = f"baseline {middle:g} (median of {len(baseline.values)})"
-    band = noise * baseline.noise
+    band = noise * spread
+    noise_pct = None if change is None else spread / abs(middle) * 100.0
     return Check(
         nodeid, flow, m.key, value, m.units, "regression", limit, verdict, change, noise_pct,
-        low=middle - band, high=middle + band, baseline=middle,
+        low=middle - band, high=middle + band, baseline=middle, spread=spread,
     )  # fmt: skip
 
 
@@ -536,8 +560,9 @@ def confirmed_changes(store: History, run_id: str, direction: Direction) -> list
         store.measurements(Query(statuses=["passed", "failed"], run_ids=[run_id])),
     )
     changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    series = ("flow", "key", "type", "units", "test", "device")
     for change in changes:  # each series' changes come oldest first
         if change["last_run"] == run_id:
-            newest[change["flow"], change["key"]] = change
+            newest[tuple(change[k] for k in series)] = change
     return [c for c in newest.values() if c["direction"] == "worse" and c["runs_ago"] < RECENT_RUNS]

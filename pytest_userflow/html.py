@@ -29,6 +29,7 @@ from .analysis import (
     Direction,
     RunSeries,
     Series,
+    change_text,
     find_changes,
     fmt_number,
     point_of,
@@ -82,7 +83,8 @@ def collect(
     latest = run_list[-1]["run_id"] if run_list else None
     statuses: dict[str, int] = defaultdict(int)
     counted: set[str] = set()
-    # Per chart, each run's passed values: the median line, and the series changes are found in.
+    # Per series (one test on one device), each run's passed values: the chart's median line of
+    # that test, and the series changes are found in.
     passed = RunSeries()
     for row in rows:
         point = point_of(row)
@@ -90,9 +92,8 @@ def collect(
         if point == latest and row["perf_event_id"] not in counted:
             counted.add(row["perf_event_id"])
             statuses[status] += 1
-        group = (row["user_flow_name"], row["key_name"], row.get("key_type"))
+        group = (row["user_flow_name"], row["key_name"], row.get("key_type"), row.get("key_units"))
         chart = charts.get(group) or charts.setdefault(group, _chart(len(charts), *group))
-        chart["units"] = row.get("key_units") or chart["units"]
         test = row.get("nodeid") or row.get("session_id") or "-"
         t = tests.setdefault(test, len(tests))
         if is_number(row["value"]):  # text values are listed in the table, not drawn
@@ -109,11 +110,11 @@ def collect(
                     "verdicts": [],
                 }
             )
-    series: Series = {}
-    for group, (medians, _) in passed.series().items():
-        chart = charts[group[:3]]  # group: flow, key, type and None (no --by)
-        series[group] = (medians, chart["units"])  # the chart's units, of all its rows
-        chart["medians"] = [[index[point], _drawn(m)] for point, m in medians]
+    series: Series = passed.series()
+    for which, (medians, _) in series.items():
+        chart = charts[which[:4]]  # which: flow, key, type, units, test and device
+        line = tests.setdefault(_line_name(which[4], which[5]), len(tests))
+        chart["medians"] += [[index[point], _drawn(m), line] for point, m in medians]
     newest = [c for c in checks if c["run_id"] == latest]
     _add_checks(charts, checks, newest, index, tests)
     for chart in charts.values():
@@ -121,7 +122,7 @@ def collect(
     attention = _attention(charts, newest)
     changes = find_changes(series, {r["run_id"]: r for r in run_list}, direction, min_change)
     for change in changes:
-        changed = charts.get((change["flow"], change["key"], change["type"]))
+        changed = charts.get(tuple(change[k] for k in ("flow", "key", "type", "units")))
         if changed is None:
             continue
         text = f"{change['direction']} change: {describe_change(change)}"
@@ -153,15 +154,20 @@ def _status_code(status: str) -> int:
     return STATUS_NAMES.index(status) if status in STATUS_NAMES else len(STATUS_NAMES) - 1
 
 
-def _chart(n: int, flow: str, key: str, kind: str | None) -> dict[str, Any]:
+def _line_name(test: str | None, device: str | None) -> str:
+    """A median line's name: its test, and its device when there is one."""
+    return f"{test or '-'} on {device}" if device else test or "-"
+
+
+def _chart(n: int, flow: str, key: str, kind: str | None, units: str | None) -> dict[str, Any]:
     return {
         "id": f"chart-{n}",
         "flow": flow,
         "key": key,
         "type": kind,
-        "units": None,
+        "units": units,
         "points": [],  # [run, test, value, status]
-        "medians": [],  # [run, median of the passed values]
+        "medians": [],  # [run, median of the passed values, test (and device)]: a line each
         "budgets": [],  # [min or None, max or None] of the newest run's tests
         "limits": [],  # [limit, ">= 55"]: the budget lines near enough to draw
         "off_chart": [],  # the budgets too far from the values to draw, as text
@@ -229,8 +235,8 @@ def _add_domain(chart: dict[str, Any]) -> None:
 def _verdict_text(check: dict[str, Any]) -> str:
     """``budget <= 2000: ok``, ``regression baseline 101 (median of 10): regressed +29.6%``."""
     text = f"{check['kind']} {check['limit']}: {check['verdict']}"
-    if check["kind"] == "regression" and check["change_pct"] is not None:
-        text += f" {check['change_pct']:+.1f}%"
+    if check["kind"] == "regression" and check["baseline"] is not None:
+        text += f" {change_text(check['baseline'], check['value'], check['change_pct'])}"
     return text
 
 
@@ -246,6 +252,7 @@ def _attention(
         check = Check(
             c["nodeid"], c["flow"], c["key"], c["value"], units.get((c["flow"], c["key"])),
             c["kind"], c["limit"], c["verdict"], c["change_pct"], c["noise_pct"],
+            baseline=c["baseline"],
         )  # fmt: skip
         out.append(
             {

@@ -21,6 +21,7 @@ import pytest
 from . import options
 from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, SESSION_KEY
 from .gate import (
+    RECENT_RUNS,
     BaselineSource,
     Budget,
     BudgetExceeded,
@@ -40,7 +41,7 @@ from .model import (
     status_from_reports,
 )
 from .runinfo import new_run
-from .storage import StoreError
+from .storage import Query, StoreError
 
 if TYPE_CHECKING:
     from .storage.sqlite import SQLiteStore
@@ -402,6 +403,7 @@ class UserflowRun:
             except StoreError as exc:
                 self.summaries.append({"errors": [f"could not note the run's end: {exc}"]})
             self._changes()
+            self._units()
             if s.html is not None:
                 self._html(s.html)
         if s.report is not None:
@@ -484,6 +486,28 @@ class UserflowRun:
             return
         if found:
             self.summaries.append({"changes": found})
+
+    def _units(self) -> None:
+        """Tests that recorded a key in other units than their last RECENT_RUNS runs did: one
+        warning each, for the summary."""
+        assert self.store is not None and self.run is not None
+        from .analysis import unit_changes
+
+        try:
+            earlier = [r["run_id"] for r in self.store.runs(limit=RECENT_RUNS + 1)]
+            earlier = [run_id for run_id in earlier if run_id != self.run.run_id][:RECENT_RUNS]
+            if not earlier:
+                return
+            every = ["passed", "failed", "excluded"]
+            found = unit_changes(
+                self.store.measurements(Query(statuses=every, run_ids=[self.run.run_id])),
+                self.store.measurements(Query(statuses=every, run_ids=earlier[::-1])),
+            )
+        except StoreError as exc:  # said in the summary, never raised
+            self.summaries.append({"errors": [f"could not compare the units: {exc}"]})
+            return
+        if found:
+            self.summaries.append({"unit_changes": found})
 
     def _html(self, path: Path) -> None:
         """The HTML report of the last runs, this one included; a failure is said, not raised."""

@@ -34,11 +34,15 @@
                clip: true},
         encoding: {x: x, y: y("baseline"), tooltip: bandTip}});
     }
-    var medians = c.medians.map(function (m) { return {run: m[0] + 1, median: m[1]}; });
+    // One median line per test and device: never one line across unlike tests.
+    var medians = c.medians.map(function (m) {
+      return {run: m[0] + 1, median: m[1], line: data.tests[m[2]]};
+    });
     layers.push({data: {values: medians},
       mark: {type: "line", color: "#222", strokeWidth: 1.5, clip: true},
-      encoding: {x: x, y: y("median"),
-                 tooltip: [{field: "run"}, {field: "median", format: ".6~g"}]}});
+      encoding: {x: x, y: y("median"), detail: {field: "line", type: "nominal"},
+                 tooltip: [{field: "line", title: "test"}, {field: "run"},
+                           {field: "median", format: ".6~g"}]}});
     var present = {};
     var points = c.points.map(function (p) {
       var run = data.runs[p[0]];

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .analysis import fmt_number, median
+from .analysis import change_text, fmt_number, median
 from .gate import MIN_HISTORY
 from .model import STATUSES, RunInfo, utc_text
 from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History, shown
@@ -105,11 +105,10 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             for place, n in flow["places"].items():
                 into["places"][place] += n
         for row in s.get("keys", []):
-            group = (row["flow"], row["key"], row["type"], row["device"])
+            group = (row["flow"], row["key"], row["type"], row["device"], row["units"])
             have = keys.setdefault(group, {**row, "count": 0, "values": []})
             have["count"] += row["count"]
             have["values"] += row["values"]
-            have["units"] = have["units"] or row["units"]
         for name in pending:
             pending[name] += s.get("pending", {}).get(name, 0)
     for have in keys.values():
@@ -134,7 +133,9 @@ def key_rows(keys: list[dict[str, Any]], *, with_device: bool) -> list[list[str]
     with_type = any(k["type"] for k in keys)
     header = ["key", *(["type"] if with_type else []), *(["device"] if with_device else [])]
     rows = [[*header, "n", "min", "median", "max", "units"]]
-    order = sorted(keys, key=lambda k: (k["key"], k["type"] or "", k["device"] or ""))
+    order = sorted(
+        keys, key=lambda k: (k["key"], k["type"] or "", k["device"] or "", k["units"] or "")
+    )
     for k in order:
         stats = ["-"] * 3
         if k["numeric"]:
@@ -168,8 +169,12 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
         rows = [["test", "key", "value", "budget / baseline", "noise", "change", "verdict"]]
         for c in checks[:MAX_CHECK_ROWS]:
             units = f" {c['units']}" if c.get("units") else ""
-            change = "-" if c.get("change_pct") is None else f"{c['change_pct']:+.1f}%"
-            noise = "-" if c.get("noise_pct") is None else f"{c['noise_pct']:.1f}%"
+            change = change_text(c.get("baseline"), c["value"], c.get("change_pct"))
+            noise = "-"
+            if c.get("noise_pct") is not None:
+                noise = f"{c['noise_pct']:.1f}%"
+            elif c.get("spread") is not None:
+                noise = f"{c['spread']:.4g}{units}"
             key = shorten(f"{c['flow']}/{c['key']}")
             row = [shorten(c["nodeid"], 2 * MAX_CELL), key, f"{c['value']:g}{units}"]
             rows.append([*row, c["limit"], noise, change, c["verdict"]])
@@ -193,12 +198,16 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
 
 
 def describe_change(change: dict[str, Any]) -> str:
-    """``Login/Login Time +30.5% (median 100 -> 130.5 ms) since run R, commit C, 3 run(s)
-    ago``: a change as ``analysis.find_changes`` gives it, for the summary and the report."""
+    """``Login/Login Time (test_login.py::test_login) +30.5% (median 100 -> 130.5 ms) since
+    run R, commit C, 3 run(s) ago``: a change as ``analysis.find_changes`` gives it (of one
+    test on one device, or of a flow's pooled series), for the summary and the report."""
     units = f" {change['units']}" if change.get("units") else ""
     commit = f", commit {change['git_commit'][:10]}" if change.get("git_commit") else ""
+    parts = [shorten(change[k], 2 * MAX_CELL) for k in ("test", "device") if change.get(k)]
+    where = f" ({' on '.join(parts)})" if parts else ""
     return (
-        f"{change['flow']}/{change['key']} {change['change_pct']:+.1f}% (median "
+        f"{change['flow']}/{change['key']}{where} "
+        f"{change_text(change['before'], change['after'], change['change_pct'])} (median "
         f"{fmt_number(change['before'])} -> {fmt_number(change['after'])}{units}) since run "
         f"{change['run_id']}{commit}, {change['runs_ago']} run(s) ago"
     )
@@ -281,6 +290,8 @@ def render(
                 f"them; {entry['left_out']} value(s) of excluded tests left out)",
                 {},
             ))  # fmt: skip
+    for line in sorted({u for s in summaries for u in s.get("unit_changes", [])}):
+        out.append((f"WARNING: {line}: their values are summarised apart", warn))
     reruns = sorted(total.get("reruns", []))
     if reruns:
         named = _names([f"{shorten(nodeid, 2 * MAX_CELL)} ({n} attempts)" for nodeid, n in reruns])

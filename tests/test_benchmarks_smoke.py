@@ -141,3 +141,33 @@ def test_a_verdict_needs_the_whole_interval_on_one_side_of_the_target() -> None:
     assert bench.verdict((1.01, 1.05), 1.05) == "met"
     assert bench.verdict((1.051, 1.09), 1.05) == "missed"
     assert bench.verdict((1.03, 1.07), 1.05) == "within the noise"
+
+
+DETECTION = SCRIPT.parent / "detection.py"
+
+
+def test_the_detection_study_meets_its_goals() -> None:
+    """The seeded study, at the size benchmarks/README.md reports (a few seconds): its table,
+    and the goals of the cases where the noise had holes."""
+    result = subprocess.run(
+        [sys.executable, str(DETECTION)], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("noise  step   gate false old/new")
+    table = [line.split() for line in lines if line.split()[:1] in (["1%"], ["5%"], ["10%"])]
+    assert len(table) == 9
+    # the catch rates of real steps: 10% noise, +25% and +50% steps
+    assert [row[5] for row in table[-2:]] == ["51%", "94%"]
+    cases = dict(line.split(": ", 1) for line in lines if ": " in line)
+
+    def rate(case: str) -> float:
+        return float(cases[case].rstrip("%"))
+
+    assert rate("70/30 timing (100 / 200 ms), gate false failures") <= 1.0
+    assert rate("90/10 count (1 / 2), gate false failures") <= 1.0
+    assert rate("50%/50% two-valued (50 runs), `changes` false rate") <= 5.0
+    assert rate("70%/30% two-valued (50 runs), `changes` false rate") <= 5.0
+    assert "regressed +50 (from 0)" in cases["errors 0 -> 50 (baseline median 0), the gate says"]
+    assert cases["[0]*50 + [100]*50, `changes` says"] == "+100 (from 0)"
+    assert "(from -0.04" in cases["-0.049 -> -0.070 (noise 0.02), `changes` says"]

@@ -246,7 +246,7 @@ def test_the_gate_catches_a_30_percent_slowdown(
             "budgets and regressions: 2 checked, 1 not ok",
             "  test * key * value * budget / baseline * noise * change * verdict",
             "  *::test_login * Login/Login Time * 130 ms * baseline 100 (median of 5) * 1.5% * +30.0% * regressed",
-            "  *::test_login * Login/FPS * 60 * baseline 60 (median of 5) * 0.0% * +0.0% * ok",
+            "  *::test_login * Login/FPS * 60 * baseline 60 (median of 5) * 1.7% * +0.0% * ok",
         ]
     )
     assert history(store_path).tests()[-1]["status_message"] == message  # the newest test
@@ -317,7 +317,7 @@ def test_higher_is_better_keys_regress_when_they_drop(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "E   pytest_userflow.BudgetExceeded: Login/FPS = 40 regressed -33.3%, its noise 0% against its baseline 60*"
+            "E   pytest_userflow.BudgetExceeded: Login/FPS = 40 regressed -33.3%, 20.0x its noise of 1.7% against its baseline 60*"
         ]
     )
 

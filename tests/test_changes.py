@@ -94,7 +94,7 @@ def test_the_run_that_confirms_a_worse_change_says_so(
     ][::-1]
     result.stdout.fnmatch_lines(
         [
-            f"worse change confirmed: Login/Login Time +3*% (median 10* -> 13* ms) since run {runs[10]}, 3 run(s) ago; see pytest-userflow changes --flow Login"
+            f"worse change confirmed: Login/Login Time (test_the_run_that_confirms_a_worse_change_says_so.py::test_login) +3*% (median 10* -> 13* ms) since run {runs[10]}, 3 run(s) ago; see pytest-userflow changes --flow Login"
         ]
     )
     # FPS did not change; without the local baseline the line is not looked for

@@ -150,7 +150,7 @@ def test_one_direction_in_every_reader(pytester: pytest.Pytester, monkeypatch) -
             "--userflow-regression-mode",
             "warn",
         )
-    result.stdout.fnmatch_lines(["worse change confirmed: Feed Scroll/FPS -30*"])
+    result.stdout.fnmatch_lines(["worse change confirmed: Feed Scroll/FPS (*::test_scroll) -30*"])
     changes = run_in(pytester.path, "changes", "--format", "json")
     assert changes.returncode == 0, changes.stderr
     found = json.loads(changes.stdout)["changes"]

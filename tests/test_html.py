@@ -143,12 +143,14 @@ def test_the_run_writes_a_report_that_draws_the_store(
     assert len(failed) == 5  # Size over its budget and regressed, both logins and search regressed
     changes = json.loads(run_cli(store_path, "changes", "--format", "json").stdout)["changes"]
     recent = [c for c in changes if c["direction"] == "worse" and c["runs_ago"] < 5]
-    assert [c["key"] for c in recent] == ["Login Time", "Search Time"]
+    # each test's own series: both logins changed, and search
+    assert [c["key"] for c in recent] == ["Login Time", "Login Time", "Search Time"]
     assert len(texts) == len(failed) + len(recent)
     assert sum("is over its budget <= 50 MB" in t for t in texts) == 1
     assert sum(" regressed +" in t for t in texts) == 4
     pct = f"{recent[0]['change_pct']:+.1f}%"
-    assert any(t.startswith(f"worse change: Login/Login Time {pct} (median") for t in texts)
+    login = f"worse change: Login/Login Time ({recent[0]['test']}) {pct} (median"
+    assert any(t.startswith(login) for t in texts)
     for href in items.evaluate_all("links => links.map(a => a.getAttribute('href'))"):
         assert page.page.locator(f"section.key{href}").count() == 1
     # the budget line, and each test's baseline band for every run the gate checked (6 to 10)

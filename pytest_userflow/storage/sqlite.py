@@ -446,15 +446,13 @@ class SQLiteStore:
             if status not in COUNTED_STATUSES:
                 flow(name)["left_out"] += 1
                 continue
-            group = groups.setdefault(
-                (name, key, kind, device), {"count": 0, "values": [], "units": None}
-            )
+            # A key recorded in two units is two groups: never one summary of both.
+            group = groups.setdefault((name, key, kind, device, units), {"count": 0, "values": []})
             group["count"] += 1
-            group["units"] = units or group["units"]
             if is_number(value):
                 group["values"].append(value)
         keys = []
-        for (name, key, kind, device), group in sorted(
+        for (name, key, kind, device, units), group in sorted(
             groups.items(), key=lambda item: tuple((v is not None, v) for v in item[0])
         ):
             keys.append(
@@ -465,7 +463,7 @@ class SQLiteStore:
                     "device": device,
                     "count": group["count"],
                     "values": group["values"],
-                    "units": group["units"],
+                    "units": units,
                 }
             )
         pending = self._select(
