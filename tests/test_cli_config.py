@@ -166,7 +166,10 @@ def test_one_direction_in_every_reader(pytester: pytest.Pytester, monkeypatch) -
     page = (pytester.path / "r.html").read_text()
     attention = page[page.index('<section id="attention">') :]
     attention = attention[: attention.index("</section>")]
-    assert "worse change: Feed Scroll/FPS -30" in attention
+    assert (
+        "worse change: Feed Scroll/FPS (test_one_direction_in_every_reader.py::test_scroll) -30"
+        in attention
+    )
     plot = run_in(pytester.path, "plot", "--key", "FPS", "-o", "fps.png")
     assert plot.returncode == 0, plot.stderr
     assert "higher is better" in plot.stdout
