@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Compare the median of each key between a baseline and a candidate: two "
         "runs, two time windows, or by default the newest run against the --last N earlier runs "
         "that ran all of its tests (only those tests' values count). Lower is better unless "
-        "--higher-is-better names the key. Passed tests only, unless --status says otherwise. "
+        "--higher-is-better names the key. The tests that passed on their own only (a test "
+        "only the gate failed is one), unless --status says otherwise. "
         "A change is worse or better only beyond the threshold (--fail-over, else --min-change) "
         "and K times the noise of the two medians (--noise); text values are listed apart. "
         "Exit 1 when a key got worse by more than --fail-over.",
@@ -146,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         dest="statuses",
         choices=FILTER_STATUSES,
-        help="(default: passed)",
+        help="(default: the tests that passed on their own, those only the gate failed included)",
     )
     cmp.add_argument("--baseline-run", action="append", default=[], dest="baseline_runs")
     cmp.add_argument("--candidate-run", help="default: the newest run")
@@ -188,7 +189,8 @@ def _parser() -> argparse.ArgumentParser:
         "changes",
         help="runs where a key shifted and stayed shifted (change-point detection)",
         description="Find the runs where a flow and key's values shifted and stayed shifted: "
-        "E-Divisive means on each run's median of the passed tests' values, in time order, "
+        "E-Divisive means on each run's median of the values of the tests that passed on their "
+        "own (those only the gate failed included), in time order, "
         "with a permutation test (deterministic). Lower is better unless --higher-is-better "
         "names the key. With --source headspin each event is one point.",
         epilog="examples:\n  pytest-userflow changes --flow Login\n"
@@ -501,14 +503,15 @@ def _compare_sides(args: argparse.Namespace, source: Source) -> Sides:
 
 def cmd_compare(args: argparse.Namespace, source: Source) -> int:
     base, cand, tests, said = _compare_sides(args, source)
-    statuses = args.statuses or ["passed"]
-    base_rows = _rows(source, args, statuses=statuses, **base)
+    # A value only the gate failed is a value of a test that ran as it should: it counts.
+    which = {"statuses": args.statuses} if args.statuses else {"outcomes": ["passed"]}
+    base_rows = _rows(source, args, **which, **base)
     if tests is not None:
         base_rows = (r for r in base_rows if r["nodeid"] in tests)
     threshold = args.fail_over if args.fail_over is not None else args.min_change
     comparisons = analysis.compare(
         base_rows,
-        _rows(source, args, statuses=statuses, **cand),
+        _rows(source, args, **which, **cand),
         higher_is_better=args.higher_is_better,
         noise=args.noise,
     )
@@ -544,7 +547,10 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
         "direction",
     )
     if args.format == "table":
-        print(f"comparing {said} (medians of {', '.join(statuses)} tests)")
+        counted = (
+            f"{', '.join(args.statuses)} tests" if args.statuses else "passed tests, gate aside"
+        )
+        print(f"comparing {said} (medians of {counted})")
         shown = [
             {
                 **r,
@@ -593,7 +599,7 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
     needed = "--last needs the local store" if args.last else None
     newest = source.runs(args.last or None, needed=needed)  # none: each event is a point
     runs = {r["run_id"]: r for r in reversed(newest)}  # oldest first
-    overrides: dict[str, Any] = {"statuses": ["passed"], "session_ids": [], "run_ids": []}
+    overrides: dict[str, Any] = {"outcomes": ["passed"], "session_ids": [], "run_ids": []}
     if args.last:
         overrides["run_ids"] = list(runs)
     series = analysis.run_series(_rows(source, args, **overrides), by=args.by)

@@ -12,7 +12,6 @@ Budget(flow='Login', key='Login Time', max=2000.0, min=None)
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -491,16 +490,11 @@ class Gate:
 def confirmed_changes(store: History, run_id: str, direction: Direction) -> list[dict[str, Any]]:
     """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
     included, as ``pytest-userflow changes`` finds them over the last CHANGE_HISTORY runs
-    (passed tests' values, and this run's failed ones)."""
+    (the values of tests that passed on their own, those only the gate failed included)."""
     history = {r["run_id"]: r for r in reversed(store.runs(limit=CHANGE_HISTORY))}
     if run_id not in history:
         return []
-    # This run's failed tests count: the gate itself may have failed them for the change.
-    older = [r for r in history if r != run_id]
-    rows = itertools.chain(
-        store.measurements(Query(statuses=["passed"], run_ids=older)) if older else (),
-        store.measurements(Query(statuses=["passed", "failed"], run_ids=[run_id])),
-    )
+    rows = store.measurements(Query(outcomes=["passed"], run_ids=list(history)))
     changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
     newest: dict[tuple[str, str], dict[str, Any]] = {}
     for change in changes:  # each series' changes come oldest first

@@ -81,11 +81,15 @@ def collect(
     latest = run_list[-1]["run_id"] if run_list else None
     statuses: dict[str, int] = defaultdict(int)
     counted: set[str] = set()
-    # Per chart, each run's passed values: the median line, and the series changes are found in.
+    # Per chart, each run's values of tests that passed on their own (those only the gate
+    # failed included): the median line, and the series changes are found in.
     passed = RunSeries()
     for row in rows:
         point = point_of(row)
         status = row.get("status") or "Not Set"
+        outcome = row.get("outcome") or status  # HeadSpin's rows: the status is all there is
+        if status == "Failed" and outcome == "Passed":
+            status = GATE_FAILED
         if point == latest and row["perf_event_id"] not in counted:
             counted.add(row["perf_event_id"])
             statuses[status] += 1
@@ -96,7 +100,7 @@ def collect(
         t = tests.setdefault(test, len(tests))
         if is_number(row["value"]):  # text values are listed in the table, not drawn
             chart["points"].append([index[point], t, _drawn(row["value"]), _status_code(status)])
-        if status == "Passed":
+        if outcome == "Passed":
             passed.add(row)
         if point == latest:
             chart["latest"].append(
@@ -139,7 +143,10 @@ def collect(
     }
 
 
-STATUS_NAMES = (*STATUSES, "Not Set")
+#: How the report names a value whose test only the gate failed: its status is Failed, its
+#: outcome Passed.
+GATE_FAILED = "Failed by the gate"
+STATUS_NAMES = (*STATUSES, GATE_FAILED, "Not Set")
 
 
 def _drawn(value: float) -> float:
@@ -386,8 +393,8 @@ def _section(chart: dict[str, Any]) -> str:
     if chart["points"]:
         body = f'<div class="plot" id="{chart["id"]}-plot"></div>'
         legend = [
-            "points: each test's value (passed, failed, excluded apart)",
-            "line: the median of the passed tests per run",
+            "points: each test's value (passed, failed, failed by the gate, excluded apart)",
+            "line: the median per run of the tests that passed, the gate's failures included",
         ]
         if chart["limits"]:
             legend.append("red: budgets")

@@ -26,6 +26,9 @@ Value = int | float | str
 STATUSES = ("Passed", "Failed", "Excluded")
 #: Statuses the measurement listing filters on (``status=`` query parameter).
 FILTER_STATUSES = ("passed", "failed", "not_set", "excluded")
+#: A test's own outcomes, which the history filters on apart from its status: a test that
+#: only the gate failed has the status Failed (as HeadSpin has it) and the outcome passed.
+OUTCOMES = ("passed", "failed", "excluded")
 #: The tests whose values the summaries and ``stats`` count, as the API's listing does by default.
 COUNTED_STATUSES = ("Passed", "Failed")
 #: The columns of the API's measurement listing, in the API's CSV order.
@@ -454,9 +457,11 @@ class TestRecord:
         self.reports: list[Any] = []  # setup, call, teardown: as they were logged
         self.started = time.time()
         self.ended = False
-        # Set when the test ends:
+        # Set when the test ends: the status sent, and the test's own outcome, which differ
+        # when the gate alone failed it (its verdict is in ``checks``).
         self.status = "Passed"
         self.status_message: str | None = None
+        self.outcome = "Passed"
         self.event_ts = self.started
         self.duration = 0.0
         self.perf_event_id = ""
@@ -471,11 +476,13 @@ class TestRecord:
         """Whether this test goes to a flow: it has a flow, or it recorded something."""
         return self.marked_flow is not None or self.used or bool(self.measurements)
 
-    def end(self, status: str, message: str | None) -> None:
-        """The test is over: its status is known and its measurements final."""
+    def end(self, status: str, message: str | None, outcome: str | None = None) -> None:
+        """The test is over: its status (and its own *outcome*, the status when not given)
+        is known and its measurements final."""
         now = time.time()
         self.ended = True
         self.status = status
+        self.outcome = outcome or status
         self.status_message = truncate_message(message)
         self.event_ts, self.duration = now, now - self.started
         self.measurements = dedupe(self.measurements)
@@ -514,6 +521,12 @@ def _skip_reason(report: Any) -> str | None:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2]).removeprefix("Skipped: ")
     return _crash_line(report) or None
+
+
+def own_outcome(reports: Sequence[Any], breaches: Mapping[str, str]) -> str:
+    """The test's own outcome: its status had the gate not failed the phases in *breaches*
+    (each of which passed before the gate failed it)."""
+    return status_from_reports([r for r in reports if r.when not in breaches])[0]
 
 
 def status_from_reports(

@@ -37,6 +37,7 @@ from .model import (
     UserflowError,
     check_text,
     normalize_status,
+    own_outcome,
     status_from_reports,
 )
 from .runinfo import new_run
@@ -305,12 +306,12 @@ class UserflowRun:
         its one write to the store."""
         assert self.sink is not None
         hook = item.ihook
-        status, message = self._status(item, record, hook)
+        status, message, outcome = self._status(item, record, hook)
         if hook.pytest_userflow_measurements.get_hookimpls():
             measurements: list[Any] = list(record.measurements)
             hook.pytest_userflow_measurements(item=item, measurements=measurements)
             record.measurements = self._checked(record, measurements)
-        record.end(status, message)
+        record.end(status, message, outcome)
         if self.gate is not None and (record.budgets or self.gate.budgets):
             keys = [m.key for m in record.measurements]
             self.gate.note_test(record.nodeid, record.flow, keys, record.budgets)
@@ -339,13 +340,17 @@ class UserflowRun:
             if isinstance(exc, StoreError) and exc.damaged:
                 self.damaged = str(exc)
 
-    def _status(self, item: pytest.Item, record: TestRecord, hook: Any) -> tuple[str, str | None]:
+    def _status(
+        self, item: pytest.Item, record: TestRecord, hook: Any
+    ) -> tuple[str, str | None, str]:
+        """The status sent, its message, and the test's own outcome: the built-in status
+        without the gate's breaches, or the status that ``set_status`` or the hook decided."""
         if record.status_override is not None:
-            return record.status_override
+            return (*record.status_override, record.status_override[0])
         status, message = status_from_reports(record.reports, record.breaches)
         decided = hook.pytest_userflow_status(item=item, reports=list(record.reports))
         if decided is None:
-            return status, message
+            return status, message, own_outcome(record.reports, record.breaches)
         where = f"pytest_userflow_status for {record.nodeid}"
         try:
             if not (isinstance(decided, tuple) and len(decided) == 2):
@@ -353,10 +358,11 @@ class UserflowRun:
                     f"{where} must return (status, message) or None, got {decided!r}"
                 )
             text = check_text("message", decided[1], where, required=False, limit=10_000)
-            return normalize_status(decided[0], where=where), text
+            chosen = normalize_status(decided[0], where=where)
+            return chosen, text, chosen
         except MeasurementError as exc:
             self.errors.append(f"{exc}; the built-in status {status} was used")
-            return status, message
+            return status, message, own_outcome(record.reports, record.breaches)
 
     def _checked(self, record: TestRecord, measurements: list[Any]) -> list[Measurement]:
         """What the measurements hook left, each checked as record_measurement checks."""

@@ -41,8 +41,9 @@ class SourceError(UserflowError):
     """A source cannot answer: no store, no token, no such flow, or no runs on HeadSpin."""
 
 
-#: The local store's measurement columns beyond the API's: which test, run, outcome and device.
-LOCAL_COLUMNS = ("status", "nodeid", "run_id", "worker", "device_address")
+#: The local store's measurement columns beyond the API's: the status sent and the test's own
+#: outcome (they differ where only the gate failed it), which test, run and device.
+LOCAL_COLUMNS = ("status", "outcome", "nodeid", "run_id", "worker", "device_address")
 
 
 class Source(Protocol):
@@ -208,7 +209,7 @@ class HeadSpinSource:
         filters: dict[str, Any] = {
             "session_ids": query.session_ids,
             "keys": query.keys,
-            "statuses": query.statuses,
+            "statuses": query.statuses or query.outcomes,  # its only status is the outcome
             "start_time": query.start_time,
             "end_time": query.end_time,
         }

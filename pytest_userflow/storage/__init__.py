@@ -73,7 +73,12 @@ class Query:
     """The measurement listing's filters, with the API's semantics: filters combine with
     AND, the values of one filter with OR; times (ISO or UNIX) are inclusive; no status
     means passed, failed and not_set. *flow*: a name or an id; *run_ids*: the history's
-    runs (HeadSpin knows none)."""
+    runs (HeadSpin knows none).
+
+    *outcomes*: the tests' own outcomes (``model.OUTCOMES``), apart from the status sent: a
+    test that only the gate failed is ``failed`` by status and ``passed`` by outcome, so
+    ``outcomes=["passed"]`` is every test that ran as it should. HeadSpin knows only the
+    status, which stands for the outcome there."""
 
     flow: str | None = None
     session_ids: Sequence[str] = ()
@@ -84,6 +89,7 @@ class Query:
     limit: int | None = None
     offset: int | None = None
     run_ids: Sequence[str] = ()
+    outcomes: Sequence[str] = ()
 
 
 class History(Protocol):

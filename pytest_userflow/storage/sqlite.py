@@ -30,6 +30,7 @@ from typing import Any
 from ..model import (
     COUNTED_STATUSES,
     FILTER_STATUSES,
+    OUTCOMES,
     Measurement,
     RunInfo,
     TestRecord,
@@ -39,7 +40,7 @@ from ..model import (
 )
 from . import PENDING, Progress, Query, StoreError, Upload
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The budgets and regressions the gate checked, a row each, with the test that they belong to.
 _CHECKS = (
@@ -73,7 +74,7 @@ CREATE TABLE events (
     id INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL, run_id TEXT NOT NULL,
     user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
     device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
-    event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL,
+    outcome TEXT NOT NULL, event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL,
     attempts INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX events_run ON events(run_id);
@@ -84,7 +85,7 @@ CREATE TABLE measurement_rows (
 ) WITHOUT ROWID;
 CREATE VIEW measurements AS SELECT e.id AS event, m.seq AS seq, e.perf_event_id, e.run_id,
     e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts, e.session_id, e.status,
-    m.key_name, m.key_type, m.key_units, m.value, e.nodeid, e.worker, e.device_address
+    e.outcome, m.key_name, m.key_type, m.key_units, m.value, e.nodeid, e.worker, e.device_address
     FROM measurement_rows m JOIN events e ON e.id = m.event;
 {checks};
 CREATE TABLE uploads (
@@ -242,8 +243,8 @@ class SQLiteStore:
             flow_id = self._flow_id(db, record.flow, record.description)
             event = db.execute(
                 "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
-                " worker, device_address, session_id, status, status_message, event_ts,"
-                " event_time, duration, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " worker, device_address, session_id, status, status_message, outcome, event_ts,"
+                " event_time, duration, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.perf_event_id,
                     run.run_id,
@@ -255,6 +256,7 @@ class SQLiteStore:
                     record.session_id,
                     record.status,
                     record.status_message,
+                    record.outcome,
                     record.event_ts,
                     utc_text(record.event_ts),
                     record.duration,
@@ -358,8 +360,8 @@ class SQLiteStore:
         """The test an upload delivers, as it was committed."""
         rows = self._select(
             "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
-            " e.session_id, e.status, e.status_message, e.event_ts, e.duration, e.attempts"
-            " FROM uploads u JOIN events e ON e.id = u.event"
+            " e.session_id, e.status, e.status_message, e.event_ts, e.duration, e.attempts,"
+            " e.outcome FROM uploads u JOIN events e ON e.id = u.event"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id"
             " WHERE u.perf_event_id = ?",
             [perf_event_id],
@@ -370,7 +372,7 @@ class SQLiteStore:
         record = TestRecord(nodeid, flow, description, device=device, worker=worker)
         record.session_id, record.perf_event_id, record.ended = session, perf_event_id, True
         (record.status, record.status_message, record.event_ts, record.duration,
-         record.attempts) = outcome  # fmt: skip
+         record.attempts, record.outcome) = outcome  # fmt: skip
         record.measurements = [
             Measurement(*row)
             for row in self._select(
@@ -496,7 +498,8 @@ class SQLiteStore:
         sql = (
             "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
             " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
-            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id FROM events e"
+            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id, e.outcome"
+            " FROM events e"
             " LEFT JOIN uploads u ON u.event = e.id"
             f" WHERE {condition} ORDER BY e.event_ts, e.id"
         )
@@ -518,6 +521,7 @@ class SQLiteStore:
                 "event_id": row[13],
                 "attempts": row[14],
                 "run_id": row[15],
+                "outcome": row[16],
                 "measurements": [],
             }
         if events:
@@ -675,6 +679,10 @@ class SQLiteStore:
                 raise StoreError(f"status must be one of {', '.join(FILTER_STATUSES)}, got {s!r}")
         # Locally every test has a status; not_set matches none of them.
         any_of("status", [s.capitalize() for s in wanted if s != "not_set"] or ["-"])
+        for s in query.outcomes:
+            if s not in OUTCOMES:
+                raise StoreError(f"outcome must be one of {', '.join(OUTCOMES)}, got {s!r}")
+        any_of("outcome", [s.capitalize() for s in query.outcomes])
         if query.start_time is not None:
             where.append("event_ts >= ?")
             args.append(parse_time(query.start_time))
@@ -683,7 +691,7 @@ class SQLiteStore:
             args.append(parse_time(query.end_time))
         sql = (
             "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id,"
-            " key_name, key_type, key_units, value, status, run_id, nodeid, worker,"
+            " key_name, key_type, key_units, value, status, outcome, run_id, nodeid, worker,"
             " device_address FROM measurements"
         )
         if where:
@@ -705,6 +713,7 @@ class SQLiteStore:
             "key_units",
             "value",
             "status",
+            "outcome",
             "run_id",
             "nodeid",
             "worker",
