@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import json
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import analysis, html
 from .client import HeadSpinClient
+from .gate import mark_accepted
 from .model import (
     API_COLUMNS,
     DEFAULT_STORE,
@@ -24,8 +27,10 @@ from .model import (
     FILTER_STATUSES,
     TOKEN_ENV,
     URL_ENV,
+    Accept,
     UserflowError,
     headspin_url,
+    is_number,
     utc_text,
 )
 from .report import format_table
@@ -42,6 +47,7 @@ EPILOG = """examples:
   pytest-userflow measurements --flow Checkout --start-time "2026-11-01 00:00:00" --status failed
   pytest-userflow --source headspin measurements --flow Login --format json
   pytest-userflow report -o userflow.html
+  pytest-userflow accept --flow Login --key "Login Time" --reason "new TLS handshake"
   HEADSPIN_API_TOKEN=... pytest-userflow push
 
 exit codes: 0 done, 1 push left uploads pending or refused, 2 bad usage or input
@@ -256,6 +262,36 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "-o", "--output", default="userflow.html", help="HTML file (default userflow.html)"
     )
+
+    acc = commands.add_parser(
+        "accept",
+        help="say a new level of a flow's key is intended: the gate's baseline starts there",
+        description="Say that the level of a flow's key from a run on is intended. From then "
+        "on the gate's baseline of those series (each test and device of the flow's key, or "
+        "those --test and --device name) starts at that run: its values and the later ones, "
+        "those the gate failed before this accept included, so the same level passes and a "
+        "further worsening fails again. The run is by default where the newest change of "
+        "those series began, as 'changes' finds it. Accepts are kept in the history with "
+        "when, who and why; 'changes' and 'report' show them.",
+        epilog="examples:\n"
+        "  pytest-userflow accept --flow Login --key 'Login Time' --reason 'new TLS handshake'\n"
+        "  pytest-userflow accept --flow Login --key 'Login Time' --test "
+        "'tests/test_login.py::test_login' --run 3f2a\n"
+        "  pytest-userflow accept --list\n"
+        "  pytest-userflow accept --undo 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    acc.add_argument("--flow", help="user flow name or id")
+    acc.add_argument("--key", help="the key whose new level is intended")
+    acc.add_argument("--test", help="only this test (its node id, parameters included)")
+    acc.add_argument("--device", help="only this device address")
+    acc.add_argument(
+        "--run", help="the level starts at this run (default: where the newest change began)"
+    )
+    acc.add_argument("--reason", help="why the new level is intended (kept with the accept)")
+    acc.add_argument("--list", action="store_true", help="list the accepts, taken back included")
+    acc.add_argument("--undo", type=_count, metavar="ID", help="take back the accept ID")
+    _add_format(acc)
 
     push = commands.add_parser(
         "push",
@@ -592,6 +628,7 @@ CHANGE_COLUMNS = (
     "units",
     "p_value",
     "runs_ago",
+    "accepted",
 )
 
 
@@ -604,8 +641,10 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
         overrides["run_ids"] = list(runs)
     series = analysis.run_series(_rows(source, args, **overrides), by=args.by)
     found = analysis.find_changes(series, runs, _direction(args), args.min_change, by=args.by)
-    for r in found:
+    mark_accepted(found, source.accepts())
+    for r in found:  # an accepted change is intended: listed, never a failure
         r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
+        r["recent"] = r["recent"] and r["accepted"] is None
     found.sort(key=lambda r: (not r["recent"], r["flow"], r["key"], r["runs_ago"]))
     recent = [r for r in found if r["recent"]]
     columns = list(CHANGE_COLUMNS)
@@ -625,6 +664,7 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
                 "after": analysis.fmt_number(r["after"]),
                 "change_pct": "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
                 "p_value": f"{r['p_value']:.3f}",
+                "accepted": r["accepted"] and f"#{r['accepted']}",
             }
             for r in found
         ]
@@ -660,7 +700,8 @@ def cmd_plot(args: argparse.Namespace, source: Source) -> int:
 
 def cmd_report(args: argparse.Namespace, source: Source) -> int:
     direction = _direction(args)
-    data = html.collect(*source.page_rows(args.flow, args.last), direction=direction)
+    rows = source.page_rows(args.flow, args.last)
+    data = html.collect(*rows, direction=direction, accepts=source.accepts())
     if not data["charts"]:
         raise CliError(f"nothing to draw: no values in the last {args.last} run(s)")
     try:
@@ -672,6 +713,141 @@ def cmd_report(args: argparse.Namespace, source: Source) -> int:
         f"{len(data['attention'])} needing attention, {size / 1024:.0f} KB"
     )
     return 0
+
+
+ACCEPT_COLUMNS = (
+    "id", "flow", "key", "test", "device", "from_run", "created", "who", "reason", "undone",
+)  # fmt: skip
+
+
+def cmd_accept(args: argparse.Namespace, source: Source) -> int:
+    if args.source != "local":
+        raise CliError("accepts are kept in the local history, not on HeadSpin: drop --source")
+    given = [f"--{name}" for name in ("flow", "key", "test", "device", "run", "reason")]
+    given = [option for option in given if getattr(args, option[2:]) is not None]
+    if (args.list or args.undo is not None) and (given or (args.list and args.undo is not None)):
+        raise CliError(f"--list and --undo take no other option, got {', '.join(given) or 'both'}")
+    store = open_existing(args.store)
+    try:
+        if args.list:
+            rows = [_accept_row(a, args.format) for a in store.accepts(undone=True)]
+            _emit(rows, ACCEPT_COLUMNS, args.format, "accepts")
+            return 0
+        if args.undo is not None:
+            undone = store.undo_accept(args.undo)
+            print(
+                f"took back accept #{undone.id} ({_accepted_series(undone)} from run "
+                f"{undone.from_run}): the gate's baseline of those series is as it was "
+                "without it"
+            )
+            return 0
+        return _accept(args, store)
+    finally:
+        store.close()
+
+
+def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
+    """Keep a new accept: of the series of the flow's key that --test and --device name, from
+    --run, else from where their newest change began."""
+    if not args.flow or not args.key:
+        raise CliError("accept needs --flow and --key (or --list, or --undo ID)")
+    flow = next(
+        (f["name"] for f in store.flows() if args.flow in (f["name"], f["user_flow_id"])), None
+    )
+    if flow is None:
+        raise CliError(f"no user flow named or with id {args.flow!r} in {args.store}")
+    probe = Accept(flow, args.key, "", args.test, args.device)
+    rows = [
+        r
+        for r in store.measurements(Query(flow, keys=[args.key], outcomes=["passed"]))
+        if probe.covers(flow, args.key, r["nodeid"], r["device_address"]) and is_number(r["value"])
+    ]
+    which = _accepted_series(probe)
+    if not rows:
+        raise CliError(
+            f"no numeric values of {which} in {args.store}: check the key, --test and --device "
+            f"(pytest-userflow stats --flow {flow} --by test lists them)"
+        )
+    runs = {r["run_id"]: r for r in reversed(store.runs())}  # oldest first
+    if args.run:
+        run = store.match_runs([args.run])[0]
+        found = ""
+    else:
+        # Each test and device its own series, as the gate's baselines are.
+        series = analysis.RunSeries(
+            lambda r: (flow, args.key, r.get("key_type"), (r["nodeid"], r["device_address"]))
+        )
+        for row in rows:
+            series.add(row)
+        # Any change, either way: the newest is where the present level began.
+        changes = analysis.find_changes(
+            series.series(), runs, lambda f, k: "lower", analysis.MIN_CHANGE_PCT
+        )
+        if not changes:
+            raise CliError(
+                f"no change found in {which} (as 'pytest-userflow changes' looks for them): "
+                "say from which run the level is intended with --run (pytest-userflow runs "
+                "lists them)"
+            )
+        order = list(runs)
+        newest = max(changes, key=lambda c: order.index(c["run_id"]))
+        run = newest["run_id"]
+        found = f", where its newest change began ({newest['change_pct']:+.1f}%)"
+    if not any(_order_of(runs, r["run_id"]) >= _order_of(runs, run) for r in rows):
+        raise CliError(f"no values of {which} from run {run} on: nothing to accept")
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        user = None
+    accept = store.add_accept(
+        Accept(
+            flow,
+            args.key,
+            run,
+            args.test,
+            args.device,
+            args.reason,
+            user=user,
+            host=socket.gethostname(),
+            created_at=time.time(),
+        )
+    )
+    print(
+        f"accepted #{accept.id}: {which} from run {run}{found}: the gate's baseline of those "
+        f"series starts there; take it back with: pytest-userflow accept --undo {accept.id}"
+    )
+    return 0
+
+
+def _order_of(runs: dict[str, dict[str, Any]], run_id: str) -> int:
+    """Where *run_id* is among *runs* (oldest first); -1 for a run not among them."""
+    return list(runs).index(run_id) if run_id in runs else -1
+
+
+def _accepted_series(accept: Accept) -> str:
+    """``Login/Login Time (test T, device D)``: the series an accept covers."""
+    only = [f"test {accept.nodeid}"] if accept.nodeid else []
+    only += [f"device {accept.device}"] if accept.device else []
+    return f"{accept.flow}/{accept.key}" + (f" ({', '.join(only)})" if only else "")
+
+
+def _accept_row(accept: Accept, fmt: str) -> dict[str, Any]:
+    row = {
+        "id": accept.id,
+        "flow": accept.flow,
+        "key": accept.key,
+        "test": accept.nodeid,
+        "device": accept.device,
+        "from_run": accept.from_run,
+        "created": accept.created_at,
+        "who": accept.who,
+        "reason": accept.reason,
+        "undone": accept.undone_at,
+    }
+    if fmt == "table":  # a date a person reads; JSON and CSV keep the number
+        row["created"] = utc_text(accept.created_at)
+        row["undone"] = accept.undone_at and utc_text(accept.undone_at)
+    return row
 
 
 def cmd_push(args: argparse.Namespace, source: Source) -> int:
@@ -776,6 +952,7 @@ COMMANDS = {
     "changes": cmd_changes,
     "plot": cmd_plot,
     "report": cmd_report,
+    "accept": cmd_accept,
     "push": cmd_push,
 }
 

@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+import shlex
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .analysis import (
     DEFAULT_NOISE,
     MIN_CHANGE_PCT,
     Direction,
+    RunSeries,
     find_changes,
     median,
     percent_change,
     robust_spread,
     run_series,
 )
-from .model import Measurement, MeasurementError, is_number
+from .model import Accept, Measurement, MeasurementError, UserflowError, is_number
 from .storage import Query
 
 if TYPE_CHECKING:
@@ -191,6 +193,10 @@ class Check(NamedTuple):
     low: float | None = None
     high: float | None = None
     baseline: float | None = None
+    device: str | None = None
+    # A failed regression: the run its values regress since, and the command that accepts it.
+    since: str | None = None
+    accept: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -207,6 +213,15 @@ class Check(NamedTuple):
         return (
             f"{self.flow}/{self.key} = {self.value:g}{units} regressed {self.change_pct:+.1f}%"
             f"{self.noise_text()} against its {self.limit}"
+        )
+
+    def advice(self) -> str | None:
+        """Since which run the series is worse, and how to say its new level is intended."""
+        if self.accept is None:
+            return None
+        return (
+            f"{self.flow}/{self.key} is worse since run {self.since}; if the new level is "
+            f"intended: {self.accept}"
         )
 
     def noise_text(self) -> str:
@@ -232,6 +247,8 @@ class Check(NamedTuple):
             "low": self.low,
             "high": self.high,
             "baseline": self.baseline,
+            "since": self.since,
+            "accept": self.accept,
         }
 
 
@@ -244,8 +261,10 @@ def check_budget(nodeid: str, flow: str, m: Measurement, budget: Budget) -> Chec
         verdict, limit = "over budget", f"<= {budget.max:g}"
     elif budget.min is not None and value < budget.min:
         verdict, limit = "under budget", f">= {budget.min:g}"
-    bounds = {"low": budget.min, "high": budget.max}
-    return Check(nodeid, flow, m.key, value, m.units, "budget", limit, verdict, **bounds)
+    return Check(
+        nodeid, flow, m.key, value, m.units, "budget", limit, verdict, low=budget.min,
+        high=budget.max,
+    )  # fmt: skip
 
 
 class Baseline(NamedTuple):
@@ -269,6 +288,8 @@ class Baseline(NamedTuple):
 
 
 Fetch = Callable[[str, str, int, str, "str | None"], list[float]]
+#: The run a series (flow, key, test, device) is worse since, given what is worse.
+Since = Callable[[str, str, str, "str | None", Callable[[float], bool]], str]
 
 
 class BaselineSource:
@@ -341,6 +362,65 @@ def local_fetch(history: History, exclude_run: str) -> Fetch:
     return fetch
 
 
+def local_since(history: History, run_id: str) -> Since:
+    """Since which run a series is worse: the oldest run of the unbroken stretch of its runs,
+    run *run_id* included, whose values (each run's median, of the tests that passed on their
+    own) *worse* finds worse than the baseline; runs that did not measure it are passed over."""
+
+    def since(
+        flow: str, key: str, nodeid: str, device: str | None, worse: Callable[[float], bool]
+    ) -> str:
+        runs = [r["run_id"] for r in history.runs(limit=CHANGE_HISTORY) if r["run_id"] != run_id]
+        if not runs:
+            return run_id
+        rows = history.measurements(Query(flow, keys=[key], run_ids=runs, outcomes=["passed"]))
+        values = RunSeries(lambda r: ())
+        for row in rows:
+            if (row["nodeid"], row["device_address"]) == (nodeid, device):
+                values.add(row)
+        medians = dict(values.medians(()))
+        start = run_id
+        for run in runs:  # newest first
+            if run in medians:
+                if not worse(medians[run]):
+                    break
+                start = run
+        return start
+
+    return since
+
+
+def accept_command(
+    flow: str, key: str, nodeid: str, device: str | None, run: str, store: str | None = None
+) -> str:
+    """The ``pytest-userflow accept`` command line for one series from *run* on (with
+    ``--store`` when the store is not the default)."""
+    words = ["pytest-userflow", *(["--store", store] if store else []), "accept"]
+    words += ["--flow", flow, "--key", key, "--test", nodeid]
+    words += ["--device", device] if device else []
+    return shlex.join([*words, "--run", run])
+
+
+def mark_accepted(changes: Iterable[dict[str, Any]], accepts: Sequence[Accept]) -> None:
+    """Name in each change (``analysis.find_changes``'s) the accept that says its level is
+    intended, as ``accepted`` (its id; None): one in force over its series (its test and
+    device, where the change names them) from the change's run or a later one."""
+    for change in changes:
+        change["accepted"] = None
+        when = change.get("time")
+        for a in accepts:
+            if (
+                a.undone_at is None
+                and (a.flow, a.key) == (change["flow"], change["key"])
+                and a.nodeid in (None, change.get("test", a.nodeid))
+                and a.device in (None, change.get("device", a.device))
+                and when is not None
+                and a.from_started is not None
+                and when <= a.from_started
+            ):
+                change["accepted"] = a.id
+
+
 def headspin_fetch(client: Any) -> Fetch:
     """Baseline values from HeadSpin's measurement route, filtered by key and status=passed.
 
@@ -372,9 +452,13 @@ class Gate:
         warn_only: bool,
         noise: float = DEFAULT_NOISE,
         directions: Iterable[Budget] = (),
+        since: Since | None = None,
+        store: str | None = None,
     ) -> None:
         self.budgets = list(budgets)
         self.baselines = baselines
+        self.since = since  # the local history's: a failed regression then says how to accept it
+        self.store = store  # the store for the accept command, when not the default
         self.pct = pct
         self.noise = noise
         self.warn_only = warn_only
@@ -484,20 +568,43 @@ class Gate:
             if decided is not None:
                 regressed = "regressed (warning)" if self.warn_only else "regressed"
                 check = check._replace(verdict=regressed if decided else "ok")
+            check = check._replace(device=device)
+        if check is not None and check.failed and self.since is not None:
+
+            def worse(value: float) -> bool:
+                old = check_regression(
+                    nodeid, flow, m._replace(value=value), baseline, pct=self.pct,
+                    noise=self.noise, warn_only=False, higher_is_better=direction == "higher",
+                )  # fmt: skip
+                return old is not None and old.verdict == "regressed"
+
+            try:
+                run = self.since(flow, m.key, nodeid, device, worse)
+            except UserflowError as exc:  # the failure stands; only its advice is missing
+                self.baselines.errors.append(f"no run {flow}/{m.key} regresses since: {exc}")
+                return check
+            command = accept_command(flow, m.key, nodeid, device, run, self.store)
+            check = check._replace(since=run, accept=command)
         return check
 
 
 def confirmed_changes(store: History, run_id: str, direction: Direction) -> list[dict[str, Any]]:
     """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
-    included, as ``pytest-userflow changes`` finds them over the last CHANGE_HISTORY runs
-    (the values of tests that passed on their own, those only the gate failed included)."""
+    included, and that no accept says are intended, as ``pytest-userflow changes`` finds them
+    over the last CHANGE_HISTORY runs (the values of tests that passed on their own, those
+    only the gate failed included)."""
     history = {r["run_id"]: r for r in reversed(store.runs(limit=CHANGE_HISTORY))}
     if run_id not in history:
         return []
     rows = store.measurements(Query(outcomes=["passed"], run_ids=list(history)))
     changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
+    mark_accepted(changes, store.accepts())
     newest: dict[tuple[str, str], dict[str, Any]] = {}
     for change in changes:  # each series' changes come oldest first
         if change["last_run"] == run_id:
             newest[change["flow"], change["key"]] = change
-    return [c for c in newest.values() if c["direction"] == "worse" and c["runs_ago"] < RECENT_RUNS]
+    return [
+        c
+        for c in newest.values()
+        if c["direction"] == "worse" and c["runs_ago"] < RECENT_RUNS and c["accepted"] is None
+    ]

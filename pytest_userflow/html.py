@@ -32,8 +32,8 @@ from .analysis import (
     fmt_number,
     point_of,
 )
-from .gate import RECENT_RUNS, Check
-from .model import NEEDS_EXTRA, STATUSES, UserflowError, is_number, utc_text
+from .gate import RECENT_RUNS, Check, mark_accepted
+from .model import NEEDS_EXTRA, STATUSES, Accept, UserflowError, is_number, utc_text
 from .report import describe_change
 
 #: Runs a chart shows by default.
@@ -61,12 +61,15 @@ def collect(
     *,
     direction: Direction,
     min_change: float = MIN_CHANGE_PCT,
+    accepts: Iterable[Accept] = (),
 ) -> dict[str, Any]:
     """The page's data from measurement rows (in time order) and their runs (oldest first).
 
     Rows without a run (HeadSpin's) make a point of their own each, in time order. *checks*:
     the gate's, of these runs (``History.checks``); the newest run's say what needs
-    attention and give the budget lines, all of them give the baselines' bands.
+    attention and give the budget lines, all of them give the baselines' bands. *accepts*:
+    the levels said to be intended (``History.accepts``): the changes they cover are named
+    as accepted and need no attention, and the page lists those of its keys.
     """
     checks = list(checks)
     if not run_list:  # HeadSpin: each event is one point of its own
@@ -123,14 +126,21 @@ def collect(
         _add_domain(chart)
     attention = _attention(charts, newest)
     changes = find_changes(series, {r["run_id"]: r for r in run_list}, direction, min_change)
+    accepts = list(accepts)
+    mark_accepted(changes, accepts)
     for change in changes:
         changed = charts.get((change["flow"], change["key"], change["type"]))
         if changed is None:
             continue
         text = f"{change['direction']} change: {describe_change(change)}"
+        if change["accepted"] is not None:
+            text += f" (accepted #{change['accepted']})"
         changed["changes"].append([index[change["run_id"]], text])
-        if change["direction"] == "worse" and change["runs_ago"] < RECENT_RUNS:
+        recent = change["direction"] == "worse" and change["runs_ago"] < RECENT_RUNS
+        if recent and change["accepted"] is None:
             attention.append({"kind": "change", "chart": changed["id"], "text": text})
+    keys = {(c["flow"], c["key"]) for c in charts.values()}
+    shown = [a for a in accepts if (a.flow, a.key) in keys]
     return {
         "generated": utc_text(time.time()),
         "run": run_list[-1] if run_list and run_list[-1].get("started_at") else None,
@@ -139,6 +149,7 @@ def collect(
         "tests": list(tests),
         "statusNames": list(STATUS_NAMES),
         "attention": attention,
+        "accepts": [_accept(a) for a in shown],
         "charts": sorted(charts.values(), key=lambda c: (c["flow"], c["key"], c["type"] or "")),
     }
 
@@ -263,6 +274,17 @@ def _attention(
     return out
 
 
+def _accept(accept: Accept) -> dict[str, Any]:
+    """``#2 Login/Login Time (test T) from run R, by ada@ci-7 on 2026-12-06 10:00:00: why``."""
+    only = ", ".join(x for x in (accept.nodeid, accept.device) if x)
+    text = (
+        f"#{accept.id} {accept.flow}/{accept.key}" + (f" ({only})" if only else "")
+        + f" from run {accept.from_run}, by {accept.who} on {utc_text(accept.created_at)}"
+        + (f": {accept.reason}" if accept.reason else "")
+    )  # fmt: skip
+    return {"id": accept.id, "flow": accept.flow, "key": accept.key, "text": text}
+
+
 def _run(run: dict[str, Any]) -> dict[str, Any]:
     started = run.get("started_at")
     return {
@@ -290,6 +312,7 @@ def render(data: dict[str, Any], *, title: str = "pytest-userflow report") -> st
         _run_table(data),
         "</header>",
         _attention_list(data),
+        _accepts_list(data),
         _contents(data),
     ]
     parts += [_section(chart) for chart in data["charts"]]
@@ -367,6 +390,19 @@ def _attention_list(data: dict[str, Any]) -> str:
     )
     title = f"<h2>Needs attention ({len(items)})</h2>"
     return f'<section id="attention">{title}<ul>{lines}</ul></section>'
+
+
+def _accepts_list(data: dict[str, Any]) -> str:
+    """The levels said to be intended, whose changes need no attention."""
+    items = data.get("accepts") or []
+    if not items:
+        return ""
+    lines = "".join(f"<li>{html.escape(item['text'])}</li>" for item in items)
+    return (
+        '<section id="accepts"><h2>Accepted levels</h2><p class="fine">pytest-userflow accept: '
+        f"the gate's baseline of these series starts at the run named.</p><ul>{lines}</ul>"
+        "</section>"
+    )
 
 
 def _contents(data: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeGuard
 
@@ -414,6 +415,50 @@ class RunInfo(NamedTuple):
             ci_build_id=data.get("ci_build_id"),
             backend=str(data.get("backend", "local")),
         )
+
+
+@dataclass(frozen=True)
+class Accept:
+    """A level said to be intended (``pytest-userflow accept``): from run *from_run* on, the
+    gate's baseline of the series it covers starts there. A series is the flow and key's, of
+    one test (*nodeid*, parameters included) and *device*; None covers every test or device.
+
+    The history fills in *id*, *from_started* (the run's start) and, once taken back,
+    *undone_at*; *created_at*, *user* and *host* say when and by whom, *reason* why.
+    """
+
+    flow: str
+    key: str
+    from_run: str
+    nodeid: str | None = None
+    device: str | None = None
+    reason: str | None = None
+    user: str | None = None
+    host: str | None = None
+    created_at: float = 0.0
+    id: int | None = None
+    from_started: float | None = None
+    undone_at: float | None = None
+
+    def covers(self, flow: str, key: str, nodeid: str | None, device: str | None) -> bool:
+        """Whether the series of *flow*, *key*, test *nodeid* and *device* is one of its own."""
+        return (
+            (self.flow, self.key) == (flow, key)
+            and self.nodeid in (None, nodeid)
+            and self.device in (None, device)
+        )
+
+    @property
+    def who(self) -> str:
+        return f"{self.user or '?'}@{self.host or '?'}"
+
+
+def newest_accept(
+    accepts: Sequence[Accept], flow: str, key: str, nodeid: str | None, device: str | None
+) -> Accept | None:
+    """The accept that decides a series' baseline: the newest made that covers it."""
+    covering = [a for a in accepts if a.undone_at is None and a.covers(flow, key, nodeid, device)]
+    return max(covering, key=lambda a: a.created_at, default=None)
 
 
 def default_flow_name(nodeid: str) -> str:

@@ -28,8 +28,10 @@ from .gate import (
     confirmed_changes,
     headspin_fetch,
     local_fetch,
+    local_since,
 )
 from .model import (
+    DEFAULT_STORE,
     Measurement,
     MeasurementError,
     RunInfo,
@@ -169,6 +171,7 @@ class UserflowRun:
                 self.store.check()
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None
+        local = s.baseline == "local" and self.store is not None
         self.gate = Gate(
             s.budgets,
             None if self.controller else self._baselines(),
@@ -176,9 +179,21 @@ class UserflowRun:
             warn_only=s.regression_mode == "warn",
             noise=s.noise,
             directions=s.directions,
+            since=local_since(self.store, self.run.run_id) if self.store and local else None,
+            store=self._store_argument(),
         )
         if not self.controller:  # it only merges what the workers hand back
             self.sink = self._make_sink(self.run)
+
+    def _store_argument(self) -> str | None:
+        """The store as the CLI is told it, or None where the CLI finds it by itself."""
+        from .storage import shown
+
+        store = self.settings.store
+        default = Path(self.config.rootpath, DEFAULT_STORE).resolve()
+        if store == default and Path.cwd().resolve() == self.config.rootpath.resolve():
+            return None
+        return shown(store)
 
     def _make_sink(self, run: RunInfo) -> Sink:
         from .upload import DryRunSink, HeadSpinSink, NullSink, Sink
@@ -266,8 +281,9 @@ class UserflowRun:
         failing = [check for check in checks if check.failed]
         if failing and report.passed:
             message = "; ".join(check.message() for check in failing)
+            advice = [text for text in (check.advice() for check in failing) if text]
             try:  # an ExceptionInfo needs a traceback, which only raising gives
-                raise BudgetExceeded(message)
+                raise BudgetExceeded("\n".join([message, *advice]))
             except BudgetExceeded:
                 excinfo = pytest.ExceptionInfo[BudgetExceeded].from_current()
             report.outcome = "failed"
@@ -496,7 +512,9 @@ class UserflowRun:
 
         try:
             rows = local_page_rows(self.store, flow=None, last=html.DEFAULT_RUNS)
-            data = html.collect(*rows, direction=self.gate.key_direction)
+            data = html.collect(
+                *rows, direction=self.gate.key_direction, accepts=self.store.accepts()
+            )
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:
             text = getattr(exc, "strerror", None) or exc

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .model import TOKEN_ENV, UserflowError, headspin_token, headspin_url, parse_time
+from .model import TOKEN_ENV, Accept, UserflowError, headspin_token, headspin_url, parse_time
 from .storage import Query, is_url, open_store, sqlite_path
 
 if TYPE_CHECKING:
@@ -85,6 +85,11 @@ class Source(Protocol):
         or events (0: all) of *flow* (or every flow)."""
         ...
 
+    def accepts(self) -> list[Accept]:
+        """The levels said to be intended (``pytest-userflow accept``), in force: the local
+        history's (HeadSpin keeps none)."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Source: ...
@@ -149,6 +154,9 @@ class LocalSource:
 
     def page_rows(self, flow: str | None, last: int) -> PageRows:
         return local_page_rows(self.history, flow=flow, last=last)
+
+    def accepts(self) -> list[Accept]:
+        return self.history.accepts()
 
     def close(self) -> None:
         if self._history is not None:
@@ -249,6 +257,9 @@ class HeadSpinSource:
             keep = set(list(dict.fromkeys(r["perf_event_id"] for r in rows))[-last:])
             rows = [r for r in rows if r["perf_event_id"] in keep]
         return rows, [], []
+
+    def accepts(self) -> list[Accept]:
+        return []
 
     def close(self) -> None:
         if self._client is not None:

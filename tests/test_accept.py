@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,153 @@ def test_a_kept_step_fails_the_gate_and_is_counted_by_every_reader(
     again = suite.run(130)
     again.assert_outcomes(failed=1)
     again.stdout.fnmatch_lines(["*regressed +*against its baseline 10* (median of 10)*"])
+
+
+def advice(result: pytest.RunResult) -> list[str]:
+    """The accept command a failure gives, as words (``pytest-userflow`` left out)."""
+    lines = [line for line in result.stdout.lines if "if the new level is intended: " in line]
+    assert len(lines) == 1, result.stdout.str()
+    return shlex.split(lines[0].split("if the new level is intended: ", 1)[1])[1:]
+
+
+def test_accept_makes_the_level_the_baseline_and_a_further_step_fails_again(
+    suite: History, store_path: Path, pytester: pytest.Pytester
+) -> None:
+    suite.runs(*[100] * 10)
+    kept = suite.runs(130, 130, 130)
+    step = run_ids(store_path)[10]
+    # each failure says since which run, and the exact command that accepts the level
+    for result in kept:
+        result.assert_outcomes(failed=1)
+        assert advice(result) == [
+            "accept", "--flow", "Login", "--key", "Login Time", "--test",
+            "test_accept_makes_the_level_the_baseline_and_a_further_step_fails_again.py::test_login",
+            "--run", step,
+        ]  # fmt: skip
+        result.stdout.fnmatch_lines([f"*Login/Login Time is worse since run {step}; if the new*"])
+    made = run_cli(store_path, *advice(kept[-1]), "--reason", "the new TLS handshake")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("accepted #1: Login/Login Time (test test_accept_")
+    # the same level passes from now on (its baseline fills up from the accepted run on)
+    for result in suite.runs(*[130] * 5):
+        result.assert_outcomes(passed=1)
+        assert "worse change confirmed" not in result.stdout.str()
+    # the accepted change is listed as such, and is no failure for a nightly job
+    changes = cli_json(store_path, "changes")["changes"]
+    assert [(c["run_id"], c["accepted"]) for c in changes] == [(step, 1)]
+    assert run_cli(store_path, "changes", "--fail-on", "worse", "--recent", "20").returncode == 0
+    # a further +30% fails again, against the accepted level
+    further = suite.run(169)
+    further.assert_outcomes(failed=1)
+    further.stdout.fnmatch_lines(["*= 1[67]* ms regressed +*against its baseline 13* (median of*"])
+    assert advice(further)[-1] == run_ids(store_path)[-1]  # worse since this run
+    # the report lists the accept, and names the change it covers
+    out = pytester.path / "r.html"
+    assert run_cli(store_path, "report", "-o", str(out)).returncode == 0
+    page = out.read_text()
+    assert "<h2>Accepted levels</h2>" in page
+    assert re.search(r"#1 Login/Login Time \(test_accept_[^)]*\) from run " + step, page)
+    assert "(accepted #1)" in page_data(out)["charts"][0]["changes"][0][1]
+
+
+def test_accept_by_default_starts_where_the_newest_change_began(
+    suite: History, store_path: Path
+) -> None:
+    suite.runs(*[100] * 10, 130, 130, 130)
+    step = run_ids(store_path)[10]
+    made = run_cli(store_path, "accept", "--flow", "Login", "--key", "Login Time")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(
+        f"accepted #1: Login/Login Time from run {step}, where its newest change began (+3"
+    )
+    suite.run(130).assert_outcomes(passed=1)
+    # listed with when, who and why; taken back once, and kept
+    made = run_cli(
+        store_path, "accept", "--flow", "Login", "--key", "Login Time", "--run", step[:6]
+    )
+    assert made.returncode == 0, made.stderr
+    (first, second) = cli_json(store_path, "accept", "--list")["accepts"]
+    assert (first["id"], first["from_run"], first["reason"], first["undone"]) == (
+        1,
+        step,
+        None,
+        None,
+    )
+    assert "@" in first["who"] and second["id"] == 2
+    for accept in ("1", "2"):
+        undone = run_cli(store_path, "accept", "--undo", accept)
+        assert undone.returncode == 0 and undone.stdout.startswith(f"took back accept #{accept} ")
+    again = run_cli(store_path, "accept", "--undo", "1")
+    assert again.returncode == 2 and "accept 1 was taken back already in" in again.stderr
+    listed = cli_json(store_path, "accept", "--list")["accepts"]
+    assert [a["undone"] is not None for a in listed] == [True, True]
+    # taken back: the level fails again, and says how to accept it
+    result = suite.run(130)
+    result.assert_outcomes(failed=1)
+    assert advice(result)[-1] == step
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--flow", "Nope", "--key", "Login Time"], "no user flow named or with id 'Nope' in "),
+        (["--flow", "Login", "--key", "Nope"], "no numeric values of Login/Nope in "),
+        (
+            ["--flow", "Login", "--key", "Login Time", "--test", "t.py::x"],
+            "no numeric values of Login/Login Time (test t.py::x) in ",
+        ),
+        (["--flow", "Login", "--key", "Login Time"], "no change found in Login/Login Time "),
+        (["--flow", "Login", "--key", "Login Time", "--run", "zz"], "run 'zz' matches 0 of the 6"),
+        (["--key", "Login Time"], "accept needs --flow and --key (or --list, or --undo ID)"),
+        (["--list", "--flow", "Login"], "--list and --undo take no other option, got --flow"),
+        (["--undo", "7"], "accept 7 is not in "),
+    ],
+)
+def test_accept_errors_say_what_was_wrong(
+    suite: History, store_path: Path, args: list[str], error: str
+) -> None:
+    suite.runs(*[100] * 6)
+    out = run_cli(store_path, "accept", *args)
+    assert out.returncode == 2, out.stdout
+    assert out.stderr.startswith(f"pytest-userflow accept: error: {error}"), out.stderr
+
+
+def test_the_outcome_is_the_tests_own_and_the_status_is_what_was_sent(
+    pytester: pytest.Pytester, store_path: Path, history: Any
+) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        pytestmark = [pytest.mark.userflow("F"), pytest.mark.userflow_budget("t", max=1)]
+
+        def test_gate_only(record_measurement):
+            record_measurement("t", 2)
+
+        def test_both(record_measurement):
+            record_measurement("t", 2)
+            assert 0
+
+        def test_own(record_measurement):
+            record_measurement("t", 0.5)
+            assert 0
+
+        def test_said(record_measurement, userflow):
+            record_measurement("t", 2)
+            userflow.set_status("Excluded", "not this time")
+
+        def test_ok(record_measurement):
+            record_measurement("t", 0.5)
+    """)
+    pytester.runpytest().assert_outcomes(passed=1, failed=4)
+    tests = history(store_path).tests()
+    assert [(t["nodeid"].split("::")[1], t["status"], t["outcome"]) for t in tests] == [
+        ("test_gate_only", "Failed", "Passed"),
+        ("test_both", "Failed", "Failed"),
+        ("test_own", "Failed", "Failed"),
+        ("test_said", "Excluded", "Excluded"),
+        ("test_ok", "Passed", "Passed"),
+    ]
+    assert tests[0]["status_message"] == "F/t = 2 is over its budget <= 1"
+    # the listing's --status is the status sent, as on HeadSpin; each row names the outcome
+    rows = cli_json(store_path, "measurements", "--status", "failed")["measurements"]
+    assert [r["outcome"] for r in rows] == ["Passed", "Failed", "Failed"]

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,12 @@ from ..model import (
     COUNTED_STATUSES,
     FILTER_STATUSES,
     OUTCOMES,
+    Accept,
     Measurement,
     RunInfo,
     TestRecord,
     is_number,
+    newest_accept,
     parse_time,
     utc_text,
 )
@@ -55,6 +58,9 @@ _CHECKS = (
 #: A measurement row holds only what is its own and points at its event; rows are kept in
 #: their event's order (the primary key), so a test's rows are one stretch of one table and
 #: its commit touches few pages. The ``measurements`` view joins them into the API's columns.
+#:
+#: An accept says a level of a flow's key is intended from a run on (``model.Accept``): kept
+#: when taken back, with the time it was (``undone_at``).
 #:
 #: An upload is the outbox's part of a test (``event``: its row in ``events``): where it goes
 #: (base URL, API), the status to send when it is not the test's own (a shared session's), and
@@ -95,6 +101,11 @@ CREATE TABLE uploads (
     remote_flow_id TEXT, remote_event_id TEXT, creating TEXT, updated_ts REAL
 );
 CREATE INDEX uploads_state ON uploads(state);
+CREATE TABLE accepts (
+    id INTEGER PRIMARY KEY, user_flow_name TEXT NOT NULL, key_name TEXT NOT NULL, nodeid TEXT,
+    device_address TEXT, from_run TEXT NOT NULL, created_at REAL NOT NULL, user TEXT, host TEXT,
+    reason TEXT, undone_at REAL
+);
 """.format(checks=";\n".join(_CHECKS))
 
 
@@ -637,21 +648,80 @@ class SQLiteStore:
         device: str | None = None,
     ) -> list[Any]:
         """The newest *limit* values of passed tests for one flow and key (a baseline), of one
-        test (*nodeid*, parameters included) and *device* when *nodeid* is given."""
+        test (*nodeid*, parameters included) and *device* when *nodeid* is given. Where an
+        accept covers the series, only values from its run on, and with them those of tests
+        that only the gate failed before the accept was made."""
         flow_id = self.resolve_flow(flow)
         if flow_id is None:
             return []
         sql = (
             "SELECT m.value FROM events e JOIN measurement_rows m ON m.event = e.id"
-            " WHERE e.user_flow_id = ? AND m.key_name = ? AND e.status = 'Passed'"
-            " AND e.run_id IS NOT ?"
+            " WHERE e.user_flow_id = ? AND m.key_name = ? AND e.run_id IS NOT ?"
         )
         args: list[Any] = [flow_id, key, exclude_run]
+        accept = newest_accept(self.accepts(flow=flow, key=key), flow, key, nodeid, device)
+        if accept is None:
+            sql += " AND e.status = 'Passed'"
+        else:
+            sql += (
+                " AND e.event_ts >= ? AND (e.status = 'Passed'"
+                " OR (e.outcome = 'Passed' AND e.event_ts <= ?))"
+            )
+            args += [accept.from_started, accept.created_at]
         if nodeid is not None:
             sql += " AND e.nodeid = ? AND e.device_address IS ?"
             args += [nodeid, device]
         sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT ?"
         return [r[0] for r in self._select(sql, [*args, int(limit)])]
+
+    # -- accepts ------------------------------------------------------------------------------
+
+    def add_accept(self, accept: Accept) -> Accept:
+        """Keep *accept*; it is returned with its id and its run's start."""
+        started = self._select("SELECT started_at FROM runs WHERE run_id = ?", [accept.from_run])
+        if not started:
+            raise StoreError(f"{self.path}: no run {accept.from_run!r} to accept a level from")
+        with self.transaction() as db:
+            made = db.execute(
+                "INSERT INTO accepts (user_flow_name, key_name, nodeid, device_address, from_run,"
+                " created_at, user, host, reason) VALUES (?,?,?,?,?,?,?,?,?)",
+                (accept.flow, accept.key, accept.nodeid, accept.device, accept.from_run,
+                 accept.created_at, accept.user, accept.host, accept.reason),
+            ).lastrowid  # fmt: skip
+        return replace(accept, id=made, from_started=started[0][0])
+
+    def accepts(
+        self, *, flow: str | None = None, key: str | None = None, undone: bool = False
+    ) -> list[Accept]:
+        """The accepts in force (and those taken back, given *undone*), oldest first; of one
+        flow and key when given."""
+        where, args = ["1"], []
+        if not undone:
+            where.append("a.undone_at IS NULL")
+        if flow is not None and key is not None:
+            where.append("a.user_flow_name = ? AND a.key_name = ?")
+            args += [flow, key]
+        rows = self._select(
+            "SELECT a.user_flow_name, a.key_name, a.from_run, a.nodeid, a.device_address,"
+            " a.reason, a.user, a.host, a.created_at, a.id, r.started_at, a.undone_at"
+            " FROM accepts a LEFT JOIN runs r ON r.run_id = a.from_run"
+            f" WHERE {' AND '.join(where)} ORDER BY a.id",
+            args,
+        )
+        return [Accept(*row) for row in rows]
+
+    def undo_accept(self, accept_id: int) -> Accept:
+        """Take back the accept *accept_id*: it is kept, marked undone; it is returned."""
+        found = [a for a in self.accepts(undone=True) if a.id == accept_id]
+        if not found or found[0].undone_at is not None:
+            state = "was taken back already in" if found else "is not in"
+            raise StoreError(
+                f"accept {accept_id} {state} {self.path} (pytest-userflow accept --list lists them)"
+            )
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("UPDATE accepts SET undone_at = ? WHERE id = ?", (now, accept_id))
+        return replace(found[0], undone_at=now)
 
     def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
         """The API's measurement listing over the local store, with the API's semantics."""
