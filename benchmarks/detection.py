@@ -4,13 +4,17 @@ Histories of 100 runs with 1%, 5% and 10% lognormal noise; half with no change, 
 step of +10%, +25% or +50% at a random run. Reports the gate's false alarms (old rule: PCT
 only; new rule: PCT and 3x the noise), its catch rate on the run after a step, and for
 ``changes`` the share of steps found within 2 runs of where they began and the false change
-points per 100 runs of no change. Run: ``python benchmarks/detection.py``.
+points per 100 runs of no change. Then the kept step in fail mode and ``accept``
+(``benchmarks/accept.py``, through the history and the gate). Run:
+``python benchmarks/detection.py``.
 """
 
 from __future__ import annotations
 
 import random
 import time
+
+from accept import main as kept_step_and_accept
 
 from pytest_userflow.analysis import MAD_SCALE, ChangeDetector, median
 
@@ -50,6 +54,8 @@ def main() -> None:
                 f"  {caught / HISTORIES:>10.0%}  {found / HISTORIES:>13.0%}  {false:>14.2f}"
             )
     print(f"({time.perf_counter() - started:.1f} s)")
+    print()
+    kept_step_and_accept()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import analysis, html
 from .client import HeadSpinClient
-from .gate import mark_accepted
+from .gate import accepted_rows, mark_accepted, newest_change
 from .model import (
     API_COLUMNS,
     DEFAULT_STORE,
@@ -30,7 +30,6 @@ from .model import (
     Accept,
     UserflowError,
     headspin_url,
-    is_number,
     utc_text,
 )
 from .report import format_table
@@ -757,11 +756,7 @@ def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
     if flow is None:
         raise CliError(f"no user flow named or with id {args.flow!r} in {args.store}")
     probe = Accept(flow, args.key, "", args.test, args.device)
-    rows = [
-        r
-        for r in store.measurements(Query(flow, keys=[args.key], outcomes=["passed"]))
-        if probe.covers(flow, args.key, r["nodeid"], r["device_address"]) and is_number(r["value"])
-    ]
+    rows = accepted_rows(store, probe)
     which = _accepted_series(probe)
     if not rows:
         raise CliError(
@@ -773,24 +768,13 @@ def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
         run = store.match_runs([args.run])[0]
         found = ""
     else:
-        # Each test and device its own series, as the gate's baselines are.
-        series = analysis.RunSeries(
-            lambda r: (flow, args.key, r.get("key_type"), (r["nodeid"], r["device_address"]))
-        )
-        for row in rows:
-            series.add(row)
-        # Any change, either way: the newest is where the present level began.
-        changes = analysis.find_changes(
-            series.series(), runs, lambda f, k: "lower", analysis.MIN_CHANGE_PCT
-        )
-        if not changes:
+        newest = newest_change(rows, runs)
+        if newest is None:
             raise CliError(
                 f"no change found in {which} (as 'pytest-userflow changes' looks for them): "
                 "say from which run the level is intended with --run (pytest-userflow runs "
                 "lists them)"
             )
-        order = list(runs)
-        newest = max(changes, key=lambda c: order.index(c["run_id"]))
         run = newest["run_id"]
         found = f", where its newest change began ({newest['change_pct']:+.1f}%)"
     if not any(_order_of(runs, r["run_id"]) >= _order_of(runs, run) for r in rows):

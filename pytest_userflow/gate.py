@@ -401,6 +401,35 @@ def accept_command(
     return shlex.join([*words, "--run", run])
 
 
+def accepted_rows(history: History, accept: Accept) -> list[dict[str, Any]]:
+    """The numeric values of the series *accept* covers, of the tests that passed on their
+    own (those only the gate failed included), in time order."""
+    rows = history.measurements(Query(accept.flow, keys=[accept.key], outcomes=["passed"]))
+    return [
+        r
+        for r in rows
+        if accept.covers(accept.flow, accept.key, r["nodeid"], r["device_address"])
+        and is_number(r["value"])
+    ]
+
+
+def newest_change(
+    rows: Iterable[dict[str, Any]], runs: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Where the newest change of the series of *rows* began, either way, as ``changes`` finds
+    changes (each test and device a series of its own, as the gate's baselines are); *runs*:
+    the runs, oldest first, by id."""
+    series = RunSeries(
+        lambda r: (r["user_flow_name"], r["key_name"], r.get("key_type"),
+                   (r["nodeid"], r["device_address"]))
+    )  # fmt: skip
+    for row in rows:
+        series.add(row)
+    changes = find_changes(series.series(), runs, lambda flow, key: "lower", MIN_CHANGE_PCT)
+    order = {run_id: i for i, run_id in enumerate(runs)}
+    return max(changes, key=lambda c: order.get(c["run_id"], -1), default=None)
+
+
 def mark_accepted(changes: Iterable[dict[str, Any]], accepts: Sequence[Accept]) -> None:
     """Name in each change (``analysis.find_changes``'s) the accept that says its level is
     intended, as ``accepted`` (its id; None): one in force over its series (its test and

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import random
 import re
 import shlex
 from pathlib import Path
@@ -270,3 +272,16 @@ def test_the_outcome_is_the_tests_own_and_the_status_is_what_was_sent(
     # the listing's --status is the status sent, as on HeadSpin; each row names the outcome
     rows = cli_json(store_path, "measurements", "--status", "failed")["measurements"]
     assert [r["outcome"] for r in rows] == ["Passed", "Failed", "Failed"]
+
+
+def test_the_benchmarks_kept_step_meets_its_goals(tmp_path: Path) -> None:
+    """One seeded history of ``benchmarks/accept.py``: its figures' goals hold there too."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "accept.py"
+    spec = importlib.util.spec_from_file_location("benchmark_accept", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seen = bench.history(random.Random(2032), 0.01, tmp_path / "history.db")
+    assert seen["changes"] <= 3 and seen["line"] <= 3 and seen["before"] is None
+    assert seen["kept_failed"] == bench.KEPT and seen["accepted_at_step"]
+    assert seen["after_failed"] == 0 and seen["further_caught"]
