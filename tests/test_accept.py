@@ -80,6 +80,9 @@ def test_a_kept_step_fails_the_gate_and_is_counted_by_every_reader(
     for result in kept:  # the gate fails each run at the new level
         result.assert_outcomes(failed=1)
         result.stdout.fnmatch_lines(
+            ["flow 'Login': 1 test (1 Failed, 1 of them only by the gate);*"]
+        )
+        result.stdout.fnmatch_lines(
             ["*Login/Login Time = 1[23]* ms regressed +*against its baseline 10*"]
         )
     runs = run_ids(store_path)

@@ -413,7 +413,8 @@ class SQLiteStore:
     def run_summary(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
         """One run's tests per flow and status, where their measurements went, and per (flow,
         key, type, device) the count, numeric values and units of its passed and failed tests
-        (*left_out*: how many values of excluded tests were not counted); the summary's
+        (*left_out*: how many values of excluded tests were not counted; *by_gate*: how many
+        tests only the gate failed); the summary's
         statistics are the report's to take.
 
         *worker*: False for every process of the run, else one process (None: in-process).
@@ -426,14 +427,19 @@ class SQLiteStore:
         flows: dict[str, dict[str, Any]] = {}
 
         def flow(name: str) -> dict[str, Any]:
-            return flows.setdefault(name, {"tests": 0, "statuses": {}, "places": {}, "left_out": 0})
+            return flows.setdefault(
+                name, {"tests": 0, "statuses": {}, "places": {}, "left_out": 0, "by_gate": 0}
+            )
 
-        for name, status, n in self._select(
-            f"SELECT user_flow_name, status, COUNT(*) FROM events WHERE {where} GROUP BY 1, 2",
+        for name, status, n, passed in self._select(
+            "SELECT user_flow_name, status, COUNT(*), SUM(outcome = 'Passed') FROM events"
+            f" WHERE {where} GROUP BY 1, 2",
             args,
         ):
             flow(name)["tests"] += n
             flow(name)["statuses"][status] = n
+            if status == "Failed":
+                flow(name)["by_gate"] = passed
         reruns = self._select(
             f"SELECT nodeid, attempts FROM events WHERE {where} AND attempts > 1 ORDER BY nodeid",
             args,
