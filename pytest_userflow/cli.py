@@ -777,7 +777,8 @@ def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
             )
         run = newest["run_id"]
         found = f", where its newest change began ({newest['change_pct']:+.1f}%)"
-    if not any(_order_of(runs, r["run_id"]) >= _order_of(runs, run) for r in rows):
+    order = {run_id: i for i, run_id in enumerate(runs)}
+    if not any(order.get(r["run_id"], -1) >= order.get(run, -1) for r in rows):
         raise CliError(f"no values of {which} from run {run} on: nothing to accept")
     try:
         user = getpass.getuser()
@@ -801,11 +802,6 @@ def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
         f"series starts there; take it back with: pytest-userflow accept --undo {accept.id}"
     )
     return 0
-
-
-def _order_of(runs: dict[str, dict[str, Any]], run_id: str) -> int:
-    """Where *run_id* is among *runs* (oldest first); -1 for a run not among them."""
-    return list(runs).index(run_id) if run_id in runs else -1
 
 
 def _accepted_series(accept: Accept) -> str:

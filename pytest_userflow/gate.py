@@ -4,7 +4,9 @@ A *budget* bounds one key: ``<= max`` (lower is better) and/or ``>= min`` (highe
 frames per second for instance). The *regression gate* compares a value with the median of
 the last N passed values of the same flow, key, test and device (its *baseline*) and calls it a
 regression when it is worse by more than a percentage **and** by more than K times the
-baseline's own noise (a robust spread: 1.4826 times the median absolute deviation).
+baseline's own noise (a robust spread: 1.4826 times the median absolute deviation). An
+*accept* (``pytest-userflow accept``) says a new level is intended: the baselines of the series
+it covers start at its run.
 
 >>> Budget.parse_line("Login :: Login Time <= 2000", where="userflow_budgets")
 Budget(flow='Login', key='Login Time', max=2000.0, min=None)
