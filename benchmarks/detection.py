@@ -10,6 +10,8 @@ Both go through the plugin's own code: the gate's rule (``gate.check_regression`
    and the false change points per 100 runs of no change.
 2. The cases where the noise has holes: two-valued and count data (a spread of 0), a median of
    0, and a median near 0.
+3. The kept step in fail mode and ``accept`` (``benchmarks/accept.py``, through the history and
+   the gate).
 
 Run: ``python benchmarks/detection.py [--histories N]``.
 """
@@ -21,6 +23,8 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+
+from accept import main as kept_step_and_accept
 
 from pytest_userflow.analysis import ChangeDetector, change_text, find_changes
 from pytest_userflow.gate import Baseline, Check, check_regression
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     for case, figure in holes(rng, args.histories).items():
         print(f"{case}: {figure:.1%}" if isinstance(figure, float) else f"{case}: {figure}")
     print(f"({time.perf_counter() - started:.1f} s)")
+    print()
+    kept_step_and_accept()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import json
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import analysis, html, options
 from .client import HeadSpinClient
-from .gate import directions_of
+from .gate import accepted_rows, directions_of, mark_accepted, newest_change
 from .model import (
     API_COLUMNS,
     DEFAULT_NOISE,
     FILTER_STATUSES,
     TOKEN_ENV,
     URL_ENV,
+    Accept,
     UserflowError,
     utc_text,
 )
@@ -41,6 +44,7 @@ EPILOG = """examples:
   pytest-userflow measurements --flow Checkout --start-time "2026-11-01 00:00:00" --status failed
   pytest-userflow --source headspin measurements --flow Login --format json
   pytest-userflow report -o userflow.html
+  pytest-userflow accept --flow Login --key "Login Time" --reason "new TLS handshake"
   HEADSPIN_API_TOKEN=... pytest-userflow push
 
 exit codes: 0 done, 1 push left uploads pending or refused, 2 bad usage or input
@@ -123,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         "runs, two time windows, or by default the newest run against the --last N earlier runs "
         "that ran all of its tests (only those tests' values count). Which way a key is better: "
         "--higher-is-better, else the userflow_directions and userflow_budgets settings, else "
-        "lower. Passed tests only, unless --status says otherwise. "
+        "lower. The tests that passed on their own only (a test only the gate failed is one), "
+        "unless --status says otherwise. "
         "A change is worse or better only beyond the threshold (--fail-over, else --min-change) "
         "and K times the noise of the two medians (--noise); text values are listed apart. "
         "Exit 1 when a key got worse by more than --fail-over.",
@@ -142,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         dest="statuses",
         choices=FILTER_STATUSES,
-        help="(default: passed)",
+        help="(default: the tests that passed on their own, those only the gate failed included)",
     )
     cmp.add_argument("--baseline-run", action="append", default=[], dest="baseline_runs")
     cmp.add_argument("--candidate-run", help="default: the newest run")
@@ -183,12 +188,12 @@ def _parser() -> argparse.ArgumentParser:
         "changes",
         help="runs where a key shifted and stayed shifted (change-point detection)",
         description="Find the runs where a flow and key's values shifted and stayed shifted: "
-        "E-Divisive means on each run's median of the passed tests' values, in time order, "
-        "with a permutation test (deterministic). A series is one flow, key, type and units "
-        "of one test (parameters included) on one device; --by flow pools a flow's tests and "
-        "devices. Which way a key is better: --higher-is-better, else the userflow_directions "
-        "and userflow_budgets settings, else lower. With --source headspin each event is one "
-        "point.",
+        "E-Divisive means on each run's median of the values of the tests that passed on their "
+        "own (those only the gate failed included), in time order, with a permutation test "
+        "(deterministic). A series is one flow, key, type and units of one test (parameters "
+        "included) on one device; --by flow pools a flow's tests and devices. Which way a key "
+        "is better: --higher-is-better, else the userflow_directions and userflow_budgets "
+        "settings, else lower. With --source headspin each event is one point.",
         epilog="examples:\n  pytest-userflow changes --flow Login\n"
         "  pytest-userflow changes --fail-on worse --recent 5   # a nightly CI job\n"
         "  pytest-userflow changes --key 'Login Time' --by flow --format json",
@@ -257,6 +262,36 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "-o", "--output", default="userflow.html", help="HTML file (default userflow.html)"
     )
+
+    acc = command(
+        "accept",
+        help="say a new level of a flow's key is intended: the gate's baseline starts there",
+        description="Say that the level of a flow's key from a run on is intended. From then "
+        "on the gate's baseline of those series (each test and device of the flow's key, or "
+        "those --test and --device name) starts at that run: its values and the later ones, "
+        "those the gate failed before this accept included, so the same level passes and a "
+        "further worsening fails again. The run is by default where the newest change of "
+        "those series began, as 'changes' finds it. Accepts are kept in the history with "
+        "when, who and why; 'changes' and 'report' show them.",
+        epilog="examples:\n"
+        "  pytest-userflow accept --flow Login --key 'Login Time' --reason 'new TLS handshake'\n"
+        "  pytest-userflow accept --flow Login --key 'Login Time' --test "
+        "'tests/test_login.py::test_login' --run 3f2a\n"
+        "  pytest-userflow accept --list\n"
+        "  pytest-userflow accept --undo 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    acc.add_argument("--flow", help="user flow name or id")
+    acc.add_argument("--key", help="the key whose new level is intended")
+    acc.add_argument("--test", help="only this test (its node id, parameters included)")
+    acc.add_argument("--device", help="only this device address")
+    acc.add_argument(
+        "--run", help="the level starts at this run (default: where the newest change began)"
+    )
+    acc.add_argument("--reason", help="why the new level is intended (kept with the accept)")
+    acc.add_argument("--list", action="store_true", help="list the accepts, taken back included")
+    acc.add_argument("--undo", type=_count, metavar="ID", help="take back the accept ID")
+    _add_format(acc)
 
     push = command(
         "push",
@@ -522,14 +557,15 @@ SAID = {"lower": "lower is better", "higher": "higher is better", "ignore": "ign
 
 def cmd_compare(args: argparse.Namespace, source: Source) -> int:
     base, cand, tests, said = _compare_sides(args, source)
-    statuses = args.statuses or ["passed"]
-    base_rows = _rows(source, args, statuses=statuses, **base)
+    # A value only the gate failed is a value of a test that ran as it should: it counts.
+    which = {"statuses": args.statuses} if args.statuses else {"outcomes": ["passed"]}
+    base_rows = _rows(source, args, **which, **base)
     if tests is not None:
         base_rows = (r for r in base_rows if r["nodeid"] in tests)
     threshold = args.fail_over if args.fail_over is not None else args.min_change
     comparisons = analysis.compare(
         base_rows,
-        _rows(source, args, statuses=statuses, **cand),
+        _rows(source, args, **which, **cand),
         direction=_direction(args),
         noise=args.settings.noise if args.noise is None else args.noise,
     )
@@ -569,7 +605,10 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
         "direction",
     )
     if args.format == "table":
-        print(f"comparing {said} (medians of {', '.join(statuses)} tests)")
+        counted = (
+            f"{', '.join(args.statuses)} tests" if args.statuses else "passed tests, gate aside"
+        )
+        print(f"comparing {said} (medians of {counted})")
         shown = [
             {
                 **r,
@@ -629,6 +668,7 @@ CHANGE_COLUMNS = (
     "units",
     "p_value",
     "runs_ago",
+    "accepted",
 )
 
 
@@ -636,13 +676,15 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
     needed = "--last needs the local store" if args.last else None
     newest = source.runs(args.last or None, needed=needed)  # none: each event is a point
     runs = {r["run_id"]: r for r in reversed(newest)}  # oldest first
-    overrides: dict[str, Any] = {"statuses": ["passed"], "session_ids": [], "run_ids": []}
+    overrides: dict[str, Any] = {"outcomes": ["passed"], "session_ids": [], "run_ids": []}
     if args.last:
         overrides["run_ids"] = list(runs)
     series = analysis.run_series(_rows(source, args, **overrides), by=args.by)
     found = analysis.find_changes(series, runs, _direction(args), args.min_change)
-    for r in found:
+    mark_accepted(found, source.accepts())
+    for r in found:  # an accepted change is intended: listed, never a failure
         r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
+        r["recent"] = r["recent"] and r["accepted"] is None
     found.sort(key=lambda r: (not r["recent"], r["flow"], r["key"], r["runs_ago"]))
     recent = [r for r in found if r["recent"]]
     columns = list(CHANGE_COLUMNS)
@@ -661,6 +703,7 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
                 "after": analysis.fmt_number(r["after"]),
                 "change": _change(r),
                 "p_value": f"{r['p_value']:.3f}",
+                "accepted": r["accepted"] and f"#{r['accepted']}",
             }
             for r in found
         ]
@@ -705,7 +748,8 @@ def cmd_plot(args: argparse.Namespace, source: Source) -> int:
 
 def cmd_report(args: argparse.Namespace, source: Source) -> int:
     direction = _direction(args)
-    data = html.collect(*source.page_rows(args.flow, args.last), direction=direction)
+    rows = source.page_rows(args.flow, args.last)
+    data = html.collect(*rows, direction=direction, accepts=source.accepts())
     if not data["charts"]:
         raise CliError(f"nothing to draw: no values in the last {args.last} run(s)")
     try:
@@ -717,6 +761,122 @@ def cmd_report(args: argparse.Namespace, source: Source) -> int:
         f"{len(data['attention'])} needing attention, {size / 1024:.0f} KB"
     )
     return 0
+
+
+ACCEPT_COLUMNS = (
+    "id", "flow", "key", "test", "device", "from_run", "created", "who", "reason", "undone",
+)  # fmt: skip
+
+
+def cmd_accept(args: argparse.Namespace, source: Source) -> int:
+    if args.source != "local":
+        raise CliError("accepts are kept in the local history, not on HeadSpin: drop --source")
+    given = [f"--{name}" for name in ("flow", "key", "test", "device", "run", "reason")]
+    given = [option for option in given if getattr(args, option[2:]) is not None]
+    if (args.list or args.undo is not None) and (given or (args.list and args.undo is not None)):
+        raise CliError(f"--list and --undo take no other option, got {', '.join(given) or 'both'}")
+    store = open_existing(args.store)
+    try:
+        if args.list:
+            rows = [_accept_row(a, args.format) for a in store.accepts(undone=True)]
+            _emit(rows, ACCEPT_COLUMNS, args.format, "accepts")
+            return 0
+        if args.undo is not None:
+            undone = store.undo_accept(args.undo)
+            print(
+                f"took back accept #{undone.id} ({_accepted_series(undone)} from run "
+                f"{undone.from_run}): the gate's baseline of those series is as it was "
+                "without it"
+            )
+            return 0
+        return _accept(args, store)
+    finally:
+        store.close()
+
+
+def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
+    """Keep a new accept: of the series of the flow's key that --test and --device name, from
+    --run, else from where their newest change began."""
+    if not args.flow or not args.key:
+        raise CliError("accept needs --flow and --key (or --list, or --undo ID)")
+    flow = next(
+        (f["name"] for f in store.flows() if args.flow in (f["name"], f["user_flow_id"])), None
+    )
+    if flow is None:
+        raise CliError(f"no user flow named or with id {args.flow!r} in {args.store}")
+    probe = Accept(flow, args.key, "", args.test, args.device)
+    rows = accepted_rows(store, probe)
+    which = _accepted_series(probe)
+    if not rows:
+        raise CliError(
+            f"no numeric values of {which} in {args.store}: check the key, --test and --device "
+            f"(pytest-userflow stats --flow {flow} --by test lists them)"
+        )
+    runs = {r["run_id"]: r for r in reversed(store.runs())}  # oldest first
+    if args.run:
+        run = store.match_runs([args.run])[0]
+        found = ""
+    else:
+        newest = newest_change(rows, runs)
+        if newest is None:
+            raise CliError(
+                f"no change found in {which} (as 'pytest-userflow changes' looks for them): "
+                "say from which run the level is intended with --run (pytest-userflow runs "
+                "lists them)"
+            )
+        run = newest["run_id"]
+        found = f", where its newest change began ({newest['change_pct']:+.1f}%)"
+    order = {run_id: i for i, run_id in enumerate(runs)}
+    if not any(order.get(r["run_id"], -1) >= order.get(run, -1) for r in rows):
+        raise CliError(f"no values of {which} from run {run} on: nothing to accept")
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        user = None
+    accept = store.add_accept(
+        Accept(
+            flow,
+            args.key,
+            run,
+            args.test,
+            args.device,
+            args.reason,
+            user=user,
+            host=socket.gethostname(),
+            created_at=time.time(),
+        )
+    )
+    print(
+        f"accepted #{accept.id}: {which} from run {run}{found}: the gate's baseline of those "
+        f"series starts there; take it back with: pytest-userflow accept --undo {accept.id}"
+    )
+    return 0
+
+
+def _accepted_series(accept: Accept) -> str:
+    """``Login/Login Time (test T, device D)``: the series an accept covers."""
+    only = [f"test {accept.nodeid}"] if accept.nodeid else []
+    only += [f"device {accept.device}"] if accept.device else []
+    return f"{accept.flow}/{accept.key}" + (f" ({', '.join(only)})" if only else "")
+
+
+def _accept_row(accept: Accept, fmt: str) -> dict[str, Any]:
+    row = {
+        "id": accept.id,
+        "flow": accept.flow,
+        "key": accept.key,
+        "test": accept.nodeid,
+        "device": accept.device,
+        "from_run": accept.from_run,
+        "created": accept.created_at,
+        "who": accept.who,
+        "reason": accept.reason,
+        "undone": accept.undone_at,
+    }
+    if fmt == "table":  # a date a person reads; JSON and CSV keep the number
+        row["created"] = utc_text(accept.created_at)
+        row["undone"] = accept.undone_at and utc_text(accept.undone_at)
+    return row
 
 
 def cmd_push(args: argparse.Namespace, source: Source) -> int:
@@ -825,6 +985,7 @@ COMMANDS = {
     "changes": cmd_changes,
     "plot": cmd_plot,
     "report": cmd_report,
+    "accept": cmd_accept,
     "push": cmd_push,
 }
 

@@ -6,7 +6,9 @@ the last N passed values of the same flow, key, test and device (its *baseline*)
 regression when it is worse by more than a percentage **and** by more than K times the
 baseline's own noise (a robust spread: 1.4826 times the median absolute deviation, never less
 than the step the values are written in). A baseline with no spread or a median near zero
-decides in the key's units: inside the range it has shown is no regression.
+decides in the key's units: inside the range it has shown is no regression. An *accept*
+(``pytest-userflow accept``) says a new level is intended: the baselines of the series it
+covers start at its run.
 
 >>> Budget.parse_line("Login :: Login Time <= 2000", where="userflow_budgets")
 Budget(flow='Login', key='Login Time', max=2000.0, min=None)
@@ -14,15 +16,16 @@ Budget(flow='Login', key='Login Time', max=2000.0, min=None)
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
-from collections.abc import Callable, Iterable
+import shlex
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .analysis import (
     MIN_CHANGE_PCT,
     Direction,
+    RunSeries,
     change_text,
     find_changes,
     median,
@@ -31,7 +34,7 @@ from .analysis import (
     robust_spread,
     run_series,
 )
-from .model import DEFAULT_NOISE, Measurement, MeasurementError, is_number
+from .model import DEFAULT_NOISE, Accept, Measurement, MeasurementError, UserflowError, is_number
 from .storage import Query
 
 if TYPE_CHECKING:
@@ -230,6 +233,10 @@ class Check(NamedTuple):
     high: float | None = None
     baseline: float | None = None
     spread: float | None = None  # the baseline's noise, in the key's units
+    device: str | None = None
+    # A failed regression: the run its values regress since, and the command that accepts it.
+    since: str | None = None
+    accept: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -251,6 +258,15 @@ class Check(NamedTuple):
     def change_text(self) -> str:
         """``+29.6%``, or from a median near zero, in the key's units: ``+50 (from 0)``."""
         return change_text(self.baseline, self.value, self.change_pct)
+
+    def advice(self) -> str | None:
+        """Since which run the series is worse, and how to say its new level is intended."""
+        if self.accept is None:
+            return None
+        return (
+            f"{self.flow}/{self.key} is worse since run {self.since}; if the new level is "
+            f"intended: {self.accept}"
+        )
 
     def noise_text(self) -> str:
         """``, 3.1x its noise of 9.5%``, or ``, 50x its noise of 1`` in the key's units
@@ -279,6 +295,8 @@ class Check(NamedTuple):
             "high": self.high,
             "baseline": self.baseline,
             "spread": self.spread,
+            "since": self.since,
+            "accept": self.accept,
         }
 
 
@@ -291,8 +309,10 @@ def check_budget(nodeid: str, flow: str, m: Measurement, budget: Budget) -> Chec
         verdict, limit = "over budget", f"<= {budget.max:g}"
     elif budget.min is not None and value < budget.min:
         verdict, limit = "under budget", f">= {budget.min:g}"
-    bounds = {"low": budget.min, "high": budget.max}
-    return Check(nodeid, flow, m.key, value, m.units, "budget", limit, verdict, **bounds)
+    return Check(
+        nodeid, flow, m.key, value, m.units, "budget", limit, verdict, low=budget.min,
+        high=budget.max,
+    )  # fmt: skip
 
 
 class Baseline(NamedTuple):
@@ -316,6 +336,8 @@ class Baseline(NamedTuple):
 
 
 Fetch = Callable[[str, str, int, str, "str | None"], list[float]]
+#: The run a series (flow, key, test, device) is worse since, given what is worse.
+Since = Callable[[str, str, str, "str | None", Callable[[float], bool]], str]
 
 
 class BaselineSource:
@@ -399,6 +421,88 @@ def local_fetch(history: History, exclude_run: str) -> Fetch:
     return fetch
 
 
+def local_since(history: History, run_id: str) -> Since:
+    """Since which run a series is worse: the oldest run of the unbroken stretch of its runs,
+    run *run_id* included, whose values (each run's median, of the tests that passed on their
+    own) *worse* finds worse than the baseline; runs that did not measure it are passed over."""
+
+    def since(
+        flow: str, key: str, nodeid: str, device: str | None, worse: Callable[[float], bool]
+    ) -> str:
+        runs = [r["run_id"] for r in history.runs(limit=CHANGE_HISTORY) if r["run_id"] != run_id]
+        if not runs:
+            return run_id
+        rows = history.measurements(Query(flow, keys=[key], run_ids=runs, outcomes=["passed"]))
+        values = RunSeries(lambda r: ())
+        for row in rows:
+            if (row["nodeid"], row["device_address"]) == (nodeid, device):
+                values.add(row)
+        medians = dict(values.medians(()))
+        start = run_id
+        for run in runs:  # newest first
+            if run in medians:
+                if not worse(medians[run]):
+                    break
+                start = run
+        return start
+
+    return since
+
+
+def accept_command(
+    flow: str, key: str, nodeid: str, device: str | None, run: str, store: str | None = None
+) -> str:
+    """The ``pytest-userflow accept`` command line for one series from *run* on (with
+    ``--store`` when the store is not the default)."""
+    words = ["pytest-userflow", *(["--store", store] if store else []), "accept"]
+    words += ["--flow", flow, "--key", key, "--test", nodeid]
+    words += ["--device", device] if device else []
+    return shlex.join([*words, "--run", run])
+
+
+def accepted_rows(history: History, accept: Accept) -> list[dict[str, Any]]:
+    """The numeric values of the series *accept* covers, of the tests that passed on their
+    own (those only the gate failed included), in time order."""
+    rows = history.measurements(Query(accept.flow, keys=[accept.key], outcomes=["passed"]))
+    return [
+        r
+        for r in rows
+        if accept.covers(accept.flow, accept.key, r["nodeid"], r["device_address"])
+        and is_number(r["value"])
+    ]
+
+
+def newest_change(
+    rows: Iterable[dict[str, Any]], runs: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Where the newest change of the series of *rows* began, either way, as ``changes`` finds
+    changes (each test and device a series of its own, as the gate's baselines are); *runs*:
+    the runs, oldest first, by id."""
+    changes = find_changes(run_series(rows), runs, lambda flow, key: "lower", MIN_CHANGE_PCT)
+    order = {run_id: i for i, run_id in enumerate(runs)}
+    return max(changes, key=lambda c: order.get(c["run_id"], -1), default=None)
+
+
+def mark_accepted(changes: Iterable[dict[str, Any]], accepts: Sequence[Accept]) -> None:
+    """Name in each change (``analysis.find_changes``'s) the accept that says its level is
+    intended, as ``accepted`` (its id; None): one in force over its series (its test and
+    device, where the change names them) from the change's run or a later one."""
+    for change in changes:
+        change["accepted"] = None
+        when = change.get("time")
+        for a in accepts:
+            if (
+                a.undone_at is None
+                and (a.flow, a.key) == (change["flow"], change["key"])
+                and a.nodeid in (None, change.get("test", a.nodeid))
+                and a.device in (None, change.get("device", a.device))
+                and when is not None
+                and a.from_started is not None
+                and when <= a.from_started
+            ):
+                change["accepted"] = a.id
+
+
 def headspin_fetch(client: Any) -> Fetch:
     """Baseline values from HeadSpin's measurement route, filtered by key and status=passed.
 
@@ -444,9 +548,13 @@ class Gate:
         warn_only: bool,
         noise: float = DEFAULT_NOISE,
         directions: Iterable[Budget] = (),
+        since: Since | None = None,
+        store: str | None = None,
     ) -> None:
         self.budgets = list(budgets)
         self.baselines = baselines
+        self.since = since  # the local history's: a failed regression then says how to accept it
+        self.store = store  # the store for the accept command, when not the default
         self.pct = pct
         self.noise = noise
         self.warn_only = warn_only
@@ -543,26 +651,44 @@ class Gate:
             if decided is not None:
                 regressed = "regressed (warning)" if self.warn_only else "regressed"
                 check = check._replace(verdict=regressed if decided else "ok")
+            check = check._replace(device=device)
+        if check is not None and check.failed and self.since is not None:
+
+            def worse(value: float) -> bool:
+                old = check_regression(
+                    nodeid, flow, m._replace(value=value), baseline, pct=self.pct,
+                    noise=self.noise, warn_only=False, higher_is_better=direction == "higher",
+                )  # fmt: skip
+                return old is not None and old.verdict == "regressed"
+
+            try:
+                run = self.since(flow, m.key, nodeid, device, worse)
+            except UserflowError as exc:  # the failure stands; only its advice is missing
+                self.baselines.errors.append(f"no run {flow}/{m.key} regresses since: {exc}")
+                return check
+            command = accept_command(flow, m.key, nodeid, device, run, self.store)
+            check = check._replace(since=run, accept=command)
         return check
 
 
 def confirmed_changes(store: History, run_id: str, direction: Direction) -> list[dict[str, Any]]:
     """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
-    included, as ``pytest-userflow changes`` finds them over the last CHANGE_HISTORY runs
-    (passed tests' values, and this run's failed ones)."""
+    included, and that no accept says are intended, as ``pytest-userflow changes`` finds them
+    over the last CHANGE_HISTORY runs (the values of tests that passed on their own, those
+    only the gate failed included)."""
     history = {r["run_id"]: r for r in reversed(store.runs(limit=CHANGE_HISTORY))}
     if run_id not in history:
         return []
-    # This run's failed tests count: the gate itself may have failed them for the change.
-    older = [r for r in history if r != run_id]
-    rows = itertools.chain(
-        store.measurements(Query(statuses=["passed"], run_ids=older)) if older else (),
-        store.measurements(Query(statuses=["passed", "failed"], run_ids=[run_id])),
-    )
+    rows = store.measurements(Query(outcomes=["passed"], run_ids=list(history)))
     changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
+    mark_accepted(changes, store.accepts())
     newest: dict[tuple[Any, ...], dict[str, Any]] = {}
     series = ("flow", "key", "type", "units", "test", "device")
     for change in changes:  # each series' changes come oldest first
         if change["last_run"] == run_id:
             newest[tuple(change[k] for k in series)] = change
-    return [c for c in newest.values() if c["direction"] == "worse" and c["runs_ago"] < RECENT_RUNS]
+    return [
+        c
+        for c in newest.values()
+        if c["direction"] == "worse" and c["runs_ago"] < RECENT_RUNS and c["accepted"] is None
+    ]

@@ -34,8 +34,8 @@ from .analysis import (
     fmt_number,
     point_of,
 )
-from .gate import RECENT_RUNS, Check
-from .model import NEEDS_EXTRA, STATUSES, UserflowError, is_number, utc_text
+from .gate import RECENT_RUNS, Check, mark_accepted
+from .model import NEEDS_EXTRA, STATUSES, Accept, UserflowError, is_number, utc_text
 from .report import describe_change, write_file
 
 #: Runs a chart shows by default.
@@ -63,12 +63,15 @@ def collect(
     *,
     direction: Direction,
     min_change: float = MIN_CHANGE_PCT,
+    accepts: Iterable[Accept] = (),
 ) -> dict[str, Any]:
     """The page's data from measurement rows (in time order) and their runs (oldest first).
 
     Rows without a run (HeadSpin's) make a point of their own each, in time order. *checks*:
     the gate's, of these runs (``History.checks``); the newest run's say what needs
-    attention and give the budget lines, all of them give the baselines' bands.
+    attention and give the budget lines, all of them give the baselines' bands. *accepts*:
+    the levels said to be intended (``History.accepts``): the changes they cover are named
+    as accepted and need no attention, and the page lists those of its keys.
     """
     checks = list(checks)
     if not run_list:  # HeadSpin: each event is one point of its own
@@ -83,12 +86,16 @@ def collect(
     latest = run_list[-1]["run_id"] if run_list else None
     statuses: dict[str, int] = defaultdict(int)
     counted: set[str] = set()
-    # Per series (one test on one device), each run's passed values: the chart's median line of
-    # that test, and the series changes are found in.
+    # Per series (one test on one device), each run's values of tests that passed on their own
+    # (those only the gate failed included): the chart's median line of that test, and the
+    # series changes are found in.
     passed = RunSeries()
     for row in rows:
         point = point_of(row)
         status = row.get("status") or "Not Set"
+        outcome = row.get("outcome") or status  # HeadSpin's rows: the status is all there is
+        if status == "Failed" and outcome == "Passed":
+            status = GATE_FAILED
         if point == latest and row["perf_event_id"] not in counted:
             counted.add(row["perf_event_id"])
             statuses[status] += 1
@@ -98,7 +105,7 @@ def collect(
         t = tests.setdefault(test, len(tests))
         if is_number(row["value"]):  # text values are listed in the table, not drawn
             chart["points"].append([index[point], t, _drawn(row["value"]), _status_code(status)])
-        if status == "Passed":
+        if outcome == "Passed":
             passed.add(row)
         if point == latest:
             chart["latest"].append(
@@ -121,14 +128,21 @@ def collect(
         _add_domain(chart)
     attention = _attention(charts, newest)
     changes = find_changes(series, {r["run_id"]: r for r in run_list}, direction, min_change)
+    accepts = list(accepts)
+    mark_accepted(changes, accepts)
     for change in changes:
         changed = charts.get(tuple(change[k] for k in ("flow", "key", "type", "units")))
         if changed is None:
             continue
         text = f"{change['direction']} change: {describe_change(change)}"
+        if change["accepted"] is not None:
+            text += f" (accepted #{change['accepted']})"
         changed["changes"].append([index[change["run_id"]], text])
-        if change["direction"] == "worse" and change["runs_ago"] < RECENT_RUNS:
+        recent = change["direction"] == "worse" and change["runs_ago"] < RECENT_RUNS
+        if recent and change["accepted"] is None:
             attention.append({"kind": "change", "chart": changed["id"], "text": text})
+    keys = {(c["flow"], c["key"]) for c in charts.values()}
+    shown = [a for a in accepts if (a.flow, a.key) in keys]
     return {
         "generated": utc_text(time.time()),
         "run": run_list[-1] if run_list and run_list[-1].get("started_at") else None,
@@ -137,11 +151,15 @@ def collect(
         "tests": list(tests),
         "statusNames": list(STATUS_NAMES),
         "attention": attention,
+        "accepts": [_accept(a) for a in shown],
         "charts": sorted(charts.values(), key=lambda c: (c["flow"], c["key"], c["type"] or "")),
     }
 
 
-STATUS_NAMES = (*STATUSES, "Not Set")
+#: How the report names a value whose test only the gate failed: its status is Failed, its
+#: outcome Passed.
+GATE_FAILED = "Failed by the gate"
+STATUS_NAMES = (*STATUSES, GATE_FAILED, "Not Set")
 
 
 def _drawn(value: float) -> float:
@@ -276,6 +294,17 @@ def _finite(data: Any) -> Any:
     return data
 
 
+def _accept(accept: Accept) -> dict[str, Any]:
+    """``#2 Login/Login Time (test T) from run R, by ada@ci-7 on 2026-12-06 10:00:00: why``."""
+    only = ", ".join(x for x in (accept.nodeid, accept.device) if x)
+    text = (
+        f"#{accept.id} {accept.flow}/{accept.key}" + (f" ({only})" if only else "")
+        + f" from run {accept.from_run}, by {accept.who} on {utc_text(accept.created_at)}"
+        + (f": {accept.reason}" if accept.reason else "")
+    )  # fmt: skip
+    return {"id": accept.id, "flow": accept.flow, "key": accept.key, "text": text}
+
+
 def _run(run: dict[str, Any]) -> dict[str, Any]:
     started = run.get("started_at")
     return {
@@ -303,6 +332,7 @@ def render(data: dict[str, Any], *, title: str = "pytest-userflow report") -> st
         _run_table(data),
         "</header>",
         _attention_list(data),
+        _accepts_list(data),
         _contents(data),
     ]
     parts += [_section(chart) for chart in data["charts"]]
@@ -384,6 +414,19 @@ def _attention_list(data: dict[str, Any]) -> str:
     return f'<section id="attention">{title}<ul>{lines}</ul></section>'
 
 
+def _accepts_list(data: dict[str, Any]) -> str:
+    """The levels said to be intended, whose changes need no attention."""
+    items = data.get("accepts") or []
+    if not items:
+        return ""
+    lines = "".join(f"<li>{html.escape(item['text'])}</li>" for item in items)
+    return (
+        '<section id="accepts"><h2>Accepted levels</h2><p class="fine">pytest-userflow accept: '
+        f"the gate's baseline of these series starts at the run named.</p><ul>{lines}</ul>"
+        "</section>"
+    )
+
+
 def _contents(data: dict[str, Any]) -> str:
     flows: dict[str, list[str]] = defaultdict(list)
     for chart in data["charts"]:
@@ -408,8 +451,8 @@ def _section(chart: dict[str, Any]) -> str:
     if chart["points"]:
         body = f'<div class="plot" id="{chart["id"]}-plot"></div>'
         legend = [
-            "points: each test's value (passed, failed, excluded apart)",
-            "line: the median of the passed tests per run",
+            "points: each test's value (passed, failed, failed by the gate, excluded apart)",
+            "line: the median per run of the tests that passed, the gate's failures included",
         ]
         if chart["limits"]:
             legend.append("red: budgets")

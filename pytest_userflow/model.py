@@ -17,6 +17,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeGuard
 
@@ -26,6 +27,9 @@ Value = int | float | str
 STATUSES = ("Passed", "Failed", "Excluded")
 #: Statuses the measurement listing filters on (``status=`` query parameter).
 FILTER_STATUSES = ("passed", "failed", "not_set", "excluded")
+#: A test's own outcomes, which the history filters on apart from its status: a test that
+#: only the gate failed has the status Failed (as HeadSpin has it) and the outcome passed.
+OUTCOMES = ("passed", "failed", "excluded")
 #: The tests whose values the summaries and ``stats`` count, as the API's listing does by default.
 COUNTED_STATUSES = ("Passed", "Failed")
 #: The columns of the API's measurement listing, in the API's CSV order.
@@ -431,6 +435,50 @@ class RunInfo(NamedTuple):
         )
 
 
+@dataclass(frozen=True)
+class Accept:
+    """A level said to be intended (``pytest-userflow accept``): from run *from_run* on, the
+    gate's baseline of the series it covers starts there. A series is the flow and key's, of
+    one test (*nodeid*, parameters included) and *device*; None covers every test or device.
+
+    The history fills in *id*, *from_started* (the run's start) and, once taken back,
+    *undone_at*; *created_at*, *user* and *host* say when and by whom, *reason* why.
+    """
+
+    flow: str
+    key: str
+    from_run: str
+    nodeid: str | None = None
+    device: str | None = None
+    reason: str | None = None
+    user: str | None = None
+    host: str | None = None
+    created_at: float = 0.0
+    id: int | None = None
+    from_started: float | None = None
+    undone_at: float | None = None
+
+    def covers(self, flow: str, key: str, nodeid: str | None, device: str | None) -> bool:
+        """Whether the series of *flow*, *key*, test *nodeid* and *device* is one of its own."""
+        return (
+            (self.flow, self.key) == (flow, key)
+            and self.nodeid in (None, nodeid)
+            and self.device in (None, device)
+        )
+
+    @property
+    def who(self) -> str:
+        return f"{self.user or '?'}@{self.host or '?'}"
+
+
+def newest_accept(
+    accepts: Sequence[Accept], flow: str, key: str, nodeid: str | None, device: str | None
+) -> Accept | None:
+    """The accept that decides a series' baseline: the newest made that covers it."""
+    covering = [a for a in accepts if a.undone_at is None and a.covers(flow, key, nodeid, device)]
+    return max(covering, key=lambda a: a.created_at, default=None)
+
+
 def default_flow_name(nodeid: str) -> str:
     """A test with no marker and no --userflow records into a flow named after it
     (parametrized cases share it)."""
@@ -472,9 +520,11 @@ class TestRecord:
         self.reports: list[Any] = []  # setup, call, teardown: as they were logged
         self.started = time.time()
         self.ended = False
-        # Set when the test ends:
+        # Set when the test ends: the status sent, and the test's own outcome, which differ
+        # when the gate alone failed it (its verdict is in ``checks``).
         self.status = "Passed"
         self.status_message: str | None = None
+        self.outcome = "Passed"
         self.event_ts = self.started
         self.duration = 0.0
         self.perf_event_id = ""
@@ -489,11 +539,13 @@ class TestRecord:
         """Whether this test goes to a flow: it has a flow, or it recorded something."""
         return self.marked_flow is not None or self.used or bool(self.measurements)
 
-    def end(self, status: str, message: str | None) -> None:
-        """The test is over: its status is known and its measurements final."""
+    def end(self, status: str, message: str | None, outcome: str | None = None) -> None:
+        """The test is over: its status (and its own *outcome*, the status when not given)
+        is known and its measurements final."""
         now = time.time()
         self.ended = True
         self.status = status
+        self.outcome = outcome or status
         self.status_message = truncate_message(message)
         self.event_ts, self.duration = now, now - self.started
         self.measurements = dedupe(self.measurements)
@@ -532,6 +584,12 @@ def _skip_reason(report: Any) -> str | None:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2]).removeprefix("Skipped: ")
     return _crash_line(report) or None
+
+
+def own_outcome(reports: Sequence[Any], breaches: Mapping[str, str]) -> str:
+    """The test's own outcome: its status had the gate not failed the phases in *breaches*
+    (each of which passed before the gate failed it)."""
+    return status_from_reports([r for r in reports if r.when not in breaches])[0]
 
 
 def status_from_reports(

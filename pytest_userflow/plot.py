@@ -40,7 +40,7 @@ def plot_trend(
         if not is_number(value) or row["run_id"] not in index:
             continue
         units = units or row.get("key_units")
-        if row["status"] == "Failed":
+        if (row.get("outcome") or row["status"]) == "Failed":  # only the gate's: drawn as passed
             failed.append((index[row["run_id"]], float(value)))
         else:
             passed.add(row)

@@ -29,8 +29,10 @@ from .gate import (
     confirmed_changes,
     headspin_fetch,
     local_fetch,
+    local_since,
 )
 from .model import (
+    DEFAULT_STORE,
     Measurement,
     MeasurementError,
     RunInfo,
@@ -38,6 +40,7 @@ from .model import (
     UserflowError,
     check_text,
     normalize_status,
+    own_outcome,
     status_from_reports,
 )
 from .runinfo import new_run
@@ -170,6 +173,7 @@ class UserflowRun:
                 self.store.check()
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None
+        local = s.baseline == "local" and self.store is not None
         self.gate = Gate(
             s.budgets,
             None if self.controller else self._baselines(),
@@ -177,9 +181,21 @@ class UserflowRun:
             warn_only=s.regression_mode == "warn",
             noise=s.noise,
             directions=s.directions,
+            since=local_since(self.store, self.run.run_id) if self.store and local else None,
+            store=self._store_argument(),
         )
         if not self.controller:  # it only merges what the workers hand back
             self.sink = self._make_sink(self.run)
+
+    def _store_argument(self) -> str | None:
+        """The store as the CLI is told it, or None where the CLI finds it by itself."""
+        from .storage import shown
+
+        store = self.settings.store
+        default = Path(self.config.rootpath, DEFAULT_STORE).resolve()
+        if store == default and Path.cwd().resolve() == self.config.rootpath.resolve():
+            return None
+        return shown(store)
 
     def _make_sink(self, run: RunInfo) -> Sink:
         from .upload import DryRunSink, HeadSpinSink, NullSink, Sink
@@ -267,8 +283,9 @@ class UserflowRun:
         failing = [check for check in checks if check.failed]
         if failing and report.passed:
             message = "; ".join(check.message() for check in failing)
+            advice = [text for text in (check.advice() for check in failing) if text]
             try:  # an ExceptionInfo needs a traceback, which only raising gives
-                raise BudgetExceeded(message)
+                raise BudgetExceeded("\n".join([message, *advice]))
             except BudgetExceeded:
                 excinfo = pytest.ExceptionInfo[BudgetExceeded].from_current()
             report.outcome = "failed"
@@ -307,12 +324,12 @@ class UserflowRun:
         its one write to the store."""
         assert self.sink is not None
         hook = item.ihook
-        status, message = self._status(item, record, hook)
+        status, message, outcome = self._status(item, record, hook)
         if hook.pytest_userflow_measurements.get_hookimpls():
             measurements: list[Any] = list(record.measurements)
             hook.pytest_userflow_measurements(item=item, measurements=measurements)
             record.measurements = self._checked(record, measurements)
-        record.end(status, message)
+        record.end(status, message, outcome)
         if any(not (m.args or m.kwargs) for m in item.iter_markers("userflow")):
             self.foreign_tags.append(record.nodeid)
         if self.gate is not None and (record.budgets or self.gate.budgets):
@@ -343,13 +360,17 @@ class UserflowRun:
             if isinstance(exc, StoreError) and exc.damaged:
                 self.damaged = str(exc)
 
-    def _status(self, item: pytest.Item, record: TestRecord, hook: Any) -> tuple[str, str | None]:
+    def _status(
+        self, item: pytest.Item, record: TestRecord, hook: Any
+    ) -> tuple[str, str | None, str]:
+        """The status sent, its message, and the test's own outcome: the built-in status
+        without the gate's breaches, or the status that ``set_status`` or the hook decided."""
         if record.status_override is not None:
-            return record.status_override
+            return (*record.status_override, record.status_override[0])
         status, message = status_from_reports(record.reports, record.breaches)
         decided = hook.pytest_userflow_status(item=item, reports=list(record.reports))
         if decided is None:
-            return status, message
+            return status, message, own_outcome(record.reports, record.breaches)
         where = f"pytest_userflow_status for {record.nodeid}"
         try:
             if not (isinstance(decided, tuple) and len(decided) == 2):
@@ -357,10 +378,11 @@ class UserflowRun:
                     f"{where} must return (status, message) or None, got {decided!r}"
                 )
             text = check_text("message", decided[1], where, required=False, limit=10_000)
-            return normalize_status(decided[0], where=where), text
+            chosen = normalize_status(decided[0], where=where)
+            return chosen, text, chosen
         except MeasurementError as exc:
             self.errors.append(f"{exc}; the built-in status {status} was used")
-            return status, message
+            return status, message, own_outcome(record.reports, record.breaches)
 
     def _checked(self, record: TestRecord, measurements: list[Any]) -> list[Measurement]:
         """What the measurements hook left, each checked as record_measurement checks."""
@@ -517,7 +539,9 @@ class UserflowRun:
 
         try:
             rows = local_page_rows(self.store, flow=None, last=html.DEFAULT_RUNS)
-            data = html.collect(*rows, direction=self.gate.key_direction)
+            data = html.collect(
+                *rows, direction=self.gate.key_direction, accepts=self.store.accepts()
+            )
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:
             text = getattr(exc, "strerror", None) or exc

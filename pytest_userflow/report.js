@@ -5,9 +5,9 @@
   "use strict";
   var data = JSON.parse(document.getElementById("userflow-data").textContent);
   var COLORS = {"Passed": "#4c78a8", "Failed": "#e45756", "Excluded": "#9d9d9d",
-                "Not Set": "#b279a2"};
+                "Failed by the gate": "#f58518", "Not Set": "#b279a2"};
   var SHAPES = {"Passed": "circle", "Failed": "cross", "Excluded": "triangle-up",
-                "Not Set": "diamond"};
+                "Failed by the gate": "square", "Not Set": "diamond"};
 
   function spec(c) {
     var units = c.units ? " (" + c.units + ")" : "";

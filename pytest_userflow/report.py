@@ -96,10 +96,12 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
                     "statuses": defaultdict(int),
                     "places": defaultdict(int),
                     "left_out": 0,
+                    "by_gate": 0,
                 },
             )
             into["tests"] += flow["tests"]
             into["left_out"] += flow.get("left_out", 0)
+            into["by_gate"] += flow.get("by_gate", 0)
             for status, n in flow["statuses"].items():
                 into["statuses"][status] += n
             for place, n in flow["places"].items():
@@ -265,7 +267,16 @@ def render(
     for flow in sorted(total["flows"]):
         entry = total["flows"][flow]
         statuses = entry["statuses"]
-        status_text = ", ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses.get(s))
+        status_text = ", ".join(
+            f"{statuses[s]} {s}"
+            + (
+                f", {entry['by_gate']} of them only by the gate"
+                if s == "Failed" and entry["by_gate"]
+                else ""
+            )
+            for s in STATUSES
+            if statuses.get(s)
+        )
         places = entry["places"]
         n = sum(places.values())
         place_text = ", ".join(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .model import TOKEN_ENV, UserflowError, headspin_token, headspin_url, parse_time
+from .model import TOKEN_ENV, Accept, UserflowError, headspin_token, headspin_url, parse_time
 from .storage import Query, is_url, open_store, sqlite_path
 
 if TYPE_CHECKING:
@@ -41,8 +41,9 @@ class SourceError(UserflowError):
     """A source cannot answer: no store, no token, no such flow, or no runs on HeadSpin."""
 
 
-#: The local store's measurement columns beyond the API's: which test, run, outcome and device.
-LOCAL_COLUMNS = ("status", "nodeid", "run_id", "worker", "device_address")
+#: The local store's measurement columns beyond the API's: the status sent and the test's own
+#: outcome (they differ where only the gate failed it), which test, run and device.
+LOCAL_COLUMNS = ("status", "outcome", "nodeid", "run_id", "worker", "device_address")
 
 
 class Source(Protocol):
@@ -82,6 +83,11 @@ class Source(Protocol):
     def page_rows(self, flow: str | None, last: int) -> PageRows:
         """The report's rows (each with its status), runs and checks: the newest *last* runs
         or events (0: all) of *flow* (or every flow)."""
+        ...
+
+    def accepts(self) -> list[Accept]:
+        """The levels said to be intended (``pytest-userflow accept``), in force: the local
+        history's (HeadSpin keeps none)."""
         ...
 
     def close(self) -> None: ...
@@ -149,6 +155,9 @@ class LocalSource:
     def page_rows(self, flow: str | None, last: int) -> PageRows:
         return local_page_rows(self.history, flow=flow, last=last)
 
+    def accepts(self) -> list[Accept]:
+        return self.history.accepts()
+
     def close(self) -> None:
         if self._history is not None:
             self._history.close()
@@ -208,7 +217,7 @@ class HeadSpinSource:
         filters: dict[str, Any] = {
             "session_ids": query.session_ids,
             "keys": query.keys,
-            "statuses": query.statuses,
+            "statuses": query.statuses or query.outcomes,  # its only status is the outcome
             "start_time": query.start_time,
             "end_time": query.end_time,
         }
@@ -248,6 +257,9 @@ class HeadSpinSource:
             keep = set(list(dict.fromkeys(r["perf_event_id"] for r in rows))[-last:])
             rows = [r for r in rows if r["perf_event_id"] in keep]
         return rows, [], []
+
+    def accepts(self) -> list[Accept]:
+        return []
 
     def close(self) -> None:
         if self._client is not None:

@@ -269,8 +269,10 @@ def test_gate_verdicts(
     monkeypatch.setenv("LOGIN_TIME", value)
     result = pytester.runpytest("--userflow-baseline", "local", *args)
     result.assert_outcomes(**{outcome: 1})
-    line = next(
-        line for line in result.stdout.lines if line.startswith("  ") and "Login/Login Time" in line
+    line = next(  # the summary's row of the key (the failure's own lines come before it)
+        line
+        for line in result.stdout.lines
+        if line.startswith("  test_") and "Login/Login Time" in line
     )
     assert line.rstrip().endswith(verdict)
 

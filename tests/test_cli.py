@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -66,6 +67,7 @@ def test_measurements_csv_has_exactly_the_api_columns(store: Path) -> None:
     assert rows[0][: len(MEASUREMENT_FIELDS)] == list(MEASUREMENT_FIELDS)
     assert rows[0][len(MEASUREMENT_FIELDS) :] == [
         "status",
+        "outcome",
         "nodeid",
         "run_id",
         "worker",
@@ -356,7 +358,9 @@ def test_plot_without_matplotlib_says_which_extra_to_install(store: Path, tmp_pa
     blocker = tmp_path / "blocker" / "matplotlib"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
-    env = {"PYTHONPATH": str(blocker.parent), "PATH": "/usr/bin:/bin"}
+    # The blocker first, then the path this session imports pytest_userflow from.
+    path = os.pathsep.join([str(blocker.parent), *sys.path])
+    env = {"PYTHONPATH": path, "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [
             sys.executable,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..model import RunInfo, TestRecord, UserflowError
+from ..model import Accept, RunInfo, TestRecord, UserflowError
 
 if TYPE_CHECKING:
     from .sqlite import SQLiteStore
@@ -73,7 +73,12 @@ class Query:
     """The measurement listing's filters, with the API's semantics: filters combine with
     AND, the values of one filter with OR; times (ISO or UNIX) are inclusive; no status
     means passed, failed and not_set. *flow*: a name or an id; *run_ids*: the history's
-    runs (HeadSpin knows none)."""
+    runs (HeadSpin knows none).
+
+    *outcomes*: the tests' own outcomes (``model.OUTCOMES``), apart from the status sent: a
+    test that only the gate failed is ``failed`` by status and ``passed`` by outcome, so
+    ``outcomes=["passed"]`` is every test that ran as it should. HeadSpin knows only the
+    status, which stands for the outcome there."""
 
     flow: str | None = None
     session_ids: Sequence[str] = ()
@@ -84,6 +89,7 @@ class Query:
     limit: int | None = None
     offset: int | None = None
     run_ids: Sequence[str] = ()
+    outcomes: Sequence[str] = ()
 
 
 class History(Protocol):
@@ -121,7 +127,30 @@ class History(Protocol):
         device: str | None = None,
     ) -> list[Any]:
         """The newest *limit* values of passed tests of one flow and key (a baseline); of one
-        test and device when *nodeid* is given."""
+        test and device when *nodeid* is given. Where an accept covers the series
+        (``model.newest_accept``), only values from its run's start on, and with them those
+        of tests that passed on their own (outcome Passed) and were recorded before the accept
+        was made: a level the gate failed becomes the baseline once it is accepted, and what
+        the gate fails after that stays out."""
+        ...
+
+    # -- accepts: levels said to be intended (``pytest-userflow accept``) -------------------------
+
+    def add_accept(self, accept: Accept) -> Accept:
+        """Keep *accept*; return it with its id and its run's start (``from_started``). An
+        unknown run is a StoreError."""
+        ...
+
+    def accepts(
+        self, *, flow: str | None = None, key: str | None = None, undone: bool = False
+    ) -> list[Accept]:
+        """The accepts in force, oldest first (with those taken back, given *undone*); of one
+        flow and key when both are given."""
+        ...
+
+    def undo_accept(self, accept_id: int) -> Accept:
+        """Take back one accept: it is kept, with ``undone_at``; return it. An unknown id or
+        one taken back already is a StoreError."""
         ...
 
     # -- readers ---------------------------------------------------------------------------------
@@ -142,7 +171,7 @@ class History(Protocol):
 
     def tests(self, run_id: str | None = None, worker: str | None = None) -> list[dict[str, Any]]:
         """The tests of one run (or of every run, oldest first), of one process given
-        *worker*, each with its measurements and where its data went."""
+        *worker*, each with its status, own outcome, measurements and where its data went."""
         ...
 
     def checks(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
@@ -152,7 +181,7 @@ class History(Protocol):
     def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
         """The API's measurement listing, with the API's filters and semantics, in time
         order and, within a test, in the order its values were recorded; each row also names
-        its status, run, test, worker and device."""
+        its status (as sent), its test's own outcome, run, test, worker and device."""
         ...
 
     def run_summary(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:

@@ -24,22 +24,26 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..model import (
     COUNTED_STATUSES,
     FILTER_STATUSES,
+    OUTCOMES,
+    Accept,
     Measurement,
     RunInfo,
     TestRecord,
     is_number,
+    newest_accept,
     parse_time,
     utc_text,
 )
 from . import PENDING, Progress, Query, StoreError, Upload
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The budgets and regressions the gate checked, a row each, with the test that they belong to.
 _CHECKS = (
@@ -54,6 +58,9 @@ _CHECKS = (
 #: A measurement row holds only what is its own and points at its event; rows are kept in
 #: their event's order (the primary key), so a test's rows are one stretch of one table and
 #: its commit touches few pages. The ``measurements`` view joins them into the API's columns.
+#:
+#: An accept says a level of a flow's key is intended from a run on (``model.Accept``): kept
+#: when taken back, with the time it was (``undone_at``).
 #:
 #: An upload is the outbox's part of a test (``event``: its row in ``events``): where it goes
 #: (base URL, API), the status to send when it is not the test's own (a shared session's), and
@@ -73,7 +80,7 @@ CREATE TABLE events (
     id INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL, run_id TEXT NOT NULL,
     user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
     device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
-    event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL,
+    outcome TEXT NOT NULL, event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL,
     attempts INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX events_run ON events(run_id);
@@ -84,7 +91,7 @@ CREATE TABLE measurement_rows (
 ) WITHOUT ROWID;
 CREATE VIEW measurements AS SELECT e.id AS event, m.seq AS seq, e.perf_event_id, e.run_id,
     e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts, e.session_id, e.status,
-    m.key_name, m.key_type, m.key_units, m.value, e.nodeid, e.worker, e.device_address
+    e.outcome, m.key_name, m.key_type, m.key_units, m.value, e.nodeid, e.worker, e.device_address
     FROM measurement_rows m JOIN events e ON e.id = m.event;
 {checks};
 CREATE TABLE uploads (
@@ -94,6 +101,11 @@ CREATE TABLE uploads (
     remote_flow_id TEXT, remote_event_id TEXT, creating TEXT, updated_ts REAL
 );
 CREATE INDEX uploads_state ON uploads(state);
+CREATE TABLE accepts (
+    id INTEGER PRIMARY KEY, user_flow_name TEXT NOT NULL, key_name TEXT NOT NULL, nodeid TEXT,
+    device_address TEXT, from_run TEXT NOT NULL, created_at REAL NOT NULL, user TEXT, host TEXT,
+    reason TEXT, undone_at REAL
+);
 """.format(checks=";\n".join(_CHECKS))
 
 
@@ -242,8 +254,8 @@ class SQLiteStore:
             flow_id = self._flow_id(db, record.flow, record.description)
             event = db.execute(
                 "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
-                " worker, device_address, session_id, status, status_message, event_ts,"
-                " event_time, duration, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " worker, device_address, session_id, status, status_message, outcome, event_ts,"
+                " event_time, duration, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.perf_event_id,
                     run.run_id,
@@ -255,6 +267,7 @@ class SQLiteStore:
                     record.session_id,
                     record.status,
                     record.status_message,
+                    record.outcome,
                     record.event_ts,
                     utc_text(record.event_ts),
                     record.duration,
@@ -358,8 +371,8 @@ class SQLiteStore:
         """The test an upload delivers, as it was committed."""
         rows = self._select(
             "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
-            " e.session_id, e.status, e.status_message, e.event_ts, e.duration, e.attempts"
-            " FROM uploads u JOIN events e ON e.id = u.event"
+            " e.session_id, e.status, e.status_message, e.event_ts, e.duration, e.attempts,"
+            " e.outcome FROM uploads u JOIN events e ON e.id = u.event"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id"
             " WHERE u.perf_event_id = ?",
             [perf_event_id],
@@ -370,7 +383,7 @@ class SQLiteStore:
         record = TestRecord(nodeid, flow, description, device=device, worker=worker)
         record.session_id, record.perf_event_id, record.ended = session, perf_event_id, True
         (record.status, record.status_message, record.event_ts, record.duration,
-         record.attempts) = outcome  # fmt: skip
+         record.attempts, record.outcome) = outcome  # fmt: skip
         record.measurements = [
             Measurement(*row)
             for row in self._select(
@@ -400,7 +413,8 @@ class SQLiteStore:
     def run_summary(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
         """One run's tests per flow and status, where their measurements went, and per (flow,
         key, type, device) the count, numeric values and units of its passed and failed tests
-        (*left_out*: how many values of excluded tests were not counted); the summary's
+        (*left_out*: how many values of excluded tests were not counted; *by_gate*: how many
+        tests only the gate failed); the summary's
         statistics are the report's to take.
 
         *worker*: False for every process of the run, else one process (None: in-process).
@@ -413,14 +427,19 @@ class SQLiteStore:
         flows: dict[str, dict[str, Any]] = {}
 
         def flow(name: str) -> dict[str, Any]:
-            return flows.setdefault(name, {"tests": 0, "statuses": {}, "places": {}, "left_out": 0})
+            return flows.setdefault(
+                name, {"tests": 0, "statuses": {}, "places": {}, "left_out": 0, "by_gate": 0}
+            )
 
-        for name, status, n in self._select(
-            f"SELECT user_flow_name, status, COUNT(*) FROM events WHERE {where} GROUP BY 1, 2",
+        for name, status, n, passed in self._select(
+            "SELECT user_flow_name, status, COUNT(*), SUM(outcome = 'Passed') FROM events"
+            f" WHERE {where} GROUP BY 1, 2",
             args,
         ):
             flow(name)["tests"] += n
             flow(name)["statuses"][status] = n
+            if status == "Failed":
+                flow(name)["by_gate"] = passed
         reruns = self._select(
             f"SELECT nodeid, attempts FROM events WHERE {where} AND attempts > 1 ORDER BY nodeid",
             args,
@@ -494,7 +513,8 @@ class SQLiteStore:
         sql = (
             "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
             " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
-            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id FROM events e"
+            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id, e.outcome"
+            " FROM events e"
             " LEFT JOIN uploads u ON u.event = e.id"
             f" WHERE {condition} ORDER BY e.event_ts, e.id"
         )
@@ -516,6 +536,7 @@ class SQLiteStore:
                 "event_id": row[13],
                 "attempts": row[14],
                 "run_id": row[15],
+                "outcome": row[16],
                 "measurements": [],
             }
         if events:
@@ -631,21 +652,80 @@ class SQLiteStore:
         device: str | None = None,
     ) -> list[Any]:
         """The newest *limit* values of passed tests for one flow and key (a baseline), of one
-        test (*nodeid*, parameters included) and *device* when *nodeid* is given."""
+        test (*nodeid*, parameters included) and *device* when *nodeid* is given. Where an
+        accept covers the series, only values from its run on, and with them those of tests
+        that only the gate failed before the accept was made."""
         flow_id = self.resolve_flow(flow)
         if flow_id is None:
             return []
         sql = (
             "SELECT m.value FROM events e JOIN measurement_rows m ON m.event = e.id"
-            " WHERE e.user_flow_id = ? AND m.key_name = ? AND e.status = 'Passed'"
-            " AND e.run_id IS NOT ?"
+            " WHERE e.user_flow_id = ? AND m.key_name = ? AND e.run_id IS NOT ?"
         )
         args: list[Any] = [flow_id, key, exclude_run]
+        accept = newest_accept(self.accepts(flow=flow, key=key), flow, key, nodeid, device)
+        if accept is None:
+            sql += " AND e.status = 'Passed'"
+        else:
+            sql += (
+                " AND e.event_ts >= ? AND (e.status = 'Passed'"
+                " OR (e.outcome = 'Passed' AND e.event_ts <= ?))"
+            )
+            args += [accept.from_started, accept.created_at]
         if nodeid is not None:
             sql += " AND e.nodeid = ? AND e.device_address IS ?"
             args += [nodeid, device]
         sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT ?"
         return [r[0] for r in self._select(sql, [*args, int(limit)])]
+
+    # -- accepts ------------------------------------------------------------------------------
+
+    def add_accept(self, accept: Accept) -> Accept:
+        """Keep *accept*; it is returned with its id and its run's start."""
+        started = self._select("SELECT started_at FROM runs WHERE run_id = ?", [accept.from_run])
+        if not started:
+            raise StoreError(f"{self.path}: no run {accept.from_run!r} to accept a level from")
+        with self.transaction() as db:
+            made = db.execute(
+                "INSERT INTO accepts (user_flow_name, key_name, nodeid, device_address, from_run,"
+                " created_at, user, host, reason) VALUES (?,?,?,?,?,?,?,?,?)",
+                (accept.flow, accept.key, accept.nodeid, accept.device, accept.from_run,
+                 accept.created_at, accept.user, accept.host, accept.reason),
+            ).lastrowid  # fmt: skip
+        return replace(accept, id=made, from_started=started[0][0])
+
+    def accepts(
+        self, *, flow: str | None = None, key: str | None = None, undone: bool = False
+    ) -> list[Accept]:
+        """The accepts in force (and those taken back, given *undone*), oldest first; of one
+        flow and key when given."""
+        where, args = ["1"], []
+        if not undone:
+            where.append("a.undone_at IS NULL")
+        if flow is not None and key is not None:
+            where.append("a.user_flow_name = ? AND a.key_name = ?")
+            args += [flow, key]
+        rows = self._select(
+            "SELECT a.user_flow_name, a.key_name, a.from_run, a.nodeid, a.device_address,"
+            " a.reason, a.user, a.host, a.created_at, a.id, r.started_at, a.undone_at"
+            " FROM accepts a LEFT JOIN runs r ON r.run_id = a.from_run"
+            f" WHERE {' AND '.join(where)} ORDER BY a.id",
+            args,
+        )
+        return [Accept(*row) for row in rows]
+
+    def undo_accept(self, accept_id: int) -> Accept:
+        """Take back the accept *accept_id*: it is kept, marked undone; it is returned."""
+        found = [a for a in self.accepts(undone=True) if a.id == accept_id]
+        if not found or found[0].undone_at is not None:
+            state = "was taken back already in" if found else "is not in"
+            raise StoreError(
+                f"accept {accept_id} {state} {self.path} (pytest-userflow accept --list lists them)"
+            )
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("UPDATE accepts SET undone_at = ? WHERE id = ?", (now, accept_id))
+        return replace(found[0], undone_at=now)
 
     def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
         """The API's measurement listing over the local store, with the API's semantics."""
@@ -673,6 +753,10 @@ class SQLiteStore:
                 raise StoreError(f"status must be one of {', '.join(FILTER_STATUSES)}, got {s!r}")
         # Locally every test has a status; not_set matches none of them.
         any_of("status", [s.capitalize() for s in wanted if s != "not_set"] or ["-"])
+        for s in query.outcomes:
+            if s not in OUTCOMES:
+                raise StoreError(f"outcome must be one of {', '.join(OUTCOMES)}, got {s!r}")
+        any_of("outcome", [s.capitalize() for s in query.outcomes])
         if query.start_time is not None:
             where.append("event_ts >= ?")
             args.append(parse_time(query.start_time))
@@ -681,7 +765,7 @@ class SQLiteStore:
             args.append(parse_time(query.end_time))
         sql = (
             "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id,"
-            " key_name, key_type, key_units, value, status, run_id, nodeid, worker,"
+            " key_name, key_type, key_units, value, status, outcome, run_id, nodeid, worker,"
             " device_address FROM measurements"
         )
         if where:
@@ -703,6 +787,7 @@ class SQLiteStore:
             "key_units",
             "value",
             "status",
+            "outcome",
             "run_id",
             "nodeid",
             "worker",
