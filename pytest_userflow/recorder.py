@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import socket
 from collections.abc import Generator
 from pathlib import Path
@@ -549,6 +550,7 @@ class UserflowRun:
             run=self.run,
             where=self._where(),
             crashed=self.crashed,
+            push=push_command(self.settings),
         )
         if not lines:
             return
@@ -561,3 +563,11 @@ class UserflowRun:
             self.sink.close()
         if self.store is not None:
             self.store.close()
+
+
+def push_command(settings: options.Settings) -> str:
+    """The command that sends this run's pending uploads: with ``--store`` when the store is
+    not the default, which ``pytest-userflow`` would not find by itself."""
+    if "store" not in settings.given:
+        return "pytest-userflow push"
+    return f"pytest-userflow --store {shlex.quote(str(settings.store))} push"

@@ -225,8 +225,10 @@ def render(
     run: RunInfo | None,
     where: str,
     crashed: Iterable[str] = (),
+    push: str = "pytest-userflow push",
 ) -> list[tuple[str, dict[str, bool]]]:
-    """The terminal section: (line, markup) pairs; empty when nothing was recorded."""
+    """The terminal section: (line, markup) pairs; empty when nothing was recorded. *push*:
+    the command that sends what is pending from this store."""
     summaries = list(summaries)
     total = merge(summaries)
     out: list[tuple[str, dict[str, bool]]] = []
@@ -304,9 +306,8 @@ def render(
         if s.get("auth_error"):
             out.append(
                 (
-                    f"ERROR{label}: HeadSpin refused the API token: {s['auth_error']}. "
-                    "Check HEADSPIN_API_TOKEN; the data stays pending for "
-                    "'pytest-userflow push'.",
+                    f"ERROR{label}: HeadSpin refused the API token: {s['auth_error']}; "
+                    f"the data stays pending for '{push}'.",
                     {"red": True, "bold": True},
                 )
             )
@@ -348,8 +349,7 @@ def render(
         out.append(
             (
                 f"{pending['tests']} test(s) with {pending['measurements']} measurement(s) are "
-                "still pending in the "
-                "local store: run 'pytest-userflow push' to send them",
+                f"still pending in the local store: run '{push}' to send them",
                 warn,
             )
         )
@@ -358,7 +358,7 @@ def render(
         out.append(
             (
                 f"worker {worker} died: its finished tests are in its local store; "
-                "run 'pytest-userflow push' on that host to send what is pending",
+                f"run '{push}' on that host to send what is pending",
                 warn,
             )
         )
