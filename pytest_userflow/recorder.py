@@ -520,6 +520,8 @@ class UserflowRun:
             notes["checks"] = [c.as_dict() for c in self.gate.checks]
             notes["no_history"] = sorted(self.gate.no_history)
             notes["unused_budgets"] = self.gate.unused_budgets()
+            notes["budget_use"] = self.gate.use.as_data()  # the controller merges the workers'
+
             if self.gate.baselines is not None:
                 notes["errors"] += self.gate.baselines.errors
         return notes
@@ -551,6 +553,7 @@ class UserflowRun:
             where=self._where(),
             crashed=self.crashed,
             push=push_command(self.settings),
+            budgets=self.settings.budgets,
         )
         if not lines:
             return

@@ -523,3 +523,33 @@ def test_a_budget_whose_key_nobody_records_is_one_warning(pytester: pytest.Pytes
         "test_a_budget_whose_key_nobody_records_is_one_warning.py::test_login); "
         "Login :: Login Tme (ini key userflow_budgets)"
     ]
+
+
+@pytest.mark.parametrize("args", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_a_budget_whose_key_some_test_recorded_is_no_warning(
+    pytester: pytest.Pytester, args: list[str]
+) -> None:
+    """A module's budget marker over tests of two flows, and an ini budget whose key one test
+    of its flow recorded: each checked a value, so neither is a typo, whichever worker ran
+    which test."""
+    pytester.makeini("[pytest]\nuserflow_budgets =\n    Login :: Login Time <= 2\n")
+    pytester.makepyfile("""
+        import pytest
+
+        pytestmark = [pytest.mark.userflow("Feed"), pytest.mark.userflow_budget("FPS", min=30)]
+
+        def test_scroll(record_measurement):
+            record_measurement("FPS", 60.0)
+
+        @pytest.mark.userflow("Login")
+        def test_login(record_measurement):
+            record_measurement("Login Time", 1.5)
+
+        @pytest.mark.userflow("Login")
+        def test_logout(record_measurement):
+            record_measurement("Logout Time", 0.5)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", *args)
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["budgets and regressions: 2 checked, 0 not ok"])
+    assert "a typo?" not in result.stdout.str()
