@@ -209,6 +209,10 @@ def numeric(value: object) -> float | None:
     return float(value) if is_number(value) else None
 
 
+#: The verdicts that fail a test (a regression in warn mode is "regressed (warning)").
+FAILING_VERDICTS = ("over budget", "under budget", "regressed")
+
+
 class Check(NamedTuple):
     """One checked value: its budget or baseline, and the verdict."""
 
@@ -230,7 +234,7 @@ class Check(NamedTuple):
 
     @property
     def failed(self) -> bool:
-        return self.verdict in ("over budget", "under budget", "regressed")
+        return self.verdict in FAILING_VERDICTS
 
     def message(self) -> str:
         units = f" {self.units}" if self.units else ""

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import options
-from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, SESSION_KEY
+from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, SESSION_KEY, SESSION_NODEID
 from .gate import (
+    FAILING_VERDICTS,
     BaselineSource,
     Budget,
     BudgetExceeded,
@@ -106,6 +107,16 @@ def _worker_device(worker: str, devices: tuple[str, ...]) -> str | None:
     """Worker gwN drives the N-th device."""
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
     return devices[index] if 0 <= index < len(devices) else None
+
+
+def _session_breached(summaries: list[dict[str, Any]]) -> bool:
+    """Whether a ``userflow_session`` value failed its budget or regression check (in any
+    worker): it has no test report to fail, so the run's exit status says it."""
+    return any(
+        check["nodeid"] == SESSION_NODEID and check["verdict"] in FAILING_VERDICTS
+        for summary in summaries
+        for check in summary.get("checks", [])
+    )
 
 
 def _worth_saying(notes: dict[str, Any]) -> bool:
@@ -394,6 +405,8 @@ class UserflowRun:
             self.summaries.append(summary)
         if self.controller and self.errors:  # the workers' summaries carry their own
             self.summaries.append({"errors": list(self.errors)})
+        if session.exitstatus == pytest.ExitCode.OK and _session_breached(self.summaries):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # no test's report could say it
         if self.store is not None and self.damaged is None:
             try:
                 self.store.finish_run(self.run.run_id, OUTCOMES.get(exitstatus, str(exitstatus)))
@@ -425,11 +438,20 @@ class UserflowRun:
         record = self.config.stash.get(SESSION_KEY, None)
         if record is None or not record.measurements:
             return
+        if self.gate is not None and self.gate.active(record.budgets):
+            # The ini's budgets and the baseline hold for the run's own values too.
+            record.checks += self.gate.check(
+                record.nodeid, record.flow, record.measurements, record.budgets,
+                device=record.device_address,
+            )  # fmt: skip
+        breached = [check.message() for check in record.checks if check.failed]
         failed = session.testsfailed
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             status, message = "Failed", "the run was interrupted"
         elif failed:
             status, message = "Failed", f"{failed} test(s) failed"
+        elif breached:
+            status, message = "Failed", "; ".join(breached)
         elif exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             status, message = "Failed", f"the run ended with exit code {int(exitstatus)}"
         else:
