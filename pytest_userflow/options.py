@@ -427,8 +427,9 @@ def pick(setting: Setting, inputs: Inputs) -> Given | None:
         ini = inputs.ini.get(setting.ini)
         if setting.linelist and _lines(ini):
             return Given(_lines(ini), f"ini key {setting.ini}", inputs.rootdir)
-        if not setting.linelist and isinstance(ini, str) and ini.strip():
-            return Given(ini.strip(), f"ini key {setting.ini}", inputs.rootdir)
+        text = "" if setting.linelist or ini is None else str(ini).strip()  # TOML: 2, not "2"
+        if text:
+            return Given(text, f"ini key {setting.ini}", inputs.rootdir)
     return None
 
 
