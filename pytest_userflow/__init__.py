@@ -18,6 +18,10 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+# A traceback names the error where users import it: pytest_userflow.MeasurementError.
+for _public in (MeasurementError, UserflowError, UserflowWarning):
+    _public.__module__ = __name__
+
 
 def __getattr__(name: str) -> Any:
     # The gate (and its statistics) loads only when a failure or a script names it.

@@ -24,7 +24,6 @@ from .model import (
     API_COLUMNS,
     DEFAULT_NOISE,
     FILTER_STATUSES,
-    TOKEN_ENV,
     URL_ENV,
     Accept,
     UserflowError,
@@ -115,9 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     runs = command(
         "runs",
         help="the recorded runs, newest first",
-        description="The runs in the local store, newest first.",
+        description="The runs in the local store, newest first: the newest 20, or --limit N "
+        "(0: every run); stderr says when more runs were left out.",
     )
-    runs.add_argument("--limit", type=_count, default=20)
+    runs.add_argument(
+        "--limit", type=_count, default=20, help="this many newest runs; 0: all (default 20)"
+    )
     _add_format(runs)
 
     cmp = command(
@@ -483,7 +485,13 @@ def cmd_stats(args: argparse.Namespace, source: Source) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, source: Source) -> int:
-    rows = source.store_runs(args.limit)
+    rows = source.store_runs(args.limit + 1 if args.limit else None)
+    if args.limit and len(rows) > args.limit:  # said apart, so that csv and json stay clean
+        rows = rows[: args.limit]
+        print(
+            f"the newest {args.limit} runs; there are more: --limit N for more, --limit 0 for all",
+            file=sys.stderr,
+        )
     if args.format == "table":
         for row in rows:
             row["started_at"] = utc_text(row["started_at"])
@@ -937,7 +945,7 @@ def _push(args: argparse.Namespace, store: SQLiteStore) -> int:
     print(f"sent {sent}, refused {failed}, still pending {pending}")
     if auth_error:
         print(
-            f"error: HeadSpin refused the API token ({auth_error}); check {TOKEN_ENV}",
+            f"error: HeadSpin refused the API token: {auth_error}",
             file=sys.stderr,
         )
     return 0 if pending == 0 and failed == 0 else 1

@@ -20,6 +20,7 @@ import math
 import re
 import shlex
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .analysis import (
@@ -214,6 +215,10 @@ def numeric(value: object) -> float | None:
     return float(value) if is_number(value) else None
 
 
+#: The verdicts that fail a test (a regression in warn mode is "regressed (warning)").
+FAILING_VERDICTS = ("over budget", "under budget", "regressed")
+
+
 class Check(NamedTuple):
     """One checked value: its budget or baseline, and the verdict."""
 
@@ -240,7 +245,7 @@ class Check(NamedTuple):
 
     @property
     def failed(self) -> bool:
-        return self.verdict in ("over budget", "under budget", "regressed")
+        return self.verdict in FAILING_VERDICTS
 
     def message(self) -> str:
         units = f" {self.units}" if self.units else ""
@@ -536,6 +541,63 @@ def headspin_fetch(client: Any) -> Fetch:
     return fetch
 
 
+@dataclass
+class BudgetUse:
+    """What a run's tests recorded against its budgets, to tell a budget that checked nothing
+    (a typo such as "Login Tme"); xdist workers hand theirs over as plain data, merged."""
+
+    #: flow -> the keys its tests recorded
+    seen: dict[str, set[str]] = field(default_factory=dict)
+    #: the key of a test's own budget (a marker) -> the first test that carried it, its flow
+    marked: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the keys of test budgets that a test carrying one recorded
+    recorded: set[str] = field(default_factory=set)
+
+    def note(self, nodeid: str, flow: str, keys: Iterable[str], budgets: Iterable[str]) -> None:
+        keys = set(keys)
+        self.seen.setdefault(flow, set()).update(keys)
+        for key in budgets:
+            self.marked.setdefault(key, (nodeid, flow))
+            if key in keys:
+                self.recorded.add(key)
+
+    def merge(self, other: BudgetUse) -> None:
+        for flow, keys in other.seen.items():
+            self.seen.setdefault(flow, set()).update(keys)
+        for key, first in other.marked.items():
+            self.marked[key] = min(first, self.marked.get(key, first))
+        self.recorded |= other.recorded
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "seen": {flow: sorted(keys) for flow, keys in self.seen.items()},
+            "marked": {key: list(first) for key, first in self.marked.items()},
+            "recorded": sorted(self.recorded),
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> BudgetUse:
+        seen = {flow: set(keys) for flow, keys in data["seen"].items()}
+        marked = {key: (nodeid, flow) for key, (nodeid, flow) in data["marked"].items()}
+        return cls(seen, marked, set(data["recorded"]))
+
+    def unused(self, budgets: Iterable[Budget]) -> list[str]:
+        """Markers whose key no test carrying them recorded; ini budgets whose key no test
+        of their flow (any flow: ``*``) recorded, when a test of it ran."""
+        unused = {
+            f"{flow} :: {key} (a userflow_budget marker of {nodeid})"
+            for key, (nodeid, flow) in self.marked.items()
+            if key not in self.recorded
+        }
+        for budget in budgets:
+            flows = list(self.seen) if budget.flow == "*" else [budget.flow]
+            if any(f in self.seen for f in flows) and not any(
+                budget.key in self.seen.get(f, ()) for f in flows
+            ):
+                unused.add(f"{budget.flow} :: {budget.key} (ini key userflow_budgets)")
+        return sorted(unused)
+
+
 class Gate:
     """Budgets and the regression gate over one run: what to check, and what was checked."""
 
@@ -561,32 +623,17 @@ class Gate:
         self.directions = list(directions)
         self.checks: list[Check] = []
         self.no_history: set[str] = set()
-        self.seen: dict[str, set[str]] = {}  # flow -> the keys its tests recorded
-        self.marked: dict[tuple[str, str], str] = {}  # (flow, key) of test budgets -> a test
+        self.use = BudgetUse()
 
     def unused_budgets(self) -> list[str]:
-        """Budgets (ini lines and markers) whose key no test of their flow recorded: a typo,
-        such as "Login Tme", would otherwise check nothing without a word."""
-        unused = {
-            f"{flow} :: {key} (a userflow_budget marker of {nodeid})"
-            for (flow, key), nodeid in self.marked.items()
-            if key not in self.seen.get(flow, ())
-        }
-        for budget in self.budgets:
-            flows = list(self.seen) if budget.flow == "*" else [budget.flow]
-            if any(f in self.seen for f in flows) and not any(
-                budget.key in self.seen.get(f, ()) for f in flows
-            ):
-                unused.add(f"{budget.flow} :: {budget.key} (ini key userflow_budgets)")
-        return sorted(unused)
+        """Budgets (ini lines and markers) that checked nothing in this process."""
+        return self.use.unused(self.budgets)
 
     def note_test(
         self, nodeid: str, flow: str, keys: Iterable[str], budgets: Iterable[str]
     ) -> None:
         """What a finished test recorded, and the keys its own budgets name."""
-        self.seen.setdefault(flow, set()).update(keys)
-        for key in budgets:
-            self.marked.setdefault((flow, key), nodeid)
+        self.use.note(nodeid, flow, keys, budgets)
 
     def active(self, test_budgets: dict[str, Budget]) -> bool:
         return bool(test_budgets or self.budgets or self.baselines)

@@ -170,7 +170,8 @@ class Setting:
     #: ``append`` (repeatable) or ``store_true`` (a flag); None: one value.
     action: str | None = None
     linelist: bool = False
-    #: The CLI takes it too, under these flags (the first names it in errors).
+    #: The CLI's own flags for it (the first names it in errors); the CLI reads every setting
+    #: from the environment and the ini, and takes on its command line those it acts on.
     cli: tuple[str, ...] = ()
     #: A regression gate setting: on the command line it needs the gate on.
     gate: bool = False
@@ -184,9 +185,10 @@ class Setting:
         """The option's help, with its ini key, variable and default."""
         said = [f"ini: {self.ini}"] if self.ini else []
         said += [f"env: {self.env}"] if self.env else []
-        if isinstance(self.default, (str, int, float)) and not isinstance(self.default, bool):
-            said.append(f"default {self.default:g}" if isinstance(self.default, float) else
-                        f"default {self.default}")  # fmt: skip
+        if isinstance(self.default, float):
+            said.append(f"default {self.default:g}")
+        elif isinstance(self.default, (str, int)) and not isinstance(self.default, bool):
+            said.append(f"default {self.default}")
         return f"{self.help} ({'; '.join(said)})" if said else self.help
 
 
@@ -327,7 +329,6 @@ SETTINGS: tuple[Setting, ...] = (
         default=DEFAULT_REGRESSION,
         parse=_number("a percentage >= 0"),
         metavar="PCT",
-        cli=("--userflow-regression",),
         gate=True,
     ),
     Setting(
@@ -338,7 +339,6 @@ SETTINGS: tuple[Setting, ...] = (
         default=DEFAULT_BASELINE_RUNS,
         parse=_number("a whole number >= 1", whole=True),
         metavar="N",
-        cli=("--userflow-baseline-runs",),
         gate=True,
     ),
     Setting(
@@ -350,7 +350,6 @@ SETTINGS: tuple[Setting, ...] = (
         default=DEFAULT_NOISE,
         parse=_number("a number >= 0"),
         metavar="K",
-        cli=("--userflow-noise",),
         gate=True,
     ),
     Setting(
@@ -428,8 +427,9 @@ def pick(setting: Setting, inputs: Inputs) -> Given | None:
         ini = inputs.ini.get(setting.ini)
         if setting.linelist and _lines(ini):
             return Given(_lines(ini), f"ini key {setting.ini}", inputs.rootdir)
-        if not setting.linelist and isinstance(ini, str) and ini.strip():
-            return Given(ini.strip(), f"ini key {setting.ini}", inputs.rootdir)
+        text = "" if setting.linelist or ini is None else str(ini).strip()  # TOML: 2, not "2"
+        if text:
+            return Given(text, f"ini key {setting.ini}", inputs.rootdir)
     return None
 
 

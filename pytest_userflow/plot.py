@@ -20,7 +20,7 @@ def plot_trend(
     """Draw median and p95 of passed values per run, failed tests' values as red crosses;
     the axis says which way (*direction*) the key is better.
 
-    Returns how many numeric values were drawn.
+    Returns how many numeric values were drawn; with none, nothing is written.
     """
     try:
         import matplotlib
@@ -45,6 +45,9 @@ def plot_trend(
         else:
             passed.add(row)
     per_run = passed.values.get((), {})
+    count = sum(len(v) for v in per_run.values()) + len(failed)
+    if count == 0:  # nothing to draw: no file, rather than an empty one beside the error
+        return 0
     points = sorted(passed.medians(()), key=lambda point: index[point[0]])  # in run order
     xs = [index[run_id] for run_id, _ in points]
     medians = [m for _, m in points]
@@ -74,4 +77,4 @@ def plot_trend(
     fig.tight_layout()
     fig.savefig(output, format="png")
     plt.close(fig)
-    return sum(len(v) for v in per_run.values()) + len(failed)
+    return count

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import socket
 from collections.abc import Generator
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import options
-from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, SESSION_KEY
+from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, SESSION_KEY, SESSION_NODEID
 from .gate import (
+    FAILING_VERDICTS,
     RECENT_RUNS,
     BaselineSource,
     Budget,
@@ -109,6 +111,16 @@ def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
         )
         budgets.setdefault(budget.key, budget)
     return budgets
+
+
+def _session_breached(summaries: list[dict[str, Any]]) -> bool:
+    """Whether a ``userflow_session`` value failed its budget or regression check (in any
+    worker): it has no test report to fail, so the run's exit status says it."""
+    return any(
+        check["nodeid"] == SESSION_NODEID and check["verdict"] in FAILING_VERDICTS
+        for summary in summaries
+        for check in summary.get("checks", [])
+    )
 
 
 def _worth_saying(notes: dict[str, Any]) -> bool:
@@ -419,6 +431,8 @@ class UserflowRun:
             self.summaries.append(summary)
         if self.controller and self.errors:  # the workers' summaries carry their own
             self.summaries.append({"errors": list(self.errors)})
+        if session.exitstatus == pytest.ExitCode.OK and _session_breached(self.summaries):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # no test's report could say it
         if self.store is not None and self.damaged is None:
             try:
                 self.store.finish_run(self.run.run_id, OUTCOMES.get(exitstatus, str(exitstatus)))
@@ -451,11 +465,20 @@ class UserflowRun:
         record = self.config.stash.get(SESSION_KEY, None)
         if record is None or not record.measurements:
             return
+        if self.gate is not None and self.gate.active(record.budgets):
+            # The ini's budgets and the baseline hold for the run's own values too.
+            record.checks += self.gate.check(
+                record.nodeid, record.flow, record.measurements, record.budgets,
+                device=record.device_address,
+            )  # fmt: skip
+        breached = [check.message() for check in record.checks if check.failed]
         failed = session.testsfailed
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             status, message = "Failed", "the run was interrupted"
         elif failed:
             status, message = "Failed", f"{failed} test(s) failed"
+        elif breached:
+            status, message = "Failed", "; ".join(breached)
         elif exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             status, message = "Failed", f"the run ended with exit code {int(exitstatus)}"
         else:
@@ -575,6 +598,8 @@ class UserflowRun:
             notes["checks"] = [c.as_dict() for c in self.gate.checks]
             notes["no_history"] = sorted(self.gate.no_history)
             notes["unused_budgets"] = self.gate.unused_budgets()
+            notes["budget_use"] = self.gate.use.as_data()  # the controller merges the workers'
+
             if self.gate.baselines is not None:
                 notes["errors"] += self.gate.baselines.errors
         return notes
@@ -607,6 +632,8 @@ class UserflowRun:
             run=self.run,
             where=self._where(),
             crashed=self.crashed,
+            push=push_command(self.settings),
+            budgets=self.settings.budgets,
         )
         if not lines:
             return
@@ -619,3 +646,11 @@ class UserflowRun:
             self.sink.close()
         if self.store is not None:
             self.store.close()
+
+
+def push_command(settings: options.Settings) -> str:
+    """The command that sends this run's pending uploads: with ``--store`` when the store is
+    not the default, which ``pytest-userflow`` would not find by itself."""
+    if "store" not in settings.given:
+        return "pytest-userflow push"
+    return f"pytest-userflow --store {shlex.quote(str(settings.store))} push"

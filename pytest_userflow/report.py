@@ -10,12 +10,12 @@ import shlex
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .analysis import change_text, fmt_number, median
-from .gate import MIN_HISTORY
+from .gate import MIN_HISTORY, Budget, BudgetUse
 from .model import STATUSES, RunInfo, utc_text
 from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History, shown
 
@@ -151,18 +151,31 @@ def key_rows(keys: list[dict[str, Any]], *, with_device: bool) -> list[list[str]
     return rows
 
 
-def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
+def _unused_budgets(summaries: list[dict[str, Any]], budgets: Sequence[Budget]) -> list[str]:
+    """The budgets that checked nothing in the whole run: every worker's tests together."""
+    use = BudgetUse()
+    for s in summaries:
+        if s.get("budget_use"):
+            use.merge(BudgetUse.from_data(s["budget_use"]))
+    return use.unused(budgets)
+
+
+def _checks_section(
+    summaries: list[dict[str, Any]], budgets: Sequence[Budget] = ()
+) -> list[tuple[str, dict[str, bool]]]:
     """Budgets and regressions: each checked value with its limit, change and verdict."""
     checks = sorted(
         (c for s in summaries for c in s.get("checks", [])),
         key=lambda c: (c["verdict"] == "ok", c["nodeid"], c["key"]),
     )
     no_history = sorted({h for s in summaries for h in s.get("no_history", [])})
+    unused = _unused_budgets(summaries, budgets)
     out: list[tuple[str, dict[str, bool]]] = []
     if (
         not checks
         and not no_history
-        and not any(s.get("unused_budgets") or s.get("changes") for s in summaries)
+        and not unused
+        and not any(s.get("changes") for s in summaries)
     ):
         return out
     failed = sum(1 for c in checks if c["verdict"] not in ("ok", "within the noise"))
@@ -183,7 +196,6 @@ def _checks_section(summaries: list[dict[str, Any]]) -> list[tuple[str, dict[str
         out += [(line, {}) for line in format_table(rows, "  ")]
         if len(checks) > MAX_CHECK_ROWS:
             out.append((f"  ... and {len(checks) - MAX_CHECK_ROWS} more (all ok)", {}))
-    unused = sorted({u for s in summaries for u in s.get("unused_budgets", [])})
     if unused:
         text = "WARNING: budgets whose key no test of their flow recorded (a typo?): "
         out.append((text + "; ".join(unused), {"yellow": True}))
@@ -239,8 +251,11 @@ def render(
     run: RunInfo | None,
     where: str,
     crashed: Iterable[str] = (),
+    push: str = "pytest-userflow push",
+    budgets: Sequence[Budget] = (),
 ) -> list[tuple[str, dict[str, bool]]]:
-    """The terminal section: (line, markup) pairs; empty when nothing was recorded."""
+    """The terminal section: (line, markup) pairs; empty when nothing was recorded. *push*:
+    the command that sends what is pending from this store."""
     summaries = list(summaries)
     total = merge(summaries)
     out: list[tuple[str, dict[str, bool]]] = []
@@ -319,7 +334,7 @@ def render(
             f"marker; name one with @pytest.mark.userflow(\"Login\"): {_names(foreign)}",
             warn,
         ))  # fmt: skip
-    out += _checks_section(summaries)
+    out += _checks_section(summaries, budgets)
     for s in summaries:
         label = f" on {s['worker']}" if s.get("worker") else ""
         if s.get("dry_run_lines"):
@@ -337,9 +352,8 @@ def render(
         if s.get("auth_error"):
             out.append(
                 (
-                    f"ERROR{label}: HeadSpin refused the API token: {s['auth_error']}. "
-                    "Check HEADSPIN_API_TOKEN; the data stays pending for "
-                    "'pytest-userflow push'.",
+                    f"ERROR{label}: HeadSpin refused the API token: {s['auth_error']}; "
+                    f"the data stays pending for '{push}'.",
                     {"red": True, "bold": True},
                 )
             )
@@ -381,8 +395,7 @@ def render(
         out.append(
             (
                 f"{pending['tests']} test(s) with {pending['measurements']} measurement(s) are "
-                "still pending in the "
-                "local store: run 'pytest-userflow push' to send them",
+                f"still pending in the local store: run '{push}' to send them",
                 warn,
             )
         )
@@ -391,7 +404,7 @@ def render(
         out.append(
             (
                 f"worker {worker} died: its finished tests are in its local store; "
-                "run 'pytest-userflow push' on that host to send what is pending",
+                f"run '{push}' on that host to send what is pending",
                 warn,
             )
         )

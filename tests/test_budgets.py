@@ -556,3 +556,73 @@ def test_a_budget_whose_key_nobody_records_is_one_warning(pytester: pytest.Pytes
         "test_a_budget_whose_key_nobody_records_is_one_warning.py::test_login); "
         "Login :: Login Tme (ini key userflow_budgets)"
     ]
+
+
+@pytest.mark.parametrize("args", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_a_budget_whose_key_some_test_recorded_is_no_warning(
+    pytester: pytest.Pytester, args: list[str]
+) -> None:
+    """A module's budget marker over tests of two flows, and an ini budget whose key one test
+    of its flow recorded: each checked a value, so neither is a typo, whichever worker ran
+    which test."""
+    pytester.makeini("[pytest]\nuserflow_budgets =\n    Login :: Login Time <= 2\n")
+    pytester.makepyfile("""
+        import pytest
+
+        pytestmark = [pytest.mark.userflow("Feed"), pytest.mark.userflow_budget("FPS", min=30)]
+
+        def test_scroll(record_measurement):
+            record_measurement("FPS", 60.0)
+
+        @pytest.mark.userflow("Login")
+        def test_login(record_measurement):
+            record_measurement("Login Time", 1.5)
+
+        @pytest.mark.userflow("Login")
+        def test_logout(record_measurement):
+            record_measurement("Logout Time", 0.5)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", *args)
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["budgets and regressions: 2 checked, 0 not ok"])
+    assert "a typo?" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("args", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_userflow_session_values_are_gated(
+    pytester: pytest.Pytester, store_path, history, monkeypatch, args: list[str]
+) -> None:
+    """The run's own values meet the ini's budgets too: a breach is a line of the summary, the
+    session record's status and message, and the run's exit status (it has no test to fail)."""
+    pytester.makeini("[pytest]\nuserflow_budgets =\n    App Install :: App Size <= 50\n")
+    pytester.makeconftest("""
+        import os, pytest
+
+        @pytest.fixture(scope="session")
+        def app(userflow_session):
+            userflow_session.name = "App Install"
+            userflow_session("App Size", float(os.environ["APP_SIZE"]), units="MB")
+    """)
+    pytester.makepyfile("def test_opens(app):\n    pass\n")
+    run = pytester.runpytest_subprocess if args else pytester.runpytest
+    monkeypatch.setenv("APP_SIZE", "48.5")
+    within = run("-p", "no:randomly", *args)
+    monkeypatch.setenv("APP_SIZE", "60")
+    over = run("-p", "no:randomly", *args)
+    within.assert_outcomes(passed=1)
+    assert within.ret == pytest.ExitCode.OK
+    within.stdout.fnmatch_lines(["budgets and regressions: 1 checked, 0 not ok"])
+    over.assert_outcomes(passed=1)
+    assert over.ret == pytest.ExitCode.TESTS_FAILED
+    over.stdout.fnmatch_lines(
+        [
+            "budgets and regressions: 1 checked, 1 not ok",
+            "*userflow_session*App Install/App Size*60 MB*<= 50*over budget",
+        ]
+    )
+    newest = history(store_path).tests()[-1]
+    assert (newest["nodeid"], newest["status"], newest["status_message"]) == (
+        "userflow_session",
+        "Failed",
+        "App Install/App Size = 60 MB is over its budget <= 50 MB",
+    )

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import re
+from pathlib import Path
+
 import pytest
 from conftest import EVERY_ROW, pick
+
+import pytest_userflow
 
 
 @pytest.mark.parametrize(
@@ -63,6 +69,22 @@ def test_bad_input_is_refused_at_the_call_naming_test_and_argument(
     # what was recorded before the bad call is kept, with the test's status
     listed = history(store_path).measurements(EVERY_ROW)
     assert pick(listed, "key_name", "value", "status") == [("before", 1.5, "Failed")]
+
+
+def test_the_error_a_traceback_names_is_the_one_the_readme_names(
+    pytester: pytest.Pytester,
+) -> None:
+    """The README shows the line a bad value prints: the name in it can be imported."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (shown,) = re.findall(r"^E   (pytest_userflow[\w.]*\.MeasurementError): ", readme, re.M)
+    module, _, name = shown.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is pytest_userflow.MeasurementError
+    pytester.makepyfile("""
+        def test_login(record_measurement):
+            record_measurement("Login Time", float("nan"))
+    """)
+    result = pytester.runpytest("--tb=short")
+    result.stdout.fnmatch_lines([f"E   {shown}: value for key 'Login Time' must be finite*"])
 
 
 def test_values_units_types_and_numeric_kinds_are_kept(

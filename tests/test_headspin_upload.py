@@ -222,8 +222,14 @@ def test_a_wrong_token_gives_one_error_and_push_sends_later(
     errors = [line for line in result.stdout.lines if "HEADSPIN_API_TOKEN" in line]
     assert len(errors) == 1 and "refused the API token" in errors[0]
     assert "answered 401 to PUT /v0/userflows: Unauthorized (check HEADSPIN_API_TOKEN)" in errors[0]
+    assert errors[0].count("HEADSPIN_API_TOKEN") == 1
     assert "not-the-token" not in result.stdout.str()
     assert upload_states(history(store_path)) == {"pending": 2}
+
+    wrong = [sys.executable, "-m", "pytest_userflow", "push", "--headspin-token", "not-the-token"]
+    refused = subprocess.run(wrong, capture_output=True, text=True, cwd=pytester.path, check=False)
+    assert refused.returncode == 1 and refused.stderr.count("HEADSPIN_API_TOKEN") == 1
+    assert "still pending 2" in refused.stdout and "not-the-token" not in refused.stderr
 
     push = [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "push"]
     first = subprocess.run(push, capture_output=True, text=True, cwd=pytester.path, check=False)
