@@ -313,6 +313,11 @@ CHANGE_MIN_RUNS = 3
 CHANGE_ALPHA = 0.05
 CHANGE_PERMUTATIONS = 199
 CHANGE_SEED = 20200420  # the permutations are the same every time: the same answer
+#: Segments of at most this many distinct values (flags, a count that is 0 or 1) get a
+#: permutation null of their own ranks, ties as they are: at most one per length and split,
+#: so few enough to keep. More values (timings in whole milliseconds, wider counts) move the
+#: untied null of their length less, and a null per pattern would cost seconds per command.
+FEW_VALUES = 2
 
 
 @dataclass(frozen=True)
@@ -420,9 +425,11 @@ class ChangeDetector:
 
     def _p_value(self, ranks: Sequence[float], q: float) -> float:
         """How often permuting *ranks* as they are (tied ones sharing their mean rank) makes
-        a split as strong as *q*: ties shrink the statistic's spread, so a null drawn from
-        untied ranks would call two-valued data changed more often than alpha."""
-        which = tuple(sorted(ranks))
+        a split as strong as *q*: on a key of a few values the statistic runs high more often
+        than on untied ranks, whose null would call such data changed more often than alpha.
+        Ranks of more than FEW_VALUES values use the untied null of their length."""
+        few = len(set(ranks)) <= FEW_VALUES
+        which = tuple(sorted(ranks)) if few else tuple(map(float, range(len(ranks))))
         null = self._null.get(which)
         if null is None:
             rng = random.Random(CHANGE_SEED + len(which))
