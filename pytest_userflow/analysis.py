@@ -386,15 +386,27 @@ def _statistics(x: Sequence[float], min_size: int) -> dict[int, float]:
     m = len(x)
     left = _pair_sums(x)
     right = _pair_sums(x[::-1])[::-1]  # right[t]: pairs inside x[t:]
-    total = left[m]
-    out = {}
-    for t in range(min_size, m - min_size + 1):
-        n1, n2 = t, m - t
-        between = total - left[t] - right[t]
-        within = 2.0 * left[t] / (n1 * (n1 - 1)) if n1 > 1 else 0.0  # one value: no pairs
-        within += 2.0 * right[t] / (n2 * (n2 - 1)) if n2 > 1 else 0.0
-        out[t] = (2.0 * between / (n1 * n2) - within) * n1 * n2 / m
-    return out
+    return {t: _energy(left[t], right[t], left[m], t, m - t)
+            for t in range(min_size, m - min_size + 1)}  # fmt: skip
+
+
+def _statistic_at(x: Sequence[float], t: int) -> float:
+    """The statistic of the one split of *x* at *t*, as ``_statistics`` gives it."""
+
+    def pairs(values: Sequence[float]) -> float:  # the sum of |a - b| over its pairs
+        ordered = sorted(values)
+        return sum((2 * i - len(ordered) + 1) * v for i, v in enumerate(ordered))
+
+    return _energy(pairs(x[:t]), pairs(x[t:]), pairs(x), t, len(x) - t)
+
+
+def _energy(left: float, right: float, total: float, n1: int, n2: int) -> float:
+    """The statistic from the sums of distances inside each side (*left*, *right*) and in
+    all (*total*) of sides of *n1* and *n2* values."""
+    between = total - left - right
+    within = 2.0 * left / (n1 * (n1 - 1)) if n1 > 1 else 0.0  # one value: no pairs
+    within += 2.0 * right / (n2 * (n2 - 1)) if n2 > 1 else 0.0
+    return (2.0 * between / (n1 * n2) - within) * n1 * n2 / (n1 + n2)
 
 
 def _best_split(x: Sequence[float], min_size: int) -> tuple[int, float]:
@@ -458,7 +470,7 @@ class ChangeDetector:
                     # step). Whether: the ranks' statistic there, against the ranks' null.
                     at = _best_split(x[start:end], self.min_size)[0]
                     ranks = _ranks(x[start:end])
-                    q = _statistics(ranks, self.min_size)[at]
+                    q = _statistic_at(ranks, at)
                     candidates.append((q / (end - start), start + at, start, end, q, ranks))
             if not candidates:
                 return found
