@@ -336,6 +336,11 @@ CHANGE_MIN_RUNS = 3
 CHANGE_ALPHA = 0.05
 CHANGE_PERMUTATIONS = 199
 CHANGE_SEED = 20200420  # the permutations are the same every time: the same answer
+#: Segments of at most this many distinct values (flags, a count that is 0 or 1) get a
+#: permutation null of their own ranks, ties as they are: at most one per length and split,
+#: so few enough to keep. More values (timings in whole milliseconds, wider counts) move the
+#: untied null of their length less, and a null per pattern would cost seconds per command.
+FEW_VALUES = 2
 
 
 @dataclass(frozen=True)
@@ -404,15 +409,27 @@ def _statistics(x: Sequence[float], min_size: int) -> dict[int, float]:
     m = len(x)
     left = _pair_sums(x)
     right = _pair_sums(x[::-1])[::-1]  # right[t]: pairs inside x[t:]
-    total = left[m]
-    out = {}
-    for t in range(min_size, m - min_size + 1):
-        n1, n2 = t, m - t
-        between = total - left[t] - right[t]
-        within = 2.0 * left[t] / (n1 * (n1 - 1)) if n1 > 1 else 0.0  # one value: no pairs
-        within += 2.0 * right[t] / (n2 * (n2 - 1)) if n2 > 1 else 0.0
-        out[t] = (2.0 * between / (n1 * n2) - within) * n1 * n2 / m
-    return out
+    return {t: _energy(left[t], right[t], left[m], t, m - t)
+            for t in range(min_size, m - min_size + 1)}  # fmt: skip
+
+
+def _statistic_at(x: Sequence[float], t: int) -> float:
+    """The statistic of the one split of *x* at *t*, as ``_statistics`` gives it."""
+
+    def pairs(values: Sequence[float]) -> float:  # the sum of |a - b| over its pairs
+        ordered = sorted(values)
+        return sum((2 * i - len(ordered) + 1) * v for i, v in enumerate(ordered))
+
+    return _energy(pairs(x[:t]), pairs(x[t:]), pairs(x), t, len(x) - t)
+
+
+def _energy(left: float, right: float, total: float, n1: int, n2: int) -> float:
+    """The statistic from the sums of distances inside each side (*left*, *right*) and in
+    all (*total*) of sides of *n1* and *n2* values."""
+    between = total - left - right
+    within = 2.0 * left / (n1 * (n1 - 1)) if n1 > 1 else 0.0  # one value: no pairs
+    within += 2.0 * right / (n2 * (n2 - 1)) if n2 > 1 else 0.0
+    return (2.0 * between / (n1 * n2) - within) * n1 * n2 / (n1 + n2)
 
 
 def _best_split(x: Sequence[float], min_size: int) -> tuple[int, float]:
@@ -443,9 +460,11 @@ class ChangeDetector:
 
     def _p_value(self, ranks: Sequence[float], q: float) -> float:
         """How often permuting *ranks* as they are (tied ones sharing their mean rank) makes
-        a split as strong as *q*: ties shrink the statistic's spread, so a null drawn from
-        untied ranks would call two-valued data changed more often than alpha."""
-        which = tuple(sorted(ranks))
+        a split as strong as *q*: on a key of a few values the statistic runs high more often
+        than on untied ranks, whose null would call such data changed more often than alpha.
+        Ranks of more than FEW_VALUES values use the untied null of their length."""
+        few = len(set(ranks)) <= FEW_VALUES
+        which = tuple(sorted(ranks)) if few else tuple(map(float, range(len(ranks))))
         null = self._null.get(which)
         if null is None:
             rng = random.Random(CHANGE_SEED + len(which))
@@ -474,7 +493,7 @@ class ChangeDetector:
                     # step). Whether: the ranks' statistic there, against the ranks' null.
                     at = _best_split(x[start:end], self.min_size)[0]
                     ranks = _ranks(x[start:end])
-                    q = _statistics(ranks, self.min_size)[at]
+                    q = _statistic_at(ranks, at)
                     candidates.append((q / (end - start), start + at, start, end, q, ranks))
             if not candidates:
                 return found

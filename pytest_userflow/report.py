@@ -316,8 +316,11 @@ def render(
                 f"them; {entry['left_out']} value(s) of excluded tests left out)",
                 {},
             ))  # fmt: skip
-    for line in sorted({u for s in summaries for u in s.get("unit_changes", [])}):
+    units = sorted({u for s in summaries for u in s.get("unit_changes", [])})
+    for line in units[:MAX_NAMED]:
         out.append((f"WARNING: {line}: their values are summarised apart", warn))
+    if len(units) > MAX_NAMED:
+        out.append((f"WARNING: ... and {len(units) - MAX_NAMED} more tests changed units", warn))
     reruns = sorted(total.get("reruns", []))
     if reruns:
         named = _names([f"{shorten(nodeid, 2 * MAX_CELL)} ({n} attempts)" for nodeid, n in reruns])
@@ -449,6 +452,7 @@ def build_report(
             "unnamed_flow_marker": sorted(n for s in summaries for n in s.get("foreign_tags", [])),
             "crashed_workers": list(crashed),
             "no_baseline_history": sorted({h for s in summaries for h in s.get("no_history", [])}),
+            "unit_changes": sorted({u for s in summaries for u in s.get("unit_changes", [])}),
         },
     }
 
