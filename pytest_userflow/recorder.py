@@ -437,6 +437,8 @@ class UserflowRun:
             self._units()
             if s.html is not None:
                 self._html(s.html)
+        if s.markdown is not None:
+            self._markdown(s.markdown)
         if s.report is not None:
             from .report import build_report, write_report
 
@@ -550,6 +552,17 @@ class UserflowRun:
             self.summary.errors.append(f"could not write the HTML report {path}: {text}")
             return
         self.summary.html = f"{path} ({len(data['charts'])} key(s), {size // 1024} KB)"
+
+    def _markdown(self, path: Path) -> None:
+        """The markdown summary of the run; a failure is said, not raised."""
+        from .report import markdown, write_markdown
+
+        text = markdown(self.summary, run=self.run, where=self._where())
+        try:
+            write_markdown(path, text)
+        except OSError as exc:
+            error = f"could not write the markdown summary {path}: {exc.strerror or exc}"
+            self.summary.errors.append(error)
 
     def _notes(self) -> ProcessSummary:
         """This process's notes: its errors, what its gate checked, what its sender said."""

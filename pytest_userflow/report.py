@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import time
 import uuid
@@ -422,6 +423,112 @@ def build_report(
             "unit_changes": summary.unit_changes,
         },
     }
+
+
+# -- the markdown summary ----------------------------------------------------------------------
+
+#: What markdown would read as syntax in a table cell: escaped with a backslash.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~#!])")
+
+
+def md_text(text: str) -> str:
+    """*text* as literal markdown on one line: a hostile key can neither end a table cell
+    (``|``, a line break) nor open a code span, a link, an image or HTML."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def markdown_table(rows: list[list[str]]) -> list[str]:
+    """A GitHub-flavoured markdown table, every cell escaped; the first row is the header."""
+    header, *body = rows
+    lines = ["| " + " | ".join(md_text(c) for c in header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    return lines + ["| " + " | ".join(md_text(c) for c in row) + " |" for row in body]
+
+
+def _md_baseline(check: Check) -> str:
+    if check.kind == "budget":
+        return with_units(check.limit, check.units)
+    return with_units(fmt_number(check.baseline), check.units)
+
+
+def _md_flow_rows(name: str, total: ProcessSummary) -> list[list[str]]:
+    """One flow's table: each checked value, then each key no check covered (its median)."""
+    rows = [["key", "test", "baseline", "value", "change", "noise", "verdict"]]
+    checks = [c for c in sorted_checks(total) if c.flow == name]
+    for c in checks:
+        value = with_units(f"{c.value:g}", c.units)
+        rows.append([c.key, c.nodeid, _md_baseline(c), value, c.change_text(), noise_cell(c)])
+        rows[-1].append(c.verdict)
+    checked = {c.key for c in checks}
+    for k in sorted(total.keys, key=lambda k: (k.key, k.type or "", k.device or "")):
+        if k.flow != name or k.key in checked:
+            continue
+        key = k.key + (f" ({k.type})" if k.type else "")
+        value = f"{with_units(fmt_number(median(k.values)), k.units)} (median of {len(k.values)})"
+        if not k.values:
+            value = f"{k.count} text value(s)"
+        rows.append([key, k.device or "-", "-", value, "-", "-", "not checked"])
+    return rows
+
+
+def _md_run(run: RunInfo | None, where: str) -> str:
+    said = [f"run {run.run_id}"] if run else []
+    if run and run.git_branch:
+        said.append(f"branch {run.git_branch}")
+    if run and run.git_commit:
+        said.append(f"commit {run.git_commit[:10]}")
+    if run and run.ci_build_id:
+        said.append(f"CI build {run.ci_build_id}")
+    return md_text(", ".join([*said, where]))
+
+
+def _md_flow_line(flow: FlowTally) -> str:
+    statuses = ", ".join(f"{flow.statuses[s]} {s}" for s in STATUSES if flow.statuses.get(s))
+    return f"{flow.tests} test{'s' if flow.tests != 1 else ''}: {statuses}"
+
+
+def markdown(summary: RunSummary, *, run: RunInfo | None, where: str) -> str:
+    """The run as GitHub-flavoured markdown, for a CI page or a pull-request comment: what
+    ran, the regressions and budget breaches first, a table per flow, the worse changes."""
+    total = summary.total()
+    checks = sorted_checks(total)
+    bad = [c for c in checks if not_ok(c)]
+    out = ["## pytest-userflow", "", _md_run(run, where), ""]
+    if bad:
+        out += [f"### {len(bad)} regression(s) and budget breach(es)", ""]
+        out += [f"- **{md_text(c.verdict)}**: {md_text(c.message())} ({md_text(c.nodeid)})"
+                for c in bad]  # fmt: skip
+        out.append("")
+    elif checks:
+        out += [f"No regression or budget breach in {len(checks)} checked value(s).", ""]
+    for name, flow in total.flows.items():
+        out += [f"### {md_text(name)}", "", md_text(_md_flow_line(flow)), ""]
+        rows = _md_flow_rows(name, total)
+        if len(rows) > 1:
+            out += [*markdown_table(rows), ""]
+    if summary.changes:
+        out += ["### Worse changes this run confirmed", ""]
+        out += [f"- {md_text(describe_change(c))}" for c in summary.changes]
+        out.append("")
+    notes = [*total.errors, *summary.errors]
+    notes += [f"worker {worker} died" for worker in summary.crashed]
+    if total.no_history:
+        few = ", ".join(total.no_history)
+        notes.append(f"no regression verdict yet, too little history: {few}")
+    if notes:
+        out += ["### Problems", "", *(f"- {md_text(note)}" for note in notes), ""]
+    return "\n".join(out)
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """The markdown summary to *path*: appended when it is GitHub's step summary, which each
+    step of a job adds to, else written whole."""
+    step = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step and Path(step).resolve() == path.resolve():
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(text)
+        return
+    write_file(path, text.encode())
 
 
 def write_file(path: str | Path, data: bytes) -> None:
