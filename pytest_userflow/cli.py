@@ -29,7 +29,7 @@ from .model import (
     UserflowError,
     utc_text,
 )
-from .report import format_table
+from .report import format_table, markdown_table, md_text
 from .sources import HeadSpinSource, LocalSource, Source, api_token, open_existing
 from .storage import FAILED, PENDING, Query, StoreError
 from .upload import Sender
@@ -184,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
         f"threshold alone (default: the userflow_noise setting, else {DEFAULT_NOISE:g})",
     )
     _add_higher_is_better(cmp)
-    _add_format(cmp)
+    _add_format(cmp, markdown=True)
 
     chg = command(
         "changes",
@@ -229,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
         default=5,
         help="how many newest runs count as recent (default 5)",
     )
-    _add_format(chg)
+    _add_format(chg, markdown=True)
 
     plot = command(
         "plot",
@@ -352,12 +352,18 @@ def _direction(args: argparse.Namespace) -> analysis.Direction:
     return lambda flow, key: "higher" if key in higher else configured(flow, key)
 
 
-def _add_format(parser: argparse.ArgumentParser) -> None:
+def _add_format(parser: argparse.ArgumentParser, *, markdown: bool = False) -> None:
+    formats = ("table", "csv", "json", *(["markdown"] if markdown else []))
     parser.add_argument(
         "--format",
-        choices=("table", "csv", "json"),
+        choices=formats,
         default="table",
-        help="table (default), or csv/json for other programs",
+        help="table (default), or csv/json for other programs"
+        + (
+            ", or markdown (GitHub-flavoured) for a CI page or a pull-request comment"
+            if markdown
+            else ""
+        ),
     )
 
 
@@ -438,7 +444,15 @@ def _emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str, wrap
         table = [[str(c) for c in columns]] + [
             ["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows
         ]
-        out.writelines(line + "\n" for line in format_table(table))
+        if fmt == "markdown":  # a blank line ends the table: what follows is not a row
+            out.writelines(line + "\n" for line in [*markdown_table(table), ""])
+        else:
+            out.writelines(line + "\n" for line in format_table(table))
+
+
+def _say(text: str, fmt: str) -> None:
+    """A line above or below a table: in markdown a paragraph of its own, escaped."""
+    print(f"{md_text(text)}\n" if fmt == "markdown" else text)
 
 
 def cmd_flows(args: argparse.Namespace, source: Source) -> int:
@@ -612,11 +626,11 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
         "candidate_n",
         "direction",
     )
-    if args.format == "table":
+    if args.format in ("table", "markdown"):
         counted = (
             f"{', '.join(args.statuses)} tests" if args.statuses else "passed tests, gate aside"
         )
-        print(f"comparing {said} (medians of {counted})")
+        _say(f"comparing {said} (medians of {counted})", args.format)
         shown = [
             {
                 **r,
@@ -629,10 +643,10 @@ def cmd_compare(args: argparse.Namespace, source: Source) -> int:
             if r["verdict"] != analysis.NOT_NUMERIC
         ]
         table = [c for c in columns if c not in ("change_pct", "noise_pct")]
-        _emit(shown, table, "table", "comparisons")
+        _emit(shown, table, args.format, "comparisons")
         text = [f"{r['flow']}/{r['key']}" for r in rows if r["verdict"] == analysis.NOT_NUMERIC]
         if text:
-            print(f"not compared, their values are not numbers: {', '.join(text)}")
+            _say(f"not compared, their values are not numbers: {', '.join(text)}", args.format)
     else:
         _emit(rows, columns, args.format, "comparisons")
     worse = [c for c in comparisons if c.verdict(threshold) == "worse"]
@@ -697,10 +711,11 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
     recent = [r for r in found if r["recent"]]
     columns = list(CHANGE_COLUMNS)
     pooled = "; each flow's tests and devices pooled (--by flow)" if args.by else ""
-    if args.format == "table":
-        print(
+    if args.format in ("table", "markdown"):
+        _say(
             f"{len(found)} change(s) in {len(series)} series{pooled}; "
-            f"{len(recent)} worse in the last {args.recent} run(s)"
+            f"{len(recent)} worse in the last {args.recent} run(s)",
+            args.format,
         )
         shown = [
             {
@@ -716,7 +731,7 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
             for r in found
         ]
         if shown:
-            _emit(shown, [c for c in columns if c != "change_pct"], "table", "changes")
+            _emit(shown, [c for c in columns if c != "change_pct"], args.format, "changes")
     else:
         if pooled:
             print(f"pytest-userflow changes: {pooled[2:]}", file=sys.stderr)

@@ -16,10 +16,13 @@ import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, TypeGuard
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
+
+if TYPE_CHECKING:
+    from .gate import BudgetUse, Check
 
 Value = int | float | str
 
@@ -611,3 +614,199 @@ def status_from_reports(
             skip = _skip_reason(report)
             return "Excluded", truncate_message("skipped" + (f": {skip}" if skip else ""))
     return "Passed", None
+
+
+# -- the run's summary -----------------------------------------------------------------------
+
+
+@dataclass
+class FlowTally:
+    """One flow's tests in a run: how many, by status, and where their measurements went."""
+
+    tests: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    #: destination ("local", "headspin", "pending", ...) -> measurements
+    places: dict[str, int] = field(default_factory=dict)
+    left_out: int = 0  # values of excluded tests, which the key statistics leave out
+    by_gate: int = 0  # failed tests that only the gate failed
+
+    def add(self, other: FlowTally) -> None:
+        self.tests += other.tests
+        self.left_out += other.left_out
+        self.by_gate += other.by_gate
+        for status, n in other.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + n
+        for place, n in other.places.items():
+            self.places[place] = self.places.get(place, 0) + n
+
+
+@dataclass
+class KeyValues:
+    """One key's values in a run (of passed and failed tests), per flow, type, device and
+    units: a key recorded in two units is two of these, never one summary of both."""
+
+    flow: str
+    key: str
+    type: str | None
+    device: str | None
+    units: str | None
+    count: int = 0  # text values included
+    values: list[float] = field(default_factory=list)  # the numeric ones, all of them
+
+    @property
+    def series(self) -> tuple[str, str, str | None, str | None, str | None]:
+        return (self.flow, self.key, self.type, self.device, self.units)
+
+
+@dataclass(frozen=True)
+class SessionShare:
+    """A HeadSpin session that several tests of one process attached."""
+
+    flow: str
+    tests: int
+    status: str
+
+
+@dataclass
+class SinkNotes:
+    """What one process's sender has to say: what it could not send, and why."""
+
+    dry_run_lines: list[str] = field(default_factory=list)
+    unroutable: list[str] = field(default_factory=list)  # no session and no device
+    auth_error: str | None = None
+    unreachable: str | None = None
+    send_errors: list[str] = field(default_factory=list)
+    shared_sessions: dict[str, SessionShare] = field(default_factory=dict)
+    legacy: bool = False
+
+    def add(self, other: SinkNotes) -> None:
+        """*other*'s notes with these: lists joined, the first error of a kind kept."""
+        self.dry_run_lines += other.dry_run_lines
+        self.unroutable += other.unroutable
+        self.auth_error = self.auth_error or other.auth_error
+        self.unreachable = self.unreachable or other.unreachable
+        self.send_errors += other.send_errors
+        self.shared_sessions.update(other.shared_sessions)
+        self.legacy = self.legacy or other.legacy
+
+
+@dataclass
+class ProcessSummary:
+    """What one pytest process (an xdist worker, or the only one) recorded and has to say.
+
+    An xdist worker hands it to the controller as plain JSON (:meth:`to_dict`); :func:`merge`
+    makes one of several, with every value of a key, so its median is the run's.
+
+    >>> ProcessSummary.from_dict(ProcessSummary(worker="gw0").to_dict()).worker
+    'gw0'
+    """
+
+    worker: str | None = None
+    device: str | None = None
+    flows: dict[str, FlowTally] = field(default_factory=dict)
+    keys: list[KeyValues] = field(default_factory=list)
+    pending_tests: int = 0  # still to send, with pending_measurements measurements
+    pending_measurements: int = 0
+    reruns: list[tuple[str, int]] = field(default_factory=list)  # (test, attempts)
+    #: the JSON report's tests, as the store gives them (only when a report is asked for)
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)  # budgets and regressions
+    no_history: list[str] = field(default_factory=list)  # keys too new for a verdict
+    budget_use: BudgetUse | None = None
+    errors: list[str] = field(default_factory=list)
+    foreign_tags: list[str] = field(default_factory=list)  # tests of a bare userflow marker
+    sink: SinkNotes = field(default_factory=SinkNotes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return {
+            "worker": self.worker,
+            "device": self.device,
+            "flows": {name: asdict(flow) for name, flow in self.flows.items()},
+            "keys": [asdict(k) for k in self.keys],
+            "pending_tests": self.pending_tests,
+            "pending_measurements": self.pending_measurements,
+            "reruns": [list(rerun) for rerun in self.reruns],
+            "tests": self.tests,
+            "checks": [check._asdict() for check in self.checks],
+            "no_history": self.no_history,
+            "budget_use": self.budget_use.as_data() if self.budget_use else None,
+            "errors": self.errors,
+            "foreign_tags": self.foreign_tags,
+            "sink": asdict(self.sink),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcessSummary:
+        from .gate import BudgetUse, Check  # the gate imports this module
+
+        sink = dict(data["sink"])
+        sink["shared_sessions"] = {
+            sid: SessionShare(**share) for sid, share in sink["shared_sessions"].items()
+        }
+        use = data["budget_use"]
+        return cls(
+            worker=data["worker"],
+            device=data["device"],
+            flows={name: FlowTally(**flow) for name, flow in data["flows"].items()},
+            keys=[KeyValues(**k) for k in data["keys"]],
+            pending_tests=data["pending_tests"],
+            pending_measurements=data["pending_measurements"],
+            reruns=[(nodeid, attempts) for nodeid, attempts in data["reruns"]],
+            tests=list(data["tests"]),
+            checks=[Check(**check) for check in data["checks"]],
+            no_history=list(data["no_history"]),
+            budget_use=None if use is None else BudgetUse.from_data(use),
+            errors=list(data["errors"]),
+            foreign_tags=list(data["foreign_tags"]),
+            sink=SinkNotes(**sink),
+        )
+
+
+def merge(parts: Iterable[ProcessSummary]) -> ProcessSummary:
+    """Several processes' summaries as one: counts added, each key's values joined (so its
+    median is the median of all of them, not of the workers' medians), notes joined."""
+    from .gate import BudgetUse  # the gate imports this module
+
+    total = ProcessSummary(budget_use=BudgetUse())
+    assert total.budget_use is not None
+    keys: dict[tuple[str, str, str | None, str | None, str | None], KeyValues] = {}
+    for part in parts:
+        for name, flow in part.flows.items():
+            total.flows.setdefault(name, FlowTally()).add(flow)
+        for k in part.keys:
+            into = keys.setdefault(k.series, KeyValues(*k.series))
+            into.count += k.count
+            into.values += k.values
+        total.pending_tests += part.pending_tests
+        total.pending_measurements += part.pending_measurements
+        total.reruns += part.reruns
+        total.tests += part.tests
+        total.checks += part.checks
+        total.no_history = sorted({*total.no_history, *part.no_history})
+        if part.budget_use is not None:
+            total.budget_use.merge(part.budget_use)
+        total.errors += part.errors
+        total.foreign_tags += part.foreign_tags
+        total.sink.add(part.sink)
+    total.flows = dict(sorted(total.flows.items()))
+    total.keys = list(keys.values())
+    return total
+
+
+@dataclass
+class RunSummary:
+    """The run's summary: each process's, and what the run's end found (in the process that
+    prints the summary: the xdist controller, or the only one)."""
+
+    processes: list[ProcessSummary] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)  # xdist workers that died
+    errors: list[str] = field(default_factory=list)  # the run's own, after its processes'
+    #: worse changes this run confirmed, as ``analysis.find_changes`` gives them
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    unit_changes: list[str] = field(default_factory=list)  # tests whose units changed
+    html: str | None = None  # the HTML report written, as the summary names it
+
+    def total(self) -> ProcessSummary:
+        """Every process's summary as one."""
+        return merge(self.processes)

@@ -277,6 +277,14 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="PATH",
     ),
     Setting(
+        "markdown",
+        "--userflow-markdown",
+        "write a GitHub-flavoured markdown summary of the run at its end, for a CI page or a "
+        "pull-request comment (appended to when it is $GITHUB_STEP_SUMMARY)",
+        parse=_output,
+        metavar="PATH",
+    ),
+    Setting(
         "dry_run",
         "--userflow-dry-run",
         "send nothing: print the HeadSpin requests that would be sent",
@@ -384,6 +392,7 @@ class Settings(NamedTuple):
     directions: tuple[Budget, ...] = ()
     token: str | None = None
     html: Path | None = None
+    markdown: Path | None = None
     #: Where each setting that was given came from (its flag, variable or ini key).
     given: Mapping[str, str] = {}
 

@@ -9,7 +9,6 @@ are imported only when the backend is on (``--userflow-backend off`` loads none 
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 import socket
@@ -37,7 +36,9 @@ from .model import (
     DEFAULT_STORE,
     Measurement,
     MeasurementError,
+    ProcessSummary,
     RunInfo,
+    RunSummary,
     TestRecord,
     UserflowError,
     check_text,
@@ -113,20 +114,14 @@ def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
     return budgets
 
 
-def _session_breached(summaries: list[dict[str, Any]]) -> bool:
+def _session_breached(summary: RunSummary) -> bool:
     """Whether a ``userflow_session`` value failed its budget or regression check (in any
     worker): it has no test report to fail, so the run's exit status says it."""
     return any(
-        check["nodeid"] == SESSION_NODEID and check["verdict"] in FAILING_VERDICTS
-        for summary in summaries
-        for check in summary.get("checks", [])
+        check.nodeid == SESSION_NODEID and check.verdict in FAILING_VERDICTS
+        for process in summary.processes
+        for check in process.checks
     )
-
-
-def _worth_saying(notes: dict[str, Any]) -> bool:
-    """Whether a run that recorded nothing still has something for its summary: an error,
-    a budget or regression checked, a budget nobody used."""
-    return any(notes.get(name) for name in ("errors", "checks", "unused_budgets", "no_history"))
 
 
 class UserflowRun:
@@ -158,8 +153,7 @@ class UserflowRun:
         self.sink: Sink | None = None  # None: this process records nothing
         self.gate: Gate | None = None
         self.running: pytest.Item | None = None  # the item between its setup and teardown
-        self.summaries: list[dict[str, Any]] = []
-        self.crashed: list[str] = []
+        self.summary = RunSummary()
         self.errors: list[str] = []
         self.unstored: list[str] = []  # tests the store could not take
         self.foreign_tags: list[str] = []  # tests that recorded under a bare userflow marker
@@ -240,8 +234,8 @@ class UserflowRun:
     def worker_died(self, worker: str, device: str | None) -> None:
         """What the dead *worker* (driving *device*) finished, read from the store, for the
         summary."""
-        self.crashed.append(worker)
-        self.summaries.append(self._summary(self.store, worker, device, {}))
+        self.summary.crashed.append(worker)
+        self.summary.processes.append(self._read(ProcessSummary(worker, device)))
 
     # -- per test --------------------------------------------------------------------------------
 
@@ -421,44 +415,45 @@ class UserflowRun:
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the store keeps the rest
             self.sink.finish(timeout)
-            notes = self._notes()
-            if s.backend == "off" and s.report is None and not _worth_saying(notes):
+            summary = self._notes()
+            if s.backend == "off" and s.report is None and not self._worth_saying(summary):
                 return  # nothing recorded and nothing to say: the summary's modules stay unloaded
-            summary = self._summary(self.store, self.worker, self.device, notes)
+            summary = self._read(summary)
             if self.workerinput is not None:
-                self.config.workeroutput["userflow"] = json.dumps(summary, default=str)  # type: ignore[attr-defined]
+                output = json.dumps(summary.to_dict(), default=str)
+                self.config.workeroutput["userflow"] = output  # type: ignore[attr-defined]
                 return
-            self.summaries.append(summary)
-        if self.controller and self.errors:  # the workers' summaries carry their own
-            self.summaries.append({"errors": list(self.errors)})
-        if session.exitstatus == pytest.ExitCode.OK and _session_breached(self.summaries):
+            self.summary.processes.append(summary)
+        if self.controller:  # the workers' summaries carry their own
+            self.summary.errors += self.errors
+        if session.exitstatus == pytest.ExitCode.OK and _session_breached(self.summary):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # no test's report could say it
         if self.store is not None and self.damaged is None:
             try:
                 self.store.finish_run(self.run.run_id, OUTCOMES.get(exitstatus, str(exitstatus)))
             except StoreError as exc:
-                self.summaries.append({"errors": [f"could not note the run's end: {exc}"]})
+                self.summary.errors.append(f"could not note the run's end: {exc}")
             self._changes()
             self._units()
             if s.html is not None:
                 self._html(s.html)
+        if s.markdown is not None:
+            self._markdown(s.markdown)
         if s.report is not None:
             from .report import build_report, write_report
 
             report = build_report(
                 self.run,
-                self.summaries,
+                self.summary,
                 backend=s.backend,
                 store=s.store if self.store is not None and self.store.exists else None,
                 url=s.url,
-                crashed=self.crashed,
             )
             try:
                 write_report(s.report, report)
             except OSError as exc:  # the run's outcome is the tests' own
-                self.summaries.append(
-                    {"errors": [f"could not write the report {s.report}: {exc.strerror or exc}"]}
-                )
+                error = f"could not write the report {s.report}: {exc.strerror or exc}"
+                self.summary.errors.append(error)
 
     def _finish_session(self, session: pytest.Session, exitstatus: int) -> None:
         """What ``userflow_session`` recorded: one record with this process's outcome."""
@@ -486,38 +481,26 @@ class UserflowRun:
         record.end(status, message)
         self._keep(record)
 
-    def _summary(
-        self,
-        store: SQLiteStore | None,
-        worker: str | bool | None,
-        device: str | None,
-        notes: dict[str, Any],
-        with_events: bool | None = None,
-    ) -> dict[str, Any]:
-        """What the store holds of this run (of one *worker*, or False: all), with *notes*; a
-        store that cannot be read is said so, and never raised into pytest."""
+    def _read(self, summary: ProcessSummary) -> ProcessSummary:
+        """*summary* with what the store holds of its process in this run; a store that
+        cannot be read is said so, and never raised into pytest."""
         assert self.run is not None
         s = self.settings
-        if with_events is None:
-            with_events = s.report is not None
-        if self.damaged is not None:
-            store = None  # said once, in the notes
-        from .report import process_summary
+        from .report import read_process
 
-        summarize = functools.partial(
-            process_summary,
-            run_id=self.run.run_id,
-            worker=worker,
-            device=device,
-            backend=s.backend,
-            dry_run=s.dry_run,
-            with_events=with_events,
-        )
+        store = None if self.damaged is not None else self.store  # said once, in the notes
         try:
-            return summarize(store, notes=notes)
+            return read_process(
+                store,
+                self.run.run_id,
+                summary,
+                backend=s.backend,
+                dry_run=s.dry_run,
+                with_events=s.report is not None,
+            )
         except StoreError as exc:
-            errors = [*notes.get("errors", []), f"could not read the local store {s.store}: {exc}"]
-            return summarize(None, notes={**notes, "errors": errors})
+            summary.errors.append(f"could not read the local store {s.store}: {exc}")
+            return summary
 
     def _changes(self) -> None:
         """With the local baseline, the worse changes this run confirms, for the summary."""
@@ -527,10 +510,9 @@ class UserflowRun:
         try:
             found = confirmed_changes(self.store, self.run.run_id, self.gate.key_direction)
         except StoreError as exc:  # said in the summary, never raised
-            self.summaries.append({"errors": [f"could not look for changes: {exc}"]})
+            self.summary.errors.append(f"could not look for changes: {exc}")
             return
-        if found:
-            self.summaries.append({"changes": found})
+        self.summary.changes = found
 
     def _units(self) -> None:
         """Tests that recorded a key in other units than their last RECENT_RUNS runs did: one
@@ -549,10 +531,9 @@ class UserflowRun:
                 self.store.measurements(Query(statuses=every, run_ids=earlier[::-1])),
             )
         except StoreError as exc:  # said in the summary, never raised
-            self.summaries.append({"errors": [f"could not compare the units: {exc}"]})
+            self.summary.errors.append(f"could not compare the units: {exc}")
             return
-        if found:
-            self.summaries.append({"unit_changes": found})
+        self.summary.unit_changes = sorted(set(found))
 
     def _html(self, path: Path) -> None:
         """The HTML report of the last runs, this one included; a failure is said, not raised."""
@@ -568,11 +549,23 @@ class UserflowRun:
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:
             text = getattr(exc, "strerror", None) or exc
-            self.summaries.append({"errors": [f"could not write the HTML report {path}: {text}"]})
+            self.summary.errors.append(f"could not write the HTML report {path}: {text}")
             return
-        self.summaries.append({"html": f"{path} ({len(data['charts'])} key(s), {size // 1024} KB)"})
+        self.summary.html = f"{path} ({len(data['charts'])} key(s), {size // 1024} KB)"
 
-    def _notes(self) -> dict[str, Any]:
+    def _markdown(self, path: Path) -> None:
+        """The markdown summary of the run; a failure is said, not raised."""
+        from .report import markdown, write_markdown
+
+        text = markdown(self.summary, run=self.run, where=self._where())
+        try:
+            write_markdown(path, text)
+        except OSError as exc:
+            error = f"could not write the markdown summary {path}: {exc.strerror or exc}"
+            self.summary.errors.append(error)
+
+    def _notes(self) -> ProcessSummary:
+        """This process's notes: its errors, what its gate checked, what its sender said."""
         assert self.sink is not None
         errors = list(self.errors)
         if self.damaged is not None:
@@ -588,21 +581,26 @@ class UserflowRun:
                 f"test(s), whose records are lost (their outcomes are not); the first: "
                 f"{self.unstored[0]}"
             )
-        notes: dict[str, Any] = {
-            "errors": errors,
-            "send_errors": [],
-            "foreign_tags": self.foreign_tags,
-            **self.sink.notes(),
-        }
+        summary = ProcessSummary(
+            self.worker,
+            self.device,
+            errors=errors,
+            foreign_tags=self.foreign_tags,
+            sink=self.sink.notes(),
+        )
         if self.gate is not None:
-            notes["checks"] = [c.as_dict() for c in self.gate.checks]
-            notes["no_history"] = sorted(self.gate.no_history)
-            notes["unused_budgets"] = self.gate.unused_budgets()
-            notes["budget_use"] = self.gate.use.as_data()  # the controller merges the workers'
-
+            summary.checks = list(self.gate.checks)
+            summary.no_history = sorted(self.gate.no_history)
+            summary.budget_use = self.gate.use  # the controller merges the workers'
             if self.gate.baselines is not None:
-                notes["errors"] += self.gate.baselines.errors
-        return notes
+                summary.errors += self.gate.baselines.errors
+        return summary
+
+    def _worth_saying(self, summary: ProcessSummary) -> bool:
+        """Whether a run that recorded nothing still has something for its summary: an error,
+        a budget or regression checked, a budget nobody used."""
+        unused = self.gate is not None and self.gate.unused_budgets()
+        return bool(summary.errors or summary.checks or summary.no_history or unused)
 
     def _where(self) -> str:
         s = self.settings
@@ -623,15 +621,15 @@ class UserflowRun:
         return f"userflow: {self._where()}{device}"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.workerinput is not None or not self.active or not self.summaries:
+        nothing = self.summary == RunSummary()
+        if self.workerinput is not None or not self.active or nothing:
             return
         from .report import render
 
         lines = render(
-            self.summaries,
+            self.summary,
             run=self.run,
             where=self._where(),
-            crashed=self.crashed,
             push=push_command(self.settings),
             budgets=self.settings.budgets,
         )

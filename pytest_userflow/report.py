@@ -6,17 +6,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .analysis import change_text, fmt_number, median
-from .gate import MIN_HISTORY, Budget, BudgetUse
-from .model import STATUSES, RunInfo, utc_text
+from .gate import MIN_HISTORY, Budget, Check
+from .model import (
+    STATUSES,
+    FlowTally,
+    KeyValues,
+    ProcessSummary,
+    RunInfo,
+    RunSummary,
+    SinkNotes,
+    utc_text,
+)
 from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History, shown
 
 _UPLOAD_DESTINATIONS = {
@@ -37,91 +47,36 @@ def destination(backend: str, dry_run: bool, upload_state: str | None) -> str:
     return backend
 
 
-def process_summary(
+def read_process(
     store: History | None,
     run_id: str,
+    summary: ProcessSummary,
     *,
-    worker: str | bool | None,
-    device: str | None,
     backend: str,
     dry_run: bool,
-    notes: dict[str, Any],
     with_events: bool = False,
-) -> dict[str, Any]:
-    """What this process (or, with worker=False, the whole run) recorded, read from the
-    store; each test only when *with_events* (the JSON report) asks for them."""
-    agg: dict[str, Any] = {"flows": {}, "keys": [], "pending": {"tests": 0, "measurements": 0}}
-    if store is not None:
-        agg = store.run_summary(run_id, worker)
-    for flow in agg["flows"].values():
+) -> ProcessSummary:
+    """*summary* with what its process (its ``worker``) recorded, read from the store; each
+    test only when *with_events* (the JSON report) asks for them."""
+    if store is None:
+        return summary
+    worker = summary.worker
+    agg = store.run_summary(run_id, worker)
+    for name, flow in agg["flows"].items():
         places: dict[str, int] = defaultdict(int)
         for state, n in flow.pop("places").items():
             places[destination(backend, dry_run, state or None)] += n
-        flow["places"] = dict(places)
-    summary = {
-        "worker": None if worker is False else worker,
-        "device": device,
-        "backend": backend,
-        "dry_run": dry_run,
-        **agg,
-        **notes,
-    }
+        summary.flows[name] = FlowTally(**flow, places=dict(places))
+    summary.keys = [KeyValues(**row) for row in agg["keys"]]
+    summary.pending_tests = agg["pending"]["tests"]
+    summary.pending_measurements = agg["pending"]["measurements"]
+    summary.reruns = [(nodeid, attempts) for nodeid, attempts in agg["reruns"]]
     if with_events:
-        events = []
-        if store is not None:
-            events = store.tests(run_id, worker if isinstance(worker, str) else None)
+        events = store.tests(run_id, worker)
         for event in events:
             event["destination"] = destination(backend, dry_run, event.pop("upload_state"))
-        summary["events"] = events
+        summary.tests = events
     return summary
-
-
-def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Flows, keys and pending counts of several processes as one.
-
-    Each process hands its values, so a key measured on several workers gets the median
-    of all of them.
-    """
-    flows: dict[str, dict[str, Any]] = {}
-    keys: dict[tuple[Any, ...], dict[str, Any]] = {}
-    pending = {"tests": 0, "measurements": 0}
-    reruns: list[list[Any]] = []
-    for s in summaries:
-        reruns += s.get("reruns", [])
-        for name, flow in s.get("flows", {}).items():
-            into = flows.setdefault(
-                name,
-                {
-                    "tests": 0,
-                    "statuses": defaultdict(int),
-                    "places": defaultdict(int),
-                    "left_out": 0,
-                    "by_gate": 0,
-                },
-            )
-            into["tests"] += flow["tests"]
-            into["left_out"] += flow.get("left_out", 0)
-            into["by_gate"] += flow.get("by_gate", 0)
-            for status, n in flow["statuses"].items():
-                into["statuses"][status] += n
-            for place, n in flow["places"].items():
-                into["places"][place] += n
-        for row in s.get("keys", []):
-            group = (row["flow"], row["key"], row["type"], row["device"], row["units"])
-            have = keys.setdefault(group, {**row, "count": 0, "values": []})
-            have["count"] += row["count"]
-            have["values"] += row["values"]
-        for name in pending:
-            pending[name] += s.get("pending", {}).get(name, 0)
-    for have in keys.values():
-        values = have["values"]
-        have.update(
-            numeric=len(values),
-            min=min(values) if values else None,
-            median=median(values) if values else None,
-            max=max(values) if values else None,
-        )
-    return {"flows": flows, "keys": list(keys.values()), "pending": pending, "reruns": reruns}
 
 
 def _names(nodeids: list[str]) -> str:
@@ -129,85 +84,92 @@ def _names(nodeids: list[str]) -> str:
     return shown + (f" and {len(nodeids) - MAX_NAMED} more" if len(nodeids) > MAX_NAMED else "")
 
 
-def key_rows(keys: list[dict[str, Any]], *, with_device: bool) -> list[list[str]]:
+def key_rows(keys: list[KeyValues], *, with_device: bool) -> list[list[str]]:
     """Per key and type (the API keeps them apart), and per device when there are devices:
     count, min, median, max and units. The first row is the header."""
-    with_type = any(k["type"] for k in keys)
+    with_type = any(k.type for k in keys)
     header = ["key", *(["type"] if with_type else []), *(["device"] if with_device else [])]
     rows = [[*header, "n", "min", "median", "max", "units"]]
-    order = sorted(
-        keys, key=lambda k: (k["key"], k["type"] or "", k["device"] or "", k["units"] or "")
-    )
+    order = sorted(keys, key=lambda k: (k.key, k.type or "", k.device or "", k.units or ""))
     for k in order:
         stats = ["-"] * 3
-        if k["numeric"]:
-            stats = [fmt_number(k["min"]), fmt_number(k["median"]), fmt_number(k["max"])]
+        if k.values:
+            low, mid, high = min(k.values), median(k.values), max(k.values)
+            stats = [fmt_number(low), fmt_number(mid), fmt_number(high)]
         labels = [
-            shorten(k["key"]),
-            *([k["type"] or "-"] if with_type else []),
-            *([k["device"] or "-"] if with_device else []),
+            shorten(k.key),
+            *([k.type or "-"] if with_type else []),
+            *([k.device or "-"] if with_device else []),
         ]
-        rows.append([*labels, str(k["count"]), *stats, k["units"] or "-"])
+        rows.append([*labels, str(k.count), *stats, k.units or "-"])
     return rows
 
 
-def _unused_budgets(summaries: list[dict[str, Any]], budgets: Sequence[Budget]) -> list[str]:
-    """The budgets that checked nothing in the whole run: every worker's tests together."""
-    use = BudgetUse()
-    for s in summaries:
-        if s.get("budget_use"):
-            use.merge(BudgetUse.from_data(s["budget_use"]))
-    return use.unused(budgets)
+#: Terminal lines: (text, markup) pairs.
+Lines = list[tuple[str, dict[str, bool]]]
+WARN = {"yellow": True}
+ERROR = {"red": True, "bold": True}
 
 
-def _checks_section(
-    summaries: list[dict[str, Any]], budgets: Sequence[Budget] = ()
-) -> list[tuple[str, dict[str, bool]]]:
+def not_ok(check: Check) -> bool:
+    """A breach or a regression, whether or not it fails its test (warning mode)."""
+    return check.verdict not in ("ok", "within the noise")
+
+
+def sorted_checks(total: ProcessSummary) -> list[Check]:
+    """The run's checks, those not ok first."""
+    return sorted(total.checks, key=lambda c: (c.verdict == "ok", c.nodeid, c.key))
+
+
+def noise_cell(check: Check) -> str:
+    """The baseline's noise: in percent of its median, else in the key's units."""
+    if check.noise_pct is not None:
+        return f"{check.noise_pct:.1f}%"
+    if check.spread is not None:
+        return f"{check.spread:.4g}{with_units('', check.units)}"
+    return "-"
+
+
+def with_units(text: str, units: str | None) -> str:
+    return f"{text} {units}" if units else text
+
+
+def _check_rows(checks: list[Check]) -> Lines:
+    rows = [["test", "key", "value", "budget / baseline", "noise", "change", "verdict"]]
+    for c in checks[:MAX_CHECK_ROWS]:
+        key = shorten(f"{c.flow}/{c.key}")
+        row = [shorten(c.nodeid, 2 * MAX_CELL), key, with_units(f"{c.value:g}", c.units)]
+        rows.append([*row, c.limit, noise_cell(c), c.change_text(), c.verdict])
+    out: Lines = [(line, {}) for line in format_table(rows, "  ")]
+    if len(checks) > MAX_CHECK_ROWS:
+        out.append((f"  ... and {len(checks) - MAX_CHECK_ROWS} more (all ok)", {}))
+    return out
+
+
+def _checks_section(summary: RunSummary, total: ProcessSummary, budgets: Sequence[Budget]) -> Lines:
     """Budgets and regressions: each checked value with its limit, change and verdict."""
-    checks = sorted(
-        (c for s in summaries for c in s.get("checks", [])),
-        key=lambda c: (c["verdict"] == "ok", c["nodeid"], c["key"]),
-    )
-    no_history = sorted({h for s in summaries for h in s.get("no_history", [])})
-    unused = _unused_budgets(summaries, budgets)
-    out: list[tuple[str, dict[str, bool]]] = []
-    if (
-        not checks
-        and not no_history
-        and not unused
-        and not any(s.get("changes") for s in summaries)
-    ):
-        return out
-    failed = sum(1 for c in checks if c["verdict"] not in ("ok", "within the noise"))
-    out.append((f"budgets and regressions: {len(checks)} checked, {failed} not ok", {"bold": True}))
+    checks = sorted_checks(total)
+    unused = total.budget_use.unused(budgets) if total.budget_use else []
+    if not checks and not total.no_history and not unused and not summary.changes:
+        return []
+    failed = sum(1 for c in checks if not_ok(c))
+    out: Lines = [
+        (f"budgets and regressions: {len(checks)} checked, {failed} not ok", {"bold": True})
+    ]
     if checks:
-        rows = [["test", "key", "value", "budget / baseline", "noise", "change", "verdict"]]
-        for c in checks[:MAX_CHECK_ROWS]:
-            units = f" {c['units']}" if c.get("units") else ""
-            change = change_text(c.get("baseline"), c["value"], c.get("change_pct"))
-            noise = "-"
-            if c.get("noise_pct") is not None:
-                noise = f"{c['noise_pct']:.1f}%"
-            elif c.get("spread") is not None:
-                noise = f"{c['spread']:.4g}{units}"
-            key = shorten(f"{c['flow']}/{c['key']}")
-            row = [shorten(c["nodeid"], 2 * MAX_CELL), key, f"{c['value']:g}{units}"]
-            rows.append([*row, c["limit"], noise, change, c["verdict"]])
-        out += [(line, {}) for line in format_table(rows, "  ")]
-        if len(checks) > MAX_CHECK_ROWS:
-            out.append((f"  ... and {len(checks) - MAX_CHECK_ROWS} more (all ok)", {}))
+        out += _check_rows(checks)
     if unused:
         text = "WARNING: budgets whose key no test of their flow recorded (a typo?): "
-        out.append((text + "; ".join(unused), {"yellow": True}))
-    for c in (c for s in summaries for c in s.get("changes", [])):
+        out.append((text + "; ".join(unused), WARN))
+    for c in summary.changes:
         see = f"see pytest-userflow changes --flow {shlex.quote(c['flow'])}"
         out.append((f"worse change confirmed: {describe_change(c)}; {see}", {"red": True}))
-    if no_history:
+    if total.no_history:
         text = (
             f"no regression verdict yet, too little history (fewer than {MIN_HISTORY} passed "
             "values of the same test and device): "
         )
-        out.append((text + ", ".join(no_history), {"yellow": True}))
+        out.append((text + ", ".join(total.no_history), WARN))
     return out
 
 
@@ -245,173 +207,182 @@ def format_table(rows: list[list[str]], indent: str = "") -> list[str]:
     ]
 
 
-def render(
-    summaries: Iterable[dict[str, Any]],
-    *,
-    run: RunInfo | None,
-    where: str,
-    crashed: Iterable[str] = (),
-    push: str = "pytest-userflow push",
-    budgets: Sequence[Budget] = (),
-) -> list[tuple[str, dict[str, bool]]]:
-    """The terminal section: (line, markup) pairs; empty when nothing was recorded. *push*:
-    the command that sends what is pending from this store."""
-    summaries = list(summaries)
-    total = merge(summaries)
-    out: list[tuple[str, dict[str, bool]]] = []
-    warn = {"yellow": True}
-    crashed = list(crashed)
-    if (
-        not total["flows"]
-        and not crashed
-        and not any(
-            s.get("auth_error")
-            or s.get("unroutable")
-            or s.get("errors")
-            or s.get("no_history")
-            or s.get("unreachable")
-            or s.get("send_errors")
-            or s.get("html")
-            for s in summaries
-        )
-    ):
-        return out
-    run_text = f" (run {run.run_id})" if run else ""
-    out.append((f"{where}{run_text}", {"bold": True}))
-    with_device = any(k["device"] for k in total["keys"])
-    for flow in sorted(total["flows"]):
-        entry = total["flows"][flow]
-        statuses = entry["statuses"]
-        status_text = ", ".join(
-            f"{statuses[s]} {s}"
-            + (
-                f", {entry['by_gate']} of them only by the gate"
-                if s == "Failed" and entry["by_gate"]
-                else ""
-            )
-            for s in STATUSES
-            if statuses.get(s)
-        )
-        places = entry["places"]
-        n = sum(places.values())
-        place_text = ", ".join(
+def _has_news(summary: RunSummary, total: ProcessSummary) -> bool:
+    """Whether the run has anything for its summary."""
+    sink = total.sink
+    return bool(
+        total.flows
+        or summary.crashed
+        or sink.auth_error
+        or sink.unroutable
+        or total.errors
+        or summary.errors
+        or total.no_history
+        or sink.unreachable
+        or sink.send_errors
+        or summary.html
+    )
+
+
+def _flow_lines(total: ProcessSummary) -> Lines:
+    """Each flow: its tests by status, where its measurements went, its keys' statistics."""
+    out: Lines = []
+    with_device = any(k.device for k in total.keys)
+    for name, flow in total.flows.items():
+        statuses = []
+        for status in STATUSES:
+            if flow.statuses.get(status):
+                gate = f", {flow.by_gate} of them only by the gate"
+                by_gate = status == "Failed" and flow.by_gate
+                statuses.append(f"{flow.statuses[status]} {status}" + (gate if by_gate else ""))
+        n = sum(flow.places.values())
+        places = ", ".join(
             f"{count} {_PLACE_WORDS.get(place, place)}"
-            for place, count in sorted(places.items())
+            for place, count in sorted(flow.places.items())
             if count
         )
-        tests = f"{entry['tests']} test{'s' if entry['tests'] != 1 else ''}"
-        out.append(
-            (
-                f"flow {flow!r}: {tests} ({status_text}); {n} measurement"
-                f"{'s' if n != 1 else ''}" + (f": {place_text}" if place_text else ""),
-                {},
-            )
-        )
-        rows = key_rows([k for k in total["keys"] if k["flow"] == flow], with_device=with_device)
+        tests = f"{flow.tests} test{'s' if flow.tests != 1 else ''}"
+        line = f"flow {name!r}: {tests} ({', '.join(statuses)}); {n} measurement"
+        out.append((line + ("s" if n != 1 else "") + (f": {places}" if places else ""), {}))
+        rows = key_rows([k for k in total.keys if k.flow == name], with_device=with_device)
         if len(rows) > 1:
             out += [(line, {}) for line in format_table(rows, "  ")]
-        if entry.get("left_out"):
+        if flow.left_out:
             out.append((
                 "  (n: values of passed and failed tests, as 'pytest-userflow stats' counts "
-                f"them; {entry['left_out']} value(s) of excluded tests left out)",
+                f"them; {flow.left_out} value(s) of excluded tests left out)",
                 {},
             ))  # fmt: skip
-    units = sorted({u for s in summaries for u in s.get("unit_changes", [])})
+    return out
+
+
+def _run_warnings(summary: RunSummary, total: ProcessSummary) -> Lines:
+    """Units that changed, tests run more than once, and markers that named no flow."""
+    out: Lines = []
+    units = summary.unit_changes
     for line in units[:MAX_NAMED]:
-        out.append((f"WARNING: {line}: their values are summarised apart", warn))
+        out.append((f"WARNING: {line}: their values are summarised apart", WARN))
     if len(units) > MAX_NAMED:
-        out.append((f"WARNING: ... and {len(units) - MAX_NAMED} more tests changed units", warn))
-    reruns = sorted(total.get("reruns", []))
+        out.append((f"WARNING: ... and {len(units) - MAX_NAMED} more tests changed units", WARN))
+    reruns = sorted(total.reruns)
     if reruns:
         named = _names([f"{shorten(nodeid, 2 * MAX_CELL)} ({n} attempts)" for nodeid, n in reruns])
         out.append((
             f"{len(reruns)} test(s) took more than one attempt (pytest-rerunfailures); their "
             f"values are the last attempt's: {named}",
-            warn,
+            WARN,
         ))  # fmt: skip
-    foreign = sorted(n for s in summaries for n in s.get("foreign_tags", []))
+    foreign = sorted(total.foreign_tags)
     if foreign:
         out.append((
             f"WARNING: {len(foreign)} test(s) carry @pytest.mark.userflow with no flow name "
             "(another plugin's tag?), so what they recorded went to the flow of a test with no "
             f"marker; name one with @pytest.mark.userflow(\"Login\"): {_names(foreign)}",
-            warn,
+            WARN,
         ))  # fmt: skip
-    out += _checks_section(summaries, budgets)
-    for s in summaries:
-        label = f" on {s['worker']}" if s.get("worker") else ""
-        if s.get("dry_run_lines"):
-            out.append((f"dry run{label}: the requests that would be sent", {"bold": True}))
-            out += [("  " + line, {}) for line in s["dry_run_lines"]]
-        if s.get("unroutable"):
-            out.append(
-                (
-                    f"WARNING{label}: {len(s['unroutable'])} test(s) have no HeadSpin session "
-                    "(userflow.attach_session) and no device (--userflow-device): their "
-                    f"measurements are kept in the local store only: {_names(s['unroutable'])}",
-                    warn,
-                )
-            )
-        if s.get("auth_error"):
-            out.append(
-                (
-                    f"ERROR{label}: HeadSpin refused the API token: {s['auth_error']}; "
-                    f"the data stays pending for '{push}'.",
-                    {"red": True, "bold": True},
-                )
-            )
-        if s.get("unreachable"):
-            out.append(
-                (
-                    f"ERROR{label}: HeadSpin could not be reached ({s['unreachable']}): sending "
-                    "stopped, and what was not sent stays pending for 'pytest-userflow push'",
-                    {"red": True, "bold": True},
-                )
-            )
-        for sid, shared in sorted(s.get("shared_sessions", {}).items()):
-            out.append(
-                (
-                    f"session {sid} in flow {shared['flow']!r}{label}: shared by "
-                    f"{shared['tests']} tests, sent as {shared['status']}",
-                    {},
-                )
-            )
-        if s.get("legacy"):
-            out.append(
-                (
-                    f"legacy API{label}: the upload route carries no status message and no flow "
-                    "description; tests with a device and no session went through the "
-                    "/v0/userflows routes",
-                    {},
-                )
-            )
-        for kind, errors in (
-            ("upload refused", s.get("send_errors", [])),
-            ("ERROR", s.get("errors", [])),
-        ):
-            out += [(f"{kind}{label}: {error}", {"red": True}) for error in errors[:MAX_NAMED]]
-            if len(errors) > MAX_NAMED:
-                more = len(errors) - MAX_NAMED
-                out.append((f"{kind}{label}: ... and {more} more (the JSON report has all)", {}))
-    pending = total["pending"]
-    if pending["tests"]:
-        out.append(
-            (
-                f"{pending['tests']} test(s) with {pending['measurements']} measurement(s) are "
-                f"still pending in the local store: run '{push}' to send them",
-                warn,
-            )
-        )
-    out += [(f"HTML report: {s['html']}", {}) for s in summaries if s.get("html")]
-    for worker in crashed:
-        out.append(
-            (
-                f"worker {worker} died: its finished tests are in its local store; "
-                f"run '{push}' on that host to send what is pending",
-                warn,
-            )
-        )
     return out
+
+
+def _error_lines(kind: str, label: str, errors: list[str]) -> Lines:
+    out: Lines = [(f"{kind}{label}: {error}", {"red": True}) for error in errors[:MAX_NAMED]]
+    if len(errors) > MAX_NAMED:
+        more = len(errors) - MAX_NAMED
+        out.append((f"{kind}{label}: ... and {more} more (the JSON report has all)", {}))
+    return out
+
+
+def _sink_lines(sink: SinkNotes, label: str, push: str) -> Lines:
+    """What one process's sender said: its dry run, and what it could not send."""
+    out: Lines = []
+    if sink.dry_run_lines:
+        out.append((f"dry run{label}: the requests that would be sent", {"bold": True}))
+        out += [("  " + line, {}) for line in sink.dry_run_lines]
+    if sink.unroutable:
+        out.append((
+            f"WARNING{label}: {len(sink.unroutable)} test(s) have no HeadSpin session "
+            "(userflow.attach_session) and no device (--userflow-device): their "
+            f"measurements are kept in the local store only: {_names(sink.unroutable)}",
+            WARN,
+        ))  # fmt: skip
+    if sink.auth_error:
+        out.append((
+            f"ERROR{label}: HeadSpin refused the API token: {sink.auth_error}; "
+            f"the data stays pending for '{push}'.",
+            ERROR,
+        ))  # fmt: skip
+    if sink.unreachable:
+        out.append((
+            f"ERROR{label}: HeadSpin could not be reached ({sink.unreachable}): sending "
+            "stopped, and what was not sent stays pending for 'pytest-userflow push'",
+            ERROR,
+        ))  # fmt: skip
+    for sid, shared in sorted(sink.shared_sessions.items()):
+        out.append((
+            f"session {sid} in flow {shared.flow!r}{label}: shared by {shared.tests} tests, "
+            f"sent as {shared.status}",
+            {},
+        ))  # fmt: skip
+    if sink.legacy:
+        out.append((
+            f"legacy API{label}: the upload route carries no status message and no flow "
+            "description; tests with a device and no session went through the "
+            "/v0/userflows routes",
+            {},
+        ))  # fmt: skip
+    return out
+
+
+def _process_lines(summary: RunSummary, push: str) -> Lines:
+    """Each process's own notes, named by its worker under xdist; then the run's errors."""
+    out: Lines = []
+    for s in summary.processes:
+        label = f" on {s.worker}" if s.worker else ""
+        out += _sink_lines(s.sink, label, push)
+        out += _error_lines("upload refused", label, s.sink.send_errors)
+        out += _error_lines("ERROR", label, s.errors)
+    return out + _error_lines("ERROR", "", summary.errors)
+
+
+def _end_lines(summary: RunSummary, total: ProcessSummary, push: str) -> Lines:
+    """What is still pending, the HTML report, and the workers that died."""
+    out: Lines = []
+    if total.pending_tests:
+        out.append((
+            f"{total.pending_tests} test(s) with {total.pending_measurements} measurement(s) "
+            f"are still pending in the local store: run '{push}' to send them",
+            WARN,
+        ))  # fmt: skip
+    if summary.html:
+        out.append((f"HTML report: {summary.html}", {}))
+    for worker in summary.crashed:
+        out.append((
+            f"worker {worker} died: its finished tests are in its local store; "
+            f"run '{push}' on that host to send what is pending",
+            WARN,
+        ))  # fmt: skip
+    return out
+
+
+def render(
+    summary: RunSummary,
+    *,
+    run: RunInfo | None,
+    where: str,
+    push: str = "pytest-userflow push",
+    budgets: Sequence[Budget] = (),
+) -> Lines:
+    """The terminal section: (line, markup) pairs; empty when nothing was recorded. *push*:
+    the command that sends what is pending from this store."""
+    total = summary.total()
+    if not _has_news(summary, total):
+        return []
+    run_text = f" (run {run.run_id})" if run else ""
+    out: Lines = [(f"{where}{run_text}", {"bold": True})]
+    out += _flow_lines(total)
+    out += _run_warnings(summary, total)
+    out += _checks_section(summary, total, budgets)
+    out += _process_lines(summary, push)
+    return out + _end_lines(summary, total, push)
 
 
 _PLACE_WORDS = {
@@ -426,35 +397,138 @@ _PLACE_WORDS = {
 
 def build_report(
     run: RunInfo | None,
-    summaries: Iterable[dict[str, Any]],
+    summary: RunSummary,
     *,
     backend: str,
     store: Path | str | None,
     url: str | None,
-    crashed: Iterable[str] = (),
 ) -> dict[str, Any]:
-    summaries = list(summaries)
-    tests = sorted((e for s in summaries for e in s.get("events", [])), key=lambda e: e["nodeid"])
+    total = summary.total()
+    sink = total.sink
     return {
         "run": {**run.as_dict(), "finished_at": utc_text(time.time())} if run else None,
         "backend": backend,
         "store": shown(store) if store else None,
         "headspin_url": url if backend == "headspin" else None,
-        "tests": tests,
+        "tests": sorted(total.tests, key=lambda e: e["nodeid"]),
         "warnings": {
-            "unroutable": [n for s in summaries for n in s.get("unroutable", [])],
-            "auth_error": next((s["auth_error"] for s in summaries if s.get("auth_error")), None),
-            "unreachable": next(
-                (s["unreachable"] for s in summaries if s.get("unreachable")), None
-            ),
-            "upload_errors": [e for s in summaries for e in s.get("send_errors", [])],
-            "errors": [e for s in summaries for e in s.get("errors", [])],
-            "unnamed_flow_marker": sorted(n for s in summaries for n in s.get("foreign_tags", [])),
-            "crashed_workers": list(crashed),
-            "no_baseline_history": sorted({h for s in summaries for h in s.get("no_history", [])}),
-            "unit_changes": sorted({u for s in summaries for u in s.get("unit_changes", [])}),
+            "unroutable": sink.unroutable,
+            "auth_error": sink.auth_error,
+            "unreachable": sink.unreachable,
+            "upload_errors": sink.send_errors,
+            "errors": total.errors + summary.errors,
+            "unnamed_flow_marker": sorted(total.foreign_tags),
+            "crashed_workers": summary.crashed,
+            "no_baseline_history": total.no_history,
+            "unit_changes": summary.unit_changes,
         },
     }
+
+
+# -- the markdown summary ----------------------------------------------------------------------
+
+#: What markdown would read as syntax in a table cell: escaped with a backslash.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~#!])")
+
+
+def md_text(text: str) -> str:
+    """*text* as literal markdown on one line: a hostile key can neither end a table cell
+    (``|``, a line break) nor open a code span, a link, an image or HTML."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def markdown_table(rows: list[list[str]]) -> list[str]:
+    """A GitHub-flavoured markdown table, every cell escaped; the first row is the header."""
+    header, *body = rows
+    lines = ["| " + " | ".join(md_text(c) for c in header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    return lines + ["| " + " | ".join(md_text(c) for c in row) + " |" for row in body]
+
+
+def _md_baseline(check: Check) -> str:
+    if check.kind == "budget":
+        return with_units(check.limit, check.units)
+    return with_units(fmt_number(check.baseline), check.units)
+
+
+def _md_flow_rows(name: str, total: ProcessSummary) -> list[list[str]]:
+    """One flow's table: each checked value, then each key no check covered (its median)."""
+    rows = [["key", "test", "baseline", "value", "change", "noise", "verdict"]]
+    checks = [c for c in sorted_checks(total) if c.flow == name]
+    for c in checks:
+        value = with_units(f"{c.value:g}", c.units)
+        rows.append([c.key, c.nodeid, _md_baseline(c), value, c.change_text(), noise_cell(c)])
+        rows[-1].append(c.verdict)
+    checked = {c.key for c in checks}
+    for k in sorted(total.keys, key=lambda k: (k.key, k.type or "", k.device or "")):
+        if k.flow != name or k.key in checked:
+            continue
+        key = k.key + (f" ({k.type})" if k.type else "")
+        value = f"{with_units(fmt_number(median(k.values)), k.units)} (median of {len(k.values)})"
+        if not k.values:
+            value = f"{k.count} text value(s)"
+        rows.append([key, k.device or "-", "-", value, "-", "-", "not checked"])
+    return rows
+
+
+def _md_run(run: RunInfo | None, where: str) -> str:
+    said = [f"run {run.run_id}"] if run else []
+    if run and run.git_branch:
+        said.append(f"branch {run.git_branch}")
+    if run and run.git_commit:
+        said.append(f"commit {run.git_commit[:10]}")
+    if run and run.ci_build_id:
+        said.append(f"CI build {run.ci_build_id}")
+    return md_text(", ".join([*said, where]))
+
+
+def _md_flow_line(flow: FlowTally) -> str:
+    statuses = ", ".join(f"{flow.statuses[s]} {s}" for s in STATUSES if flow.statuses.get(s))
+    return f"{flow.tests} test{'s' if flow.tests != 1 else ''}: {statuses}"
+
+
+def markdown(summary: RunSummary, *, run: RunInfo | None, where: str) -> str:
+    """The run as GitHub-flavoured markdown, for a CI page or a pull-request comment: what
+    ran, the regressions and budget breaches first, a table per flow, the worse changes."""
+    total = summary.total()
+    checks = sorted_checks(total)
+    bad = [c for c in checks if not_ok(c)]
+    out = ["## pytest-userflow", "", _md_run(run, where), ""]
+    if bad:
+        out += [f"### {len(bad)} regression(s) and budget breach(es)", ""]
+        out += [f"- **{md_text(c.verdict)}**: {md_text(c.message())} ({md_text(c.nodeid)})"
+                for c in bad]  # fmt: skip
+        out.append("")
+    elif checks:
+        out += [f"No regression or budget breach in {len(checks)} checked value(s).", ""]
+    for name, flow in total.flows.items():
+        out += [f"### {md_text(name)}", "", md_text(_md_flow_line(flow)), ""]
+        rows = _md_flow_rows(name, total)
+        if len(rows) > 1:
+            out += [*markdown_table(rows), ""]
+    if summary.changes:
+        out += ["### Worse changes this run confirmed", ""]
+        out += [f"- {md_text(describe_change(c))}" for c in summary.changes]
+        out.append("")
+    notes = [*total.errors, *summary.errors]
+    notes += [f"worker {worker} died" for worker in summary.crashed]
+    if total.no_history:
+        few = ", ".join(total.no_history)
+        notes.append(f"no regression verdict yet, too little history: {few}")
+    if notes:
+        out += ["### Problems", "", *(f"- {md_text(note)}" for note in notes), ""]
+    return "\n".join(out)
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """The markdown summary to *path*: appended when it is GitHub's step summary, which each
+    step of a job adds to, else written whole."""
+    step = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step and Path(step).resolve() == path.resolve():
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(text)
+        return
+    write_file(path, text.encode())
 
 
 def write_file(path: str | Path, data: bytes) -> None:

@@ -17,7 +17,14 @@ from collections import deque
 from collections.abc import Callable, Collection, Hashable
 from typing import TYPE_CHECKING, Any
 
-from .model import MeasurementError, RunInfo, TestRecord, truncate_message
+from .model import (
+    MeasurementError,
+    RunInfo,
+    SessionShare,
+    SinkNotes,
+    TestRecord,
+    truncate_message,
+)
 from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, Outbox, Progress, Upload
 
 if TYPE_CHECKING:
@@ -409,9 +416,9 @@ class Sink:
     def close(self) -> None:
         """Called once when the plugin is unconfigured."""
 
-    def notes(self) -> dict[str, Any]:
+    def notes(self) -> SinkNotes:
         """What the summary says of this sink."""
-        return {}
+        return SinkNotes()
 
 
 class NullSink(Sink):
@@ -451,8 +458,8 @@ class DryRunSink(Sink):
         self.lines.append(f"{record.nodeid} ({record.status}):")
         self.lines += [f"  {call.describe()}" for call in self.client.calls[before:]]
 
-    def notes(self) -> dict[str, Any]:
-        return {"dry_run_lines": self.lines}
+    def notes(self) -> SinkNotes:
+        return SinkNotes(dry_run_lines=self.lines)
 
 
 class SharedSession:
@@ -546,18 +553,18 @@ class HeadSpinSink(Sink):
     def close(self) -> None:
         self.sender.close()
 
-    def notes(self) -> dict[str, Any]:
+    def notes(self) -> SinkNotes:
         stats = self.sender.stats
         shared = {
-            sid: {"flow": s.flow, "tests": s.tests, "status": s.status}
+            sid: SessionShare(s.flow, s.tests, s.status)
             for sid, s in self.sessions.items()
             if s.tests > 1
         }
-        return {
-            "unroutable": self.unroutable,
-            "auth_error": stats.auth_error,
-            "unreachable": stats.unreachable and f"{self.url}: {stats.unreachable}",
-            "send_errors": stats.errors + self.refused,
-            "shared_sessions": shared,
-            "legacy": self.api == "legacy",
-        }
+        return SinkNotes(
+            unroutable=self.unroutable,
+            auth_error=stats.auth_error,
+            unreachable=f"{self.url}: {stats.unreachable}" if stats.unreachable else None,
+            send_errors=stats.errors + self.refused,
+            shared_sessions=shared,
+            legacy=self.api == "legacy",
+        )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from .model import ProcessSummary
+
 if TYPE_CHECKING:
     from .recorder import UserflowRun
 
@@ -38,7 +40,8 @@ class ControllerHooks:
         device = self.devices.pop(worker, None)
         output = getattr(node, "workeroutput", None) or {}
         if "userflow" in output:
-            self.run.summaries.append(json.loads(output["userflow"]))
+            summary = ProcessSummary.from_dict(json.loads(output["userflow"]))
+            self.run.summary.processes.append(summary)
         elif self.run.active and self.run.run is not None and self.run.store is not None:
             # What the dead worker finished is in the store when it shares this host's file
             # system (popen workers do); remote workers' stores are on their hosts.

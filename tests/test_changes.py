@@ -56,6 +56,11 @@ def test_changes_names_the_run_where_a_slowdown_began(
     # FPS did not move: no change there, whichever way is better
     table = run_cli(store_path, "changes", "--higher-is-better", "FPS").stdout
     assert "1 change(s) in 2 series" in table and runs[10] in table
+    markdown = run_cli(store_path, "changes", "--format", "markdown").stdout.splitlines()
+    assert markdown[:2] == ["1 change(s) in 2 series; 0 worse in the last 5 run(s)", ""]
+    assert markdown[2].startswith("| flow | key | type | test | device | run\\_id |")
+    row = markdown[4]
+    assert row.startswith("| Login | Login Time | - | test\\_changes\\_names") and runs[10] in row
     # a nightly job: worse within the last 6 runs fails, within the last 3 does not
     failing = run_cli(store_path, "changes", "--fail-on", "worse", "--recent", "6")
     assert failing.returncode == 1

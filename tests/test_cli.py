@@ -225,6 +225,17 @@ def test_compare_catches_the_slowdown_and_respects_direction(store: Path) -> Non
     assert lines[-1] == "not compared, their values are not numbers: Login/Screen"
     assert "worse by more than 20% and the noise: Login/Login Time +29.6%" in result.stderr
     assert cli(store, "compare", "--fail-over", "40").returncode == 0
+    markdown = cli(store, "compare", "--format", "markdown").stdout.splitlines()
+    assert markdown[0].startswith("comparing run ") and markdown[1] == ""
+    assert markdown[2] == (
+        "| flow | key | type | baseline | candidate | change | noise | verdict | units "
+        "| baseline\\_n | candidate\\_n | direction |"
+    )
+    assert (
+        "| Login | Login Time | Custom Metrics | 101.5 | 131.5 | +29.6% | 3.9% | worse | ms |"
+        in ("\n".join(markdown))
+    )
+    assert markdown[-3:] == ["", "not compared, their values are not numbers: Login/Screen", ""]
     data = json.loads(cli(store, "compare", "--format", "json").stdout)["comparisons"]
     login = next(c for c in data if c["key"] == "Login Time")
     assert (
