@@ -29,8 +29,8 @@ from .model import (
     utc_text,
 )
 from .report import format_table
-from .sources import HeadSpinSource, LocalSource, Source, api_token, open_existing
-from .storage import FAILED, PENDING, Query, StoreError
+from .sources import HeadSpinSource, LocalSource, Source, api_token
+from .storage import FAILED, PENDING, Query, StoreError, open_outbox
 from .upload import Sender
 
 if TYPE_CHECKING:
@@ -669,7 +669,12 @@ def cmd_report(args: argparse.Namespace, source: Source) -> int:
 
 
 def cmd_push(args: argparse.Namespace, source: Source) -> int:
-    store = open_existing(args.store)  # the outbox: this machine's, whatever the source
+    store = open_outbox(args.store)  # this machine's, whatever the source
+    if not store.exists:
+        raise CliError(
+            f"no store at {args.store}: run pytest with pytest-userflow first, or pass --store"
+        )
+    store.check()
     try:
         return _push(args, store)
     finally:

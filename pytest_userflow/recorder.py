@@ -161,10 +161,10 @@ class UserflowRun:
         else:
             self.run = new_run(self.config.rootpath, s.backend)
         if s.backend != "off":
-            from .storage import open_store
+            from .storage import open_outbox
 
             try:
-                self.store = open_store(s.store)
+                self.store = open_outbox(s.store)
                 self.store.check()
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None

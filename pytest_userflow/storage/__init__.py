@@ -21,6 +21,9 @@ from ..model import RunInfo, TestRecord, UserflowError
 if TYPE_CHECKING:
     from .sqlite import SQLiteStore
 
+#: The URL schemes of a PostgreSQL store.
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
 #: Upload states: waiting to be sent, delivered, refused by the destination (kept), or not
 #: routable (no session and no device) and so kept only in the history.
 PENDING, SENT, FAILED, LOCAL_ONLY = "pending", "sent", "failed", "local-only"
@@ -217,13 +220,36 @@ def sqlite_path(location: str | Path) -> Path:
     return Path(text[len("sqlite:///") :] if text.startswith("sqlite:///") else text)
 
 
-def open_store(location: str | Path) -> SQLiteStore:
-    """The history (and this machine's outbox) at *location*: a SQLite file path or
-    ``sqlite:///path``. Nothing is made on disk until something is written."""
+def is_postgres(location: str | Path) -> bool:
+    """A store setting that names a PostgreSQL database."""
+    return urllib.parse.urlsplit(str(location)).scheme in POSTGRES_SCHEMES and is_url(location)
+
+
+def open_store(location: str | Path) -> History:
+    """The history at *location*: a SQLite file path or ``sqlite:///path`` (which is also
+    this machine's outbox), or a ``postgresql://`` URL. Nothing is made until something is
+    written."""
+    if is_postgres(location):
+        from .postgres import PostgresStore
+
+        return PostgresStore(str(location))
     if is_url(location):
         raise StoreError(
-            f"{shown(location)}: only a SQLite file is supported as the userflow store "
-            "(a path, or sqlite:///path)"
+            f"{shown(location)}: the userflow store is a SQLite file (a path, or "
+            "sqlite:///path) or a PostgreSQL database (postgresql://user@host:5432/db)"
+        )
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(sqlite_path(location))
+
+
+def open_outbox(location: str | Path) -> SQLiteStore:
+    """This machine's outbox (and history, with the SQLite store) at *location*: a SQLite
+    file path or ``sqlite:///path``."""
+    if is_url(location):
+        raise StoreError(
+            f"{shown(location)}: the outbox is a SQLite file on this machine (a path, or "
+            "sqlite:///path)"
         )
     from .sqlite import SQLiteStore
 
