@@ -66,9 +66,18 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--userflow-store",
         dest="userflow_store",
-        metavar="PATH",
-        help=f"local SQLite store, also the upload spool: a path or sqlite:///path "
+        metavar="PATH_OR_URL",
+        help=f"the history: a SQLite file (a path or sqlite:///path), also the upload spool, "
+        "or a PostgreSQL team store postgresql://user@host:5432/db (the [postgres] extra) "
         f"(ini: userflow_store; env: {STORE_ENV}; default {DEFAULT_STORE})",
+    )
+    group.addoption(
+        "--userflow-outbox",
+        dest="userflow_outbox",
+        metavar="PATH",
+        help="this machine's outbox, a SQLite file: each test is committed there first, and "
+        "sent from there to a PostgreSQL store and HeadSpin (ini: userflow_outbox; default: "
+        f"the SQLite store, else {DEFAULT_STORE})",
     )
     group.addoption(
         "--userflow-device",
@@ -153,7 +162,16 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("userflow_name", "user flow for tests that carry no marker")
     parser.addini("userflow_backend", "auto, local, headspin or off", default="")
     parser.addini("headspin_url", f"HeadSpin API base URL (default {DEFAULT_URL})", default="")
-    parser.addini("userflow_store", f"local SQLite store (default {DEFAULT_STORE})", default="")
+    parser.addini(
+        "userflow_store",
+        f"the history: a SQLite file or a postgresql:// URL (default {DEFAULT_STORE})",
+        default="",
+    )
+    parser.addini(
+        "userflow_outbox",
+        f"this machine's outbox, a SQLite file (default: the SQLite store, else {DEFAULT_STORE})",
+        default="",
+    )
     parser.addini(
         "userflow_devices",
         "device addresses device_id@hostname, one a line",
@@ -208,12 +226,17 @@ class Settings(NamedTuple):
     directions: tuple[Budget, ...] = ()
     token: str | None = None
     html: Path | None = None
+    outbox: Path | None = None  # None: the store's file (a SQLite store)
 
-    def __repr__(self) -> str:  # never the token
-        shown = ", ".join(
-            f"{name}={getattr(self, name)!r}" for name in self._fields if name != "token"
+    def __repr__(self) -> str:  # never the token, nor the store URL's password
+        from .storage import shown
+
+        fields = ", ".join(
+            f"{name}={shown(self.store) if name == 'store' else getattr(self, name)!r}"
+            for name in self._fields
+            if name != "token"
         )
-        return f"Settings({shown})"
+        return f"Settings({fields})"
 
 
 def _pick(
@@ -273,7 +296,7 @@ def resolve(config: pytest.Config) -> Settings:
                 f"{timeout_where}: {timeout_value!r} is not a number of seconds >= 0"
             )
 
-    from .storage import is_url, sqlite_path
+    from .storage import StoreError, check_location, is_url, sqlite_path
 
     # A path given on the command line or in the environment is the caller's; the ini's is
     # the project's, relative to its rootdir. A URL is left as it is (Path would fold its //).
@@ -282,7 +305,12 @@ def resolve(config: pytest.Config) -> Settings:
         text, base = given, config.invocation_params.dir
     else:
         text, base = config.getini("userflow_store").strip() or DEFAULT_STORE, config.rootpath
+    try:
+        check_location(text)
+    except StoreError as exc:
+        raise pytest.UsageError(str(exc)) from None
     store = text if is_url(text) else Path(base, sqlite_path(text)).resolve()
+    outbox = _outbox(config, store)
 
     devices_where = (
         "--userflow-device" if config.getoption("userflow_devices") else "ini key userflow_devices"
@@ -350,6 +378,7 @@ def resolve(config: pytest.Config) -> Settings:
         backend=backend,
         url=url,
         store=store,
+        outbox=outbox,
         devices=tuple(devices),
         api=api,
         report=report,
@@ -365,6 +394,30 @@ def resolve(config: pytest.Config) -> Settings:
         directions=tuple(directions),
         html=html,
     )
+
+
+def _outbox(config: pytest.Config, store: Path | str) -> Path | None:
+    """The outbox file: given (command line, else ini), else with a URL store the default
+    path under the rootdir; None with a SQLite store, whose file is its own outbox."""
+    from .storage import is_postgres, is_url, sqlite_path
+
+    given = config.getoption("userflow_outbox")
+    if given:
+        text, base, where = str(given), config.invocation_params.dir, "--userflow-outbox"
+    else:
+        text, base = config.getini("userflow_outbox").strip(), config.rootpath
+        where = "ini key userflow_outbox"
+    if text and is_url(text):
+        raise pytest.UsageError(f"{where}: the outbox is a SQLite file on this machine, a path")
+    path = Path(base, sqlite_path(text)).resolve() if text else None
+    if not is_postgres(store):
+        if path is not None and path != store:
+            raise pytest.UsageError(
+                f"{where}: with a SQLite store the store is its own outbox ({store}); an "
+                "outbox of its own goes with a postgresql:// store"
+            )
+        return None
+    return path or Path(config.rootpath, DEFAULT_STORE).resolve()
 
 
 def _output_path(config: pytest.Config, option: str) -> Path | None:

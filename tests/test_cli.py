@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -356,7 +357,9 @@ def test_plot_without_matplotlib_says_which_extra_to_install(store: Path, tmp_pa
     blocker = tmp_path / "blocker" / "matplotlib"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
-    env = {"PYTHONPATH": str(blocker.parent), "PATH": "/usr/bin:/bin"}
+    # The blocker first, then the path the tests run with (a worktree ahead of an install).
+    path = os.pathsep.join(filter(None, [str(blocker.parent), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [
             sys.executable,

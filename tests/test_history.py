@@ -193,7 +193,7 @@ def test_checks_and_the_run_summary(history) -> None:
         ("k", "d@h", 1, [10]),
         ("label", "d@h", 1, []),
     ]
-    assert summary["pending"] == {"tests": 0, "measurements": 0}
+    assert summary["pending"] == {"tests": 0, "measurements": 0, "team": 0}
     one = history.run_summary("run-1", worker="gw0")
     assert one["flows"]["F"]["tests"] == 1
     assert history.run_summary("run-1", worker=None)["flows"]["F"]["tests"] == 2

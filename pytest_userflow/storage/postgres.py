@@ -20,19 +20,20 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ..model import (
     COUNTED_STATUSES,
     FILTER_STATUSES,
+    Measurement,
     RunInfo,
     TestRecord,
     is_number,
     parse_time,
     utc_text,
 )
-from . import Query, StoreError, shown
+from . import SENT, Query, Stored, StoredCheck, StoreError, shown
 
 try:
     import psycopg
@@ -160,7 +161,8 @@ class PostgresStore:
 
     def _said(self, exc: BaseException) -> str:
         """The server's or libpq's message, on one line, without the password."""
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        lines = str(exc).strip().splitlines()  # the first: the rest quotes the statement
+        text = " ".join(lines[0].split()) if lines else type(exc).__name__
         password = psycopg.conninfo.conninfo_to_dict(self.url).get("password")
         return text.replace(str(password), "***") if password else text
 
@@ -238,9 +240,10 @@ class PostgresStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def add_test(self, record: TestRecord, run: RunInfo) -> None:
+    def add_test(self, record: TestRecord, run: RunInfo) -> bool:
         """Commit one finished test with its measurements and checks in one transaction (the
-        run's row with its first test); a test that is there already is left as it is."""
+        run's row with its first test); a test that is there already is left as it is
+        (False)."""
         self._make_schema()
         with self.lock, self._errors(), self.db.transaction():
             db = self.db
@@ -298,6 +301,7 @@ class PostgresStore:
                         ],
                     )  # fmt: skip
         self._runs.add(run.run_id)
+        return row is not None
 
     def _flow_id(
         self, db: psycopg.Connection[tuple[Any, ...]], name: str, description: str | None
@@ -315,15 +319,59 @@ class PostgresStore:
         self._flow_ids[name] = flow_id
         return flow_id
 
-    def finish_run(self, run_id: str, outcome: str) -> None:
-        """Note the run's end, when it recorded anything (else it has no row)."""
+    def finish_run(self, run_id: str, outcome: str, *, at: float | None = None) -> None:
+        """Note the run's end (*at*: when, else now), when it recorded anything (else it has
+        no row)."""
         if not self.exists:
             return
         with self.lock, self._errors():
             self.db.execute(
                 "UPDATE runs SET finished_at = %s, outcome = %s WHERE run_id = %s",
-                (time.time(), outcome, run_id),
+                (time.time() if at is None else at, outcome, run_id),
             )
+
+    def records(self, perf_event_ids: Sequence[str] | None = None) -> Iterator[Stored]:
+        """Every test (or those of *perf_event_ids*) as it was committed, with its checks
+        and its run, in the order recorded."""
+        where, args = "", []
+        if perf_event_ids is not None:
+            where, args = " WHERE e.perf_event_id = ANY(%s)", [list(perf_event_ids)]
+        events = self._select(
+            "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
+            " e.session_id, e.perf_event_id, e.status, e.status_message, e.event_ts, e.duration,"
+            " e.attempts, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
+            " r.ci_build_id, r.backend, r.finished_at, r.outcome FROM events e"
+            " JOIN flows f ON f.user_flow_id = e.user_flow_id JOIN runs r ON r.run_id = e.run_id"
+            f"{where} ORDER BY e.id",
+            args,
+        )
+        measurements: dict[int, list[Measurement]] = {}
+        checks: dict[int, list[StoredCheck]] = {}
+        ids = [row[0] for row in events]
+        if ids:
+            for event, key, kind, units, *value in self._select(
+                f"SELECT m.event, m.key_name, m.key_type, m.key_units, {_VALUE}"
+                " FROM measurement_rows m WHERE m.event = ANY(%s) ORDER BY m.event, m.seq",
+                [ids],
+            ):
+                measurements.setdefault(event, []).append(
+                    Measurement(key, _value(*value), kind, units)
+                )
+            for event, *check in self._select(
+                "SELECT event, key_name, kind, verdict, value, low, high, baseline, change_pct,"
+                " noise_pct, limit_text FROM checks WHERE event = ANY(%s) ORDER BY id",
+                [ids],
+            ):
+                checks.setdefault(event, []).append(StoredCheck(*check))
+        for row in events:
+            event, nodeid, flow, description, device, worker, session, key, *rest = row
+            record = TestRecord(nodeid, flow, description, device=device, worker=worker)
+            record.session_id, record.perf_event_id, record.ended = session, key, True
+            (record.status, record.status_message, record.event_ts, record.duration,
+             record.attempts) = rest[:5]  # fmt: skip
+            record.measurements = measurements.get(event, [])
+            record.checks = checks.get(event, [])
+            yield Stored(record, RunInfo(*rest[5:12]), rest[12], rest[13])
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -390,7 +438,7 @@ class PostgresStore:
         return {
             "flows": dict(sorted(flows.items())),
             "keys": keys,
-            "pending": {"tests": 0, "measurements": 0},
+            "pending": {"tests": 0, "measurements": 0, "team": 0},
             "reruns": [[nodeid, attempts] for nodeid, attempts in reruns],
         }
 
@@ -429,6 +477,7 @@ class PostgresStore:
                 "event_id": None,
                 "attempts": row[11],
                 "run_id": row[12],
+                "team_state": SENT,
                 "measurements": [],
             }
         if events:
