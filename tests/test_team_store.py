@@ -162,8 +162,11 @@ def test_the_password_appears_in_no_output_and_no_file(tmp_path: Path, pg_url: s
 
 def test_a_machine_with_no_history_is_gated_against_the_teams(tmp_path: Path, pg_url: str) -> None:
     seeded = machine(tmp_path, "seed", n=1, base=100)
-    for _ in range(5):
-        assert finished(pytest_in(seeded, "--userflow-store", pg_url))[0] == 0
+    assert finished(pytest_in(seeded, "--userflow-store", pg_url))[0] == 0
+    assert cli(seeded, "copy", "--to", pg_url, "--from", pg_url).returncode == 0
+    for _ in range(4):  # four more runs of the same test in a SQLite history, copied in
+        assert finished(pytest_in(seeded, "--userflow-store", "other.db"))[0] == 0
+    assert "copied 4 test(s)" in cli(seeded, "copy", "--to", pg_url, "--from", "other.db").stdout
     fresh = machine(tmp_path, "fresh", n=1, base=300)
     code, out = finished(
         pytest_in(fresh, "--userflow-store", pg_url, "--userflow-baseline", "local")
@@ -247,3 +250,95 @@ def test_a_role_with_select_insert_update_is_enough_and_a_read_only_one_waits(
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
         admin.close()
+
+
+SESSIONS = ("9f527e3f-daa1-11ec-ac12-06c4c57ba6cd", "bc744aef-b06a-11ec-9906-06c4c57ba6cd")
+
+
+def test_with_headspin_as_well_each_test_goes_to_both_once(
+    tmp_path: Path, pg_url: str, hs_env
+) -> None:
+    for session in SESSIONS:
+        hs_env.state.add_session(session)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "test_login.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.userflow('Login')\n"
+        f"@pytest.mark.parametrize('session', {list(SESSIONS)!r})\n"
+        "def test_login(userflow, record_measurement, session):\n"
+        "    userflow.attach_session(session)\n"
+        "    record_measurement('Login Time', 1.5)\n"
+    )
+    code, out = finished(pytest_in(folder, "--userflow-store", pg_url))
+    assert code == 0, out
+    assert "2 test(s) delivered, 0 pending" in out
+    assert len(hs_env.state.measurements_of("Login")) == 2
+    # HeadSpin up, PostgreSQL down: HeadSpin gets the run, push brings PostgreSQL the rest.
+    code, out = finished(pytest_in(folder, "--userflow-store", pg_url.replace(":5432/", ":1/")))
+    assert code == 0 and "0 test(s) delivered, 2 pending" in out, out
+    sent = [path for method, path, _, _ in hs_env.state.requests if path.endswith("/measurements")]
+    assert len(sent) == 4  # both runs' tests reached HeadSpin, each once
+    before = len(hs_env.state.requests)
+    pushed = cli(folder, "--store", pg_url, "push")
+    assert pushed.returncode == 0 and "delivered 2, still pending 0" in pushed.stdout
+    assert len(hs_env.state.requests) == before  # HeadSpin had them all: nothing sent again
+    history = open_store(pg_url)
+    try:
+        assert [r["tests"] for r in history.runs()] == [2, 2]
+    finally:
+        history.close()
+
+
+KILLED = """
+import os, psycopg, pytest
+
+@pytest.mark.userflow("Crash")
+@pytest.mark.parametrize("n", range(4))
+def test_a(record_measurement, n):
+    record_measurement("n", n)
+
+def test_b_the_server_drops_us(record_measurement):
+    record_measurement("n", 4)
+    with psycopg.connect(os.environ["ADMIN_URL"], autocommit=True) as db:
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'pytest-userflow'"
+        )
+
+@pytest.mark.parametrize("n", range(5, 8))
+def test_c(record_measurement, n):
+    record_measurement("n", n)
+
+def test_d_dies(record_measurement):
+    record_measurement("n", 8)
+    if os.environ.get("DIE"):
+        os._exit(9)
+"""
+
+
+def test_a_dropped_connection_or_a_killed_run_is_complete_after_push(
+    tmp_path: Path, pg_url: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("ADMIN_URL", pg_url)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "test_crash.py").write_text(KILLED)
+    code, out = finished(pytest_in(folder, "--userflow-store", pg_url))
+    assert code == 0, out
+    assert out.count("the team store did not take the tests") == 1, out
+    assert "pending in the outbox" in out
+    monkeypatch.setenv("DIE", "1")
+    code, out = finished(pytest_in(folder, "--userflow-store", pg_url))
+    assert code == 9, out
+    assert outbox_pending(folder) > 0
+    pushed = cli(folder, "--store", pg_url, "push")
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    history = open_store(pg_url)
+    try:
+        rows = Counter(r["value"] for r in history.measurements(EVERY_ROW))
+        # The first run's 9 tests and the killed run's 8 finished ones, each once.
+        assert rows == Counter(list(range(9)) + list(range(8)))
+        assert [r["tests"] for r in history.runs()] == [8, 9]
+    finally:
+        history.close()
