@@ -541,10 +541,12 @@ class UserflowRun:
         self.summaries.append({"html": f"{path} ({len(data['charts'])} key(s), {size // 1024} KB)"})
 
     def _team_answers(self) -> bool:
-        """Whether the team store may be asked (it has not failed in this run, here or in a
-        worker): a failure is said once."""
+        """Whether the team store may be asked: it took every test of this run (else it is
+        down or slow, and push brings it the run's end) and has not failed here or in a
+        worker (a failure is said once)."""
         said = [s.get("team_store") or {} for s in self.summaries]
-        return self.team_error is None and not any(t.get("error") for t in said)
+        waiting = sum(s.get("pending", {}).get("team", 0) for s in self.summaries)
+        return self.team_error is None and not waiting and not any(t.get("error") for t in said)
 
     def _notes(self) -> dict[str, Any]:
         assert self.sink is not None

@@ -469,7 +469,10 @@ class TeamSender(Deliveries[str]):
         return True
 
     def release(self) -> None:
-        self.history.close()
+        # A thread still waiting on the server holds the connection: it is left to the
+        # process's end rather than waited for.
+        if not any(thread.is_alive() for thread in self._threads):
+            self.history.close()
 
 
 class Sink:

@@ -342,3 +342,38 @@ def test_a_dropped_connection_or_a_killed_run_is_complete_after_push(
         assert [r["tests"] for r in history.runs()] == [8, 9]
     finally:
         history.close()
+
+
+def test_a_server_that_never_answers_costs_the_tests_nothing(tmp_path: Path) -> None:
+    import json
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections are accepted by the kernel and never answered
+    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/test"
+    folder = machine(tmp_path, "1", n=3)
+    try:
+        started = time.monotonic()
+        code, out = finished(
+            pytest_in(
+                folder,
+                "--userflow-store",
+                url,
+                "--userflow-flush-timeout",
+                "0.5",
+                "--userflow-report",
+                "r.json",
+            )
+        )
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert code == 0, out
+    assert "0 test(s) delivered, 3 pending" in out
+    assert took < 8, out  # the flush timeout and the sender's close, not the connect timeout
+    report = json.loads((folder / "r.json").read_text())
+    assert [t["team_store"] for t in report["tests"]] == ["pending"] * 3
+    assert all(t["duration"] < 1 for t in report["tests"])
+    assert outbox_pending(folder) == 3
