@@ -227,6 +227,13 @@ def test_postgresql_errors_are_store_errors_without_the_password(pg_url: str) ->
     assert secret not in str(caught.value)
 
 
+def test_a_postgresql_url_libpq_cannot_read_is_a_store_error() -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreError, match="is not a PostgreSQL URL") as caught:
+        open_store("postgresql://ada:s3cret@db:5432/perf?sslmode=sometimes&nonsense=1")
+    assert "s3cret" not in str(caught.value)
+
+
 def test_postgresql_refuses_a_schema_of_another_version(pg_url: str) -> None:
     import psycopg
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -131,6 +132,16 @@ class PostgresStore:
             )
         self.url = url
         self.location = shown(url)
+        self._password = urllib.parse.urlsplit(url).password
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"{self.location} is not a PostgreSQL URL: {self._said(exc)}"
+            ) from None
+        if given.get("password"):  # password=... in a key/value connection string
+            self._password = str(given["password"])
+        self._timeout = given.get("connect_timeout") is None
         self.connect_timeout = connect_timeout
         self.lock = threading.RLock()
         self._db: psycopg.Connection[tuple[Any, ...]] | None = None
@@ -148,9 +159,8 @@ class PostgresStore:
         return self._db
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        given = psycopg.conninfo.conninfo_to_dict(self.url)
         extra: dict[str, Any] = {"application_name": "pytest-userflow"}
-        if "connect_timeout" not in given:
+        if self._timeout:
             extra["connect_timeout"] = max(1, round(self.connect_timeout))
         try:
             return psycopg.connect(self.url, autocommit=True, **extra)
@@ -163,7 +173,7 @@ class PostgresStore:
         """The server's or libpq's message, on one line, without the password."""
         lines = str(exc).strip().splitlines()  # the first: the rest quotes the statement
         text = " ".join(lines[0].split()) if lines else type(exc).__name__
-        password = psycopg.conninfo.conninfo_to_dict(self.url).get("password")
+        password = self._password
         return text.replace(str(password), "***") if password else text
 
     @contextlib.contextmanager
