@@ -161,7 +161,7 @@ def baseline(runs: int, per_run: int, admin: Any) -> dict[str, Any]:
             " SELECT md5(r || '/' || t), 'run-' || r,"
             " CASE WHEN t %% 10 = 0 THEN %s ELSE 'flow-' || (t %% 10) END,"
             " 'Flow' || (t %% 10), 't.py::test_' || t, 'dev' || (t %% 4) || '@host',"
-            " CASE WHEN (r * t) %% 17 = 0 THEN 'Failed' ELSE 'Passed' END,"
+            " CASE WHEN (r + t) %% 17 = 0 THEN 'Failed' ELSE 'Passed' END,"
             " r * 100.0 + t * 0.01, to_char(to_timestamp(r * 100), 'YYYY-MM-DD HH24:MI:SS'), 0.1"
             " FROM generate_series(1, %s) r, generate_series(1, %s) t",
             (flow_id[0], runs, per_run),

@@ -609,9 +609,11 @@ class PostgresStore:
             " AND e.run_id IS DISTINCT FROM %s"
         )
         args: list[Any] = [flow_id, key, exclude_run]
-        if nodeid is not None:
-            sql += " AND e.nodeid = %s AND e.device_address IS NOT DISTINCT FROM %s"
-            args += [nodeid, device]
+        if nodeid is not None:  # = and IS NULL, which the baseline's index serves
+            sql += " AND e.nodeid = %s AND e.device_address " + (
+                "IS NULL" if device is None else "= %s"
+            )
+            args += [nodeid] if device is None else [nodeid, device]
         sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT %s"
         return [_value(*row) for row in self._select(sql, [*args, int(limit)])]
 
