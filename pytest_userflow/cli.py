@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import time
@@ -712,16 +713,10 @@ def cmd_copy(args: argparse.Namespace, source: Source) -> int:
     team = PostgresStore(args.to)
     try:
         copied = kept = 0
-        runs: dict[str, tuple[float, str]] = {}
-        for stored in history.records():
-            if team.add_test(stored.record, stored.run):
-                copied += 1
-            else:
-                kept += 1
-            if stored.finished_at is not None and stored.run_outcome is not None:
-                runs[stored.run.run_id] = (stored.finished_at, stored.run_outcome)
-        for run_id, (at, outcome) in runs.items():
-            team.finish_run(run_id, outcome, at=at)
+        stored = history.records()
+        while chunk := list(itertools.islice(stored, 500)):  # a transaction each
+            new = team.add_tests(chunk)
+            copied, kept = copied + new, kept + len(chunk) - new
     finally:
         history.close()
         team.close()

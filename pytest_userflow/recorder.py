@@ -195,10 +195,10 @@ class UserflowRun:
             return DryRunSink(self.store, run, s.url, s.api)
         team = None
         if s.outbox is not None:
-            from .storage import open_store
+            from .storage.postgres import PostgresStore
             from .upload import TeamSender
 
-            team = TeamSender(open_store(s.store), self.store)
+            team = TeamSender(PostgresStore(str(s.store)), self.store)
         if s.backend == "headspin":
             from .client import HeadSpinClient  # requests is imported only when it is needed
 

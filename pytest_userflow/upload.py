@@ -11,6 +11,7 @@ upload at a time.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -23,10 +24,10 @@ from .storage import (
     LOCAL_ONLY,
     PENDING,
     SENT,
-    History,
     Outbox,
     Progress,
     StoreError,
+    TeamStore,
     Upload,
 )
 
@@ -258,6 +259,9 @@ class Deliveries(Generic[Item]):
         self._stop = threading.Event()
         self._closed = False  # the store is not touched any more (see close)
 
+    #: How many items of a lane one ``deliver_all`` takes at most.
+    batch = 1
+
     def lane(self, item: Item) -> Hashable:
         """What *item* must not overtake."""
         raise NotImplementedError
@@ -265,6 +269,10 @@ class Deliveries(Generic[Item]):
     def deliver(self, item: Item) -> bool:
         """Deliver one item and note the outcome in the store; False when it stays pending."""
         raise NotImplementedError
+
+    def deliver_all(self, items: list[Item]) -> bool:
+        """Deliver the next items of one lane, in order; False when the rest stays pending."""
+        return all(self.deliver(item) for item in items)
 
     def _sleep(self, seconds: float) -> None:
         if self._stop.wait(seconds):
@@ -297,15 +305,16 @@ class Deliveries(Generic[Item]):
                 if self._stop.is_set():
                     return
                 key = self._ready.popleft()
-                item = self._lanes[key][0]
+                taken = list(itertools.islice(self._lanes[key], self.batch))
             done = False
             try:
-                done = self.deliver(item)
+                done = self.deliver_all(taken)
             finally:
                 with self._cond:
                     items = self._lanes[key]
-                    items.popleft()
-                    self._unfinished -= 1
+                    for _ in taken:
+                        items.popleft()
+                    self._unfinished -= len(taken)
                     if not done:  # held back behind it: they stay pending, in order
                         self._unfinished -= len(items)
                         items.clear()
@@ -433,39 +442,39 @@ class Sender(Deliveries[Upload]):
 
 class TeamSender(Deliveries[str]):
     """Delivers tests (by local event id) from the outbox to the team store, a PostgreSQL
-    history, in the order recorded, over one connection of its own. The history keeps a test
-    once by its event id, so a delivery repeated after a lost answer doubles nothing. Any
-    failure there (down, slow past the connect timeout, a refused password, no right to
-    write) stops the delivery: what is left stays pending for ``pytest-userflow push``."""
+    history, in the order recorded, over one connection of its own: what waits is sent in
+    one transaction (up to ``batch`` tests). The history keeps a test once by its event id,
+    so a delivery repeated after a lost answer doubles nothing. Any failure there (down,
+    slow past the connect timeout, a refused password, no right to write) stops the
+    delivery: what is left stays pending for ``pytest-userflow push``."""
 
-    def __init__(self, history: History, store: Outbox) -> None:
+    batch = 500
+
+    def __init__(self, history: TeamStore, store: Outbox) -> None:
         super().__init__(store, concurrency=1)
         self.history = history
 
     def lane(self, item: str) -> Hashable:
         return "team"
 
-    def deliver(self, item: str) -> bool:
+    def deliver_all(self, items: list[str]) -> bool:
         if self._stop.is_set():
             return False
         with self._cond:
             if self._closed:
                 return False
-            stored = list(self.store.records([item]))
+            stored = list(self.store.records(items))
         try:
-            for one in stored:
-                self.history.add_test(one.record, one.run)
-                if one.finished_at is not None and one.run_outcome is not None:
-                    self.history.finish_run(one.run.run_id, one.run_outcome, at=one.finished_at)
+            self.history.add_tests(stored)
         except StoreError as exc:
             why = str(exc)
             if self.stats.unreachable is None:
                 self.stats.unreachable = why
             self.stop()
-            self._noting(lambda: self.store.mark_delivery(item, PENDING, error=why))
+            self._noting(lambda: self.store.mark_deliveries(items, PENDING, error=why))
             return False
-        self.stats.sent += 1
-        self._noting(lambda: self.store.mark_delivery(item, SENT))
+        self.stats.sent += len(items)
+        self._noting(lambda: self.store.mark_deliveries(items, SENT))
         return True
 
     def release(self) -> None:

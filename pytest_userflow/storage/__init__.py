@@ -194,6 +194,15 @@ class History(Protocol):
         ...
 
 
+class TeamStore(History, Protocol):
+    """A history that keys tests by their event id, which the outbox delivers to."""
+
+    def add_tests(self, tests: Sequence[Stored]) -> int:
+        """Commit *tests* in one transaction (with their runs' ends when known); how many
+        were new: a test that is there already is left as it is."""
+        ...
+
+
 class Outbox(Protocol):
     """This machine's uploads still to deliver, and how far each got. It keeps no copy of
     a test: an upload names the test's record, which is read back to deliver it."""
@@ -230,8 +239,10 @@ class Outbox(Protocol):
 
     def count_deliveries(self, states: Sequence[str] = (PENDING,)) -> int: ...
 
-    def mark_delivery(self, perf_event_id: str, state: str, *, error: str | None = None) -> None:
-        """A team store delivery's outcome: its new state and the last error."""
+    def mark_deliveries(
+        self, perf_event_ids: Sequence[str], state: str, *, error: str | None = None
+    ) -> None:
+        """Team store deliveries' outcome: their new state and the last error."""
 
     def records(self, perf_event_ids: Sequence[str] | None = None) -> Iterator[Stored]:
         """The tests of *perf_event_ids* as they were committed (see ``History.records``)."""

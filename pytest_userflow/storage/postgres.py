@@ -146,6 +146,7 @@ class PostgresStore:
         self.lock = threading.RLock()
         self._db: psycopg.Connection[tuple[Any, ...]] | None = None
         self._made = False  # the schema is known to exist
+        self._checked = False  # and to be this version's
         self._flow_ids: dict[str, str] = {}
         self._runs: set[str] = set()  # runs whose row is known to exist
 
@@ -214,8 +215,11 @@ class PostgresStore:
     def _make_schema(self) -> None:
         """The tables, made once whoever else starts at the same moment: under a
         transaction-wide advisory lock, the second comer finds them made."""
+        if self._checked:
+            return
         if self.exists:
             self._check_version()
+            self._checked = True
             return
         with self.lock, self._errors(), self.db.transaction():
             self.db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -234,6 +238,7 @@ class PostgresStore:
                 )
         self._made = True
         self._check_version()
+        self._checked = True
 
     def close(self) -> None:
         with self.lock:
@@ -254,80 +259,55 @@ class PostgresStore:
         """Commit one finished test with its measurements and checks in one transaction (the
         run's row with its first test); a test that is there already is left as it is
         (False)."""
+        return self.add_tests([Stored(record, run)]) == 1
+
+    def add_tests(self, tests: Sequence[Stored]) -> int:
+        """Commit *tests* in one transaction, each with its run's row (and the run's end,
+        when it is known); how many were new: a test that is there already is left as it
+        is. One commit for many tests: a commit waits for the server's disk."""
         self._make_schema()
+        runs, flows, new = set(self._runs), dict(self._flow_ids), 0
         with self.lock, self._errors(), self.db.transaction():
             db = self.db
-            if run.run_id not in self._runs:
-                db.execute(
-                    "INSERT INTO runs (run_id, started_at, host, git_commit, git_branch,"
-                    " ci_build_id, backend) VALUES (%s,%s,%s,%s,%s,%s,%s)"
-                    " ON CONFLICT (run_id) DO NOTHING",
-                    (run.run_id, run.started_at, run.host, run.git_commit, run.git_branch,
-                     run.ci_build_id, run.backend),
-                )  # fmt: skip
-            flow_id = self._flow_id(db, record.flow, record.description)
-            row = db.execute(
-                "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
-                " worker, device_address, session_id, status, status_message, event_ts,"
-                " event_time, duration, attempts)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                " ON CONFLICT (perf_event_id) DO NOTHING RETURNING id",
-                (
-                    record.perf_event_id,
-                    run.run_id,
-                    flow_id,
-                    record.flow,
-                    record.nodeid,
-                    record.worker,
-                    record.device_address,
-                    record.session_id,
-                    record.status,
-                    record.status_message,
-                    record.event_ts,
-                    utc_text(record.event_ts),
-                    record.duration,
-                    record.attempts,
-                ),
-            ).fetchone()
-            if row is not None:  # else delivered before: nothing more to write
-                event = row[0]
-                with db.cursor() as cursor:
-                    cursor.executemany(
-                        "INSERT INTO measurement_rows (event, seq, key_name, key_type, key_units,"
-                        " int_value, real_value, text_value) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                        [
-                            (event, i, m.key, m.type, m.units, *_columns(m.value))
-                            for i, m in enumerate(record.measurements)
-                        ],
-                    )
-                    cursor.executemany(
-                        "INSERT INTO checks (event, key_name, kind, verdict, value, low, high,"
-                        " baseline, change_pct, noise_pct, limit_text)"
-                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        [
-                            (event, c.key, c.kind, c.verdict, c.value, c.low, c.high, c.baseline,
-                             c.change_pct, c.noise_pct, c.limit)
-                            for c in record.checks
-                        ],
+            for stored in tests:
+                record, run = stored.record, stored.run
+                if run.run_id not in runs:
+                    db.execute(
+                        "INSERT INTO runs (run_id, started_at, host, git_commit, git_branch,"
+                        " ci_build_id, backend) VALUES (%s,%s,%s,%s,%s,%s,%s)"
+                        " ON CONFLICT (run_id) DO NOTHING",
+                        (run.run_id, run.started_at, run.host, run.git_commit, run.git_branch,
+                         run.ci_build_id, run.backend),
                     )  # fmt: skip
-        self._runs.add(run.run_id)
-        return row is not None
+                    runs.add(run.run_id)
+                if record.flow not in flows:
+                    flows[record.flow] = self._flow_id(db, record.flow, record.description)
+            for start in range(0, len(tests), 500):  # 14 parameters a test, of at most 65,535
+                new += _insert_tests(db, tests[start : start + 500], flows)
+            for run_id, (at, outcome) in {
+                s.run.run_id: (s.finished_at, s.run_outcome)
+                for s in tests
+                if s.finished_at is not None
+            }.items():
+                db.execute(
+                    "UPDATE runs SET finished_at = %s, outcome = %s WHERE run_id = %s",
+                    (at, outcome, run_id),
+                )
+        # Known to exist only once committed: a transaction rolled back made nothing.
+        self._runs, self._flow_ids = runs, flows
+        return new
 
     def _flow_id(
         self, db: psycopg.Connection[tuple[Any, ...]], name: str, description: str | None
     ) -> str:
-        flow_id = self._flow_ids.get(name)
-        if flow_id is None:
-            db.execute(
-                "INSERT INTO flows (user_flow_id, name, description, created_time)"
-                " VALUES (%s,%s,%s,%s) ON CONFLICT (name) DO NOTHING",
-                (str(uuid.uuid4()), name, description, time.time()),
-            )
-            row = db.execute("SELECT user_flow_id FROM flows WHERE name = %s", (name,)).fetchone()
-            assert row is not None
-            flow_id = str(row[0])
-        self._flow_ids[name] = flow_id
-        return flow_id
+        db.execute(
+            "INSERT INTO flows (user_flow_id, name, description, created_time)"
+            " VALUES (%s,%s,%s,%s) ON CONFLICT (name) DO NOTHING",
+            (str(uuid.uuid4()), name, description, time.time()),
+        )
+        row = db.execute("SELECT user_flow_id FROM flows WHERE name = %s", (name,)).fetchone()
+        assert row is not None
+        return str(row[0])
 
     def finish_run(self, run_id: str, outcome: str, *, at: float | None = None) -> None:
         """Note the run's end (*at*: when, else now), when it recorded anything (else it has
@@ -684,3 +664,63 @@ class PostgresStore:
                     row = dict(zip(names, (*r[:8], _value(*r[8:11]), *r[11:]), strict=True))
                     row["perf_key_id"] = None
                     yield row
+
+
+def _insert_tests(
+    db: psycopg.Connection[tuple[Any, ...]], tests: Sequence[Stored], flows: dict[str, str]
+) -> int:
+    """The tests' events in one statement, then the new ones' values and checks by COPY; how
+    many were new (an event there already is left as it is, with its values)."""
+    tests = list({s.record.perf_event_id: s for s in tests}.values())  # each event once
+    events = [
+        (
+            s.record.perf_event_id,
+            s.run.run_id,
+            flows[s.record.flow],
+            s.record.flow,
+            s.record.nodeid,
+            s.record.worker,
+            s.record.device_address,
+            s.record.session_id,
+            s.record.status,
+            s.record.status_message,
+            s.record.event_ts,
+            utc_text(s.record.event_ts),
+            s.record.duration,
+            s.record.attempts,
+        )
+        for s in tests
+    ]
+    made = dict(
+        db.execute(
+            "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
+            " worker, device_address, session_id, status, status_message, event_ts, event_time,"
+            " duration, attempts) VALUES "
+            + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(events))
+            + " ON CONFLICT (perf_event_id) DO NOTHING RETURNING perf_event_id, id",
+            [value for event in events for value in event],
+        ).fetchall()
+    )
+    fresh = [
+        (made[s.record.perf_event_id], s.record) for s in tests if s.record.perf_event_id in made
+    ]
+    with db.cursor() as cursor:
+        with cursor.copy(
+            "COPY measurement_rows (event, seq, key_name, key_type, key_units, int_value,"
+            " real_value, text_value) FROM STDIN"
+        ) as copy:
+            for event, record in fresh:
+                for i, m in enumerate(record.measurements):
+                    copy.write_row((event, i, m.key, m.type, m.units, *_columns(m.value)))
+        if any(record.checks for _, record in fresh):
+            with cursor.copy(
+                "COPY checks (event, key_name, kind, verdict, value, low, high, baseline,"
+                " change_pct, noise_pct, limit_text) FROM STDIN"
+            ) as copy:
+                for event, record in fresh:
+                    for c in record.checks:
+                        copy.write_row(
+                            (event, c.key, c.kind, c.verdict, c.value, c.low, c.high,
+                             c.baseline, c.change_pct, c.noise_pct, c.limit)
+                        )  # fmt: skip
+    return len(fresh)

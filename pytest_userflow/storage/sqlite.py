@@ -342,13 +342,15 @@ class SQLiteStore:
         rows = self._select(sql, states)
         return int(rows[0][0]) if rows else 0
 
-    def mark_delivery(self, perf_event_id: str, state: str, *, error: str | None = None) -> None:
-        """A team store delivery's outcome: its new state and the last error."""
+    def mark_deliveries(
+        self, perf_event_ids: Sequence[str], state: str, *, error: str | None = None
+    ) -> None:
+        """Team store deliveries' outcome: their new state and the last error."""
         with self.transaction() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE deliveries SET state = ?, last_error = ?, attempts = attempts + 1,"
                 " updated_ts = ? WHERE perf_event_id = ?",
-                (state, error, time.time(), perf_event_id),
+                [(state, error, time.time(), key) for key in perf_event_ids],
             )
 
     def records(self, perf_event_ids: Sequence[str] | None = None) -> Iterator[Stored]:
@@ -366,30 +368,33 @@ class SQLiteStore:
             f"{where} ORDER BY e.id",
             args,
         )
-        for row in rows:
-            event, nodeid, flow, description, device, worker, session, key, *rest = row
-            record = TestRecord(nodeid, flow, description, device=device, worker=worker)
-            record.session_id, record.perf_event_id, record.ended = session, key, True
-            (record.status, record.status_message, record.event_ts, record.duration,
-             record.attempts) = rest[:5]  # fmt: skip
-            record.measurements = [
-                Measurement(*m)
-                for m in self._select(
-                    "SELECT key_name, value, key_type, key_units FROM measurement_rows"
-                    " WHERE event = ? ORDER BY seq",
-                    [event],
-                )
-            ]
-            record.checks = [
-                StoredCheck(*c)
-                for c in self._select(
-                    "SELECT key_name, kind, verdict, value, low, high, baseline, change_pct,"
-                    " noise_pct, limit_text FROM checks WHERE event = ? ORDER BY rowid",
-                    [event],
-                )
-            ]
-            run = RunInfo(*rest[5:12])
-            yield Stored(record, run, rest[12], rest[13])
+        for start in range(0, len(rows), 500):  # each chunk's values in two reads
+            chunk = rows[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            ids = [row[0] for row in chunk]
+            measurements: dict[int, list[Measurement]] = {}
+            for event, *m in self._select(
+                "SELECT event, key_name, value, key_type, key_units FROM measurement_rows"
+                f" WHERE event IN ({marks}) ORDER BY event, seq",
+                ids,
+            ):
+                measurements.setdefault(event, []).append(Measurement(*m))
+            checks: dict[int, list[StoredCheck]] = {}
+            for event, *c in self._select(
+                "SELECT event, key_name, kind, verdict, value, low, high, baseline, change_pct,"
+                f" noise_pct, limit_text FROM checks WHERE event IN ({marks}) ORDER BY rowid",
+                ids,
+            ):
+                checks.setdefault(event, []).append(StoredCheck(*c))
+            for row in chunk:
+                event, nodeid, flow, description, device, worker, session, key, *rest = row
+                record = TestRecord(nodeid, flow, description, device=device, worker=worker)
+                record.session_id, record.perf_event_id, record.ended = session, key, True
+                (record.status, record.status_message, record.event_ts, record.duration,
+                 record.attempts) = rest[:5]  # fmt: skip
+                record.measurements = measurements.get(event, [])
+                record.checks = checks.get(event, [])
+                yield Stored(record, RunInfo(*rest[5:12]), rest[12], rest[13])
 
     def mark(
         self,
