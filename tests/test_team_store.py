@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -291,7 +292,7 @@ def test_with_headspin_as_well_each_test_goes_to_both_once(
 
 
 KILLED = """
-import os, psycopg, pytest
+import os, psycopg, pytest, time
 
 @pytest.mark.userflow("Crash")
 @pytest.mark.parametrize("n", range(4))
@@ -301,10 +302,15 @@ def test_a(record_measurement, n):
 def test_b_the_server_drops_us(record_measurement):
     record_measurement("n", 4)
     with psycopg.connect(os.environ["ADMIN_URL"], autocommit=True) as db:
-        db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = 'pytest-userflow'"
-        )
+        for _ in range(100):  # the sender's connection, once it has made it
+            dropped = db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s", (os.environ["APP"],)
+            ).fetchall()
+            if dropped:
+                break
+            time.sleep(0.05)
+        assert dropped
 
 @pytest.mark.parametrize("n", range(5, 8))
 def test_c(record_measurement, n):
@@ -320,16 +326,19 @@ def test_d_dies(record_measurement):
 def test_a_dropped_connection_or_a_killed_run_is_complete_after_push(
     tmp_path: Path, pg_url: str, monkeypatch
 ) -> None:
+    app = f"userflow-{uuid.uuid4().hex[:8]}"  # this test's connections, and no other's
     monkeypatch.setenv("ADMIN_URL", pg_url)
+    monkeypatch.setenv("APP", app)
+    url = f"{pg_url}&application_name={app}"
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "test_crash.py").write_text(KILLED)
-    code, out = finished(pytest_in(folder, "--userflow-store", pg_url))
+    code, out = finished(pytest_in(folder, "--userflow-store", url))
     assert code == 0, out
     assert out.count("the team store did not take the tests") == 1, out
     assert "pending in the outbox" in out
     monkeypatch.setenv("DIE", "1")
-    code, out = finished(pytest_in(folder, "--userflow-store", pg_url))
+    code, out = finished(pytest_in(folder, "--userflow-store", url))
     assert code == 9, out
     assert outbox_pending(folder) > 0
     pushed = cli(folder, "--store", pg_url, "push")

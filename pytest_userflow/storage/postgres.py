@@ -141,7 +141,7 @@ class PostgresStore:
             ) from None
         if given.get("password"):  # password=... in a key/value connection string
             self._password = str(given["password"])
-        self._timeout = given.get("connect_timeout") is None
+        self._given = set(given)
         self.connect_timeout = connect_timeout
         self.lock = threading.RLock()
         self._db: psycopg.Connection[tuple[Any, ...]] | None = None
@@ -160,8 +160,10 @@ class PostgresStore:
         return self._db
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        extra: dict[str, Any] = {"application_name": "pytest-userflow"}
-        if self._timeout:
+        extra: dict[str, Any] = {}  # what the URL does not say itself
+        if "application_name" not in self._given:
+            extra["application_name"] = "pytest-userflow"
+        if "connect_timeout" not in self._given:
             extra["connect_timeout"] = max(1, round(self.connect_timeout))
         try:
             return psycopg.connect(self.url, autocommit=True, **extra)
