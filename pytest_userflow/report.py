@@ -50,7 +50,11 @@ def process_summary(
 ) -> dict[str, Any]:
     """What this process (or, with worker=False, the whole run) recorded, read from the
     store; each test only when *with_events* (the JSON report) asks for them."""
-    agg: dict[str, Any] = {"flows": {}, "keys": [], "pending": {"tests": 0, "measurements": 0}}
+    agg: dict[str, Any] = {
+        "flows": {},
+        "keys": [],
+        "pending": {"tests": 0, "measurements": 0, "team": 0},
+    }
     if store is not None:
         agg = store.run_summary(run_id, worker)
     for flow in agg["flows"].values():
@@ -72,6 +76,9 @@ def process_summary(
             events = store.tests(run_id, worker if isinstance(worker, str) else None)
         for event in events:
             event["destination"] = destination(backend, dry_run, event.pop("upload_state"))
+            team = event.pop("team_state", None)
+            if "team_store" in notes:
+                event["team_store"] = _TEAM_STATES.get(team or "", team)
         summary["events"] = events
     return summary
 
@@ -84,7 +91,7 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """
     flows: dict[str, dict[str, Any]] = {}
     keys: dict[tuple[Any, ...], dict[str, Any]] = {}
-    pending = {"tests": 0, "measurements": 0}
+    pending = {"tests": 0, "measurements": 0, "team": 0}
     reruns: list[list[Any]] = []
     for s in summaries:
         reruns += s.get("reruns", [])
@@ -360,6 +367,14 @@ def render(
                     {"red": True, "bold": True},
                 )
             )
+        team = s.get("team_store")
+        if team and team.get("error"):
+            out.append((
+                f"ERROR{label}: the team store did not take the tests ({team['error']}): "
+                "delivery stopped, and what was not delivered waits in the "
+                "outbox for 'pytest-userflow push'",
+                {"red": True, "bold": True},
+            ))  # fmt: skip
         if s.get("unreachable"):
             out.append(
                 (
@@ -402,6 +417,16 @@ def render(
                 warn,
             )
         )
+    teams = [s["team_store"] for s in summaries if s.get("team_store")]
+    if teams:
+        delivered = sum(t["delivered"] for t in teams)
+        left = pending.get("team", 0)
+        out.append((
+            f"team store {teams[0]['store']}: {delivered} test(s) delivered, {left} pending"
+            + (" in the outbox: run 'pytest-userflow push --store URL' to deliver them" if left
+               else ""),
+            warn if left else {},
+        ))  # fmt: skip
     out += [(f"HTML report: {s['html']}", {}) for s in summaries if s.get("html")]
     for worker in crashed:
         out.append(
@@ -431,6 +456,7 @@ def build_report(
     backend: str,
     store: Path | str | None,
     url: str | None,
+    outbox: Path | None = None,
     crashed: Iterable[str] = (),
 ) -> dict[str, Any]:
     summaries = list(summaries)
@@ -439,6 +465,8 @@ def build_report(
         "run": {**run.as_dict(), "finished_at": utc_text(time.time())} if run else None,
         "backend": backend,
         "store": shown(store) if store else None,
+        "outbox": str(outbox) if outbox else None,
+        "team_store": _team_report(summaries),
         "headspin_url": url if backend == "headspin" else None,
         "tests": tests,
         "warnings": {
@@ -473,6 +501,23 @@ def write_file(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+#: Where a test went in the team store, by its delivery's state.
+_TEAM_STATES = {SENT: "delivered", PENDING: "pending"}
+
+
+def _team_report(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The team store's part of the JSON report: where, how many delivered, how many wait."""
+    teams = [s["team_store"] for s in summaries if s.get("team_store")]
+    if not teams:
+        return None
+    return {
+        "store": teams[0]["store"],
+        "delivered": sum(t["delivered"] for t in teams),
+        "pending": sum(s.get("pending", {}).get("team", 0) for s in summaries),
+        "error": next((t["error"] for t in teams if t.get("error")), None),
+    }
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
