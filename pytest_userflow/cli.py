@@ -35,6 +35,7 @@ from .sources import HeadSpinSource, LocalSource, Source, api_token, open_existi
 from .storage import (
     FAILED,
     PENDING,
+    History,
     Query,
     StoreError,
     is_postgres,
@@ -829,7 +830,7 @@ def cmd_accept(args: argparse.Namespace, source: Source) -> int:
         store.close()
 
 
-def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
+def _accept(args: argparse.Namespace, store: History) -> int:
     """Keep a new accept: of the series of the flow's key that --test and --device name, from
     --run, else from where their newest change began."""
     if not args.flow or not args.key:

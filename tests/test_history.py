@@ -143,8 +143,8 @@ def test_the_measurement_listing_filters_as_the_api_does(history) -> None:
     }
     assert list(row) == [
         "user_flow_id", "user_flow_name", "perf_event_id", "event_time", "session_id",
-        "key_name", "key_type", "key_units", "value", "status", "run_id", "nodeid", "worker",
-        "device_address", "perf_key_id",
+        "key_name", "key_type", "key_units", "value", "status", "outcome", "run_id", "nodeid",
+        "worker", "device_address", "perf_key_id",
     ]  # fmt: skip
     with pytest.raises(StoreError, match="no user flow named or with id 'H'"):
         list(history.measurements(Query("H")))

@@ -22,15 +22,19 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..model import (
     COUNTED_STATUSES,
     FILTER_STATUSES,
+    OUTCOMES,
+    Accept,
     Measurement,
     RunInfo,
     TestRecord,
     is_number,
+    newest_accept,
     parse_time,
     utc_text,
 )
@@ -41,12 +45,17 @@ try:
 except ImportError:  # pragma: no cover  (the [postgres] extra is installed for the tests)
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The advisory lock that makes the schema once (any fixed 64-bit number of our own).
 SCHEMA_LOCK = 0x75736572666C6F77  # "userflow"
 #: How long to wait for the server to answer a connection, unless the URL says.
 CONNECT_TIMEOUT = 10
 
+#: The baseline's indexes hold the tests that passed on their own (outcome Passed): a test
+#: whose status is Passed has that outcome too, so they serve the baseline with an accept and
+#: without one. An accept says a level of a flow's key is intended from a run on
+#: (``model.Accept``), kept when taken back with the time it was (``undone_at``); ``user`` is
+#: a reserved word here, so its column is ``user_name``.
 _SCHEMA = """
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION,
@@ -61,15 +70,15 @@ CREATE TABLE events (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, perf_event_id TEXT NOT NULL UNIQUE,
     run_id TEXT NOT NULL REFERENCES runs, user_flow_id TEXT NOT NULL REFERENCES flows,
     user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT, device_address TEXT,
-    session_id TEXT, status TEXT NOT NULL, status_message TEXT,
+    session_id TEXT, status TEXT NOT NULL, status_message TEXT, outcome TEXT NOT NULL,
     event_ts DOUBLE PRECISION NOT NULL, event_time TEXT NOT NULL, duration DOUBLE PRECISION,
     attempts INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX events_run ON events (run_id);
 CREATE INDEX events_flow ON events (user_flow_id, event_ts);
 CREATE INDEX events_baseline ON events (user_flow_id, nodeid, device_address, event_ts DESC)
-    WHERE status = 'Passed';
-CREATE INDEX events_flow_passed ON events (user_flow_id, event_ts DESC) WHERE status = 'Passed';
+    WHERE outcome = 'Passed';
+CREATE INDEX events_flow_passed ON events (user_flow_id, event_ts DESC) WHERE outcome = 'Passed';
 CREATE TABLE measurement_rows (
     event BIGINT NOT NULL REFERENCES events ON DELETE CASCADE, seq INTEGER NOT NULL,
     key_name TEXT NOT NULL, key_type TEXT, key_units TEXT,
@@ -80,7 +89,7 @@ CREATE TABLE measurement_rows (
 CREATE INDEX measurement_rows_key ON measurement_rows (key_name, event);
 CREATE VIEW measurements AS SELECT e.id AS event, m.seq, e.perf_event_id, e.run_id,
     e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts, e.session_id, e.status,
-    m.key_name, m.key_type, m.key_units, m.int_value, m.real_value, m.text_value,
+    e.outcome, m.key_name, m.key_type, m.key_units, m.int_value, m.real_value, m.text_value,
     COALESCE(m.real_value, m.int_value) AS number, e.nodeid, e.worker, e.device_address
     FROM measurement_rows m JOIN events e ON e.id = m.event;
 CREATE TABLE checks (
@@ -91,6 +100,12 @@ CREATE TABLE checks (
     noise_pct DOUBLE PRECISION, limit_text TEXT
 );
 CREATE INDEX checks_event ON checks (event);
+CREATE TABLE accepts (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_flow_name TEXT NOT NULL,
+    key_name TEXT NOT NULL, nodeid TEXT, device_address TEXT, from_run TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL, user_name TEXT, host TEXT, reason TEXT,
+    undone_at DOUBLE PRECISION
+);
 CREATE TABLE userflow_schema (version INTEGER NOT NULL);
 """
 
@@ -284,7 +299,7 @@ class PostgresStore:
                     runs.add(run.run_id)
                 if record.flow not in flows:
                     flows[record.flow] = self._flow_id(db, record.flow, record.description)
-            for start in range(0, len(tests), 500):  # 14 parameters a test, of at most 65,535
+            for start in range(0, len(tests), 500):  # 15 parameters a test, of at most 65,535
                 new += _insert_tests(db, tests[start : start + 500], flows)
             for run_id, (at, outcome) in {
                 s.run.run_id: (s.finished_at, s.run_outcome)
@@ -331,7 +346,7 @@ class PostgresStore:
         events = self._select(
             "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
             " e.session_id, e.perf_event_id, e.status, e.status_message, e.event_ts, e.duration,"
-            " e.attempts, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
+            " e.attempts, e.outcome, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
             " r.ci_build_id, r.backend, r.finished_at, r.outcome FROM events e"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id JOIN runs r ON r.run_id = e.run_id"
             f"{where} ORDER BY e.id",
@@ -360,17 +375,19 @@ class PostgresStore:
             record = TestRecord(nodeid, flow, description, device=device, worker=worker)
             record.session_id, record.perf_event_id, record.ended = session, key, True
             (record.status, record.status_message, record.event_ts, record.duration,
-             record.attempts) = rest[:5]  # fmt: skip
+             record.attempts, record.outcome) = rest[:6]  # fmt: skip
             record.measurements = measurements.get(event, [])
             record.checks = checks.get(event, [])
-            yield Stored(record, RunInfo(*rest[5:12]), rest[12], rest[13])
+            yield Stored(record, RunInfo(*rest[6:13]), rest[13], rest[14])
 
     # -- reads ---------------------------------------------------------------------------------
 
     def run_summary(self, run_id: str, worker: str | bool | None = False) -> dict[str, Any]:
-        """One run's tests per flow and status and per (flow, key, type, device) the count,
-        numeric values and units of its passed and failed tests; where its tests went is the
-        outbox's to say (this history holds only what was delivered)."""
+        """One run's tests per flow and status and per (flow, key, type, device, units) the
+        count and numeric values of its passed and failed tests (*left_out*: how many values
+        of excluded tests were not counted; *by_gate*: how many tests only the gate failed);
+        where its tests went is the outbox's to say (this history holds only what was
+        delivered)."""
         where = "e.run_id = %s"
         args: list[Any] = [run_id]
         if worker is not False:
@@ -379,15 +396,19 @@ class PostgresStore:
         flows: dict[str, dict[str, Any]] = {}
 
         def flow(name: str) -> dict[str, Any]:
-            return flows.setdefault(name, {"tests": 0, "statuses": {}, "places": {}, "left_out": 0})
+            return flows.setdefault(
+                name, {"tests": 0, "statuses": {}, "places": {}, "left_out": 0, "by_gate": 0}
+            )
 
-        for name, status, n in self._select(
-            f"SELECT e.user_flow_name, e.status, COUNT(*) FROM events e WHERE {where}"
-            " GROUP BY 1, 2",
+        for name, status, n, passed in self._select(
+            "SELECT e.user_flow_name, e.status, COUNT(*), COUNT(*) FILTER"
+            f" (WHERE e.outcome = 'Passed') FROM events e WHERE {where} GROUP BY 1, 2",
             args,
         ):
             flow(name)["tests"] += n
             flow(name)["statuses"][status] = n
+            if status == "Failed":
+                flow(name)["by_gate"] = passed
         reruns = self._select(
             f"SELECT e.nodeid, e.attempts FROM events e WHERE {where} AND e.attempts > 1"
             " ORDER BY e.nodeid",
@@ -405,11 +426,9 @@ class PostgresStore:
             if status not in COUNTED_STATUSES:
                 flow(name)["left_out"] += 1
                 continue
-            group = groups.setdefault(
-                (name, key, kind, device), {"count": 0, "values": [], "units": None}
-            )
+            # A key recorded in two units is two groups: never one summary of both.
+            group = groups.setdefault((name, key, kind, device, units), {"count": 0, "values": []})
             group["count"] += 1
-            group["units"] = units or group["units"]
             number = _value(*value)
             if is_number(number):
                 group["values"].append(number)
@@ -421,9 +440,9 @@ class PostgresStore:
                 "device": device,
                 "count": group["count"],
                 "values": group["values"],
-                "units": group["units"],
+                "units": units,
             }
-            for (name, key, kind, device), group in sorted(
+            for (name, key, kind, device, units), group in sorted(
                 groups.items(), key=lambda item: tuple((v is not None, v) for v in item[0])
             )
         ]
@@ -436,7 +455,8 @@ class PostgresStore:
 
     def tests(self, run_id: str | None = None, worker: str | None = None) -> list[dict[str, Any]]:
         """The tests of one run (or of every run, oldest first), of one process given
-        *worker*, each with its measurements; this history keeps no upload state."""
+        *worker*, each with its status, own outcome and measurements; this history keeps no
+        upload state."""
         where, args = ["TRUE"], []
         if run_id is not None:
             where.append("e.run_id = %s")
@@ -449,7 +469,7 @@ class PostgresStore:
         for row in self._select(
             "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status,"
             " e.status_message, e.session_id, e.device_address, e.worker, e.event_time,"
-            " e.duration, e.attempts, e.run_id FROM events e"
+            " e.duration, e.attempts, e.run_id, e.outcome FROM events e"
             f" WHERE {condition} ORDER BY e.event_ts, e.id",
             args,
         ):
@@ -469,6 +489,7 @@ class PostgresStore:
                 "event_id": None,
                 "attempts": row[11],
                 "run_id": row[12],
+                "outcome": row[13],
                 "team_state": SENT,
                 "measurements": [],
             }
@@ -581,16 +602,25 @@ class PostgresStore:
         device: str | None = None,
     ) -> list[Any]:
         """The newest *limit* values of passed tests for one flow and key (a baseline), of one
-        test (*nodeid*, parameters included) and *device* when *nodeid* is given."""
+        test (*nodeid*, parameters included) and *device* when *nodeid* is given. Where an
+        accept covers the series, only values from its run on, and with them those of tests
+        that only the gate failed before the accept was made."""
         flow_id = self.resolve_flow(flow)
         if flow_id is None:
             return []
+        # outcome = 'Passed' for the baseline's indexes: every status Passed has it too.
         sql = (
             f"SELECT {_VALUE} FROM events e JOIN measurement_rows m ON m.event = e.id"
-            " WHERE e.user_flow_id = %s AND m.key_name = %s AND e.status = 'Passed'"
+            " WHERE e.user_flow_id = %s AND m.key_name = %s AND e.outcome = 'Passed'"
             " AND e.run_id IS DISTINCT FROM %s"
         )
         args: list[Any] = [flow_id, key, exclude_run]
+        accept = newest_accept(self.accepts(flow=flow, key=key), flow, key, nodeid, device)
+        if accept is None:
+            sql += " AND e.status = 'Passed'"
+        else:
+            sql += " AND e.event_ts >= %s AND (e.status = 'Passed' OR e.event_ts <= %s)"
+            args += [accept.from_started, accept.created_at]
         if nodeid is not None:  # = and IS NULL, which the baseline's index serves
             sql += " AND e.nodeid = %s AND e.device_address " + (
                 "IS NULL" if device is None else "= %s"
@@ -598,6 +628,62 @@ class PostgresStore:
             args += [nodeid] if device is None else [nodeid, device]
         sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT %s"
         return [_value(*row) for row in self._select(sql, [*args, int(limit)])]
+
+    # -- accepts -------------------------------------------------------------------------------
+
+    def add_accept(self, accept: Accept) -> Accept:
+        """Keep *accept*; it is returned with its id and its run's start."""
+        started = self._select("SELECT started_at FROM runs WHERE run_id = %s", [accept.from_run])
+        if not started:
+            raise StoreError(f"{self.location}: no run {accept.from_run!r} to accept a level from")
+        with self.lock, self._errors():
+            row = self.db.execute(
+                "INSERT INTO accepts (user_flow_name, key_name, nodeid, device_address, from_run,"
+                " created_at, user_name, host, reason) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                " RETURNING id",
+                (accept.flow, accept.key, accept.nodeid, accept.device, accept.from_run,
+                 accept.created_at, accept.user, accept.host, accept.reason),
+            ).fetchone()  # fmt: skip
+        assert row is not None
+        return replace(accept, id=row[0], from_started=started[0][0])
+
+    def accepts(
+        self, *, flow: str | None = None, key: str | None = None, undone: bool = False
+    ) -> list[Accept]:
+        """The accepts in force (and those taken back, given *undone*), oldest first; of one
+        flow and key when given."""
+        where, args = ["TRUE"], []
+        if not undone:
+            where.append("a.undone_at IS NULL")
+        if flow is not None and key is not None:
+            where.append("a.user_flow_name = %s AND a.key_name = %s")
+            args += [flow, key]
+        rows = self._select(
+            "SELECT a.user_flow_name, a.key_name, a.from_run, a.nodeid, a.device_address,"
+            " a.reason, a.user_name, a.host, a.created_at, a.id, r.started_at, a.undone_at"
+            " FROM accepts a LEFT JOIN runs r ON r.run_id = a.from_run"
+            f" WHERE {' AND '.join(where)} ORDER BY a.id",
+            args,
+        )
+        return [Accept(*row) for row in rows]
+
+    def undo_accept(self, accept_id: int) -> Accept:
+        """Take back the accept *accept_id*: it is kept, marked undone; it is returned."""
+        found = [a for a in self.accepts(undone=True) if a.id == accept_id]
+        now = time.time()
+        if found and found[0].undone_at is None:
+            with self.lock, self._errors():
+                # Of two takers-back at once, only one finds it still in force.
+                taken = self.db.execute(
+                    "UPDATE accepts SET undone_at = %s WHERE id = %s AND undone_at IS NULL",
+                    (now, accept_id),
+                ).rowcount
+            if taken:
+                return replace(found[0], undone_at=now)
+        state = "was taken back already in" if found else "is not in"
+        raise StoreError(
+            f"accept {accept_id} {state} {self.location} (pytest-userflow accept --list lists them)"
+        )
 
     def measurements(self, query: Query) -> Iterator[dict[str, Any]]:
         """The API's measurement listing over the history, with the API's semantics."""
@@ -625,6 +711,10 @@ class PostgresStore:
                 raise StoreError(f"status must be one of {', '.join(FILTER_STATUSES)}, got {s!r}")
         # Every test here has a status; not_set matches none of them.
         any_of("e.status", [s.capitalize() for s in wanted if s != "not_set"] or ["-"])
+        for s in query.outcomes:
+            if s not in OUTCOMES:
+                raise StoreError(f"outcome must be one of {', '.join(OUTCOMES)}, got {s!r}")
+        any_of("e.outcome", [s.capitalize() for s in query.outcomes])
         if query.start_time is not None:
             where.append("e.event_ts >= %s")
             args.append(parse_time(query.start_time))
@@ -633,8 +723,8 @@ class PostgresStore:
             args.append(parse_time(query.end_time))
         sql = (
             "SELECT e.user_flow_id, e.user_flow_name, e.perf_event_id, e.event_time,"
-            f" e.session_id, m.key_name, m.key_type, m.key_units, {_VALUE}, e.status, e.run_id,"
-            " e.nodeid, e.worker, e.device_address"
+            f" e.session_id, m.key_name, m.key_type, m.key_units, {_VALUE}, e.status, e.outcome,"
+            " e.run_id, e.nodeid, e.worker, e.device_address"
             " FROM measurement_rows m JOIN events e ON e.id = m.event"
         )
         if where:
@@ -654,6 +744,7 @@ class PostgresStore:
             "key_units",
             "value",
             "status",
+            "outcome",
             "run_id",
             "nodeid",
             "worker",
@@ -686,6 +777,7 @@ def _insert_tests(
             s.record.session_id,
             s.record.status,
             s.record.status_message,
+            s.record.outcome,
             s.record.event_ts,
             utc_text(s.record.event_ts),
             s.record.duration,
@@ -696,9 +788,9 @@ def _insert_tests(
     made = dict(
         db.execute(
             "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
-            " worker, device_address, session_id, status, status_message, event_ts, event_time,"
-            " duration, attempts) VALUES "
-            + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(events))
+            " worker, device_address, session_id, status, status_message, outcome, event_ts,"
+            " event_time, duration, attempts) VALUES "
+            + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(events))
             + " ON CONFLICT (perf_event_id) DO NOTHING RETURNING perf_event_id, id",
             [value for event in events for value in event],
         ).fetchall()

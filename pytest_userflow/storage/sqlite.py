@@ -374,7 +374,7 @@ class SQLiteStore:
         rows = self._select(
             "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
             " e.session_id, e.perf_event_id, e.status, e.status_message, e.event_ts, e.duration,"
-            " e.attempts, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
+            " e.attempts, e.outcome, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
             " r.ci_build_id, r.backend, r.finished_at, r.outcome FROM events e"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id JOIN runs r ON r.run_id = e.run_id"
             f"{where} ORDER BY e.id",
@@ -403,10 +403,10 @@ class SQLiteStore:
                 record = TestRecord(nodeid, flow, description, device=device, worker=worker)
                 record.session_id, record.perf_event_id, record.ended = session, key, True
                 (record.status, record.status_message, record.event_ts, record.duration,
-                 record.attempts) = rest[:5]  # fmt: skip
+                 record.attempts, record.outcome) = rest[:6]  # fmt: skip
                 record.measurements = measurements.get(event, [])
                 record.checks = checks.get(event, [])
-                yield Stored(record, RunInfo(*rest[5:12]), rest[12], rest[13])
+                yield Stored(record, RunInfo(*rest[6:13]), rest[13], rest[14])
 
     def mark(
         self,
