@@ -11,7 +11,7 @@ import pytest
 from conftest import EVERY_ROW, pick
 
 from pytest_userflow.gate import Check
-from pytest_userflow.model import Measurement, RunInfo, TestRecord
+from pytest_userflow.model import Accept, Measurement, RunInfo, TestRecord
 from pytest_userflow.storage import Query, StoreError, open_store
 
 
@@ -33,13 +33,14 @@ def record(
     *,
     at: float,
     status: str = "Passed",
+    outcome: str | None = None,
     device: str | None = None,
     worker: str | None = None,
     event: str | None = None,
 ) -> TestRecord:
     rec = TestRecord(nodeid, flow, "the flow", device=device, worker=worker)
     rec.measurements = [Measurement(k, v, "time", "ms") for k, v in values.items()]
-    rec.end(status, None if status == "Passed" else "it broke")
+    rec.end(status, None if status == "Passed" else "it broke", outcome)
     rec.event_ts = at
     if event is not None:
         rec.perf_event_id = event
@@ -246,3 +247,121 @@ def test_postgresql_refuses_a_schema_of_another_version(pg_url: str) -> None:
     with pytest.raises(StoreError, match="schema of version 99"):
         store.check()
     store.close()
+
+
+def test_a_test_only_the_gate_failed_keeps_its_own_outcome_apart_from_its_status(history) -> None:
+    run = run_info("run-1", 1.0)
+    history.add_test(record("t::ok", "F", {"k": 1}, at=10.0), run)
+    history.add_test(
+        record("t::gate", "F", {"k": 2}, at=20.0, status="Failed", outcome="Passed"), run
+    )
+    history.add_test(record("t::own", "F", {"k": 3}, at=30.0, status="Failed"), run)
+    history.add_test(record("t::skip", "F", {"k": 4}, at=40.0, status="Excluded"), run)
+    assert pick(history.tests(), "nodeid", "status", "outcome") == [
+        ("t::ok", "Passed", "Passed"),
+        ("t::gate", "Failed", "Passed"),
+        ("t::own", "Failed", "Failed"),
+        ("t::skip", "Excluded", "Excluded"),
+    ]
+
+    def listed(query: Query) -> list[tuple[Any, ...]]:
+        return pick(history.measurements(query), "value", "status", "outcome")
+
+    assert listed(Query(outcomes=["passed"])) == [(1, "Passed", "Passed"), (2, "Failed", "Passed")]
+    assert listed(Query(statuses=["failed"])) == [(2, "Failed", "Passed"), (3, "Failed", "Failed")]
+    assert listed(Query(statuses=["failed"], outcomes=["failed"])) == [(3, "Failed", "Failed")]
+    assert listed(Query(outcomes=["excluded"])) == []  # the default statuses leave it out
+    assert listed(Query(statuses=["excluded"], outcomes=["excluded", "passed"])) == [
+        (4, "Excluded", "Excluded")
+    ]
+    with pytest.raises(StoreError, match="outcome must be one of passed, failed, excluded"):
+        list(history.measurements(Query(outcomes=["gated"])))
+    assert history.run_summary("run-1")["flows"]["F"]["by_gate"] == 1
+    # what a copy into another history takes carries both
+    assert [(s.record.status, s.record.outcome) for s in history.records()] == [
+        ("Passed", "Passed"),
+        ("Failed", "Passed"),
+        ("Failed", "Failed"),
+        ("Excluded", "Excluded"),
+    ]
+
+
+def test_the_run_summary_keeps_a_keys_units_apart(history) -> None:
+    run = run_info("run-1", 1.0)
+    history.add_test(record("t::a", "F", {"k": 1.5}, at=10.0), run)
+    rec = record("t::b", "F", {}, at=20.0)
+    rec.measurements = [Measurement("k", 1800, "time", "ms")]
+    history.add_test(rec, run)
+    rec = record("t::c", "F", {}, at=30.0)
+    rec.measurements = [Measurement("k", 2.5, "time", None)]
+    history.add_test(rec, run)
+    assert pick(history.run_summary("run-1")["keys"], "key", "units", "count", "values") == [
+        ("k", None, 1, [2.5]),
+        ("k", "ms", 2, [1.5, 1800]),
+    ]
+
+
+def accept(flow: str, key: str, run: str, at: float, **given: Any) -> Accept:
+    return Accept(flow, key, run, created_at=at, user="ada", host="box", **given)
+
+
+def test_accepts_are_kept_listed_and_taken_back(history) -> None:
+    history.add_test(record("t::a", "F", {"k": 1}, at=10.0), run_info("run-1", 5.0))
+    assert history.accepts(undone=True) == []
+    with pytest.raises(StoreError, match="no run 'nope' to accept a level from"):
+        history.add_accept(accept("F", "k", "nope", 50.0))
+    first = history.add_accept(accept("F", "k", "run-1", 50.0, reason="TLS 1.3"))
+    assert (first.id, first.from_started, first.reason, first.who) == (1, 5.0, "TLS 1.3", "ada@box")
+    second = history.add_accept(accept("F", "j", "run-1", 60.0, nodeid="t::a", device="d@h"))
+    assert second.id == 2
+    assert history.accepts() == [first, second]
+    assert history.accepts(flow="F", key="j") == [second]
+    assert history.accepts(flow="G", key="k") == []
+    undone = history.undo_accept(1)
+    assert undone.id == 1 and undone.undone_at is not None
+    assert history.accepts() == [second]
+    assert [(a.id, a.undone_at) for a in history.accepts(undone=True)] == [
+        (1, undone.undone_at),
+        (2, None),
+    ]
+    with pytest.raises(StoreError, match="accept 1 was taken back already in"):
+        history.undo_accept(1)
+    with pytest.raises(StoreError, match=r"accept 7 is not in .*accept --list lists them"):
+        history.undo_accept(7)
+
+
+def test_an_accepted_level_is_the_baseline_and_what_the_gate_fails_after_it_is_not(
+    history,
+) -> None:
+    def add(i: int, value: float, **given: Any) -> None:
+        history.add_test(
+            record("t::a", "F", {"k": value}, at=100.0 * i + 1, **given),
+            run_info(f"run-{i}", 100.0 * i),
+        )
+        history.add_test(
+            record("t::b", "F", {"k": value + 1000}, at=100.0 * i + 2),
+            run_info(f"run-{i}", 100.0 * i),
+        )
+
+    for i in range(4):
+        add(i, 100 + i)
+    for i in range(4, 7):  # a kept step the gate failed
+        add(i, 130 + i, status="Failed", outcome="Passed")
+    add(7, 999, status="Failed")  # a test that failed on its own
+    assert history.recent_values("F", "k", 10, nodeid="t::a") == [103, 102, 101, 100]
+    history.add_accept(accept("F", "k", "run-5", 750.0, nodeid="t::a"))
+    # from the accepted run on, with what only the gate failed before the accept was made
+    assert history.recent_values("F", "k", 10, nodeid="t::a") == [136, 135]
+    add(8, 150, status="Failed", outcome="Passed")  # the gate fails it after the accept
+    add(9, 137)
+    assert history.recent_values("F", "k", 10, nodeid="t::a") == [137, 136, 135]
+    assert history.recent_values("F", "k", 2, nodeid="t::a", exclude_run="run-9") == [136, 135]
+    # the accept covers t::a only: t::b and the flow's baseline are as they were
+    assert history.recent_values("F", "k", 3, nodeid="t::b") == [1137, 1150, 1999]
+    assert history.recent_values("F", "k", 2) == [1137, 137]
+    # a flow-wide accept made later decides, until it is taken back
+    newer = history.add_accept(accept("F", "k", "run-8", 950.0))
+    assert history.recent_values("F", "k", 10, nodeid="t::a") == [137, 150]
+    assert history.recent_values("F", "k", 10, nodeid="t::a", device="d@h") == []
+    history.undo_accept(newer.id)
+    assert history.recent_values("F", "k", 10, nodeid="t::a") == [137, 136, 135]
