@@ -3,6 +3,7 @@ against a real server, each test in a schema of its own (``pg_url``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -227,7 +228,7 @@ def test_a_role_with_select_insert_update_is_enough_and_a_read_only_one_waits(
     assert finished(pytest_in(first, "--userflow-store", pg_url))[0] == 0  # makes the schema
     schema = urllib.parse.parse_qs(urllib.parse.urlsplit(pg_url).query)["options"][0].split("=")[1]
     writer, reader = (f"userflow_{what}_{uuid.uuid4().hex[:8]}" for what in ("ci", "ro"))
-    tables = "runs, flows, events, measurement_rows, checks, userflow_schema"
+    tables = "runs, flows, events, measurement_rows, checks, accepts, userflow_schema"
     admin = psycopg.connect(pg_url, autocommit=True)
     try:
         for role, rights in ((writer, "SELECT, INSERT, UPDATE"), (reader, "SELECT")):
@@ -237,8 +238,18 @@ def test_a_role_with_select_insert_update_is_enough_and_a_read_only_one_waits(
         as_writer = pg_url.replace("postgres@", f"{writer}@")
         as_reader = pg_url.replace("postgres@", f"{reader}@")
         ci = machine(tmp_path, "ci", n=3, base=200)
-        code, out = finished(pytest_in(ci, "--userflow-store", as_writer))
+        code, out = finished(
+            pytest_in(ci, "--userflow-store", as_writer, "--userflow-baseline", "local")
+        )
         assert code == 0 and "3 test(s) delivered, 0 pending" in out, out
+        assert "permission denied" not in out, out
+        # the gate reads the accepts, and accept keeps one
+        (run,) = [
+            r["run_id"] for r in json.loads(cli(ci, "runs", "--format", "json").stdout)["runs"]
+        ]
+        made = cli(ci, "--store", as_writer, "accept", "--flow", "Checkout", "--key", "Pay Time",
+                   "--run", run)  # fmt: skip
+        assert made.returncode == 0 and made.stdout.startswith("accepted #1: "), made.stderr
         ro = machine(tmp_path, "ro", n=2, base=300)
         code, out = finished(pytest_in(ro, "--userflow-store", as_reader))
         assert code == 0, out
