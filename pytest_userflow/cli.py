@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import getpass
+import itertools
 import json
 import socket
 import sys
@@ -31,8 +32,17 @@ from .model import (
 )
 from .report import format_table, markdown_table, md_text
 from .sources import HeadSpinSource, LocalSource, Source, api_token, open_existing
-from .storage import FAILED, PENDING, Query, StoreError
-from .upload import Sender
+from .storage import (
+    FAILED,
+    PENDING,
+    History,
+    Query,
+    StoreError,
+    is_postgres,
+    open_outbox,
+    shown,
+)
+from .upload import Sender, TeamSender
 
 if TYPE_CHECKING:
     from .storage.sqlite import SQLiteStore
@@ -295,11 +305,29 @@ def _parser() -> argparse.ArgumentParser:
     acc.add_argument("--undo", type=_count, metavar="ID", help="take back the accept ID")
     _add_format(acc)
 
+    copy = command(
+        "copy",
+        help="copy a history into a PostgreSQL team store, each test once",
+        description="Copy every run and test of a history (the --from store, by default the "
+        "local one) into the PostgreSQL store --to. Each test is keyed by its event id: a "
+        "test the team store holds already is left as it is, so copying twice doubles nothing.",
+        epilog="example: pytest-userflow copy --to postgresql://ci@db.example.com:5432/perf",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    copy.add_argument("--to", required=True, metavar="URL", help="the PostgreSQL store")
+    copy.add_argument(
+        "--from",
+        dest="source_store",
+        metavar="PATH_OR_URL",
+        help="the history to copy (default: --store)",
+    )
+
     push = command(
         "push",
-        help="send the uploads still pending in the local store",
-        description="Send every upload the plugin could not deliver during the run. Replays are "
-        "safe: a second push sends nothing. Exit 0 only when nothing is left pending.",
+        help="send what is still pending in the outbox",
+        description="Deliver every test the plugin could not deliver during the run: to the "
+        "PostgreSQL team store (--store URL) and to HeadSpin. Replays are safe: a second push "
+        "sends nothing. Exit 0 only when nothing is left pending.",
     )
     push.add_argument(
         "--timeout",
@@ -817,7 +845,7 @@ def cmd_accept(args: argparse.Namespace, source: Source) -> int:
         store.close()
 
 
-def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
+def _accept(args: argparse.Namespace, store: History) -> int:
     """Keep a new accept: of the series of the flow's key that --test and --device name, from
     --run, else from where their newest change began."""
     if not args.flow or not args.key:
@@ -902,17 +930,80 @@ def _accept_row(accept: Accept, fmt: str) -> dict[str, Any]:
     return row
 
 
-def cmd_push(args: argparse.Namespace, source: Source) -> int:
-    store = open_existing(args.store)  # the outbox: this machine's, whatever the source
+def cmd_copy(args: argparse.Namespace, source: Source) -> int:
+    if not is_postgres(args.to):
+        raise CliError(f"--to {shown(args.to)}: give a postgresql://user@host:5432/db URL")
+    from .storage.postgres import PostgresStore
+
+    history = open_existing(args.source_store or args.store)
+    team = PostgresStore(args.to)
     try:
-        return _push(args, store)
+        copied = kept = 0
+        stored = history.records()
+        while chunk := list(itertools.islice(stored, 500)):  # a transaction each
+            new = team.add_tests(chunk)
+            copied, kept = copied + new, kept + len(chunk) - new
+    finally:
+        history.close()
+        team.close()
+    print(
+        f"copied {copied} test(s) into {team.location}; {kept} were there already "
+        f"(from {history.location})"
+    )
+    return 0
+
+
+def cmd_push(args: argparse.Namespace, source: Source) -> int:
+    where = args.outbox or args.store
+    store = open_outbox(where)  # this machine's, whatever the source
+    if not store.exists:
+        raise CliError(
+            f"no store at {where}: run pytest with pytest-userflow first, or pass --store"
+        )
+    store.check()
+    try:
+        team = _push_team(args, store)
+        return max(team, _push(args, store, quiet=team >= 0))
     finally:
         store.close()
 
 
-def _push(args: argparse.Namespace, store: SQLiteStore) -> int:
+def _push_team(args: argparse.Namespace, store: SQLiteStore) -> int:
+    """Deliver the tests waiting for the team store: -1 when none wait, else 0 when all
+    were delivered, 1 when some still wait."""
+    waiting = store.deliveries()
+    if not waiting:
+        return -1
+    if not is_postgres(args.store):
+        print(
+            f"error: {len(waiting)} test(s) wait for a PostgreSQL team store: pass "
+            "--store postgresql://user@host:5432/db",
+            file=sys.stderr,
+        )
+        return 1
+    from .storage.postgres import PostgresStore
+
+    sender = TeamSender(PostgresStore(args.store), store)
+    print(f"delivering {len(waiting)} test(s) to {sender.history.location} ...", flush=True)
+    for event in waiting:
+        sender.submit(event)
+    sender.drain(args.timeout)
+    sender.close()
+    left = store.count_deliveries()
+    if sender.stats.unreachable:
+        print(
+            f"error: gave up on {sender.history.location}: {sender.stats.unreachable}",
+            file=sys.stderr,
+        )
+    print(f"delivered {sender.stats.sent}, still pending {left}")
+    return 0 if left == 0 else 1
+
+
+def _push(args: argparse.Namespace, store: SQLiteStore, *, quiet: bool = False) -> int:
     states = (PENDING, FAILED) if args.retry_failed else (PENDING,)
     uploads = store.uploads(states)
+    if not uploads and quiet:
+        return 0
     if not uploads:
         refused = store.count_uploads((FAILED,))
         more = (
@@ -921,7 +1012,7 @@ def _push(args: argparse.Namespace, store: SQLiteStore) -> int:
             if refused
             else ""
         )
-        print(f"nothing to push: no pending uploads in {args.store}{more}")
+        print(f"nothing to push: no pending uploads in {store.location}{more}")
         return 0
     settings: options.Settings = args.settings
     token = api_token(settings.token)
@@ -1009,6 +1100,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "report": cmd_report,
     "accept": cmd_accept,
+    "copy": cmd_copy,
     "push": cmd_push,
 }
 
@@ -1019,13 +1111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The plugin's settings, read as it reads them; the commands take them from args.
         args.settings = settings = options.resolve(options.from_arguments(args))
         args.store = str(settings.store)
+        args.outbox = settings.outbox
         with _source(args, settings) as source:
             return COMMANDS[args.command](args, source)
     except StoreError as exc:
         if exc.damaged:
             print(
-                f"pytest-userflow {args.command}: error: the store {args.store} is damaged or "
-                f"not readable ({exc}); it was left as it is",
+                f"pytest-userflow {args.command}: error: the store {shown(args.store)} is "
+                f"damaged or not readable ({exc}); it was left as it is",
                 file=sys.stderr,
             )
         else:

@@ -678,9 +678,15 @@ class SinkNotes:
     send_errors: list[str] = field(default_factory=list)
     shared_sessions: dict[str, SessionShare] = field(default_factory=dict)
     legacy: bool = False
+    team_store: str | None = None  # the PostgreSQL team store fed, as shown
+    team_delivered: int = 0  # tests delivered there by this process
+    team_error: str | None = None  # why delivery there stopped
 
     def add(self, other: SinkNotes) -> None:
         """*other*'s notes with these: lists joined, the first error of a kind kept."""
+        self.team_store = self.team_store or other.team_store
+        self.team_delivered += other.team_delivered
+        self.team_error = self.team_error or other.team_error
         self.dry_run_lines += other.dry_run_lines
         self.unroutable += other.unroutable
         self.auth_error = self.auth_error or other.auth_error
@@ -707,6 +713,7 @@ class ProcessSummary:
     keys: list[KeyValues] = field(default_factory=list)
     pending_tests: int = 0  # still to send, with pending_measurements measurements
     pending_measurements: int = 0
+    pending_team: int = 0  # tests still to deliver to the team store
     reruns: list[tuple[str, int]] = field(default_factory=list)  # (test, attempts)
     #: the JSON report's tests, as the store gives them (only when a report is asked for)
     tests: list[dict[str, Any]] = field(default_factory=list)
@@ -726,6 +733,7 @@ class ProcessSummary:
             "keys": [asdict(k) for k in self.keys],
             "pending_tests": self.pending_tests,
             "pending_measurements": self.pending_measurements,
+            "pending_team": self.pending_team,
             "reruns": [list(rerun) for rerun in self.reruns],
             "tests": self.tests,
             "checks": [check._asdict() for check in self.checks],
@@ -752,6 +760,7 @@ class ProcessSummary:
             keys=[KeyValues(**k) for k in data["keys"]],
             pending_tests=data["pending_tests"],
             pending_measurements=data["pending_measurements"],
+            pending_team=data["pending_team"],
             reruns=[(nodeid, attempts) for nodeid, attempts in data["reruns"]],
             tests=list(data["tests"]),
             checks=[Check(**check) for check in data["checks"]],
@@ -780,6 +789,7 @@ def merge(parts: Iterable[ProcessSummary]) -> ProcessSummary:
             into.values += k.values
         total.pending_tests += part.pending_tests
         total.pending_measurements += part.pending_measurements
+        total.pending_team += part.pending_team
         total.reruns += part.reruns
         total.tests += part.tests
         total.checks += part.checks

@@ -103,11 +103,24 @@ def _url(given: Given) -> str:
 
 
 def _store(given: Given) -> Path | str:
-    from .storage import is_url, sqlite_path
+    from .storage import StoreError, check_location, is_url, sqlite_path
 
     # A URL stays as it is (Path would fold its //); a path is the caller's or the rootdir's.
     text = given.value.strip()
+    try:
+        check_location(text)
+    except StoreError as exc:
+        raise SettingError(str(exc)) from None
     return text if is_url(text) else Path(given.base, sqlite_path(text)).resolve()
+
+
+def _outbox(given: Given) -> Path:
+    from .storage import is_url, sqlite_path
+
+    text = given.value.strip()
+    if is_url(text):
+        raise SettingError(f"{given.where}: the outbox is a SQLite file on this machine, a path")
+    return Path(given.base, sqlite_path(text)).resolve()
 
 
 def _devices(given: Given) -> tuple[str, ...]:
@@ -232,13 +245,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "store",
         "--userflow-store",
-        "the history: a SQLite file (a path or sqlite:///path), also the upload spool",
+        "the history: a SQLite file (a path or sqlite:///path), also the upload spool, or a "
+        "PostgreSQL team store postgresql://user@host:5432/db (the [postgres] extra)",
         ini="userflow_store",
         env=STORE_ENV,
         default=DEFAULT_STORE,
         parse=_store,
-        metavar="PATH",
+        metavar="PATH_OR_URL",
         cli=("--store", "--userflow-store"),
+    ),
+    Setting(
+        "outbox",
+        "--userflow-outbox",
+        "this machine's outbox, a SQLite file: each test is committed there first, and sent "
+        "from there to a PostgreSQL store and HeadSpin (default: the SQLite store, else "
+        f"{DEFAULT_STORE})",
+        ini="userflow_outbox",
+        parse=_outbox,
+        metavar="PATH",
+        cli=("--outbox", "--userflow-outbox"),
     ),
     Setting(
         "devices",
@@ -392,6 +417,7 @@ class Settings(NamedTuple):
     directions: tuple[Budget, ...] = ()
     token: str | None = None
     html: Path | None = None
+    outbox: Path | None = None  # None: the store's file (a SQLite store)
     markdown: Path | None = None
     #: Where each setting that was given came from (its flag, variable or ini key).
     given: Mapping[str, str] = {}
@@ -460,7 +486,25 @@ def resolve(inputs: Inputs) -> Settings:
         given[setting.name] = found.where
     if values["backend"] == "auto":
         values["backend"] = "headspin" if values["token"] else "local"
+    values["outbox"] = _outbox_of(values["store"], values["outbox"], given.get("outbox"), inputs)
     return Settings(**values, given=given)
+
+
+def _outbox_of(
+    store: Path | str, outbox: Path | None, where: str | None, inputs: Inputs
+) -> Path | None:
+    """The outbox file: given, else with a PostgreSQL store the default path under the
+    rootdir; None with a SQLite store, whose file is its own outbox."""
+    from .storage import is_postgres
+
+    if not is_postgres(store):
+        if outbox is not None and outbox != store:
+            raise SettingError(
+                f"{where}: with a SQLite store the store is its own outbox ({store}); an outbox "
+                "of its own goes with a postgresql:// store"
+            )
+        return None
+    return outbox or Path(inputs.rootdir, DEFAULT_STORE).resolve()
 
 
 def check_run(settings: Settings) -> None:

@@ -50,6 +50,7 @@ from .runinfo import new_run
 from .storage import Query, StoreError
 
 if TYPE_CHECKING:
+    from .storage import History
     from .storage.sqlite import SQLiteStore
     from .upload import Sink
 
@@ -149,7 +150,9 @@ class UserflowRun:
         )
         self.controller = False
         self.run: RunInfo | None = None
-        self.store: SQLiteStore | None = None
+        self.store: SQLiteStore | None = None  # this machine's outbox (the SQLite history)
+        self.history: History | None = None  # what the gate, changes and HTML read
+        self.team_error: str | None = None  # the team store failed: said once, not retried
         self.sink: Sink | None = None  # None: this process records nothing
         self.gate: Gate | None = None
         self.running: pytest.Item | None = None  # the item between its setup and teardown
@@ -172,11 +175,14 @@ class UserflowRun:
         else:
             self.run = new_run(self.config.rootpath, s.backend)
         if s.backend != "off":
-            from .storage import open_store
+            from .storage import open_outbox, open_store
 
             try:
-                self.store = open_store(s.store)
+                self.store = open_outbox(s.outbox or s.store)
                 self.store.check()
+                # A team store is not asked anything now: a server that is down costs the
+                # run nothing, and its tests wait in the outbox.
+                self.history = open_store(s.store) if s.outbox is not None else self.store
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None
         local = s.baseline == "local" and self.store is not None
@@ -211,18 +217,26 @@ class UserflowRun:
             return NullSink(run)
         if s.dry_run:
             return DryRunSink(self.store, run, s.url, s.api)
+        team = None
+        if s.outbox is not None:
+            from .storage.postgres import PostgresStore
+            from .upload import TeamSender
+
+            team = TeamSender(PostgresStore(str(s.store)), self.store)
         if s.backend == "headspin":
             from .client import HeadSpinClient  # requests is imported only when it is needed
 
             assert s.token is not None
-            return HeadSpinSink(self.store, run, HeadSpinClient(s.token, base_url=s.url), s.api)
-        return Sink(self.store, run)
+            client = HeadSpinClient(s.token, base_url=s.url)
+            return HeadSpinSink(self.store, run, client, s.api, team)
+        return Sink(self.store, run, team)
 
     def _baselines(self) -> BaselineSource | None:
         s = self.settings
         assert self.run is not None
-        if s.baseline == "local" and self.store is not None:
-            return BaselineSource(local_fetch(self.store, self.run.run_id), s.baseline_runs)
+        if s.baseline == "local" and self.history is not None:
+            fetch = local_fetch(self.history, self.run.run_id)
+            return BaselineSource(self._once(fetch), s.baseline_runs)
         if s.baseline == "headspin":
             from .client import HeadSpinClient
 
@@ -230,6 +244,23 @@ class UserflowRun:
             client = HeadSpinClient(s.token, base_url=s.url, retries=2)
             return BaselineSource(headspin_fetch(client), s.baseline_runs)
         return None
+
+    def _once(self, fetch: Any) -> Any:
+        """*fetch*, given up after the team store's first failure: a server that is down or
+        slow costs each test nothing more than once, and it is said once."""
+        if self.history is self.store:
+            return fetch
+
+        def once(*args: Any) -> list[float]:
+            if self.team_error is not None:
+                return []
+            try:
+                return list(fetch(*args))
+            except StoreError as exc:
+                self.team_error = str(exc)
+                raise
+
+        return once
 
     def worker_died(self, worker: str, device: str | None) -> None:
         """What the dead *worker* (driving *device*) finished, read from the store, for the
@@ -429,10 +460,18 @@ class UserflowRun:
         if session.exitstatus == pytest.ExitCode.OK and _session_breached(self.summary):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # no test's report could say it
         if self.store is not None and self.damaged is None:
+            outcome = OUTCOMES.get(exitstatus, str(exitstatus))
             try:
-                self.store.finish_run(self.run.run_id, OUTCOMES.get(exitstatus, str(exitstatus)))
+                self.store.finish_run(self.run.run_id, outcome)
             except StoreError as exc:
                 self.summary.errors.append(f"could not note the run's end: {exc}")
+            if self.history is not self.store and self._team_answers():
+                assert self.history is not None
+                try:
+                    self.history.finish_run(self.run.run_id, outcome)
+                except StoreError as exc:
+                    self.team_error = str(exc)
+                    self.summary.errors.append(f"could not note the run's end: {exc}")
             self._changes()
             self._units()
             if s.html is not None:
@@ -447,6 +486,7 @@ class UserflowRun:
                 self.summary,
                 backend=s.backend,
                 store=s.store if self.store is not None and self.store.exists else None,
+                outbox=s.outbox,
                 url=s.url,
             )
             try:
@@ -504,11 +544,13 @@ class UserflowRun:
 
     def _changes(self) -> None:
         """With the local baseline, the worse changes this run confirms, for the summary."""
-        if self.settings.baseline != "local" or self.gate is None or self.store is None:
+        if self.settings.baseline != "local" or self.gate is None or self.history is None:
             return
         assert self.run is not None
+        if not self._team_answers():
+            return
         try:
-            found = confirmed_changes(self.store, self.run.run_id, self.gate.key_direction)
+            found = confirmed_changes(self.history, self.run.run_id, self.gate.key_direction)
         except StoreError as exc:  # said in the summary, never raised
             self.summary.errors.append(f"could not look for changes: {exc}")
             return
@@ -537,14 +579,14 @@ class UserflowRun:
 
     def _html(self, path: Path) -> None:
         """The HTML report of the last runs, this one included; a failure is said, not raised."""
-        assert self.store is not None and self.gate is not None
+        assert self.history is not None and self.gate is not None
         from . import html
         from .sources import local_page_rows
 
         try:
-            rows = local_page_rows(self.store, flow=None, last=html.DEFAULT_RUNS)
+            rows = local_page_rows(self.history, flow=None, last=html.DEFAULT_RUNS)
             data = html.collect(
-                *rows, direction=self.gate.key_direction, accepts=self.store.accepts()
+                *rows, direction=self.gate.key_direction, accepts=self.history.accepts()
             )
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:
@@ -563,6 +605,13 @@ class UserflowRun:
         except OSError as exc:
             error = f"could not write the markdown summary {path}: {exc.strerror or exc}"
             self.summary.errors.append(error)
+
+    def _team_answers(self) -> bool:
+        """Whether the team store may be asked: it took every test of this run (else it is
+        down or slow, and push brings it the run's end) and has not failed here or in a
+        worker (a failure is said once)."""
+        total = self.summary.total()
+        return self.team_error is None and not total.pending_team and not total.sink.team_error
 
     def _notes(self) -> ProcessSummary:
         """This process's notes: its errors, what its gate checked, what its sender said."""
@@ -593,7 +642,11 @@ class UserflowRun:
             summary.no_history = sorted(self.gate.no_history)
             summary.budget_use = self.gate.use  # the controller merges the workers'
             if self.gate.baselines is not None:
-                summary.errors += self.gate.baselines.errors
+                summary.errors += self.gate.baselines.errors[: 1 if self.team_error else None]
+        if summary.sink.team_store and self.team_error is not None:
+            summary.sink.team_error = summary.sink.team_error or self.team_error
+            # the baseline's failure and the delivery's are one: said once
+            summary.errors = [e for e in summary.errors if self.team_error not in e]
         return summary
 
     def _worth_saying(self, summary: ProcessSummary) -> bool:
@@ -603,14 +656,20 @@ class UserflowRun:
         return bool(summary.errors or summary.checks or summary.no_history or unused)
 
     def _where(self) -> str:
+        from .storage import shown
+
         s = self.settings
+        store = shown(s.store)
         if s.backend == "off":
             return "userflow backend off: nothing recorded"
         if s.dry_run:
-            return f"dry run (nothing sent), recorded in the local store {s.store}"
+            return f"dry run (nothing sent), recorded in the local store {s.outbox or store}"
+        team = "" if s.outbox is None else f"team store {store} (outbox: {s.outbox})"
         if s.backend == "headspin":
-            return f"HeadSpin {s.url} (spool: {s.store})"
-        return f"local store {s.store}"
+            if team:
+                return f"HeadSpin {s.url} and {team}"
+            return f"HeadSpin {s.url} (spool: {store})"
+        return team or f"local store {store}"
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
         # Said only where the project set something of ours: most runs that load the plugin
@@ -642,6 +701,8 @@ class UserflowRun:
     def close(self) -> None:
         if self.sink is not None:
             self.sink.close()
+        if self.history is not None and self.history is not self.store:
+            self.history.close()
         if self.store is not None:
             self.store.close()
 

@@ -70,11 +70,15 @@ def read_process(
     summary.keys = [KeyValues(**row) for row in agg["keys"]]
     summary.pending_tests = agg["pending"]["tests"]
     summary.pending_measurements = agg["pending"]["measurements"]
+    summary.pending_team = agg["pending"].get("team", 0)
     summary.reruns = [(nodeid, attempts) for nodeid, attempts in agg["reruns"]]
     if with_events:
         events = store.tests(run_id, worker)
         for event in events:
             event["destination"] = destination(backend, dry_run, event.pop("upload_state"))
+            team = event.pop("team_state", None)
+            if summary.sink.team_store:
+                event["team_store"] = _TEAM_STATES.get(team or "", team)
         summary.tests = events
     return summary
 
@@ -310,6 +314,13 @@ def _sink_lines(sink: SinkNotes, label: str, push: str) -> Lines:
             f"the data stays pending for '{push}'.",
             ERROR,
         ))  # fmt: skip
+    if sink.team_error:
+        out.append((
+            f"ERROR{label}: the team store did not take the tests ({sink.team_error}): "
+            "delivery stopped, and what was not delivered waits in the outbox for "
+            "'pytest-userflow push'",
+            ERROR,
+        ))  # fmt: skip
     if sink.unreachable:
         out.append((
             f"ERROR{label}: HeadSpin could not be reached ({sink.unreachable}): sending "
@@ -351,6 +362,15 @@ def _end_lines(summary: RunSummary, total: ProcessSummary, push: str) -> Lines:
             f"{total.pending_tests} test(s) with {total.pending_measurements} measurement(s) "
             f"are still pending in the local store: run '{push}' to send them",
             WARN,
+        ))  # fmt: skip
+    team = total.sink
+    if team.team_store:
+        left = total.pending_team
+        deliver = " in the outbox: run 'pytest-userflow push' to deliver them" if left else ""
+        out.append((
+            f"team store {team.team_store}: {team.team_delivered} test(s) delivered, {left} "
+            f"pending{deliver}",
+            WARN if left else {},
         ))  # fmt: skip
     if summary.html:
         out.append((f"HTML report: {summary.html}", {}))
@@ -402,6 +422,7 @@ def build_report(
     backend: str,
     store: Path | str | None,
     url: str | None,
+    outbox: Path | None = None,
 ) -> dict[str, Any]:
     total = summary.total()
     sink = total.sink
@@ -409,6 +430,8 @@ def build_report(
         "run": {**run.as_dict(), "finished_at": utc_text(time.time())} if run else None,
         "backend": backend,
         "store": shown(store) if store else None,
+        "outbox": str(outbox) if outbox else None,
+        "team_store": _team_report(total),
         "headspin_url": url if backend == "headspin" else None,
         "tests": sorted(total.tests, key=lambda e: e["nodeid"]),
         "warnings": {
@@ -547,6 +570,23 @@ def write_file(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+#: Where a test went in the team store, by its delivery's state.
+_TEAM_STATES = {SENT: "delivered", PENDING: "pending"}
+
+
+def _team_report(total: ProcessSummary) -> dict[str, Any] | None:
+    """The team store's part of the JSON report: where, how many delivered, how many wait."""
+    sink = total.sink
+    if not sink.team_store:
+        return None
+    return {
+        "store": sink.team_store,
+        "delivered": sink.team_delivered,
+        "pending": total.pending_team,
+        "error": sink.team_error,
+    }
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

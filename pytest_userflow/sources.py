@@ -20,7 +20,6 @@ from .storage import Query, is_url, open_store, sqlite_path
 if TYPE_CHECKING:
     from .client import HeadSpinClient
     from .storage import History
-    from .storage.sqlite import SQLiteStore
 
 #: What the HTML report is made of: measurement rows (in time order), their runs (oldest
 #: first) and the gate's checks of those runs.
@@ -97,8 +96,9 @@ class Source(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def open_existing(location: str) -> SQLiteStore:
-    """The local store at *location*, which must exist."""
+def open_existing(location: str) -> History:
+    """The history at *location*: a SQLite file, which must exist, or a PostgreSQL
+    database, which must answer."""
     if not is_url(location) and not sqlite_path(location).exists():
         raise SourceError(
             f"no store at {location}: run pytest with pytest-userflow first, or pass --store"
@@ -125,10 +125,10 @@ class LocalSource:
 
     def __init__(self, location: str) -> None:
         self.location = location
-        self._history: SQLiteStore | None = None
+        self._history: History | None = None
 
     @property
-    def history(self) -> SQLiteStore:
+    def history(self) -> History:
         if self._history is None:
             self._history = open_existing(self.location)
         return self._history

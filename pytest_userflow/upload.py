@@ -11,11 +11,12 @@ upload at a time.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .model import (
     MeasurementError,
@@ -25,7 +26,17 @@ from .model import (
     TestRecord,
     truncate_message,
 )
-from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, Outbox, Progress, Upload
+from .storage import (
+    FAILED,
+    LOCAL_ONLY,
+    PENDING,
+    SENT,
+    Outbox,
+    Progress,
+    StoreError,
+    TeamStore,
+    Upload,
+)
 
 if TYPE_CHECKING:
     from .client import HeadSpinClient
@@ -213,6 +224,10 @@ def _made(
     return new[0] if new else None
 
 
+#: What a ``Deliveries`` delivers: an upload, or a local event id.
+Item = TypeVar("Item")
+
+
 class _Stopped(Exception):
     """Raised inside a sender thread's backoff sleep when the sender is stopped."""
 
@@ -229,44 +244,57 @@ class SendStats:
         self.errors: list[str] = []
 
 
-class Sender:
-    """Background threads that deliver uploads and mark them in *store*.
+class Deliveries(Generic[Item]):
+    """Background threads that deliver items (``deliver``, a subclass's) and note each
+    outcome in the outbox.
 
-    At most *concurrency* uploads at once, and never two of one lane (see ``lane``): a
-    lane's uploads go out in the order they were submitted, and one that cannot be sent now
-    holds back those behind it (they stay pending, for ``push`` to send in that order).
-    A server that cannot be reached stops the sending: the rest stays pending.
+    At most *concurrency* items at once, and never two of one lane (see ``lane``): a lane's
+    items go out in the order they were submitted, and one that cannot be delivered now
+    holds back those behind it (they stay pending, for ``push`` to deliver in that order).
+    A destination that cannot be reached stops the delivery: the rest stays pending.
     """
 
-    def __init__(self, client: HeadSpinClient, store: Outbox, *, concurrency: int = 8) -> None:
-        self.client = client
+    def __init__(self, store: Outbox, *, concurrency: int = 8) -> None:
         self.store = store
         self.concurrency = max(1, concurrency)
-        self.flows = FlowCache()
         self.stats = SendStats()
         self._cond = threading.Condition()
-        self._lanes: dict[Hashable, deque[Upload]] = {}  # lanes with uploads not finished
-        self._ready: deque[Hashable] = deque()  # lanes whose first upload may start
+        self._lanes: dict[Hashable, deque[Item]] = {}  # lanes with items not finished
+        self._ready: deque[Hashable] = deque()  # lanes whose first item may start
         self._unfinished = 0
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._closed = False  # the store is not touched any more (see close)
-        client.sleep = self._sleep
+
+    #: How many items of a lane one ``deliver_all`` takes at most.
+    batch = 1
+
+    def lane(self, item: Item) -> Hashable:
+        """What *item* must not overtake."""
+        raise NotImplementedError
+
+    def deliver(self, item: Item) -> bool:
+        """Deliver one item and note the outcome in the store; False when it stays pending."""
+        raise NotImplementedError
+
+    def deliver_all(self, items: list[Item]) -> bool:
+        """Deliver the next items of one lane, in order; False when the rest stays pending."""
+        return all(self.deliver(item) for item in items)
 
     def _sleep(self, seconds: float) -> None:
         if self._stop.wait(seconds):
             raise _Stopped
 
-    def submit(self, upload: Upload) -> None:
-        key = lane(upload)
+    def submit(self, item: Item) -> None:
+        key = self.lane(item)
         with self._cond:
             if self._stop.is_set():
                 return  # stays pending in the store
             self._unfinished += 1
             if key in self._lanes:
-                self._lanes[key].append(upload)
+                self._lanes[key].append(item)
             else:
-                self._lanes[key] = deque([upload])
+                self._lanes[key] = deque([item])
                 self._ready.append(key)
                 self._cond.notify()
             if len(self._threads) < min(self.concurrency, len(self._lanes)):
@@ -284,46 +312,110 @@ class Sender:
                 if self._stop.is_set():
                     return
                 key = self._ready.popleft()
-                upload = self._lanes[key][0]
+                taken = list(itertools.islice(self._lanes[key], self.batch))
             done = False
             try:
-                done = self.deliver(upload)
+                done = self.deliver_all(taken)
             finally:
                 with self._cond:
-                    uploads = self._lanes[key]
-                    uploads.popleft()
-                    self._unfinished -= 1
+                    items = self._lanes[key]
+                    for _ in taken:
+                        items.popleft()
+                    self._unfinished -= len(taken)
                     if not done:  # held back behind it: they stay pending, in order
-                        self._unfinished -= len(uploads)
-                        uploads.clear()
-                    if uploads:
+                        self._unfinished -= len(items)
+                        items.clear()
+                    if items:
                         self._ready.append(key)
                     else:
                         del self._lanes[key]
                     self._cond.notify_all()
 
-    def deliver(self, upload: Upload) -> bool:
+    def _noting(self, note: Callable[[], object]) -> bool:
+        """Run *note* (a write to the store) unless closed; False when it was not run."""
+        with self._cond:
+            if self._closed:  # a thread that outlived close(): its item stays pending
+                return False
+            note()
+            return True
+
+    @property
+    def unfinished(self) -> int:
+        """Items submitted and not finished yet."""
+        return self._unfinished
+
+    def drain(self, timeout: float, tick: Callable[[], None] | None = None) -> bool:
+        """Wait up to *timeout* seconds for every submitted item; True when all finished.
+
+        *tick* is called about every 0.2 s while waiting (progress display). What is not
+        finished by then stays pending in the store for ``pytest-userflow push``.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while self._unfinished and not self.stats.auth_error and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.2) if tick else left)
+                if tick is not None:
+                    tick()
+            done = self._unfinished == 0
+        self.stop()
+        return done
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop.set()
+            self._cond.notify_all()
+
+    def close(self, wait: float = 2.0) -> None:
+        """Stop, give running threads *wait* seconds to finish, then let go of the
+        destination (``release``). A thread still blocked after that writes nothing more.
+        """
+        self.stop()
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            self._closed = True
+        self.release()
+
+    def release(self) -> None:
+        """Close the connection to the destination."""
+
+
+class Sender(Deliveries[Upload]):
+    """Delivers uploads to HeadSpin, one lane per session or (flow, device)."""
+
+    def __init__(self, client: HeadSpinClient, store: Outbox, *, concurrency: int = 8) -> None:
+        super().__init__(store, concurrency=concurrency)
+        self.client = client
+        self.flows = FlowCache()
+        client.sleep = self._sleep
+
+    def lane(self, item: Upload) -> Hashable:
+        return lane(item)
+
+    def deliver(self, item: Upload) -> bool:
         """Send one upload's test and record the outcome in the store; False when it stays
         pending."""
         from .client import AuthError, HeadSpinError, RetryableError
 
         if self.stats.auth_error or self._stop.is_set():
             return False
-        key = upload.perf_event_id
+        key = item.perf_event_id
 
         def save(progress: Progress) -> None:
-            with self._cond:
-                if not self._closed:
-                    self.store.save_progress(key, progress)
+            self._noting(lambda: self.store.save_progress(key, progress))
 
         with self._cond:  # once closed, the store is not touched again
             if self._closed:
                 return False
             record = self.store.record(key)
-        status = upload.status or (record.status, record.status_message)
+        status = item.status or (record.status, record.status_message)
         try:
             progress = send_test(
-                self.client, record, status, upload.api, upload.progress, self.flows, save
+                self.client, record, status, item.api, item.progress, self.flows, save
             )
         except _Stopped:
             return False
@@ -349,76 +441,103 @@ class Sender:
         return True
 
     def _mark(self, key: str, state: str, **how: Any) -> None:
-        with self._cond:
-            if not self._closed:  # a thread that outlived close(): its upload stays pending
-                self.store.mark(key, state, **how)
+        self._noting(lambda: self.store.mark(key, state, **how))
 
-    @property
-    def unfinished(self) -> int:
-        """Uploads submitted and not finished yet."""
-        return self._unfinished
-
-    def drain(self, timeout: float, tick: Callable[[], None] | None = None) -> bool:
-        """Wait up to *timeout* seconds for every submitted upload; True when all finished.
-
-        *tick* is called about every 0.2 s while waiting (progress display). What is not
-        finished by then stays pending in the store for ``pytest-userflow push``.
-        """
-        deadline = time.monotonic() + max(0.0, timeout)
-        with self._cond:
-            while self._unfinished and not self.stats.auth_error and not self._stop.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, 0.2) if tick else left)
-                if tick is not None:
-                    tick()
-            done = self._unfinished == 0
-        self.stop()
-        return done
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stop.set()
-            self._cond.notify_all()
-
-    def close(self, wait: float = 2.0) -> None:
-        """Stop, give running threads *wait* seconds to finish, then close the client.
-
-        A thread still blocked on the network after that writes nothing more.
-        """
-        self.stop()
-        deadline = time.monotonic() + wait
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        with self._cond:
-            self._closed = True
+    def release(self) -> None:
         self.client.close()
 
 
+class TeamSender(Deliveries[str]):
+    """Delivers tests (by local event id) from the outbox to the team store, a PostgreSQL
+    history, in the order recorded, over one connection of its own: what waits is sent in
+    one transaction (up to ``batch`` tests). The history keeps a test once by its event id,
+    so a delivery repeated after a lost answer doubles nothing. Any failure there (down,
+    slow past the connect timeout, a refused password, no right to write) stops the
+    delivery: what is left stays pending for ``pytest-userflow push``."""
+
+    batch = 500
+
+    def __init__(self, history: TeamStore, store: Outbox) -> None:
+        super().__init__(store, concurrency=1)
+        self.history = history
+
+    def lane(self, item: str) -> Hashable:
+        return "team"
+
+    def deliver_all(self, items: list[str]) -> bool:
+        if self._stop.is_set():
+            return False
+        with self._cond:
+            if self._closed:
+                return False
+            stored = list(self.store.records(items))
+        try:
+            self.history.add_tests(stored)
+        except StoreError as exc:
+            why = str(exc)
+            if self.stats.unreachable is None:
+                self.stats.unreachable = why
+            self.stop()
+            self._noting(lambda: self.store.mark_deliveries(items, PENDING, error=why))
+            return False
+        self.stats.sent += len(items)
+        self._noting(lambda: self.store.mark_deliveries(items, SENT))
+        return True
+
+    def release(self) -> None:
+        # A thread still waiting on the server holds the connection: it is left to the
+        # process's end rather than waited for.
+        if not any(thread.is_alive() for thread in self._threads):
+            self.history.close()
+
+
 class Sink:
-    """Commits each finished test to the local store; subclasses decide what else happens."""
+    """Commits each finished test to the local store; subclasses decide what else happens.
+
+    *team*: the sender to the team store (a PostgreSQL history): each test is committed with
+    a delivery for it, then handed to the sender.
+    """
 
     destination = "local"
 
-    def __init__(self, store: SQLiteStore, run: RunInfo) -> None:
+    def __init__(self, store: SQLiteStore, run: RunInfo, team: TeamSender | None = None) -> None:
         self.store = store
         self.run = run
+        self.team = team
 
     def keep(self, record: TestRecord) -> None:
         """Write *record* (once) and set where it went."""
-        self.store.add_test(record, self.run)
+        self._commit(record)
         record.destination = self.destination
+
+    def _commit(self, record: TestRecord, upload: Upload | None = None, **how: Any) -> None:
+        """The test's one write to the outbox (with its *upload*, in the state *how* says),
+        then its delivery to the team store starts."""
+        team = None if self.team is None else self.team.history.location
+        self.store.add_test(record, self.run, upload, team=team, **how)
+        if self.team is not None:
+            self.team.submit(record.perf_event_id)
 
     def finish(self, timeout: float) -> None:
         """Called once at session end, to let pending work end within *timeout* seconds."""
+        if self.team is not None:
+            self.team.drain(timeout)
 
     def close(self) -> None:
         """Called once when the plugin is unconfigured."""
+        if self.team is not None:
+            self.team.close()
 
     def notes(self) -> SinkNotes:
         """What the summary says of this sink."""
-        return SinkNotes()
+        if self.team is None:
+            return SinkNotes()
+        stats = self.team.stats
+        return SinkNotes(
+            team_store=self.team.history.location,
+            team_delivered=stats.sent,
+            team_error=stats.unreachable,
+        )
 
 
 class NullSink(Sink):
@@ -428,6 +547,7 @@ class NullSink(Sink):
 
     def __init__(self, run: RunInfo) -> None:
         self.run = run
+        self.team = None
 
     def keep(self, record: TestRecord) -> None:
         record.destination = self.destination
@@ -441,7 +561,7 @@ class DryRunSink(Sink):
     def __init__(self, store: SQLiteStore, run: RunInfo, base_url: str, api: str) -> None:
         from .client import DryRunClient
 
-        super().__init__(store, run)
+        super().__init__(store, run)  # a dry run sends nothing to a team store either
         self.client = DryRunClient(base_url)
         self.api = api
         self.flows = FlowCache()
@@ -494,8 +614,15 @@ class SharedSession:
 class HeadSpinSink(Sink):
     """Commits each test with its upload, then hands the upload to the sender."""
 
-    def __init__(self, store: SQLiteStore, run: RunInfo, client: HeadSpinClient, api: str) -> None:
-        super().__init__(store, run)
+    def __init__(
+        self,
+        store: SQLiteStore,
+        run: RunInfo,
+        client: HeadSpinClient,
+        api: str,
+        team: TeamSender | None = None,
+    ) -> None:
+        super().__init__(store, run, team)
         self.sender = Sender(client, store)
         self.url = client.base_url
         self.api = api
@@ -515,11 +642,11 @@ class HeadSpinSink(Sink):
                 status = None  # the test's own
         upload = self._upload(record, status)
         if not routable(record):
-            self.store.add_test(record, self.run, upload, state=LOCAL_ONLY)
+            self._commit(record, upload, state=LOCAL_ONLY)
             record.destination = "local-only"
             self.unroutable.append(record.nodeid)
             return
-        self.store.add_test(record, self.run, upload)
+        self._commit(record, upload)
         record.destination = "queued"
         self.sender.submit(upload)
 
@@ -543,15 +670,18 @@ class HeadSpinSink(Sink):
             "session belongs to one flow; this test's data is kept locally only"
         )
         upload = self._upload(record, None)
-        self.store.add_test(record, self.run, upload, state=FAILED, error=why)
+        self._commit(record, upload, state=FAILED, error=why)
         record.destination = "local-only"
         self.refused.append(why)
 
     def finish(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         self.sender.drain(timeout)
+        super().finish(deadline - time.monotonic())
 
     def close(self) -> None:
         self.sender.close()
+        super().close()
 
     def notes(self) -> SinkNotes:
         stats = self.sender.stats
@@ -560,11 +690,11 @@ class HeadSpinSink(Sink):
             for sid, s in self.sessions.items()
             if s.tests > 1
         }
-        return SinkNotes(
-            unroutable=self.unroutable,
-            auth_error=stats.auth_error,
-            unreachable=f"{self.url}: {stats.unreachable}" if stats.unreachable else None,
-            send_errors=stats.errors + self.refused,
-            shared_sessions=shared,
-            legacy=self.api == "legacy",
-        )
+        notes = super().notes()
+        notes.unroutable = self.unroutable
+        notes.auth_error = stats.auth_error
+        notes.unreachable = f"{self.url}: {stats.unreachable}" if stats.unreachable else None
+        notes.send_errors = stats.errors + self.refused
+        notes.shared_sessions = shared
+        notes.legacy = self.api == "legacy"
+        return notes

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -137,3 +140,43 @@ def _client_defaults_unchanged() -> Iterator[None]:
             "them in the inner run's pytest_configure and undo them with config.add_cleanup",
             pytrace=False,
         )
+
+
+#: The PostgreSQL server the tests use (trust authentication); each test gets a schema of its
+#: own in it, dropped after.
+TEST_PG = os.environ.get("USERFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_admin() -> Any:
+    """A connection to the test server, or a skip saying why there is none."""
+    psycopg = pytest.importorskip(
+        "psycopg", reason="psycopg is not installed (the [postgres] extra)"
+    )
+    try:
+        return psycopg.connect(TEST_PG, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server answers at {TEST_PG} ({' '.join(str(exc).split())})")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL schema of this test's own (its search path)."""
+    admin = _pg_admin()
+    schema = f"userflow_test_{uuid.uuid4().hex[:16]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    split = urllib.parse.urlsplit(TEST_PG)
+    query = urllib.parse.urlencode({"options": f"-csearch_path={schema}"})
+    joined = f"{split.query}&{query}" if split.query else query
+    try:
+        yield urllib.parse.urlunsplit(split._replace(query=joined))
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh history's location: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "history.db")
+    return str(request.getfixturevalue("pg_url"))

@@ -514,11 +514,13 @@ def test_the_store_setting_takes_a_sqlite_url_and_refuses_other_urls_without_the
     monkeypatch.setenv("USERFLOW_STORE", "from-env.db")  # the environment, below the command line
     pytester.runpytest().assert_outcomes(passed=1)
     assert len(history(pytester.path / "from-env.db").tests()) == 1
-    result = pytester.runpytest("--userflow-store", "postgresql://ada:s3cret@127.0.0.1:9/perf")
+    result = pytester.runpytest("--userflow-store", "mysql://ada:s3cret@127.0.0.1:9/perf")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: postgresql://ada@127.0.0.1:9/perf: only a SQLite file*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: mysql://ada@127.0.0.1:9/perf: the userflow store is a SQLite file *"]
+    )
     assert "s3cret" not in result.stdout.str() + result.stderr.str()
-    assert not (pytester.path / "postgresql:").exists()
+    assert not (pytester.path / "mysql:").exists()
 
 
 def test_a_run_that_records_nothing_says_nothing(pytester: pytest.Pytester, monkeypatch) -> None:

@@ -21,6 +21,9 @@ from ..model import Accept, RunInfo, TestRecord, UserflowError
 if TYPE_CHECKING:
     from .sqlite import SQLiteStore
 
+#: The URL schemes of a PostgreSQL store.
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
 #: Upload states: waiting to be sent, delivered, refused by the destination (kept), or not
 #: routable (no session and no device) and so kept only in the history.
 PENDING, SENT, FAILED, LOCAL_ONLY = "pending", "sent", "failed", "local-only"
@@ -68,6 +71,31 @@ class Upload(NamedTuple):
     attempts: int = 0
 
 
+class StoredCheck(NamedTuple):
+    """A budget or regression the gate checked, as a history keeps it."""
+
+    key: str
+    kind: str
+    verdict: str
+    value: float | None
+    low: float | None
+    high: float | None
+    baseline: float | None
+    change_pct: float | None
+    noise_pct: float | None
+    limit: str | None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One test as a history holds it, with its run: what copying it elsewhere needs."""
+
+    record: TestRecord
+    run: RunInfo
+    finished_at: float | None = None
+    run_outcome: str | None = None
+
+
 @dataclass(frozen=True)
 class Query:
     """The measurement listing's filters, with the API's semantics: filters combine with
@@ -109,12 +137,12 @@ class History(Protocol):
 
     # -- a run -----------------------------------------------------------------------------------
 
-    def add_test(self, record: TestRecord, run: RunInfo) -> None:
+    def add_test(self, record: TestRecord, run: RunInfo) -> bool | None:
         """Commit one finished test with its measurements and checks (the run's row with its
-        first test)."""
+        first test). A history that keys tests by their event id says whether it was new."""
 
-    def finish_run(self, run_id: str, outcome: str) -> None:
-        """Note the run's end, when it recorded anything."""
+    def finish_run(self, run_id: str, outcome: str, *, at: float | None = None) -> None:
+        """Note the run's end (*at*: when, else now), when it recorded anything."""
 
     def recent_values(
         self,
@@ -189,6 +217,20 @@ class History(Protocol):
         given *worker*; False: all)."""
         ...
 
+    def records(self, perf_event_ids: Sequence[str] | None = None) -> Iterator[Stored]:
+        """Every test (or those of *perf_event_ids*) as it was committed, with its checks
+        and its run, in the order recorded: what a copy into another history takes."""
+        ...
+
+
+class TeamStore(History, Protocol):
+    """A history that keys tests by their event id, which the outbox delivers to."""
+
+    def add_tests(self, tests: Sequence[Stored]) -> int:
+        """Commit *tests* in one transaction (with their runs' ends when known); how many
+        were new: a test that is there already is left as it is."""
+        ...
+
 
 class Outbox(Protocol):
     """This machine's uploads still to deliver, and how far each got. It keeps no copy of
@@ -219,6 +261,22 @@ class Outbox(Protocol):
     def save_progress(self, perf_event_id: str, progress: Progress) -> None:
         """How far an upload got, before it is done: a replay starts from there."""
 
+    def deliveries(self, states: Sequence[str] = (PENDING,)) -> list[str]:
+        """The local event ids of the tests to deliver to the team store (a PostgreSQL
+        history), in *states*, in the order they were recorded."""
+        ...
+
+    def count_deliveries(self, states: Sequence[str] = (PENDING,)) -> int: ...
+
+    def mark_deliveries(
+        self, perf_event_ids: Sequence[str], state: str, *, error: str | None = None
+    ) -> None:
+        """Team store deliveries' outcome: their new state and the last error."""
+
+    def records(self, perf_event_ids: Sequence[str] | None = None) -> Iterator[Stored]:
+        """The tests of *perf_event_ids* as they were committed (see ``History.records``)."""
+        ...
+
 
 def is_url(location: str | Path) -> bool:
     """A store setting that names a server rather than a file."""
@@ -246,13 +304,41 @@ def sqlite_path(location: str | Path) -> Path:
     return Path(text[len("sqlite:///") :] if text.startswith("sqlite:///") else text)
 
 
-def open_store(location: str | Path) -> SQLiteStore:
-    """The history (and this machine's outbox) at *location*: a SQLite file path or
-    ``sqlite:///path``. Nothing is made on disk until something is written."""
+def is_postgres(location: str | Path) -> bool:
+    """A store setting that names a PostgreSQL database."""
+    return urllib.parse.urlsplit(str(location)).scheme in POSTGRES_SCHEMES and is_url(location)
+
+
+def check_location(location: str | Path) -> None:
+    """Raise StoreError unless *location* names a store there is: a file, or PostgreSQL."""
+    if is_url(location) and not is_postgres(location):
+        raise StoreError(
+            f"{shown(location)}: the userflow store is a SQLite file (a path, or "
+            "sqlite:///path) or a PostgreSQL database (postgresql://user@host:5432/db)"
+        )
+
+
+def open_store(location: str | Path) -> History:
+    """The history at *location*: a SQLite file path or ``sqlite:///path`` (which is also
+    this machine's outbox), or a ``postgresql://`` URL. Nothing is made until something is
+    written."""
+    check_location(location)
+    if is_postgres(location):
+        from .postgres import PostgresStore
+
+        return PostgresStore(str(location))
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(sqlite_path(location))
+
+
+def open_outbox(location: str | Path) -> SQLiteStore:
+    """This machine's outbox (and history, with the SQLite store) at *location*: a SQLite
+    file path or ``sqlite:///path``."""
     if is_url(location):
         raise StoreError(
-            f"{shown(location)}: only a SQLite file is supported as the userflow store "
-            "(a path, or sqlite:///path)"
+            f"{shown(location)}: the outbox is a SQLite file on this machine (a path, or "
+            "sqlite:///path)"
         )
     from .sqlite import SQLiteStore
 

@@ -41,9 +41,9 @@ from ..model import (
     parse_time,
     utc_text,
 )
-from . import PENDING, Progress, Query, StoreError, Upload
+from . import PENDING, Progress, Query, Stored, StoredCheck, StoreError, Upload
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The budgets and regressions the gate checked, a row each, with the test that they belong to.
 _CHECKS = (
@@ -61,6 +61,8 @@ _CHECKS = (
 #:
 #: An accept says a level of a flow's key is intended from a run on (``model.Accept``): kept
 #: when taken back, with the time it was (``undone_at``).
+#: A delivery is a test still to copy into the team store (a PostgreSQL history, ``store``:
+#: its URL as shown, without a password): the history there keys it by the local event id.
 #:
 #: An upload is the outbox's part of a test (``event``: its row in ``events``): where it goes
 #: (base URL, API), the status to send when it is not the test's own (a shared session's), and
@@ -106,6 +108,11 @@ CREATE TABLE accepts (
     device_address TEXT, from_run TEXT NOT NULL, created_at REAL NOT NULL, user TEXT, host TEXT,
     reason TEXT, undone_at REAL
 );
+CREATE TABLE deliveries (
+    event INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL UNIQUE, store TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_ts REAL
+);
+CREATE INDEX deliveries_state ON deliveries(state);
 """.format(checks=";\n".join(_CHECKS))
 
 
@@ -245,9 +252,11 @@ class SQLiteStore:
         *,
         state: str = PENDING,
         error: str | None = None,
+        team: str | None = None,
     ) -> None:
         """Commit one finished test, its measurements and its *upload* (in *state*; *error*:
-        why it is refused) in one transaction; the run's row comes with its first test."""
+        why it is refused) in one transaction; the run's row comes with its first test.
+        *team*: the team store it is to be delivered to as well (its URL as shown)."""
         with self.transaction() as db:
             if run.run_id not in self._runs:
                 _insert_run(db, run)
@@ -299,6 +308,12 @@ class SQLiteStore:
                     (event, record.perf_event_id, state, upload.base_url, upload.api, status,
                      message, error, time.time()),
                 )  # fmt: skip
+            if team is not None:
+                db.execute(
+                    "INSERT INTO deliveries (event, perf_event_id, store, state, updated_ts)"
+                    " VALUES (?,?,?,?,?)",
+                    (event, record.perf_event_id, team, PENDING, time.time()),
+                )
         self._runs.add(run.run_id)
 
     def _flow_id(self, db: sqlite3.Connection, name: str, description: str | None) -> str:
@@ -313,15 +328,85 @@ class SQLiteStore:
             flow_id = self._flow_ids[name] = str(row[0])
         return flow_id
 
-    def finish_run(self, run_id: str, outcome: str) -> None:
-        """Note the run's end, when it recorded anything (else it has no row)."""
+    def finish_run(self, run_id: str, outcome: str, *, at: float | None = None) -> None:
+        """Note the run's end (*at*: when, else now), when it recorded anything (else it has
+        no row)."""
         if not self.exists:
             return
         with self.transaction() as db:
             db.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ? WHERE run_id = ?",
-                (time.time(), outcome, run_id),
+                (time.time() if at is None else at, outcome, run_id),
             )
+
+    # -- the team store's deliveries ----------------------------------------------------------
+
+    def deliveries(self, states: Sequence[str] = (PENDING,)) -> list[str]:
+        """The local event ids of the tests to deliver to the team store, in *states*, in
+        the order they were recorded."""
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT perf_event_id FROM deliveries WHERE state IN ({marks}) ORDER BY event"
+        return [row[0] for row in self._select(sql, states)]
+
+    def count_deliveries(self, states: Sequence[str] = (PENDING,)) -> int:
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT COUNT(*) FROM deliveries WHERE state IN ({marks})"
+        rows = self._select(sql, states)
+        return int(rows[0][0]) if rows else 0
+
+    def mark_deliveries(
+        self, perf_event_ids: Sequence[str], state: str, *, error: str | None = None
+    ) -> None:
+        """Team store deliveries' outcome: their new state and the last error."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE deliveries SET state = ?, last_error = ?, attempts = attempts + 1,"
+                " updated_ts = ? WHERE perf_event_id = ?",
+                [(state, error, time.time(), key) for key in perf_event_ids],
+            )
+
+    def records(self, perf_event_ids: Sequence[str] | None = None) -> Iterator[Stored]:
+        """Every test (or those of *perf_event_ids*) as it was committed, with its checks
+        and its run, in the order recorded."""
+        where, args = "", list(perf_event_ids or ())
+        if perf_event_ids is not None:
+            where = f" WHERE e.perf_event_id IN ({','.join('?' * len(args))})"
+        rows = self._select(
+            "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
+            " e.session_id, e.perf_event_id, e.status, e.status_message, e.event_ts, e.duration,"
+            " e.attempts, e.outcome, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
+            " r.ci_build_id, r.backend, r.finished_at, r.outcome FROM events e"
+            " JOIN flows f ON f.user_flow_id = e.user_flow_id JOIN runs r ON r.run_id = e.run_id"
+            f"{where} ORDER BY e.id",
+            args,
+        )
+        for start in range(0, len(rows), 500):  # each chunk's values in two reads
+            chunk = rows[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            ids = [row[0] for row in chunk]
+            measurements: dict[int, list[Measurement]] = {}
+            for event, *m in self._select(
+                "SELECT event, key_name, value, key_type, key_units FROM measurement_rows"
+                f" WHERE event IN ({marks}) ORDER BY event, seq",
+                ids,
+            ):
+                measurements.setdefault(event, []).append(Measurement(*m))
+            checks: dict[int, list[StoredCheck]] = {}
+            for event, *c in self._select(
+                "SELECT event, key_name, kind, verdict, value, low, high, baseline, change_pct,"
+                f" noise_pct, limit_text FROM checks WHERE event IN ({marks}) ORDER BY rowid",
+                ids,
+            ):
+                checks.setdefault(event, []).append(StoredCheck(*c))
+            for row in chunk:
+                event, nodeid, flow, description, device, worker, session, key, *rest = row
+                record = TestRecord(nodeid, flow, description, device=device, worker=worker)
+                record.session_id, record.perf_event_id, record.ended = session, key, True
+                (record.status, record.status_message, record.event_ts, record.duration,
+                 record.attempts, record.outcome) = rest[:6]  # fmt: skip
+                record.measurements = measurements.get(event, [])
+                record.checks = checks.get(event, [])
+                yield Stored(record, RunInfo(*rest[6:13]), rest[13], rest[14])
 
     def mark(
         self,
@@ -492,10 +577,19 @@ class SQLiteStore:
             [*args, PENDING],
         )
         tests, measurements = pending[0] if pending else (0, 0)
+        team = self._select(
+            "SELECT COUNT(*) FROM events e JOIN deliveries d ON d.event = e.id"
+            f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))} AND d.state = ?",
+            [*args, PENDING],
+        )
         return {
             "flows": dict(sorted(flows.items())),
             "keys": keys,
-            "pending": {"tests": tests, "measurements": measurements},
+            "pending": {
+                "tests": tests,
+                "measurements": measurements,
+                "team": team[0][0] if team else 0,
+            },
             "reruns": [[nodeid, attempts] for nodeid, attempts in reruns],
         }
 
@@ -513,9 +607,9 @@ class SQLiteStore:
         sql = (
             "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
             " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
-            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id, e.outcome"
-            " FROM events e"
-            " LEFT JOIN uploads u ON u.event = e.id"
+            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id, e.outcome, d.state"
+            " FROM events e LEFT JOIN uploads u ON u.event = e.id"
+            " LEFT JOIN deliveries d ON d.event = e.id"
             f" WHERE {condition} ORDER BY e.event_ts, e.id"
         )
         events: dict[int, dict[str, Any]] = {}
@@ -537,6 +631,7 @@ class SQLiteStore:
                 "attempts": row[14],
                 "run_id": row[15],
                 "outcome": row[16],
+                "team_state": row[17],
                 "measurements": [],
             }
         if events:
