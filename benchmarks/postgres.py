@@ -149,7 +149,7 @@ def writers_round(processes: int, tests: int, admin: Any, reverse: bool) -> dict
 
 def baseline(runs: int, per_run: int, admin: Any) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from pytest_userflow.model import Measurement, RunInfo, TestRecord
+    from pytest_userflow.model import Accept, Measurement, RunInfo, TestRecord
     from pytest_userflow.storage import open_store
 
     schema = f"userflow_bench_{uuid.uuid4().hex[:10]}"
@@ -176,11 +176,12 @@ def baseline(runs: int, per_run: int, admin: Any) -> dict[str, Any]:
         flow_id = admin.execute("SELECT user_flow_id FROM flows WHERE name = 'Flow0'").fetchone()
         admin.execute(
             "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
-            " device_address, status, event_ts, event_time, duration)"
+            " device_address, status, outcome, event_ts, event_time, duration)"
             " SELECT md5(r || '/' || t), 'run-' || r,"
             " CASE WHEN t %% 10 = 0 THEN %s ELSE 'flow-' || (t %% 10) END,"
             " 'Flow' || (t %% 10), 't.py::test_' || t, 'dev' || (t %% 4) || '@host',"
             " CASE WHEN (r + t) %% 17 = 0 THEN 'Failed' ELSE 'Passed' END,"
+            " CASE WHEN (r + t) %% 34 = 0 THEN 'Failed' ELSE 'Passed' END,"
             " r * 100.0 + t * 0.01, to_char(to_timestamp(r * 100), 'YYYY-MM-DD HH24:MI:SS'), 0.1"
             " FROM generate_series(1, %s) r, generate_series(1, %s) t",
             (flow_id[0], runs, per_run),
@@ -194,21 +195,34 @@ def baseline(runs: int, per_run: int, admin: Any) -> dict[str, Any]:
         admin.execute("ANALYZE")
         loaded = time.monotonic() - started
         count = admin.execute("SELECT COUNT(*) FROM measurement_rows").fetchone()[0]
-        rng = random.Random(7)
-        times = []
-        for _ in range(500):
-            t = rng.randrange(1, per_run + 1)
-            began = time.perf_counter()
-            values = history.recent_values(
-                f"Flow{t % 10}",
-                f"k{rng.randrange(KEYS)}",
-                10,
-                exclude_run="run-x",
-                nodeid=f"t.py::test_{t}",
-                device=f"dev{t % 4}@host",
-            )
-            times.append(time.perf_counter() - began)
-            assert values, "the baseline query found no values"
+
+        def timed() -> list[float]:
+            rng = random.Random(7)
+            times = []
+            for _ in range(500):
+                t = rng.randrange(1, per_run + 1)
+                began = time.perf_counter()
+                values = history.recent_values(
+                    f"Flow{t % 10}",
+                    f"k{rng.randrange(KEYS)}",
+                    10,
+                    exclude_run="run-x",
+                    nodeid=f"t.py::test_{t}",
+                    device=f"dev{t % 4}@host",
+                )
+                times.append(time.perf_counter() - began)
+                assert values, "the baseline query found no values"
+            return sorted(times)
+
+        times = timed()
+        # An accept of every flow's every key from the middle run on: the baseline starts
+        # there, with what only the gate failed before the accept (half the failures).
+        for f in range(10):
+            for k in range(KEYS):
+                history.add_accept(
+                    Accept(f"Flow{f}", f"k{k}", f"run-{runs // 2}", created_at=runs * 100.0)
+                )
+        accepted = timed()
         history.close()
         cli = {}
         for command in (["stats", "--flow", "Flow3"], ["changes", "--flow", "Flow3"]):
@@ -224,12 +238,13 @@ def baseline(runs: int, per_run: int, admin: Any) -> dict[str, Any]:
                 "s": round(time.monotonic() - began, 2),
                 "exit": done.returncode,
             }
-        times.sort()
         return {
             "values": count,
             "load s": round(loaded, 1),
             "baseline query p50 ms": round(statistics.median(times) * 1000, 2),
             "baseline query p95 ms": round(times[int(len(times) * 0.95)] * 1000, 2),
+            "accepted baseline query p50 ms": round(statistics.median(accepted) * 1000, 2),
+            "accepted baseline query p95 ms": round(accepted[int(len(accepted) * 0.95)] * 1000, 2),
             "cli": cli,
         }
     finally:
