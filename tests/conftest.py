@@ -22,9 +22,13 @@ import pytest
 # one module for the whole session.
 import requests  # noqa: F401
 
-# The same for the HTML report's renderer, whose native module can be loaded only once.
+# The same for the HTML report's renderer, whose native module can be loaded only once, and for
+# psycopg, whose native part keeps raising the first copy's exception classes: a second copy's
+# ``except psycopg.Error`` would not catch them.
 with contextlib.suppress(ImportError):
     import vl_convert  # noqa: F401
+with contextlib.suppress(ImportError):
+    import psycopg  # noqa: F401
 
 import pytest_userflow.client
 from pytest_userflow.storage import Query
