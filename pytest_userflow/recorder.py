@@ -451,7 +451,10 @@ class UserflowRun:
             timeout = s.flush_timeout
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the store keeps the rest
-            self.sink.finish(timeout)
+            try:
+                self.sink.finish(timeout, self._say if self.workerinput is None else None)
+            except KeyboardInterrupt:  # ends the wait only: the rest stays pending for push
+                self.sink.stop()
             notes = self._notes()
             if s.backend == "off" and s.report is None and not _worth_saying(notes):
                 return  # nothing recorded and nothing to say: the summary's modules stay unloaded
@@ -499,6 +502,12 @@ class UserflowRun:
                 self.summaries.append(
                     {"errors": [f"could not write the report {s.report}: {exc.strerror or exc}"]}
                 )
+
+    def _say(self, line: str) -> None:
+        """A line on the terminal now (the wait at the session's end)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
 
     def _finish_session(self, session: pytest.Session, exitstatus: int) -> None:
         """What ``userflow_session`` recorded: one record with this process's outcome."""

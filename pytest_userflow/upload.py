@@ -11,6 +11,7 @@ upload at a time.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -309,6 +310,8 @@ class Deliveries(Generic[Item]):
             done = False
             try:
                 done = self.deliver_all(taken)
+            except Exception as exc:  # the sender outlives any failure: the items stay pending
+                self._unexpected(taken, exc)
             finally:
                 with self._cond:
                     items = self._lanes[key]
@@ -323,6 +326,20 @@ class Deliveries(Generic[Item]):
                     else:
                         del self._lanes[key]
                     self._cond.notify_all()
+
+    def _unexpected(self, items: list[Item], exc: Exception) -> None:
+        """A delivery failed in a way no rule foresaw: said in the summary, kept on its
+        items, which stay pending (with those behind them) for ``pytest-userflow push``."""
+        why = f"{type(exc).__name__}: {exc}"
+        self.stats.errors.append(
+            f"a delivery stopped by {why}: its test(s) stay pending for 'pytest-userflow push'"
+        )
+        with contextlib.suppress(Exception):  # a store that cannot be written is said above
+            self._noting(lambda: self.hold(items, why))
+
+    def hold(self, items: list[Item], why: str) -> None:
+        """Keep *items* pending in the store, with *why*."""
+        raise NotImplementedError
 
     def _noting(self, note: Callable[[], object]) -> bool:
         """Run *note* (a write to the store) unless closed; False when it was not run."""
@@ -436,6 +453,10 @@ class Sender(Deliveries[Upload]):
     def _mark(self, key: str, state: str, **how: Any) -> None:
         self._noting(lambda: self.store.mark(key, state, **how))
 
+    def hold(self, items: list[Upload], why: str) -> None:
+        for item in items:
+            self.store.mark(item.perf_event_id, PENDING, error=why)
+
     def release(self) -> None:
         self.client.close()
 
@@ -477,11 +498,35 @@ class TeamSender(Deliveries[str]):
         self._noting(lambda: self.store.mark_deliveries(items, SENT))
         return True
 
+    def hold(self, items: list[str], why: str) -> None:
+        self.store.mark_deliveries(items, PENDING, error=why)
+
     def release(self) -> None:
         # A thread still waiting on the server holds the connection: it is left to the
         # process's end rather than waited for.
         if not any(thread.is_alive() for thread in self._threads):
             self.history.close()
+
+
+def waiting(
+    sender: Deliveries[Any], what: str, say: Callable[[str], None] | None
+) -> Callable[[], None] | None:
+    """A ``drain`` tick that, once the wait passes a second, says once what it waits for."""
+    if say is None:
+        return None
+    start = time.monotonic()
+    said = False
+
+    def tick() -> None:
+        nonlocal said
+        if not said and sender.unfinished and time.monotonic() - start >= 1.0:
+            said = True
+            say(
+                f"userflow: waiting for {sender.unfinished} {what} ... (Ctrl-C leaves them "
+                "pending for pytest-userflow push)"
+            )
+
+    return tick
 
 
 class Sink:
@@ -511,10 +556,16 @@ class Sink:
         if self.team is not None:
             self.team.submit(record.perf_event_id)
 
-    def finish(self, timeout: float) -> None:
-        """Called once at session end, to let pending work end within *timeout* seconds."""
+    def finish(self, timeout: float, say: Callable[[str], None] | None = None) -> None:
+        """Called once at session end, to let pending work end within *timeout* seconds;
+        a wait of more than a second is told through *say*."""
         if self.team is not None:
-            self.team.drain(timeout)
+            self.team.drain(timeout, waiting(self.team, "test(s) for the team store", say))
+
+    def stop(self) -> None:
+        """End the wait at once (Ctrl-C): what is not delivered stays pending."""
+        if self.team is not None:
+            self.team.stop()
 
     def close(self) -> None:
         """Called once when the plugin is unconfigured."""
@@ -669,10 +720,14 @@ class HeadSpinSink(Sink):
         record.destination = "local-only"
         self.refused.append(why)
 
-    def finish(self, timeout: float) -> None:
+    def finish(self, timeout: float, say: Callable[[str], None] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        self.sender.drain(timeout)
-        super().finish(deadline - time.monotonic())
+        self.sender.drain(timeout, waiting(self.sender, f"upload(s) to {self.url}", say))
+        super().finish(deadline - time.monotonic(), say)
+
+    def stop(self) -> None:
+        self.sender.stop()
+        super().stop()
 
     def close(self) -> None:
         self.sender.close()
