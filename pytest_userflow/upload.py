@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Hashable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -222,6 +223,10 @@ def _made(
 Item = TypeVar("Item")
 
 
+#: Seconds between looks at an upload another sender is sending.
+CLAIM_POLL = 0.1
+
+
 class _Stopped(Exception):
     """Raised inside a sender thread's backoff sleep when the sender is stopped."""
 
@@ -235,6 +240,7 @@ class SendStats:
         self.retried_later = 0
         self.auth_error: str | None = None
         self.unreachable: str | None = None  # why the server could not be reached
+        self.busy = 0  # uploads another sender had claimed, left to it
         self.errors: list[str] = []
 
 
@@ -387,8 +393,14 @@ class Deliveries(Generic[Item]):
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
+            if not any(thread.is_alive() for thread in self._threads):
+                with contextlib.suppress(StoreError):  # else they end with the process
+                    self.unclaim()
             self._closed = True
         self.release()
+
+    def unclaim(self) -> None:
+        """Let go of the items this sender claimed and did not finish: another may send them."""
 
     def release(self) -> None:
         """Close the connection to the destination."""
@@ -397,10 +409,19 @@ class Deliveries(Generic[Item]):
 class Sender(Deliveries[Upload]):
     """Delivers uploads to HeadSpin, one lane per session or (flow, device)."""
 
-    def __init__(self, client: HeadSpinClient, store: Outbox, *, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        client: HeadSpinClient,
+        store: Outbox,
+        *,
+        concurrency: int = 8,
+        states: tuple[str, ...] = (PENDING,),
+    ) -> None:
         super().__init__(store, concurrency=concurrency)
         self.client = client
         self.flows = FlowCache()
+        self.states = states  # what it sends: pending uploads, and refused ones on request
+        self.owner = uuid.uuid4().hex  # its claims on uploads, against other senders'
         client.sleep = self._sleep
 
     def lane(self, item: Upload) -> Hashable:
@@ -418,6 +439,16 @@ class Sender(Deliveries[Upload]):
         def save(progress: Progress) -> None:
             self._noting(lambda: self.store.save_progress(key, progress))
 
+        # Another sender (a push, a run) may have it: never two send one test. Its lane waits
+        # for the other to finish it, so that the lane's order holds.
+        try:
+            while (claimed := self._claim(key)) == "busy":
+                self._sleep(CLAIM_POLL)
+        except _Stopped:
+            self.stats.busy += 1
+            return False
+        if claimed != "mine":  # done by the other, or this sender is closed
+            return claimed == "done"
         with self._cond:  # once closed, the store is not touched again
             if self._closed:
                 return False
@@ -449,6 +480,13 @@ class Sender(Deliveries[Upload]):
         self.stats.sent += 1
         self._mark(key, SENT, progress=progress)
         return True
+
+    def unclaim(self) -> None:
+        self.store.unclaim(self.owner)
+
+    def _claim(self, key: str) -> str:
+        with self._cond:
+            return "closed" if self._closed else self.store.claim(key, self.owner, self.states)
 
     def _mark(self, key: str, state: str, **how: Any) -> None:
         self._noting(lambda: self.store.mark(key, state, **how))
