@@ -1022,11 +1022,11 @@ def _push(args: argparse.Namespace, store: SQLiteStore, *, quiet: bool = False) 
     for upload in uploads:
         url = settings.url if now or not upload.base_url else upload.base_url
         by_url.setdefault(url, []).append(upload)
-    sent = failed = 0
+    sent = failed = busy = 0
     auth_error = None
     for url, group in by_url.items():
         # A few tries a request: a server that cannot be reached is given up within seconds.
-        sender = Sender(HeadSpinClient(token, base_url=url, retries=3), store)
+        sender = Sender(HeadSpinClient(token, base_url=url, retries=3), store, states=states)
         print(f"pushing {len(group)} upload(s) to {url} ...", flush=True)
         for upload in group:
             sender.submit(upload)
@@ -1044,11 +1044,13 @@ def _push(args: argparse.Namespace, store: SQLiteStore, *, quiet: bool = False) 
             )
         sent += sender.stats.sent
         failed += sender.stats.failed
+        busy += sender.stats.busy
         auth_error = auth_error or sender.stats.auth_error
         for error in sender.stats.errors[:10]:
             print(f"refused: {error}", file=sys.stderr)
     pending = store.count_uploads((PENDING,))
-    print(f"sent {sent}, refused {failed}, still pending {pending}")
+    elsewhere = f" ({busy} of them being sent by another run or push, left to it)" if busy else ""
+    print(f"sent {sent}, refused {failed}, still pending {pending}{elsewhere}")
     if auth_error:
         print(
             f"error: HeadSpin refused the API token: {auth_error}",

@@ -445,7 +445,10 @@ class UserflowRun:
             timeout = s.flush_timeout
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the store keeps the rest
-            self.sink.finish(timeout)
+            try:
+                self.sink.finish(timeout, self._say if self.workerinput is None else None)
+            except KeyboardInterrupt:  # ends the wait only: the rest stays pending for push
+                self.sink.stop()
             summary = self._notes()
             if s.backend == "off" and s.report is None and not self._worth_saying(summary):
                 return  # nothing recorded and nothing to say: the summary's modules stay unloaded
@@ -494,6 +497,12 @@ class UserflowRun:
             except OSError as exc:  # the run's outcome is the tests' own
                 error = f"could not write the report {s.report}: {exc.strerror or exc}"
                 self.summary.errors.append(error)
+
+    def _say(self, line: str) -> None:
+        """A line on the terminal now (the wait at the session's end)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
 
     def _finish_session(self, session: pytest.Session, exitstatus: int) -> None:
         """What ``userflow_session`` recorded: one record with this process's outcome."""

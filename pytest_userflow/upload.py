@@ -11,9 +11,11 @@ upload at a time.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Hashable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -228,6 +230,10 @@ def _made(
 Item = TypeVar("Item")
 
 
+#: Seconds between looks at an upload another sender is sending.
+CLAIM_POLL = 0.1
+
+
 class _Stopped(Exception):
     """Raised inside a sender thread's backoff sleep when the sender is stopped."""
 
@@ -241,6 +247,7 @@ class SendStats:
         self.retried_later = 0
         self.auth_error: str | None = None
         self.unreachable: str | None = None  # why the server could not be reached
+        self.busy = 0  # uploads another sender had claimed, left to it
         self.errors: list[str] = []
 
 
@@ -316,6 +323,8 @@ class Deliveries(Generic[Item]):
             done = False
             try:
                 done = self.deliver_all(taken)
+            except Exception as exc:  # the sender outlives any failure: the items stay pending
+                self._unexpected(taken, exc)
             finally:
                 with self._cond:
                     items = self._lanes[key]
@@ -330,6 +339,20 @@ class Deliveries(Generic[Item]):
                     else:
                         del self._lanes[key]
                     self._cond.notify_all()
+
+    def _unexpected(self, items: list[Item], exc: Exception) -> None:
+        """A delivery failed in a way no rule foresaw: said in the summary, kept on its
+        items, which stay pending (with those behind them) for ``pytest-userflow push``."""
+        why = f"{type(exc).__name__}: {exc}"
+        self.stats.errors.append(
+            f"a delivery stopped by {why}: its test(s) stay pending for 'pytest-userflow push'"
+        )
+        with contextlib.suppress(Exception):  # a store that cannot be written is said above
+            self._noting(lambda: self.hold(items, why))
+
+    def hold(self, items: list[Item], why: str) -> None:
+        """Keep *items* pending in the store, with *why*."""
+        raise NotImplementedError
 
     def _noting(self, note: Callable[[], object]) -> bool:
         """Run *note* (a write to the store) unless closed; False when it was not run."""
@@ -377,8 +400,14 @@ class Deliveries(Generic[Item]):
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
+            if not any(thread.is_alive() for thread in self._threads):
+                with contextlib.suppress(StoreError):  # else they end with the process
+                    self.unclaim()
             self._closed = True
         self.release()
+
+    def unclaim(self) -> None:
+        """Let go of the items this sender claimed and did not finish: another may send them."""
 
     def release(self) -> None:
         """Close the connection to the destination."""
@@ -387,10 +416,19 @@ class Deliveries(Generic[Item]):
 class Sender(Deliveries[Upload]):
     """Delivers uploads to HeadSpin, one lane per session or (flow, device)."""
 
-    def __init__(self, client: HeadSpinClient, store: Outbox, *, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        client: HeadSpinClient,
+        store: Outbox,
+        *,
+        concurrency: int = 8,
+        states: tuple[str, ...] = (PENDING,),
+    ) -> None:
         super().__init__(store, concurrency=concurrency)
         self.client = client
         self.flows = FlowCache()
+        self.states = states  # what it sends: pending uploads, and refused ones on request
+        self.owner = uuid.uuid4().hex  # its claims on uploads, against other senders'
         client.sleep = self._sleep
 
     def lane(self, item: Upload) -> Hashable:
@@ -408,6 +446,16 @@ class Sender(Deliveries[Upload]):
         def save(progress: Progress) -> None:
             self._noting(lambda: self.store.save_progress(key, progress))
 
+        # Another sender (a push, a run) may have it: never two send one test. Its lane waits
+        # for the other to finish it, so that the lane's order holds.
+        try:
+            while (claimed := self._claim(key)) == "busy":
+                self._sleep(CLAIM_POLL)
+        except _Stopped:
+            self.stats.busy += 1
+            return False
+        if claimed != "mine":  # done by the other, or this sender is closed
+            return claimed == "done"
         with self._cond:  # once closed, the store is not touched again
             if self._closed:
                 return False
@@ -440,8 +488,19 @@ class Sender(Deliveries[Upload]):
         self._mark(key, SENT, progress=progress)
         return True
 
+    def unclaim(self) -> None:
+        self.store.unclaim(self.owner)
+
+    def _claim(self, key: str) -> str:
+        with self._cond:
+            return "closed" if self._closed else self.store.claim(key, self.owner, self.states)
+
     def _mark(self, key: str, state: str, **how: Any) -> None:
         self._noting(lambda: self.store.mark(key, state, **how))
+
+    def hold(self, items: list[Upload], why: str) -> None:
+        for item in items:
+            self.store.mark(item.perf_event_id, PENDING, error=why)
 
     def release(self) -> None:
         self.client.close()
@@ -484,11 +543,35 @@ class TeamSender(Deliveries[str]):
         self._noting(lambda: self.store.mark_deliveries(items, SENT))
         return True
 
+    def hold(self, items: list[str], why: str) -> None:
+        self.store.mark_deliveries(items, PENDING, error=why)
+
     def release(self) -> None:
         # A thread still waiting on the server holds the connection: it is left to the
         # process's end rather than waited for.
         if not any(thread.is_alive() for thread in self._threads):
             self.history.close()
+
+
+def waiting(
+    sender: Deliveries[Any], what: str, say: Callable[[str], None] | None
+) -> Callable[[], None] | None:
+    """A ``drain`` tick that, once the wait passes a second, says once what it waits for."""
+    if say is None:
+        return None
+    start = time.monotonic()
+    said = False
+
+    def tick() -> None:
+        nonlocal said
+        if not said and sender.unfinished and time.monotonic() - start >= 1.0:
+            said = True
+            say(
+                f"userflow: waiting for {sender.unfinished} {what} ... (Ctrl-C leaves them "
+                "pending for pytest-userflow push)"
+            )
+
+    return tick
 
 
 class Sink:
@@ -518,10 +601,16 @@ class Sink:
         if self.team is not None:
             self.team.submit(record.perf_event_id)
 
-    def finish(self, timeout: float) -> None:
-        """Called once at session end, to let pending work end within *timeout* seconds."""
+    def finish(self, timeout: float, say: Callable[[str], None] | None = None) -> None:
+        """Called once at session end, to let pending work end within *timeout* seconds;
+        a wait of more than a second is told through *say*."""
         if self.team is not None:
-            self.team.drain(timeout)
+            self.team.drain(timeout, waiting(self.team, "test(s) for the team store", say))
+
+    def stop(self) -> None:
+        """End the wait at once (Ctrl-C): what is not delivered stays pending."""
+        if self.team is not None:
+            self.team.stop()
 
     def close(self) -> None:
         """Called once when the plugin is unconfigured."""
@@ -674,10 +763,14 @@ class HeadSpinSink(Sink):
         record.destination = "local-only"
         self.refused.append(why)
 
-    def finish(self, timeout: float) -> None:
+    def finish(self, timeout: float, say: Callable[[str], None] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        self.sender.drain(timeout)
-        super().finish(deadline - time.monotonic())
+        self.sender.drain(timeout, waiting(self.sender, f"upload(s) to {self.url}", say))
+        super().finish(deadline - time.monotonic(), say)
+
+    def stop(self) -> None:
+        self.sender.stop()
+        super().stop()
 
     def close(self) -> None:
         self.sender.close()

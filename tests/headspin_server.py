@@ -149,7 +149,8 @@ class Faults:
     down_after_lose: bool = False  # once an answer was lost, down
     echo_token: bool = False  # a hostile 401 that repeats the Authorization header it got
     # the next answers, in order: "503", "429", "drop", "lose", "late", "truncate" (the work is
-    # done; the answer stops short of its Content-Length), or None (a normal one)
+    # done; the answer stops short of its Content-Length), "garbage" (a 200 whose JSON is not
+    # the document's shape, the work not done: a broken proxy), or None (a normal one)
     script: list[str | None] = field(default_factory=list)
     # only requests whose "METHOD /path" matches this regular expression get faults
     match: str | None = None
@@ -731,6 +732,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "drop":
             srv.faults.injected += 1
             self.close_connection = True
+            return
+        if fault == "garbage":
+            srv.faults.injected += 1
+            self._answer(200, ["not", "an", "answer"])
             return
         if fault in ("503", "429"):
             srv.faults.injected += 1

@@ -5,6 +5,7 @@ the network does to the requests and their answers. Each case is a real pytest r
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 from conftest import TOKEN, run_cli, upload_states
@@ -276,3 +277,52 @@ def test_push_gives_up_on_a_server_it_cannot_reach(pytester, hs_env, monkeypatch
     assert push.returncode == 1
     assert "could not reach http://127.0.0.1:9" in push.stderr
     assert "still pending 6" in push.stdout
+
+
+def _push_process(pytester) -> subprocess.Popen[str]:
+    store = pytester.path / ".userflow" / "userflow.db"
+    command = [sys.executable, "-m", "pytest_userflow", "--store", str(store), "push"]
+    return subprocess.Popen(
+        command, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_two_pushes_at_once_send_each_test_once(pytester, hs_env, history, store_path) -> None:
+    """Each push claims an upload before it sends it: the other leaves it alone."""
+    hs_env.faults.down = True
+    pytester.makepyfile(DEVICE_TESTS.format(n=30))
+    pytester.runpytest("--userflow-device", DEVICE, "--userflow-flush-timeout", "0")
+    hs_env.faults.down = False
+    hs_env.faults.latency = 0.01
+    pushes = [_push_process(pytester), _push_process(pytester)]
+    outputs = [push.communicate(timeout=40)[0] for push in pushes]
+    assert all(push.returncode in (0, 1) for push in pushes), outputs
+    check_device_run(hs_env, 30)
+    assert upload_states(history(store_path)) == {"sent": 30}, outputs
+
+
+def test_a_push_while_a_run_sends_sends_each_test_once(
+    pytester, hs_env, history, store_path
+) -> None:
+    """The run's sender and the push claim uploads: none is sent by both."""
+    import time
+
+    hs_env.faults.latency = 0.02
+    pytester.makepyfile(DEVICE_TESTS.format(n=40))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--userflow-device", DEVICE],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    store = pytester.path / ".userflow" / "userflow.db"
+    deadline = time.monotonic() + 30
+    while not (store.exists() and hs_env.state.events) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the run has begun to send
+    pushed = _push_process(pytester).communicate(timeout=120)[0]
+    out = run.communicate(timeout=120)[0]
+    assert run.returncode == 1, out  # the suite's own failures
+    run_push(pytester)  # whatever the run left pending
+    check_device_run(hs_env, 40)
+    assert upload_states(history(store_path)) == {"sent": 40}, pushed + out

@@ -260,3 +260,80 @@ def test_a_test_whose_record_cannot_be_written_is_reported_and_the_run_goes_on(
         ("test_a", 1),
         ("test_c", 3),
     ]
+
+
+def test_an_unforeseen_failure_never_ends_the_sender_nor_fails_a_test(
+    pytester, hs_env, store_path, history
+) -> None:
+    """An answer of the wrong shape (a broken proxy) raises what no rule foresaw in the sender
+    thread: under -W error too, no test fails, the run does not wait out its flush timeout,
+    the other device's tests are delivered, and push delivers the rest once."""
+    hs_env.faults.match = r"POST /v0/userflows/[^/]+/events$"
+    hs_env.faults.script = ["garbage"]
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Resilience")
+        @pytest.mark.parametrize("n", range(6))
+        def test_step(record_measurement, n):
+            record_measurement("n", n)
+    """)
+    result = pytester.runpytest_subprocess(
+        "-W", "error", "-n", "2", "-p", "no:randomly",
+        "--userflow-device", "R1@host-a", "--userflow-device", "R2@host-b",
+        "--userflow-flush-timeout", "30",
+    )  # fmt: skip
+    result.assert_outcomes(passed=6)
+    assert result.ret == 0
+    assert result.duration < 20
+    result.stdout.fnmatch_lines(["*a delivery stopped by *Error*stay pending*"])
+    states = upload_states(history(store_path))
+    assert states.get("pending", 0) >= 1 and states.get("sent", 0) >= 1, states
+    assert push(store_path).returncode == 0
+    assert len(hs_env.state.measurements_of("Resilience")) == 6
+    assert len(hs_env.state.events) == 6  # the broken answer made nothing: none twice
+
+
+def test_ctrl_c_in_the_final_wait_ends_it_with_the_summary(
+    pytester, hs_env, store_path, history
+) -> None:
+    """A slow HeadSpin makes the run wait at its end; it says so, and Ctrl-C ends the wait at
+    once: no traceback, the summary, the run's end noted, and push delivers what was left."""
+    import time
+
+    hs_env.faults.latency = 0.5
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Resilience")
+        @pytest.mark.parametrize("n", range(8))
+        def test_step(record_measurement, n):
+            record_measurement("n", n)
+    """)
+    command = [
+        sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider",
+        "--userflow-device", "R1@host-a", "--userflow-flush-timeout", "60",
+    ]  # fmt: skip
+    run = subprocess.Popen(
+        command, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert run.stdout is not None
+    lines = []
+    for line in run.stdout:
+        lines.append(line)
+        if "waiting for" in line:
+            break
+    started = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    rest, _ = run.communicate(timeout=30)
+    output = "".join(lines) + rest
+    assert time.monotonic() - started < 5, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert "(Ctrl-C leaves them pending for pytest-userflow push)" in output
+    assert "== userflow ==" in output and "still pending" in output, output
+    assert run.returncode in (0, pytest.ExitCode.INTERRUPTED), output
+    [run_row] = history(store_path).runs()
+    assert run_row["finished_at"] is not None
+    hs_env.faults.latency = 0
+    assert push(store_path).returncode == 0
+    assert len(hs_env.state.measurements_of("Resilience")) == 8

@@ -27,6 +27,9 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 #: Upload states: waiting to be sent, delivered, refused by the destination (kept), or not
 #: routable (no session and no device) and so kept only in the history.
 PENDING, SENT, FAILED, LOCAL_ONLY = "pending", "sent", "failed", "local-only"
+#: Seconds a sender's claim on an upload holds without a sign of its work (a dead process's
+#: claim, on its own host, holds no more at once).
+CLAIM_LEASE = 300.0
 
 
 class StoreError(UserflowError):
@@ -260,6 +263,15 @@ class Outbox(Protocol):
 
     def save_progress(self, perf_event_id: str, progress: Progress) -> None:
         """How far an upload got, before it is done: a replay starts from there."""
+
+    def claim(self, perf_event_id: str, owner: str, states: Sequence[str] = (PENDING,)) -> str:
+        """Take an upload for one sender before it sends: ``"mine"``, ``"done"`` (no longer
+        in *states*) or ``"busy"`` (another live sender holds it). A claim ends with
+        ``mark``, or ``unclaim``."""
+        ...
+
+    def unclaim(self, owner: str) -> None:
+        """End the claims of the sender *owner*: what it did not finish is free again."""
 
     def deliveries(self, states: Sequence[str] = (PENDING,)) -> list[str]:
         """The local event ids of the tests to deliver to the team store (a PostgreSQL

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -41,9 +42,9 @@ from ..model import (
     parse_time,
     utc_text,
 )
-from . import PENDING, Progress, Query, Stored, StoredCheck, StoreError, Upload
+from . import CLAIM_LEASE, PENDING, Progress, Query, Stored, StoredCheck, StoreError, Upload
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: The budgets and regressions the gate checked, a row each, with the test that they belong to.
 _CHECKS = (
@@ -100,7 +101,8 @@ CREATE TABLE uploads (
     event INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
     base_url TEXT, api TEXT NOT NULL, status TEXT, status_message TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
-    remote_flow_id TEXT, remote_event_id TEXT, creating TEXT, updated_ts REAL
+    remote_flow_id TEXT, remote_event_id TEXT, creating TEXT, updated_ts REAL,
+    claim TEXT, claim_host TEXT, claim_pid INTEGER, claimed_until REAL
 );
 CREATE INDEX uploads_state ON uploads(state);
 CREATE TABLE accepts (
@@ -420,16 +422,54 @@ class SQLiteStore:
         with self.transaction() as db:
             db.execute(
                 "UPDATE uploads SET state = ?, last_error = ?, attempts = attempts + 1,"
-                " updated_ts = ? WHERE perf_event_id = ?",
+                " updated_ts = ?, claim = NULL, claimed_until = NULL WHERE perf_event_id = ?",
                 (state, error, time.time(), perf_event_id),
             )
             if progress is not None:
                 _save_progress(db, perf_event_id, progress)
 
     def save_progress(self, perf_event_id: str, progress: Progress) -> None:
-        """How far an upload got, before it is done: a replay starts from there."""
+        """How far an upload got, before it is done: a replay starts from there. Its claim's
+        lease starts again (its sender is at work)."""
         with self.transaction() as db:
             _save_progress(db, perf_event_id, progress)
+            db.execute(
+                "UPDATE uploads SET claimed_until = ?"
+                " WHERE perf_event_id = ? AND claim IS NOT NULL",
+                (time.time() + CLAIM_LEASE, perf_event_id),
+            )
+
+    def unclaim(self, owner: str) -> None:
+        """End the claims of the sender *owner* (it stopped; what it did not finish is free)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE uploads SET claim = NULL, claimed_until = NULL WHERE claim = ?", (owner,)
+            )
+
+    def claim(self, perf_event_id: str, owner: str, states: Sequence[str] = (PENDING,)) -> str:
+        """Take the upload for the sender *owner*: ``"mine"``; ``"done"`` when it is in none
+        of *states* any more (another sender finished it); ``"busy"`` while another sender's
+        claim holds: its lease runs, and its process lives (a dead one's claim, on this host,
+        holds no more)."""
+        host, now = socket.gethostname(), time.time()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT state, claim, claim_host, claim_pid, claimed_until FROM uploads"
+                " WHERE perf_event_id = ?",
+                (perf_event_id,),
+            ).fetchone()
+            if row is None or row[0] not in states:
+                return "done"
+            _, holder, holder_host, pid, until = row
+            held = holder not in (None, owner) and until is not None and until > now
+            if held and (holder_host != host or _alive(pid)):
+                return "busy"
+            db.execute(
+                "UPDATE uploads SET claim = ?, claim_host = ?, claim_pid = ?, claimed_until = ?"
+                " WHERE perf_event_id = ?",
+                (owner, host, os.getpid(), now + CLAIM_LEASE, perf_event_id),
+            )
+            return "mine"
 
     # -- the uploads, for the sender and push --------------------------------------------------
 
@@ -905,6 +945,19 @@ def _insert_run(db: sqlite3.Connection, run: RunInfo) -> None:
         (run.run_id, run.started_at, run.host, run.git_commit, run.git_branch, run.ci_build_id,
          run.backend),
     )  # fmt: skip
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether process *pid* of this host still runs."""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it runs, as another user
+        return True
+    return True
 
 
 def _save_progress(db: sqlite3.Connection, perf_event_id: str, progress: Progress) -> None:
