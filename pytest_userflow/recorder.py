@@ -30,6 +30,7 @@ from .gate import (
     Gate,
     confirmed_changes,
     headspin_fetch,
+    lineage,
     local_fetch,
     local_since,
 )
@@ -45,7 +46,7 @@ from .model import (
     own_outcome,
     status_from_reports,
 )
-from .runinfo import new_run
+from .runinfo import git_ancestors, new_run
 from .storage import Query, StoreError
 
 if TYPE_CHECKING:
@@ -183,6 +184,8 @@ class UserflowRun:
             try:
                 self.store = open_store(s.store)
                 self.store.check()
+                if self.workerinput is None:  # a worker has the controller's conclusion
+                    self.run = self._lineage(self.run, self.store)
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None
         local = s.baseline == "local" and self.store is not None
@@ -193,11 +196,23 @@ class UserflowRun:
             warn_only=s.regression_mode == "warn",
             noise=s.noise,
             directions=s.directions,
-            since=local_since(self.store, self.run.run_id) if self.store and local else None,
+            since=local_since(self.store, self.run) if self.store and local else None,
             store=self._store_argument(),
         )
         if not self.controller:  # it only merges what the workers hand back
             self.sink = self._make_sink(self.run)
+
+    def _lineage(self, run: RunInfo, store: SQLiteStore) -> RunInfo:
+        """*run* with its baseline branch, and with the local gate its fork point (git is
+        asked for the run's line of commits only on a branch other than the baseline's)."""
+        root = self.config.rootpath
+        gated = self.settings.baseline == "local"
+        return lineage(
+            store,
+            run,
+            self.settings.baseline_branch,
+            lambda: git_ancestors(root) if gated else None,
+        )
 
     def _store_argument(self) -> str | None:
         """The store as the CLI is told it, or None where the CLI finds it by itself."""
@@ -228,7 +243,7 @@ class UserflowRun:
         s = self.settings
         assert self.run is not None
         if s.baseline == "local" and self.store is not None:
-            return BaselineSource(local_fetch(self.store, self.run.run_id), s.baseline_runs)
+            return BaselineSource(local_fetch(self.store, self.run), s.baseline_runs)
         if s.baseline == "headspin":
             from .client import HeadSpinClient
 
@@ -525,7 +540,7 @@ class UserflowRun:
             return
         assert self.run is not None
         try:
-            found = confirmed_changes(self.store, self.run.run_id, self.gate.key_direction)
+            found = confirmed_changes(self.store, self.run, self.gate.key_direction)
         except StoreError as exc:  # said in the summary, never raised
             self.summaries.append({"errors": [f"could not look for changes: {exc}"]})
             return
