@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
-from conftest import pick
+from conftest import pick, run_cli
 
 from pytest_userflow.runinfo import ci_base_branch, ci_branch
 
@@ -158,3 +158,49 @@ def test_the_ci_names_the_branch_and_a_pull_requests_base(
     env: dict[str, str], branch: str | None, base: str | None
 ) -> None:
     assert (ci_branch(env), ci_base_branch(env)) == (branch, base)
+
+
+def test_the_commands_read_the_baseline_branch_and_compare_a_branch_with_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, repo, store_path
+) -> None:
+    for value in (*MAIN, 100.0):
+        run(pytester, monkeypatch, value).assert_outcomes(passed=1)
+    repo("checkout", "-q", "-b", "slow-feature")
+    for value in (125.0, 126.0, 124.0, 125.0, 127.0, 125.0):
+        run(pytester, monkeypatch, value, "--userflow-regression-mode", "warn")
+    repo("checkout", "-q", "main")
+
+    changes = run_cli(store_path, "changes", "--fail-on", "worse", "--recent", "10")
+    assert changes.returncode == 0, changes.stderr  # the feature's runs are not main's
+    assert "0 change(s) in 1 series of the runs of branch main;" in changes.stdout
+    feature = run_cli(store_path, "changes", "--branch", "slow-feature", "--format", "json")
+    assert feature.returncode == 0 and "of the runs of branch slow-feature" in feature.stderr
+
+    same = run_cli(store_path, "compare", "--fail-over", "10")
+    assert same.returncode == 0, same.stderr
+    assert "(branch main) against 5 run(s) of branch main" in same.stdout
+    worse = run_cli(store_path, "compare", "--branch", "slow-feature", "--fail-over", "10")
+    assert worse.returncode == 1, worse.stdout + worse.stderr
+    assert "(branch slow-feature) against 5 run(s) of branch main" in worse.stdout
+    assert "Home/Load Time +25.0%" in worse.stderr
+
+    unknown = run_cli(store_path, "changes", "--branch", "nope")
+    assert unknown.returncode == 2
+    assert "the store has no runs of branch 'nope'" in unknown.stderr
+
+
+def test_the_report_says_which_branch_it_draws(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, repo, store_path
+) -> None:
+    pytest.importorskip("vl_convert", reason="the [html] extra is not installed")
+    for value in MAIN[:2]:
+        run(pytester, monkeypatch, value).assert_outcomes(passed=1)
+    repo("checkout", "-q", "-b", "topic")
+    run(pytester, monkeypatch, 125.0).assert_outcomes(passed=1)
+    out = pytester.path / "page.html"
+    done = run_cli(store_path, "report", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "over 2 run(s) of branch main" in done.stdout
+    assert "2 run(s) of branch main" in out.read_text()
+    done = run_cli(store_path, "report", "--branch", "topic", "-o", str(out))
+    assert "over 1 run(s) of branch topic" in done.stdout
