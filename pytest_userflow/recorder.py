@@ -28,6 +28,7 @@ from .gate import (
     Budget,
     BudgetExceeded,
     Gate,
+    baseline_runs,
     confirmed_changes,
     headspin_fetch,
     lineage,
@@ -570,16 +571,26 @@ class UserflowRun:
             self.summaries.append({"unit_changes": found})
 
     def _html(self, path: Path) -> None:
-        """The HTML report of the last runs, this one included; a failure is said, not raised."""
-        assert self.store is not None and self.gate is not None
+        """The HTML report of this run and the last runs of its baseline (its baseline
+        branch's up to its fork point, or every run's); a failure is said, not raised."""
+        assert self.store is not None and self.gate is not None and self.run is not None
         from . import html
-        from .sources import local_page_rows
+        from .sources import page_rows_of
 
+        run, last = self.run, html.DEFAULT_RUNS
+        # The page says the branch whose runs it draws, when they are one branch's.
+        branch = run.baseline_branch if run.git_branch == run.baseline_branch else None
         try:
-            rows = local_page_rows(self.store, flow=None, last=html.DEFAULT_RUNS)
+            if run.baseline_branch is None:
+                runs = self.store.runs(limit=last)
+            else:
+                own = self.store.runs(limit=last, branch=run.git_branch)
+                own = [r for r in own if r["run_id"] == run.run_id]
+                runs = [*own, *baseline_runs(self.store, run, last - 1)]
             data = html.collect(
-                *rows, direction=self.gate.key_direction, accepts=self.store.accepts()
-            )
+                *page_rows_of(self.store, runs, None), direction=self.gate.key_direction,
+                accepts=self.store.accepts(), branch=branch,
+            )  # fmt: skip
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:
             text = getattr(exc, "strerror", None) or exc

@@ -211,6 +211,18 @@ def _checks_section(
     return out
 
 
+def branch_text(run: RunInfo) -> str:
+    """``, branch topic; baseline branch main up to run 3f2a...``: the run's branch and, on
+    another branch, the one it is gated against (empty where the branch is unknown)."""
+    if run.baseline_branch is None:
+        return ""
+    text = f", branch {run.git_branch}"
+    if run.git_branch != run.baseline_branch:
+        text += f"; baseline branch {run.baseline_branch}"
+        text += f" up to run {run.fork_run}" if run.fork_run else ""
+    return text
+
+
 def describe_change(change: dict[str, Any]) -> str:
     """``Login/Login Time (test_login.py::test_login) +30.5% (median 100 -> 130.5 ms) since
     run R, commit C, 3 run(s) ago``: a change as ``analysis.find_changes`` gives it (of one
@@ -276,7 +288,7 @@ def render(
         )
     ):
         return out
-    run_text = f" (run {run.run_id})" if run else ""
+    run_text = f" (run {run.run_id}{branch_text(run)})" if run else ""
     out.append((f"{where}{run_text}", {"bold": True}))
     with_device = any(k["device"] for k in total["keys"])
     for flow in sorted(total["flows"]):

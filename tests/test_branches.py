@@ -87,7 +87,10 @@ def test_a_detached_ci_checkout_is_gated_against_the_pull_requests_base(
     result = run(pytester, monkeypatch, 125.0)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*Home/Load Time = 125 ms regressed +25.0%*against its baseline 100*"]
+        [
+            "*Home/Load Time = 125 ms regressed +25.0%*against its baseline 100*",
+            "local store * (run *, branch feature; baseline branch main up to run *)",
+        ]
     )
     newest = history(store_path).runs(limit=1)[0]
     assert (newest["git_branch"], newest["base_branch"], newest["baseline_branch"]) == (
@@ -97,6 +100,19 @@ def test_a_detached_ci_checkout_is_gated_against_the_pull_requests_base(
     )
     # Detached at main's commit: its fork point is main's newest run.
     assert newest["fork_run"] == history(store_path).runs(limit=1, branch="main")[0]["run_id"]
+
+
+def test_xdist_workers_are_gated_against_the_baseline_branch(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, repo
+) -> None:
+    for value in MAIN:
+        run(pytester, monkeypatch, value).assert_outcomes(passed=1)
+    repo("checkout", "-q", "-b", "other")
+    for _ in range(5):
+        run(pytester, monkeypatch, 130.0, "--userflow-regression-mode", "warn")
+    repo("checkout", "-q", "-b", "feature", "main")
+    monkeypatch.setenv("LOAD_TIME", "125")
+    pytester.runpytest_subprocess(*GATE, "-n", "2").assert_outcomes(failed=1)
 
 
 def test_a_branch_is_gated_against_main_up_to_where_it_forked(
@@ -204,3 +220,6 @@ def test_the_report_says_which_branch_it_draws(
     assert "2 run(s) of branch main" in out.read_text()
     done = run_cli(store_path, "report", "--branch", "topic", "-o", str(out))
     assert "over 1 run(s) of branch topic" in done.stdout
+    # The run's own page: this run and main's runs, not the topic's earlier one.
+    run(pytester, monkeypatch, 125.0, "--userflow-html", "own.html").assert_outcomes(passed=1)
+    assert ", 3 run(s), 1 key(s)</p>" in (pytester.path / "own.html").read_text()
