@@ -191,6 +191,8 @@ def test_the_commands_read_the_baseline_branch_and_compare_a_branch_with_it(
     assert "0 change(s) in 1 series of the runs of branch main;" in changes.stdout
     feature = run_cli(store_path, "changes", "--branch", "slow-feature", "--format", "json")
     assert feature.returncode == 0 and "of the runs of branch slow-feature" in feature.stderr
+    setting = run_cli(store_path, "--baseline-branch", "slow-feature", "changes", "--recent", "10")
+    assert "series of the runs of branch slow-feature;" in setting.stdout
 
     same = run_cli(store_path, "compare", "--fail-over", "10")
     assert same.returncode == 0, same.stderr
