@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import analysis, html, options
 from .client import HeadSpinClient
-from .gate import accepted_rows, directions_of, mark_accepted, newest_change
+from .gate import accepted_rows, baseline_branch, directions_of, mark_accepted, newest_change
 from .model import (
     API_COLUMNS,
     DEFAULT_NOISE,
@@ -884,12 +884,14 @@ def _accept(args: argparse.Namespace, store: SQLiteStore) -> int:
             f"no numeric values of {which} in {args.store}: check the key, --test and --device "
             f"(pytest-userflow stats --flow {flow} --by test lists them)"
         )
-    runs = {r["run_id"]: r for r in reversed(store.runs())}  # oldest first
+    # The level changed on the baseline branch: other branches' runs are not its history.
+    main = baseline_branch(store, args.settings.baseline_branch or ci_base_branch())
+    runs = {r["run_id"]: r for r in reversed(store.runs(branch=main))}  # oldest first
     if args.run:
         run = store.match_runs([args.run])[0]
         found = ""
     else:
-        newest = newest_change(rows, runs)
+        newest = newest_change([r for r in rows if r["run_id"] in runs], runs)
         if newest is None:
             raise CliError(
                 f"no change found in {which} (as 'pytest-userflow changes' looks for them): "

@@ -225,3 +225,18 @@ def test_the_report_says_which_branch_it_draws(
     # The run's own page: this run and main's runs, not the topic's earlier one.
     run(pytester, monkeypatch, 125.0, "--userflow-html", "own.html").assert_outcomes(passed=1)
     assert ", 3 run(s), 1 key(s)</p>" in (pytester.path / "own.html").read_text()
+
+
+def test_accept_starts_where_the_baseline_branchs_level_changed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, repo, store_path, history
+) -> None:
+    warn = ("--userflow-regression-mode", "warn")
+    for value in (*MAIN, 100.0, 130.0, 131.0, 129.0, 130.0, 132.0, 130.0):
+        run(pytester, monkeypatch, value, *warn).assert_outcomes(passed=1)
+    repo("checkout", "-q", "-b", "faster")
+    for value in (80.0, 81.0, 79.0, 80.0):
+        run(pytester, monkeypatch, value, *warn).assert_outcomes(passed=1)
+    step = history(store_path).runs(branch="main")[5]["run_id"]  # the first at 130
+    done = run_cli(store_path, "accept", "--flow", "Home", "--key", "Load Time")
+    assert done.returncode == 0, done.stderr
+    assert f"from run {step}, where its newest change began (+30" in done.stdout
