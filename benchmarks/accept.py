@@ -48,11 +48,11 @@ def lower(flow: str, key: str) -> str:
     return "lower"
 
 
-def one_run(store: SQLiteStore, value: float) -> tuple[str, bool]:
-    """A run of the one test, gated against the history: its id, and whether the gate failed it."""
+def one_run(store: SQLiteStore, value: float) -> tuple[RunInfo, bool]:
+    """A run of the one test, gated against the history, and whether the gate failed it."""
     run = RunInfo(uuid.uuid4().hex[:16], time.time(), "bench")
-    baselines = BaselineSource(local_fetch(store, run.run_id), 10)
-    gate = Gate([], baselines, pct=20.0, warn_only=False, since=local_since(store, run.run_id))
+    baselines = BaselineSource(local_fetch(store, run), 10)
+    gate = Gate([], baselines, pct=20.0, warn_only=False, since=local_since(store, run))
     record = TestRecord(NODEID, FLOW)
     record.measurements = [Measurement(KEY, value, units="ms")]
     record.checks = gate.check(NODEID, FLOW, record.measurements, {})
@@ -61,7 +61,7 @@ def one_run(store: SQLiteStore, value: float) -> tuple[str, bool]:
     record.end(status, failed[0].message() if failed else None, outcome="Passed")
     store.add_test(record, run)
     store.finish_run(run.run_id, status.lower())
-    return run.run_id, bool(failed)
+    return run, bool(failed)
 
 
 def found_by_changes(store: SQLiteStore, step: str, statuses: dict[str, Any]) -> bool:
@@ -86,14 +86,14 @@ def history(rng: random.Random, noise: float, path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"changes": None, "line": None, "before": None, "kept_failed": 0}
         step = ""
         for n in range(1, KEPT + 1):
-            run_id, failed = one_run(store, level * rng.lognormvariate(0, noise))
-            step = step or run_id
+            run, failed = one_run(store, level * rng.lognormvariate(0, noise))
+            step = step or run.run_id
             out["kept_failed"] += failed
             if out["changes"] is None and found_by_changes(store, step, {"outcomes": ["passed"]}):
                 out["changes"] = n
             if out["before"] is None and found_by_changes(store, step, {"statuses": ["passed"]}):
                 out["before"] = n
-            if out["line"] is None and confirmed_changes(store, run_id, lower):
+            if out["line"] is None and confirmed_changes(store, run, lower):
                 out["line"] = n
         probe = Accept(FLOW, KEY, "", NODEID)
         ordered = {r["run_id"]: r for r in reversed(store.runs())}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import analysis, html, options
 from .client import HeadSpinClient
-from .gate import accepted_rows, directions_of, mark_accepted, newest_change
+from .gate import accepted_rows, baseline_branch, directions_of, mark_accepted, newest_change
 from .model import (
     API_COLUMNS,
     DEFAULT_NOISE,
@@ -31,6 +31,7 @@ from .model import (
     utc_text,
 )
 from .report import format_table, markdown_table, md_text
+from .runinfo import ci_base_branch
 from .sources import HeadSpinSource, LocalSource, Source, api_token, open_existing
 from .storage import (
     FAILED,
@@ -193,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a change is worse or better only beyond K times the medians' noise; 0: the "
         f"threshold alone (default: the userflow_noise setting, else {DEFAULT_NOISE:g})",
     )
+    cmp.add_argument(
+        "--branch",
+        help="the candidate is this branch's newest run (default: the baseline branch's); the "
+        "baseline is the baseline branch's runs before it (up to where its branch forked, when "
+        "its run found that)",
+    )
     _add_higher_is_better(cmp)
     _add_format(cmp, markdown=True)
 
@@ -227,6 +234,7 @@ def _parser() -> argparse.ArgumentParser:
         help="flow: one series per flow and key, every test and device of the flow pooled "
         "(default: one series per test and device)",
     )
+    _add_branch(chg)
     _add_higher_is_better(chg)
     chg.add_argument(
         "--fail-on",
@@ -270,6 +278,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--last", type=_count, default=html.DEFAULT_RUNS, help="this many newest runs (default 30)"
     )
+    _add_branch(rep)
     _add_higher_is_better(rep)
     rep.add_argument(
         "-o", "--output", default="userflow.html", help="HTML file (default userflow.html)"
@@ -359,6 +368,39 @@ def _add_globals(parser: argparse.ArgumentParser, *, given_only: bool = False) -
         default=argparse.SUPPRESS if given_only else "local",
         help="read the local store (default) or HeadSpin",
     )
+
+
+def _add_branch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--branch",
+        help="read this branch's runs (default: the baseline branch: the "
+        "userflow_baseline_branch setting, else a pull request's base, else main, else master; "
+        "every branch's when the history has none of them)",
+    )
+
+
+def _baseline_branch(args: argparse.Namespace, source: Source) -> str | None:
+    """The baseline branch, as the gate finds it: the setting, else a pull request's base
+    (the CI's variables), else main, else master, where the history has it; None: none."""
+    return source.baseline_branch(args.settings.baseline_branch or ci_base_branch())
+
+
+def _of_branch(branch: str | None) -> str:
+    return "every branch" if branch is None else f"branch {branch}"
+
+
+def _branch_runs(
+    source: Source, branch: str | None, limit: int | None, needed: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest *limit* runs of *branch* (None: of every branch), newest first; a branch
+    with no runs is an error."""
+    runs = source.runs(limit, needed=needed, branch=branch)
+    if branch is not None and not runs:
+        raise CliError(
+            f"the store has no runs of branch {branch!r}: --branch names another "
+            "(pytest-userflow runs lists the runs and their branches)"
+        )
+    return runs
 
 
 def _add_higher_is_better(parser: argparse.ArgumentParser) -> None:
@@ -572,30 +614,46 @@ def _compare_sides(args: argparse.Namespace, source: Source) -> Sides:
             f"{args.candidate_start or '...'} - {args.candidate_end or '...'}"
         )
         return base, cand, None, said
-    newest = source.runs(needed="compare time windows (--baseline-start ...)")
-    runs = [r["run_id"] for r in newest]  # newest first
-    if not runs:
+    every = source.runs(needed="compare time windows (--baseline-start ...)")  # newest first
+    if not every:
         raise CliError("the store has no runs yet")
-    candidate = runs[0]
-    if args.candidate_run:
-        candidate = source.match_runs([args.candidate_run])[0]
     if args.baseline_runs:
+        candidate = every[0]["run_id"]
+        if args.candidate_run:
+            candidate = source.match_runs([args.candidate_run])[0]
         baseline = source.match_runs(args.baseline_runs)
         said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
         return {"run_ids": baseline}, {"run_ids": [candidate]}, None, said
+    main = _baseline_branch(args, source)
+    if args.candidate_run:
+        candidate = source.match_runs([args.candidate_run])[0]
+    else:
+        branch = args.branch or main
+        candidate = _branch_runs(source, branch, 1)[0]["run_id"]
+    ids = [r["run_id"] for r in every]
+    run = every[ids.index(candidate)]
+    older = every[ids.index(candidate) + 1 :]
+    if main is not None:  # the baseline branch's runs, up to where the candidate's forked
+        older = [r for r in older if r["git_branch"] == main]
+        fork = run["fork_run"] if run["baseline_branch"] == main else None
+        forks = [r["run_id"] for r in older]
+        if fork in forks:
+            older = older[forks.index(fork) :]
     # Like with like: earlier runs that ran every test the candidate ran (a -k run is no
     # baseline for a whole suite), and of those only the candidate's tests.
     tests = source.run_tests()
     wanted = tests.get(candidate, set())
-    older = runs[runs.index(candidate) + 1 :]
-    baseline = [r for r in older if wanted <= tests.get(r, set())][: args.last]
+    earlier = [r["run_id"] for r in older]
+    baseline = [r for r in earlier if wanted <= tests.get(r, set())][: args.last]
     if not baseline:
         raise CliError(
-            f"no run before {candidate} ran all of its {len(wanted)} test(s): "
-            "name a baseline with --baseline-run"
+            f"no run of {_of_branch(main)} before {candidate} ran all of its {len(wanted)} "
+            "test(s): name a baseline with --baseline-run"
         )
-    skipped = older.index(baseline[-1]) + 1 - len(baseline)
-    said = f"run {candidate} against {len(baseline)} run(s): {', '.join(baseline)}"
+    skipped = earlier.index(baseline[-1]) + 1 - len(baseline)
+    own = f" ({_of_branch(run['git_branch'])})" if main is not None else ""
+    of = f" of {_of_branch(main)}" if main is not None else ""
+    said = f"run {candidate}{own} against {len(baseline)} run(s){of}: {', '.join(baseline)}"
     if skipped:
         said += f" ({skipped} newer run(s) left out: they did not run all of its tests)"
     return {"run_ids": baseline}, {"run_ids": [candidate]}, wanted, said
@@ -724,10 +782,11 @@ CHANGE_COLUMNS = (
 
 def cmd_changes(args: argparse.Namespace, source: Source) -> int:
     needed = "--last needs the local store" if args.last else None
-    newest = source.runs(args.last or None, needed=needed)  # none: each event is a point
+    branch = args.branch or _baseline_branch(args, source)
+    newest = _branch_runs(source, branch, args.last or None, needed)  # none: each event a point
     runs = {r["run_id"]: r for r in reversed(newest)}  # oldest first
     overrides: dict[str, Any] = {"outcomes": ["passed"], "session_ids": [], "run_ids": []}
-    if args.last:
+    if args.last or branch is not None:
         overrides["run_ids"] = list(runs)
     series = analysis.run_series(_rows(source, args, **overrides), by=args.by)
     found = analysis.find_changes(series, runs, _direction(args), args.min_change)
@@ -739,9 +798,10 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
     recent = [r for r in found if r["recent"]]
     columns = list(CHANGE_COLUMNS)
     pooled = "; each flow's tests and devices pooled (--by flow)" if args.by else ""
+    of = "" if branch is None else f" of the runs of branch {branch}"
     if args.format in ("table", "markdown"):
         _say(
-            f"{len(found)} change(s) in {len(series)} series{pooled}; "
+            f"{len(found)} change(s) in {len(series)} series{of}{pooled}; "
             f"{len(recent)} worse in the last {args.recent} run(s)",
             args.format,
         )
@@ -761,8 +821,8 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
         if shown:
             _emit(shown, [c for c in columns if c != "change_pct"], args.format, "changes")
     else:
-        if pooled:
-            print(f"pytest-userflow changes: {pooled[2:]}", file=sys.stderr)
+        if of or pooled:
+            print(f"pytest-userflow changes: {(of + pooled)[1:].lstrip()}", file=sys.stderr)
         _emit(found, columns, args.format, "changes")
     if args.fail_on == "worse" and recent:
         names = ", ".join(
@@ -799,16 +859,20 @@ def cmd_plot(args: argparse.Namespace, source: Source) -> int:
 
 def cmd_report(args: argparse.Namespace, source: Source) -> int:
     direction = _direction(args)
-    rows = source.page_rows(args.flow, args.last)
-    data = html.collect(*rows, direction=direction, accepts=source.accepts())
+    branch = args.branch or _baseline_branch(args, source)
+    if branch is not None:
+        _branch_runs(source, branch, 1)  # a branch with no runs is said so
+    rows = source.page_rows(args.flow, args.last, branch)
+    data = html.collect(*rows, direction=direction, accepts=source.accepts(), branch=branch)
+    of = "" if branch is None else f" of branch {branch}"
     if not data["charts"]:
-        raise CliError(f"nothing to draw: no values in the last {args.last} run(s)")
+        raise CliError(f"nothing to draw: no values in the last {args.last} run(s){of}")
     try:
         size = html.write(args.output, data)
     except OSError as exc:
         raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(
-        f"wrote {args.output}: {len(data['charts'])} key(s) over {len(data['runs'])} run(s), "
+        f"wrote {args.output}: {len(data['charts'])} key(s) over {len(data['runs'])} run(s){of}, "
         f"{len(data['attention'])} needing attention, {size / 1024:.0f} KB"
     )
     return 0
@@ -863,12 +927,14 @@ def _accept(args: argparse.Namespace, store: History) -> int:
             f"no numeric values of {which} in {args.store}: check the key, --test and --device "
             f"(pytest-userflow stats --flow {flow} --by test lists them)"
         )
-    runs = {r["run_id"]: r for r in reversed(store.runs())}  # oldest first
+    # The level changed on the baseline branch: other branches' runs are not its history.
+    main = baseline_branch(store, args.settings.baseline_branch or ci_base_branch())
+    runs = {r["run_id"]: r for r in reversed(store.runs(branch=main))}  # oldest first
     if args.run:
         run = store.match_runs([args.run])[0]
         found = ""
     else:
-        newest = newest_change(rows, runs)
+        newest = newest_change([r for r in rows if r["run_id"] in runs], runs)
         if newest is None:
             raise CliError(
                 f"no change found in {which} (as 'pytest-userflow changes' looks for them): "

@@ -10,6 +10,13 @@ decides in the key's units: inside the range it has shown is no regression. An *
 (``pytest-userflow accept``) says a new level is intended: the baselines of the series it
 covers start at its run.
 
+*Branches*: a run whose branch is known is gated against its *baseline branch*'s history (the
+``userflow_baseline_branch`` setting, else a pull request's base, else ``main``, else
+``master``): a run on that branch against the branch's earlier runs, a run on another branch
+against the baseline branch's runs up to its *fork point* (the newest of them on the run's
+own line of commits, where git can tell), never against other branches' runs. A run whose
+branch is unknown is gated against every run, as before branches were known.
+
 >>> Budget.parse_line("Login :: Login Time <= 2000", where="userflow_budgets")
 Budget(flow='Login', key='Login Time', max=2000.0, min=None)
 """
@@ -35,7 +42,15 @@ from .analysis import (
     robust_spread,
     run_series,
 )
-from .model import DEFAULT_NOISE, Accept, Measurement, MeasurementError, UserflowError, is_number
+from .model import (
+    DEFAULT_NOISE,
+    Accept,
+    Measurement,
+    MeasurementError,
+    RunInfo,
+    UserflowError,
+    is_number,
+)
 from .storage import Query
 
 if TYPE_CHECKING:
@@ -51,6 +66,11 @@ CHANGE_HISTORY = 50
 #: Which way a key is better: ``lower`` (timings), ``higher`` (frames per second), or
 #: ``ignore`` (a count or a build number: never a regression).
 DIRECTIONS = ("lower", "higher", "ignore")
+#: The baseline branch when none is set and no pull request names its base: the first of
+#: these the history has runs of.
+DEFAULT_BRANCHES = ("main", "master")
+#: The baseline branch's newest runs the fork point is looked for in.
+FORK_RUNS = 200
 
 
 class BudgetExceeded(AssertionError):
@@ -413,28 +433,91 @@ def check_regression(
     )  # fmt: skip
 
 
-def local_fetch(history: History, exclude_run: str) -> Fetch:
+def baseline_branch(history: History, given: str | None, own: str | None = None) -> str | None:
+    """The branch whose history is the baseline: *given* (the setting, else a pull request's
+    base), else the first of ``main`` and ``master`` that *history* has runs of, else *own*
+    when it is one of them (its history starts now), else ``main``; None when *own* (the
+    run's branch, given) is unknown or, for a reader (no *own*), no branch is named and the
+    history has neither: every run's history is then the baseline."""
+    if given:
+        return given
+    for name in DEFAULT_BRANCHES:
+        if history.runs(limit=1, branch=name):
+            return name
+    if own is None:
+        return None
+    return own if own in DEFAULT_BRANCHES else DEFAULT_BRANCHES[0]
+
+
+def fork_run(history: History, branch: str, commits: set[str] | None) -> str | None:
+    """The newest run of *branch* (of its newest FORK_RUNS) whose commit is one of *commits*
+    (the run's own line of commits, ``runinfo.git_ancestors``): where the run's branch forked
+    from *branch*, as far as the history knows it. None where git cannot tell (no commits:
+    no repository, or a shallow clone without them)."""
+    if not commits:
+        return None
+    for run in history.runs(limit=FORK_RUNS, branch=branch):
+        if run["git_commit"] in commits:
+            return str(run["run_id"])
+    return None
+
+
+def lineage(
+    history: History, run: RunInfo, given: str | None, commits: Callable[[], set[str] | None]
+) -> RunInfo:
+    """*run* with what it is gated against: its baseline branch (*given*: the setting) and,
+    on another branch, its fork point (*commits*: the run's line of commits, asked for only
+    then). A run whose branch is unknown is left as it is."""
+    if run.git_branch is None:
+        return run
+    branch = baseline_branch(history, given or run.base_branch, run.git_branch)
+    assert branch is not None
+    fork = None if branch == run.git_branch else fork_run(history, branch, commits())
+    return run._replace(baseline_branch=branch, fork_run=fork)
+
+
+def baseline_runs(history: History, run: RunInfo, limit: int) -> list[dict[str, Any]]:
+    """The newest *limit* runs *run*'s baseline is drawn from, newest first: its baseline
+    branch's up to its fork point, or every run where its branch is unknown; *run* itself
+    left out."""
+    if run.baseline_branch is None:
+        runs = history.runs(limit=limit + 1)
+    else:
+        runs = history.runs(limit=FORK_RUNS + limit + 1, branch=run.baseline_branch)
+        ids = [r["run_id"] for r in runs]
+        if run.fork_run in ids:
+            runs = runs[ids.index(run.fork_run) :]
+    return [r for r in runs if r["run_id"] != run.run_id][:limit]
+
+
+def local_fetch(history: History, run: RunInfo) -> Fetch:
     """Baseline values from the history: the newest passed values of the same flow, key,
-    test and device, this run left out."""
+    test and device, of the runs of *run*'s baseline branch up to its fork point (every run's
+    where its branch is unknown), *run* left out."""
 
     def fetch(flow: str, key: str, limit: int, nodeid: str, device: str | None) -> list[float]:
         values = history.recent_values(
-            flow, key, limit, exclude_run=exclude_run, nodeid=nodeid, device=device
-        )
+            flow, key, limit, exclude_run=run.run_id, nodeid=nodeid, device=device,
+            branch=run.baseline_branch, until=run.fork_run,
+        )  # fmt: skip
         return [v for v in values if is_number(v)]
 
     return fetch
 
 
-def local_since(history: History, run_id: str) -> Since:
+def local_since(history: History, run: RunInfo) -> Since:
     """Since which run a series is worse: the oldest run of the unbroken stretch of its runs,
-    run *run_id* included, whose values (each run's median, of the tests that passed on their
-    own) *worse* finds worse than the baseline; runs that did not measure it are passed over."""
+    *run* included, whose values (each run's median, of the tests that passed on their own)
+    *worse* finds worse than the baseline; runs that did not measure it are passed over. The
+    runs are those of *run*'s baseline (``baseline_runs``)."""
+    run_id = run.run_id
 
     def since(
         flow: str, key: str, nodeid: str, device: str | None, worse: Callable[[float], bool]
     ) -> str:
-        runs = [r["run_id"] for r in history.runs(limit=CHANGE_HISTORY) if r["run_id"] != run_id]
+        if run.git_branch != run.baseline_branch:
+            return run_id  # the runs before it are another branch's
+        runs = [r["run_id"] for r in baseline_runs(history, run, CHANGE_HISTORY)]
         if not runs:
             return run_id
         rows = history.measurements(Query(flow, keys=[key], run_ids=runs, outcomes=["passed"]))
@@ -444,11 +527,11 @@ def local_since(history: History, run_id: str) -> Since:
                 values.add(row)
         medians = dict(values.medians(()))
         start = run_id
-        for run in runs:  # newest first
-            if run in medians:
-                if not worse(medians[run]):
+        for earlier in runs:  # newest first
+            if earlier in medians:
+                if not worse(medians[earlier]):
                     break
-                start = run
+                start = earlier
         return start
 
     return since
@@ -718,14 +801,14 @@ class Gate:
         return check
 
 
-def confirmed_changes(store: History, run_id: str, direction: Direction) -> list[dict[str, Any]]:
+def confirmed_changes(store: History, run: RunInfo, direction: Direction) -> list[dict[str, Any]]:
     """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
     included, and that no accept says are intended, as ``pytest-userflow changes`` finds them
-    over the last CHANGE_HISTORY runs (the values of tests that passed on their own, those
-    only the gate failed included)."""
-    history = {r["run_id"]: r for r in reversed(store.runs(limit=CHANGE_HISTORY))}
-    if run_id not in history:
-        return []
+    over the last CHANGE_HISTORY runs of its baseline (``baseline_runs``) and this one (the
+    values of tests that passed on their own, those only the gate failed included)."""
+    run_id = run.run_id
+    earlier = baseline_runs(store, run, CHANGE_HISTORY - 1)
+    history = {r["run_id"]: r for r in reversed([run._asdict(), *earlier])}
     rows = store.measurements(Query(outcomes=["passed"], run_ids=list(history)))
     changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
     mark_accepted(changes, store.accepts())

@@ -64,6 +64,7 @@ def collect(
     direction: Direction,
     min_change: float = MIN_CHANGE_PCT,
     accepts: Iterable[Accept] = (),
+    branch: str | None = None,
 ) -> dict[str, Any]:
     """The page's data from measurement rows (in time order) and their runs (oldest first).
 
@@ -71,7 +72,8 @@ def collect(
     the gate's, of these runs (``History.checks``); the newest run's say what needs
     attention and give the budget lines, all of them give the baselines' bands. *accepts*:
     the levels said to be intended (``History.accepts``): the changes they cover are named
-    as accepted and need no attention, and the page lists those of its keys.
+    as accepted and need no attention, and the page lists those of its keys. *branch*: the
+    branch whose runs these are (None: every branch's), said in the page's head.
     """
     checks = list(checks)
     if not run_list:  # HeadSpin: each event is one point of its own
@@ -148,6 +150,7 @@ def collect(
         "run": run_list[-1] if run_list and run_list[-1].get("started_at") else None,
         "statuses": dict(statuses),
         "runs": [_run(r) for r in run_list],
+        "branch": branch,
         "tests": list(tests),
         "statusNames": list(STATUS_NAMES),
         "attention": attention,
@@ -305,6 +308,11 @@ def _accept(accept: Accept) -> dict[str, Any]:
     return {"id": accept.id, "flow": accept.flow, "key": accept.key, "text": text}
 
 
+def _of_branch(data: dict[str, Any]) -> str:
+    branch = data.get("branch")
+    return f" of branch {html.escape(branch)}" if branch else ""
+
+
 def _run(run: dict[str, Any]) -> dict[str, Any]:
     started = run.get("started_at")
     return {
@@ -328,7 +336,7 @@ def render(data: dict[str, Any], *, title: str = "pytest-userflow report") -> st
         f"<title>{esc(title)}</title>",
         f"<style>{_asset('report.css')}</style></head><body>",
         f'<header><h1>{esc(title)}</h1><p class="meta">made {esc(data["generated"])}, '
-        f"{len(data['runs'])} run(s), {len(data['charts'])} key(s)</p>",
+        f"{len(data['runs'])} run(s){_of_branch(data)}, {len(data['charts'])} key(s)</p>",
         _run_table(data),
         "</header>",
         _attention_list(data),

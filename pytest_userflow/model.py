@@ -402,7 +402,14 @@ def parse_time(value: str | float | int | datetime) -> float:
 
 
 class RunInfo(NamedTuple):
-    """What is known of one pytest run (also the head of the JSON report)."""
+    """What is known of one pytest run (also the head of the JSON report).
+
+    *git_branch*: git's branch, else the CI's (a detached checkout); *base_branch*: a pull
+    request's base, from the CI's variables. What the run is gated against, concluded at its
+    start (``gate.lineage``): *baseline_branch*, the branch whose history is its baseline
+    (None: the branch is unknown, every run's history is), and *fork_run*, the newest run of
+    that branch on this run's own line of commits (None: that branch's newest runs).
+    """
 
     run_id: str
     started_at: float
@@ -411,6 +418,9 @@ class RunInfo(NamedTuple):
     git_branch: str | None = None
     ci_build_id: str | None = None
     backend: str = "local"
+    base_branch: str | None = None
+    baseline_branch: str | None = None
+    fork_run: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -420,6 +430,9 @@ class RunInfo(NamedTuple):
             "host": self.host,
             "git_commit": self.git_commit,
             "git_branch": self.git_branch,
+            "base_branch": self.base_branch,
+            "baseline_branch": self.baseline_branch,
+            "fork_run": self.fork_run,
             "ci_build_id": self.ci_build_id,
             "backend": self.backend,
         }
@@ -435,6 +448,9 @@ class RunInfo(NamedTuple):
             git_branch=data.get("git_branch"),
             ci_build_id=data.get("ci_build_id"),
             backend=str(data.get("backend", "local")),
+            base_branch=data.get("base_branch"),
+            baseline_branch=data.get("baseline_branch"),
+            fork_run=data.get("fork_run"),
         )
 
 

@@ -355,6 +355,17 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="{off,local,headspin}",
     ),
     Setting(
+        "baseline_branch",
+        "--userflow-baseline-branch",
+        "the branch whose history is the baseline: a run on another branch is gated against "
+        "it, up to where the run's branch forked from it (default: a pull request's base, "
+        "else main, else master)",
+        ini="userflow_baseline_branch",
+        env="USERFLOW_BASELINE_BRANCH",
+        metavar="BRANCH",
+        cli=("--baseline-branch",),
+    ),
+    Setting(
         "regression",
         "--userflow-regression",
         "a value worse than its baseline by more than PCT percent is a regression",
@@ -419,6 +430,7 @@ class Settings(NamedTuple):
     html: Path | None = None
     outbox: Path | None = None  # None: the store's file (a SQLite store)
     markdown: Path | None = None
+    baseline_branch: str | None = None
     #: Where each setting that was given came from (its flag, variable or ini key).
     given: Mapping[str, str] = {}
 

@@ -27,8 +27,10 @@ from .gate import (
     Budget,
     BudgetExceeded,
     Gate,
+    baseline_runs,
     confirmed_changes,
     headspin_fetch,
+    lineage,
     local_fetch,
     local_since,
 )
@@ -46,7 +48,7 @@ from .model import (
     own_outcome,
     status_from_reports,
 )
-from .runinfo import new_run
+from .runinfo import git_ancestors, new_run
 from .storage import Query, StoreError
 
 if TYPE_CHECKING:
@@ -180,9 +182,11 @@ class UserflowRun:
             try:
                 self.store = open_outbox(s.outbox or s.store)
                 self.store.check()
-                # A team store is not asked anything now: a server that is down costs the
-                # run nothing, and its tests wait in the outbox.
+                # A team store is asked only the run's lineage now (a server that is down
+                # costs the run that question, said once), and its tests wait in the outbox.
                 self.history = open_store(s.store) if s.outbox is not None else self.store
+                if self.workerinput is None:  # a worker has the controller's conclusion
+                    self.run = self._lineage(self.run)
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None
         local = s.baseline == "local" and self.store is not None
@@ -193,11 +197,28 @@ class UserflowRun:
             warn_only=s.regression_mode == "warn",
             noise=s.noise,
             directions=s.directions,
-            since=local_since(self.store, self.run.run_id) if self.store and local else None,
+            since=local_since(self.store, self.run) if self.store and local else None,
             store=self._store_argument(),
         )
         if not self.controller:  # it only merges what the workers hand back
             self.sink = self._make_sink(self.run)
+
+    def _lineage(self, run: RunInfo) -> RunInfo:
+        """*run* with its baseline branch, and with the local gate its fork point (git is
+        asked for the run's line of commits only on a branch other than the baseline's). A
+        history that cannot answer leaves the run as it is: said once, and not asked again."""
+        assert self.history is not None
+        root = self.config.rootpath
+        gated = self.settings.baseline == "local"
+        commits = lambda: git_ancestors(root) if gated else None  # noqa: E731
+        try:
+            return lineage(self.history, run, self.settings.baseline_branch, commits)
+        except StoreError as exc:
+            if self.history is self.store:
+                raise
+            self.team_error = str(exc)
+            self.errors.append(f"the team store could not be read: {exc}")
+            return run
 
     def _store_argument(self) -> str | None:
         """The store as the CLI is told it, or None where the CLI finds it by itself."""
@@ -235,7 +256,7 @@ class UserflowRun:
         s = self.settings
         assert self.run is not None
         if s.baseline == "local" and self.history is not None:
-            fetch = local_fetch(self.history, self.run.run_id)
+            fetch = local_fetch(self.history, self.run)
             return BaselineSource(self._once(fetch), s.baseline_runs)
         if s.baseline == "headspin":
             from .client import HeadSpinClient
@@ -559,7 +580,7 @@ class UserflowRun:
         if not self._team_answers():
             return
         try:
-            found = confirmed_changes(self.history, self.run.run_id, self.gate.key_direction)
+            found = confirmed_changes(self.history, self.run, self.gate.key_direction)
         except StoreError as exc:  # said in the summary, never raised
             self.summary.errors.append(f"could not look for changes: {exc}")
             return
@@ -587,16 +608,27 @@ class UserflowRun:
         self.summary.unit_changes = sorted(set(found))
 
     def _html(self, path: Path) -> None:
-        """The HTML report of the last runs, this one included; a failure is said, not raised."""
-        assert self.history is not None and self.gate is not None
+        """The HTML report of this run and the last runs of its baseline (its baseline
+        branch's up to its fork point, or every run's); a failure is said, not raised."""
+        assert self.history is not None and self.gate is not None and self.run is not None
         from . import html
-        from .sources import local_page_rows
+        from .sources import page_rows_of
 
+        run, last = self.run, html.DEFAULT_RUNS
+        # The page says the branch whose runs it draws, when they are one branch's.
+        branch = run.baseline_branch if run.git_branch == run.baseline_branch else None
         try:
-            rows = local_page_rows(self.history, flow=None, last=html.DEFAULT_RUNS)
+            history = self.history
+            if run.baseline_branch is None:
+                runs = history.runs(limit=last)
+            else:
+                own = history.runs(limit=last, branch=run.git_branch)
+                own = [r for r in own if r["run_id"] == run.run_id]
+                runs = [*own, *baseline_runs(history, run, last - 1)]
             data = html.collect(
-                *rows, direction=self.gate.key_direction, accepts=self.history.accepts()
-            )
+                *page_rows_of(history, runs, None), direction=self.gate.key_direction,
+                accepts=history.accepts(), branch=branch,
+            )  # fmt: skip
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:
             text = getattr(exc, "strerror", None) or exc

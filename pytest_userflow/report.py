@@ -177,6 +177,18 @@ def _checks_section(summary: RunSummary, total: ProcessSummary, budgets: Sequenc
     return out
 
 
+def branch_text(run: RunInfo) -> str:
+    """``, branch topic; baseline branch main up to run 3f2a...``: the run's branch and, on
+    another branch, the one it is gated against (empty where the branch is unknown)."""
+    if run.baseline_branch is None:
+        return ""
+    text = f", branch {run.git_branch}"
+    if run.git_branch != run.baseline_branch:
+        text += f"; baseline branch {run.baseline_branch}"
+        text += f" up to run {run.fork_run}" if run.fork_run else ""
+    return text
+
+
 def describe_change(change: dict[str, Any]) -> str:
     """``Login/Login Time (test_login.py::test_login) +30.5% (median 100 -> 130.5 ms) since
     run R, commit C, 3 run(s) ago``: a change as ``analysis.find_changes`` gives it (of one
@@ -396,7 +408,7 @@ def render(
     total = summary.total()
     if not _has_news(summary, total):
         return []
-    run_text = f" (run {run.run_id})" if run else ""
+    run_text = f" (run {run.run_id}{branch_text(run)})" if run else ""
     out: Lines = [(f"{where}{run_text}", {"bold": True})]
     out += _flow_lines(total)
     out += _run_warnings(summary, total)
@@ -498,6 +510,9 @@ def _md_run(run: RunInfo | None, where: str) -> str:
     said = [f"run {run.run_id}"] if run else []
     if run and run.git_branch:
         said.append(f"branch {run.git_branch}")
+    if run and run.baseline_branch and run.baseline_branch != run.git_branch:
+        fork = f" up to run {run.fork_run}" if run.fork_run else ""
+        said.append(f"gated against branch {run.baseline_branch}{fork}")
     if run and run.git_commit:
         said.append(f"commit {run.git_commit[:10]}")
     if run and run.ci_build_id:

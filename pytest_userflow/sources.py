@@ -26,10 +26,17 @@ if TYPE_CHECKING:
 PageRows = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 
 
-def local_page_rows(history: History, *, flow: str | None, last: int) -> PageRows:
+def local_page_rows(
+    history: History, *, flow: str | None, last: int, branch: str | None = None
+) -> PageRows:
     """The report's rows, runs and checks of the newest *last* runs (0: all) of *flow* (or
-    every flow), from the history."""
-    shown = history.runs(limit=last or None)[::-1]  # oldest first
+    every flow), of *branch* (None: every branch), from the history."""
+    return page_rows_of(history, history.runs(limit=last or None, branch=branch), flow)
+
+
+def page_rows_of(history: History, runs: list[dict[str, Any]], flow: str | None) -> PageRows:
+    """The report's rows, runs and checks of *runs* (newest first) of *flow* (or every flow)."""
+    shown = runs[::-1]  # oldest first
     ids = [r["run_id"] for r in shown]
     every = Query(flow, statuses=("passed", "failed", "excluded"), run_ids=ids)
     rows = history.measurements(every) if ids else iter(())
@@ -61,9 +68,17 @@ class Source(Protocol):
         prefixes (the local store's)."""
         ...
 
-    def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
-        """The runs, newest first. A source that knows none gives none; or, when *needed* says
-        what for, raises SourceError saying so."""
+    def runs(
+        self, limit: int | None = None, *, needed: str | None = None, branch: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The runs, newest first, of *branch* when given. A source that knows none gives
+        none; or, when *needed* says what for, raises SourceError saying so."""
+        ...
+
+    def baseline_branch(self, given: str | None) -> str | None:
+        """The branch whose runs the commands read by default: *given* (the setting, else a
+        pull request's base), else ``main``, else ``master`` where the history has runs of
+        it; None: every branch's (a source that knows no branches)."""
         ...
 
     def match_runs(self, prefixes: Iterable[str]) -> list[str]:
@@ -79,9 +94,9 @@ class Source(Protocol):
         (HeadSpin has none: it says so, and lists the local store's)."""
         ...
 
-    def page_rows(self, flow: str | None, last: int) -> PageRows:
+    def page_rows(self, flow: str | None, last: int, branch: str | None = None) -> PageRows:
         """The report's rows (each with its status), runs and checks: the newest *last* runs
-        or events (0: all) of *flow* (or every flow)."""
+        (of *branch*) or events (0: all) of *flow* (or every flow)."""
         ...
 
     def accepts(self) -> list[Accept]:
@@ -140,8 +155,15 @@ class LocalSource:
         history = self.history
         return history.measurements(replace(query, run_ids=history.match_runs(query.run_ids)))
 
-    def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
-        return self.history.runs(limit=limit)
+    def runs(
+        self, limit: int | None = None, *, needed: str | None = None, branch: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self.history.runs(limit=limit, branch=branch)
+
+    def baseline_branch(self, given: str | None) -> str | None:
+        from .gate import baseline_branch
+
+        return baseline_branch(self.history, given)
 
     def match_runs(self, prefixes: Iterable[str]) -> list[str]:
         return self.history.match_runs(prefixes)
@@ -152,8 +174,8 @@ class LocalSource:
     def store_runs(self, limit: int | None) -> list[dict[str, Any]]:
         return self.history.runs(limit=limit)
 
-    def page_rows(self, flow: str | None, last: int) -> PageRows:
-        return local_page_rows(self.history, flow=flow, last=last)
+    def page_rows(self, flow: str | None, last: int, branch: str | None = None) -> PageRows:
+        return local_page_rows(self.history, flow=flow, last=last, branch=branch)
 
     def accepts(self) -> list[Accept]:
         return self.history.accepts()
@@ -227,10 +249,17 @@ class HeadSpinSource:
             client.get_measurements(flow_id, limit=query.limit, offset=query.offset, **filters)
         )
 
-    def runs(self, limit: int | None = None, *, needed: str | None = None) -> list[dict[str, Any]]:
+    def runs(
+        self, limit: int | None = None, *, needed: str | None = None, branch: str | None = None
+    ) -> list[dict[str, Any]]:
         if needed:
             raise SourceError(f"HeadSpin knows no runs: {needed}")
+        if branch is not None:
+            raise SourceError("HeadSpin knows no branches: --branch reads the local store")
         return []
+
+    def baseline_branch(self, given: str | None) -> str | None:
+        return None
 
     def match_runs(self, prefixes: Iterable[str]) -> list[str]:
         if list(prefixes):
@@ -245,7 +274,8 @@ class HeadSpinSource:
         with LocalSource(self.store) as local:
             return local.runs(limit)
 
-    def page_rows(self, flow: str | None, last: int) -> PageRows:
+    def page_rows(self, flow: str | None, last: int, branch: str | None = None) -> PageRows:
+        self.runs(branch=branch)  # it knows none
         # HeadSpin's rows carry no status: one listing for each; each event is one point.
         tagged = [
             {**row, "status": status.capitalize()}

@@ -47,6 +47,16 @@ def run_cli(store: Path, *args: str, timeout: float = 120) -> subprocess.Complet
     )
 
 
+@pytest.fixture(autouse=True)
+def outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the branch of a CI that runs this suite: a pull request's base there
+    would make every run's baseline that branch's (empty) history."""
+    from pytest_userflow.runinfo import CI_BASE_VARS, CI_BRANCH_VARS
+
+    for name in (*CI_BRANCH_VARS, *CI_BASE_VARS, "USERFLOW_BASELINE_BRANCH"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def store_path(pytester: pytest.Pytester) -> Path:
     return pytester.path / ".userflow" / "userflow.db"

@@ -365,3 +365,33 @@ def test_an_accepted_level_is_the_baseline_and_what_the_gate_fails_after_it_is_n
     assert history.recent_values("F", "k", 10, nodeid="t::a", device="d@h") == []
     history.undo_accept(newer.id)
     assert history.recent_values("F", "k", 10, nodeid="t::a") == [137, 136, 135]
+
+
+def test_a_branch_history_up_to_a_fork_point(history) -> None:
+    """Runs carry their branch and what they are gated against; the baseline reads one
+    branch's runs up to a run (its fork point), and never another branch's."""
+    runs = [
+        RunInfo("m1", 1000.0, "h", "c1", "main", backend="local", baseline_branch="main"),
+        RunInfo("f1", 1500.0, "h", "c9", "topic", backend="local", base_branch="main",
+                baseline_branch="main", fork_run="m1"),
+        RunInfo("m2", 2000.0, "h", "c2", "main", backend="local", baseline_branch="main"),
+    ]  # fmt: skip
+    for i, (run, value) in enumerate(zip(runs, (100, 500, 90), strict=True)):
+        history.add_test(record("t.py::test_a", "Login", {"t": value}, at=run.started_at + i), run)
+    assert pick(history.runs(branch="main"), "run_id") == [("m2",), ("m1",)]
+    [topic] = history.runs(branch="topic")
+    assert (topic["base_branch"], topic["baseline_branch"], topic["fork_run"]) == (
+        "main",
+        "main",
+        "m1",
+    )
+    assert history.recent_values("Login", "t", 5, nodeid="t.py::test_a", branch="main") == [90, 100]
+    assert history.recent_values(
+        "Login", "t", 5, nodeid="t.py::test_a", branch="main", until="m1"
+    ) == [100]
+    # what the team store is sent (or copy copies) keeps what each run was gated against
+    assert [(s.run.run_id, s.run.fork_run) for s in history.records()] == [
+        ("m1", None),
+        ("f1", "m1"),
+        ("m2", None),
+    ]

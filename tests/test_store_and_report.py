@@ -385,7 +385,7 @@ def test_a_store_of_another_schema_version_is_refused_and_left_alone(
     store_path.parent.mkdir()
     db = sqlite3.connect(store_path)
     db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
-    db.execute("PRAGMA user_version = 7")
+    db.execute("PRAGMA user_version = 99")
     db.commit()
     db.close()
     before = store_path.read_bytes()
@@ -393,7 +393,7 @@ def test_a_store_of_another_schema_version_is_refused_and_left_alone(
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: */userflow.db is not a usable pytest-userflow store (schema version 7, *"]
+        ["ERROR: */userflow.db is not a usable pytest-userflow store (schema version 99, *"]
     )
     assert store_path.read_bytes() == before
 

@@ -156,9 +156,13 @@ class History(Protocol):
         exclude_run: str | None = None,
         nodeid: str | None = None,
         device: str | None = None,
+        branch: str | None = None,
+        until: str | None = None,
     ) -> list[Any]:
         """The newest *limit* values of passed tests of one flow and key (a baseline); of one
-        test and device when *nodeid* is given. Where an accept covers the series
+        test and device when *nodeid* is given; of the runs on *branch* (the runs table's
+        ``git_branch``) that started no later than the run *until*, when given (a branch's
+        history up to a fork point: see ``gate.lineage``). Where an accept covers the series
         (``model.newest_accept``), only values from its run's start on, and with them those
         of tests that passed on their own (outcome Passed) and were recorded before the accept
         was made: a level the gate failed becomes the baseline once it is accepted, and what
@@ -186,8 +190,9 @@ class History(Protocol):
 
     # -- readers ---------------------------------------------------------------------------------
 
-    def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The runs, newest first, with their test and measurement counts."""
+    def runs(self, limit: int | None = None, *, branch: str | None = None) -> list[dict[str, Any]]:
+        """The runs, newest first, with their test and measurement counts (and each run's
+        ``RunInfo`` fields); of one *branch* (``git_branch``) when given."""
         ...
 
     def flows(self) -> list[dict[str, Any]]: ...

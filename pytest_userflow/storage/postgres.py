@@ -45,7 +45,7 @@ try:
 except ImportError:  # pragma: no cover  (the [postgres] extra is installed for the tests)
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: The advisory lock that makes the schema once (any fixed 64-bit number of our own).
 SCHEMA_LOCK = 0x75736572666C6F77  # "userflow"
 #: How long to wait for the server to answer a connection, unless the URL says.
@@ -59,9 +59,11 @@ CONNECT_TIMEOUT = 10
 _SCHEMA = """
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION,
-    host TEXT, git_commit TEXT, git_branch TEXT, ci_build_id TEXT, backend TEXT, outcome TEXT
+    host TEXT, git_commit TEXT, git_branch TEXT, ci_build_id TEXT, backend TEXT, outcome TEXT,
+    base_branch TEXT, baseline_branch TEXT, fork_run TEXT
 );
 CREATE INDEX runs_started ON runs (started_at DESC);
+CREATE INDEX runs_branch ON runs (git_branch, started_at);
 CREATE TABLE flows (
     user_flow_id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, description TEXT,
     created_time DOUBLE PRECISION
@@ -291,10 +293,11 @@ class PostgresStore:
                 if run.run_id not in runs:
                     db.execute(
                         "INSERT INTO runs (run_id, started_at, host, git_commit, git_branch,"
-                        " ci_build_id, backend) VALUES (%s,%s,%s,%s,%s,%s,%s)"
-                        " ON CONFLICT (run_id) DO NOTHING",
+                        " ci_build_id, backend, base_branch, baseline_branch, fork_run)"
+                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id) DO NOTHING",
                         (run.run_id, run.started_at, run.host, run.git_commit, run.git_branch,
-                         run.ci_build_id, run.backend),
+                         run.ci_build_id, run.backend, run.base_branch, run.baseline_branch,
+                         run.fork_run),
                     )  # fmt: skip
                     runs.add(run.run_id)
                 if record.flow not in flows:
@@ -347,7 +350,8 @@ class PostgresStore:
             "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
             " e.session_id, e.perf_event_id, e.status, e.status_message, e.event_ts, e.duration,"
             " e.attempts, e.outcome, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
-            " r.ci_build_id, r.backend, r.finished_at, r.outcome FROM events e"
+            " r.ci_build_id, r.backend, r.base_branch, r.baseline_branch, r.fork_run,"
+            " r.finished_at, r.outcome FROM events e"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id JOIN runs r ON r.run_id = e.run_id"
             f"{where} ORDER BY e.id",
             args,
@@ -378,7 +382,7 @@ class PostgresStore:
              record.attempts, record.outcome) = rest[:6]  # fmt: skip
             record.measurements = measurements.get(event, [])
             record.checks = checks.get(event, [])
-            yield Stored(record, RunInfo(*rest[6:13]), rest[13], rest[14])
+            yield Stored(record, RunInfo(*rest[6:16]), rest[16], rest[17])
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -516,15 +520,17 @@ class PostgresStore:
         names = ("user_flow_id", "name", "description", "created_time", "tests", "measurements")
         return [dict(zip(names, row, strict=True)) for row in self._select(sql)]
 
-    def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The recorded runs, newest first, with their test and measurement counts."""
+    def runs(self, limit: int | None = None, *, branch: str | None = None) -> list[dict[str, Any]]:
+        """The recorded runs, newest first, with their test and measurement counts; of one
+        *branch* when given."""
         sql = (
             "SELECT r.run_id, r.started_at, r.finished_at, r.host, r.git_commit, r.git_branch,"
-            " r.ci_build_id, r.backend, r.outcome,"
+            " r.base_branch, r.baseline_branch, r.fork_run, r.ci_build_id, r.backend, r.outcome,"
             " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
             " (SELECT COUNT(*) FROM measurement_rows m JOIN events e ON e.id = m.event"
             "  WHERE e.run_id = r.run_id)"
-            " FROM runs r ORDER BY r.started_at DESC LIMIT %s"
+            " FROM runs r WHERE (%s::text IS NULL OR r.git_branch = %s)"
+            " ORDER BY r.started_at DESC LIMIT %s"
         )
         names = (
             "run_id",
@@ -533,13 +539,17 @@ class PostgresStore:
             "host",
             "git_commit",
             "git_branch",
+            "base_branch",
+            "baseline_branch",
+            "fork_run",
             "ci_build_id",
             "backend",
             "outcome",
             "tests",
             "measurements",
         )
-        return [dict(zip(names, row, strict=True)) for row in self._select(sql, [limit])]
+        rows = self._select(sql, [branch, branch, limit])
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def match_runs(self, prefixes: Iterable[str]) -> list[str]:
         """The run ids that *prefixes* start, one each: an unknown or ambiguous one is an error."""
@@ -600,11 +610,14 @@ class PostgresStore:
         exclude_run: str | None = None,
         nodeid: str | None = None,
         device: str | None = None,
+        branch: str | None = None,
+        until: str | None = None,
     ) -> list[Any]:
         """The newest *limit* values of passed tests for one flow and key (a baseline), of one
-        test (*nodeid*, parameters included) and *device* when *nodeid* is given. Where an
-        accept covers the series, only values from its run on, and with them those of tests
-        that only the gate failed before the accept was made."""
+        test (*nodeid*, parameters included) and *device* when *nodeid* is given, of the runs
+        on *branch* started no later than the run *until* when given. Where an accept covers
+        the series, only values from its run on, and with them those of tests that only the
+        gate failed before the accept was made."""
         flow_id = self.resolve_flow(flow)
         if flow_id is None:
             return []
@@ -626,6 +639,13 @@ class PostgresStore:
                 "IS NULL" if device is None else "= %s"
             )
             args += [nodeid] if device is None else [nodeid, device]
+        if branch is not None:
+            sql += " AND e.run_id IN (SELECT run_id FROM runs WHERE git_branch = %s"
+            args.append(branch)
+            if until is not None:
+                sql += " AND started_at <= (SELECT started_at FROM runs WHERE run_id = %s)"
+                args.append(until)
+            sql += ")"
         sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT %s"
         return [_value(*row) for row in self._select(sql, [*args, int(limit)])]
 

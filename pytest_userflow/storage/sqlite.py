@@ -44,7 +44,8 @@ from ..model import (
 )
 from . import CLAIM_LEASE, PENDING, Progress, Query, Stored, StoredCheck, StoreError, Upload
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
+
 
 #: The budgets and regressions the gate checked, a row each, with the test that they belong to.
 _CHECKS = (
@@ -73,8 +74,10 @@ _CHECKS = (
 _SCHEMA = """
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, started_at REAL, finished_at REAL, host TEXT,
-    git_commit TEXT, git_branch TEXT, ci_build_id TEXT, backend TEXT, outcome TEXT
+    git_commit TEXT, git_branch TEXT, ci_build_id TEXT, backend TEXT, outcome TEXT,
+    base_branch TEXT, baseline_branch TEXT, fork_run TEXT
 );
+CREATE INDEX runs_branch ON runs(git_branch, started_at);
 CREATE TABLE flows (
     user_flow_id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, description TEXT,
     created_time REAL
@@ -377,7 +380,8 @@ class SQLiteStore:
             "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
             " e.session_id, e.perf_event_id, e.status, e.status_message, e.event_ts, e.duration,"
             " e.attempts, e.outcome, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
-            " r.ci_build_id, r.backend, r.finished_at, r.outcome FROM events e"
+            " r.ci_build_id, r.backend, r.base_branch, r.baseline_branch, r.fork_run,"
+            " r.finished_at, r.outcome FROM events e"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id JOIN runs r ON r.run_id = e.run_id"
             f"{where} ORDER BY e.id",
             args,
@@ -408,7 +412,7 @@ class SQLiteStore:
                  record.attempts, record.outcome) = rest[:6]  # fmt: skip
                 record.measurements = measurements.get(event, [])
                 record.checks = checks.get(event, [])
-                yield Stored(record, RunInfo(*rest[6:13]), rest[13], rest[14])
+                yield Stored(record, RunInfo(*rest[6:16]), rest[16], rest[17])
 
     def mark(
         self,
@@ -698,15 +702,21 @@ class SQLiteStore:
         names = ("user_flow_id", "name", "description", "created_time", "tests", "measurements")
         return [dict(zip(names, row, strict=True)) for row in self._select(sql)]
 
-    def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The recorded runs, newest first, with their test and measurement counts."""
+    def runs(self, limit: int | None = None, *, branch: str | None = None) -> list[dict[str, Any]]:
+        """The recorded runs, newest first, with their test and measurement counts; of one
+        *branch* when given."""
         sql = (
             "SELECT r.run_id, r.started_at, r.finished_at, r.host, r.git_commit, r.git_branch,"
-            " r.ci_build_id, r.backend, r.outcome,"
+            " r.base_branch, r.baseline_branch, r.fork_run, r.ci_build_id, r.backend, r.outcome,"
             " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
             " (SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id)"
-            " FROM runs r ORDER BY r.started_at DESC"
+            " FROM runs r"
         )
+        args: list[Any] = []
+        if branch is not None:
+            sql += " WHERE r.git_branch = ?"
+            args.append(branch)
+        sql += " ORDER BY r.started_at DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         names = (
@@ -716,13 +726,16 @@ class SQLiteStore:
             "host",
             "git_commit",
             "git_branch",
+            "base_branch",
+            "baseline_branch",
+            "fork_run",
             "ci_build_id",
             "backend",
             "outcome",
             "tests",
             "measurements",
         )
-        return [dict(zip(names, row, strict=True)) for row in self._select(sql)]
+        return [dict(zip(names, row, strict=True)) for row in self._select(sql, args)]
 
     def match_runs(self, prefixes: Iterable[str]) -> list[str]:
         """The run ids that *prefixes* start, one each: an unknown or ambiguous one is an error."""
@@ -785,11 +798,14 @@ class SQLiteStore:
         exclude_run: str | None = None,
         nodeid: str | None = None,
         device: str | None = None,
+        branch: str | None = None,
+        until: str | None = None,
     ) -> list[Any]:
         """The newest *limit* values of passed tests for one flow and key (a baseline), of one
-        test (*nodeid*, parameters included) and *device* when *nodeid* is given. Where an
-        accept covers the series, only values from its run on, and with them those of tests
-        that only the gate failed before the accept was made."""
+        test (*nodeid*, parameters included) and *device* when *nodeid* is given, of the runs
+        on *branch* started no later than the run *until* when given. Where an accept covers
+        the series, only values from its run on, and with them those of tests that only the
+        gate failed before the accept was made."""
         flow_id = self.resolve_flow(flow)
         if flow_id is None:
             return []
@@ -810,6 +826,13 @@ class SQLiteStore:
         if nodeid is not None:
             sql += " AND e.nodeid = ? AND e.device_address IS ?"
             args += [nodeid, device]
+        if branch is not None:
+            sql += " AND e.run_id IN (SELECT run_id FROM runs WHERE git_branch = ?"
+            args.append(branch)
+            if until is not None:
+                sql += " AND started_at <= (SELECT started_at FROM runs WHERE run_id = ?)"
+                args.append(until)
+            sql += ")"
         sql += " ORDER BY e.event_ts DESC, m.seq DESC LIMIT ?"
         return [r[0] for r in self._select(sql, [*args, int(limit)])]
 
@@ -941,9 +964,10 @@ class SQLiteStore:
 def _insert_run(db: sqlite3.Connection, run: RunInfo) -> None:
     db.execute(
         "INSERT OR IGNORE INTO runs (run_id, started_at, host, git_commit, git_branch,"
-        " ci_build_id, backend) VALUES (?,?,?,?,?,?,?)",
+        " ci_build_id, backend, base_branch, baseline_branch, fork_run)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?)",
         (run.run_id, run.started_at, run.host, run.git_commit, run.git_branch, run.ci_build_id,
-         run.backend),
+         run.backend, run.base_branch, run.baseline_branch, run.fork_run),
     )  # fmt: skip
 
 
