@@ -161,6 +161,7 @@ class UserflowRun:
         self.summary = RunSummary()
         self.errors: list[str] = []
         self.unstored: list[str] = []  # tests the store could not take
+        self.stored = 0  # tests the store took
         self.foreign_tags: list[str] = []  # tests that recorded under a bare userflow marker
         self.damaged: str | None = None  # why the store is known to be damaged
 
@@ -179,16 +180,17 @@ class UserflowRun:
         if s.backend != "off":
             from .storage import open_outbox, open_store
 
+            # Nothing is checked or made now: most runs that load the plugin record nothing,
+            # and a store that cannot take a test is said in the summary. A team store is asked
+            # only the run's lineage (a server that is down costs the run that question, said
+            # once), and its tests wait in the outbox.
             try:
                 self.store = open_outbox(s.outbox or s.store)
-                self.store.check()
-                # A team store is asked only the run's lineage now (a server that is down
-                # costs the run that question, said once), and its tests wait in the outbox.
                 self.history = open_store(s.store) if s.outbox is not None else self.store
-                if self.workerinput is None:  # a worker has the controller's conclusion
-                    self.run = self._lineage(self.run)
             except StoreError as exc:
                 raise pytest.UsageError(str(exc)) from None
+            if self.workerinput is None:  # a worker has the controller's conclusion
+                self.run = self._lineage(self.run)
         local = s.baseline == "local" and self.store is not None
         self.gate = Gate(
             s.budgets,
@@ -207,17 +209,17 @@ class UserflowRun:
         """*run* with its baseline branch, and with the local gate its fork point (git is
         asked for the run's line of commits only on a branch other than the baseline's). A
         history that cannot answer leaves the run as it is: said once, and not asked again."""
-        assert self.history is not None
+        history = self.history
+        assert history is not None
         root = self.config.rootpath
         gated = self.settings.baseline == "local"
         commits = lambda: git_ancestors(root) if gated else None  # noqa: E731
         try:
-            return lineage(self.history, run, self.settings.baseline_branch, commits)
+            return lineage(history, run, self.settings.baseline_branch, commits)
         except StoreError as exc:
-            if self.history is self.store:
-                raise
-            self.team_error = str(exc)
-            self.errors.append(f"the team store could not be read: {exc}")
+            if history is not self.store:
+                self.team_error = str(exc)
+            self.errors.append(f"the history could not be read: {exc}")
             return run
 
     def _store_argument(self) -> str | None:
@@ -412,6 +414,7 @@ class UserflowRun:
             if self.damaged is not None:  # not written to once known damaged
                 raise StoreError(self.damaged)
             self.sink.keep(record)
+            self.stored += 1
         except (StoreError, OSError) as exc:
             record.destination = "unstored"
             self.unstored.append(f"{record.nodeid}: {exc}")
@@ -473,7 +476,8 @@ class UserflowRun:
             summary = self._notes()
             if s.backend == "off" and s.report is None and not self._worth_saying(summary):
                 return  # nothing recorded and nothing to say: the summary's modules stay unloaded
-            summary = self._read(summary)
+            if self.stored:  # a store nothing was written to is not read (nor made)
+                summary = self._read(summary)
             if self.workerinput is not None:
                 output = json.dumps(summary.to_dict(), default=str)
                 self.config.workeroutput["userflow"] = output  # type: ignore[attr-defined]
@@ -483,7 +487,8 @@ class UserflowRun:
             self.summary.errors += self.errors
         if session.exitstatus == pytest.ExitCode.OK and _session_breached(self.summary):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # no test's report could say it
-        if self.store is not None and self.damaged is None:
+        recorded = self.stored or any(p.flows for p in self.summary.processes)
+        if self.store is not None and self.damaged is None and recorded:
             outcome = OUTCOMES.get(exitstatus, str(exitstatus))
             try:
                 self.store.finish_run(self.run.run_id, outcome)

@@ -306,48 +306,70 @@ def test_nothing_recorded_means_no_summary(pytester: pytest.Pytester) -> None:
     assert "userflow ==" not in result.stdout.str()
 
 
-def test_a_corrupt_store_is_a_clear_error_and_is_left_alone(
-    pytester: pytest.Pytester, store_path
+def _corrupt(path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"this is not a database, it is someone's notes" * 100)
+
+
+def _other_program(path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:  # another program's, plain sqlite3
+        db.execute("CREATE TABLE customers (id INTEGER)")
+        db.commit()
+
+
+def _other_version(path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:  # SQLite's user_version
+        db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+        db.execute("PRAGMA user_version = 99")
+        db.commit()
+
+
+def _empty(path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"")  # a store is never empty, even for an instant: one was cut short
+
+
+def _blocked(path) -> None:
+    path.parent.parent.mkdir(exist_ok=True)
+    path.parent.write_text("a file where a folder should be")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "cause"),
+    [
+        (_corrupt, "is not a usable pytest-userflow store (file is not a database)"),
+        (
+            _other_program,
+            "is not a usable pytest-userflow store (it holds other tables (customers))",
+        ),
+        (_other_version, "is not a usable pytest-userflow store (schema version 99, *"),
+        (_empty, "is not a usable pytest-userflow store (it is empty*"),
+        (_blocked, "cannot create the userflow store */blocker/flows.db*"),
+    ],
+    ids=["corrupt", "another program's", "another version", "empty", "cannot be made"],
+)
+def test_a_store_that_cannot_take_the_tests_is_one_line_and_is_left_alone(
+    pytester: pytest.Pytester, spoil, cause
 ) -> None:
-    store_path.parent.mkdir()
-    store_path.write_bytes(b"this is not a database, it is someone's notes" * 100)
-    before = store_path.read_bytes()
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["ERROR: */userflow.db is not a usable pytest-userflow store (file is not a database)*"]
-    )
-    assert store_path.read_bytes() == before
-
-
-def test_another_programs_database_is_not_taken_over(pytester: pytest.Pytester) -> None:
-    # Another program's SQLite file at the store's path: made with plain sqlite3.
-    db = sqlite3.connect(str(pytester.path / "app.db"))
-    db.execute("CREATE TABLE customers (id INTEGER)")
-    db.commit()
-    db.close()
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest("--userflow-store", "app.db")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            "ERROR: *app.db is not a usable pytest-userflow store (it holds other tables (customers))*"
-        ]
-    )
-
-
-def test_a_store_path_that_cannot_be_created_is_a_clear_error(pytester: pytest.Pytester) -> None:
-    (pytester.path / "blocker").write_text("a file where a folder should be")
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest("--userflow-store", "blocker/sub/flows.db")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            "ERROR: cannot create the userflow store */blocker/sub/flows.db: */blocker is not a "
-            "writable folder*"
-        ]
-    )
+    """Nothing is checked before a test records: a run that records nothing never minds the
+    store; one that records says in one line why its tests were not kept, its exit code the
+    tests' own, and the file as it was."""
+    store = pytester.path / "blocker" / "flows.db"
+    spoil(store)
+    before = store.read_bytes() if store.is_file() else None
+    pytester.makepyfile(test_quiet="def test_nothing():\n    pass\n")
+    quiet = pytester.runpytest("--userflow-store", str(store), "test_quiet.py")
+    quiet.assert_outcomes(passed=1)
+    assert quiet.ret == 0 and "ERROR" not in quiet.stdout.str() + quiet.stderr.str()
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("--userflow-store", str(store), "test_suite.py")
+    result.assert_outcomes(passed=2, xfailed=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"ERROR: the local store * could not take 3 test(s)*{cause}*"])
+    assert len([line for line in result.outlines if line.startswith("ERROR")]) == 1
+    assert (store.read_bytes() if store.is_file() else None) == before
 
 
 def test_a_killed_process_keeps_every_finished_test(
@@ -376,26 +398,6 @@ def test_a_killed_process_keeps_every_finished_test(
     assert sorted(m["value"] for m in json.loads(listing.stdout)["measurements"]) == list(range(5))
     rows = sorted(pick(history(store_path).measurements(EVERY_ROW), "value"))
     assert rows == [(n,) for n in range(5)]
-
-
-def test_a_store_of_another_schema_version_is_refused_and_left_alone(
-    pytester: pytest.Pytester, store_path
-) -> None:
-    # A SQLite file of another schema version (SQLite's user_version): made with plain sqlite3.
-    store_path.parent.mkdir()
-    db = sqlite3.connect(store_path)
-    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
-    db.execute("PRAGMA user_version = 99")
-    db.commit()
-    db.close()
-    before = store_path.read_bytes()
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["ERROR: */userflow.db is not a usable pytest-userflow store (schema version 99, *"]
-    )
-    assert store_path.read_bytes() == before
 
 
 def test_a_long_run_summarizes_what_the_store_holds(pytester: pytest.Pytester, history) -> None:
@@ -545,18 +547,6 @@ def test_a_store_damaged_in_the_middle_never_changes_the_outcome(
     assert "Traceback" not in out and "INTERNALERROR" not in out
     result.stdout.fnmatch_lines(["*ERROR: *userflow.db*damaged*"])
     assert store_path.read_bytes() == before
-
-
-def test_an_empty_store_file_is_named_not_made_anew(pytester: pytest.Pytester, store_path) -> None:
-    """A store is never empty, even for an instant: an empty file was cut short, and is said
-    so (exit 4) rather than silently made into a new store."""
-    store_path.parent.mkdir()
-    store_path.write_bytes(b"")
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: */userflow.db is not a usable * store (it is empty*"])
-    assert store_path.read_bytes() == b""
 
 
 def test_a_long_key_is_shortened_in_the_summary_and_kept_whole(
