@@ -561,15 +561,17 @@ def find_changes(
     runs: dict[str, dict[str, Any]],
     direction: Direction,
     min_change_pct: float,
+    detector: ChangeDetector | None = None,
 ) -> list[dict[str, Any]]:
     """The change points of each series (``run_series``: per flow, key, type, units, test
     and device, ``(run, median)`` points), as ``pytest-userflow changes`` lists them.
 
     *runs*: the runs oldest first, by id (empty: the points' own order); *direction*: which
-    way a flow's key is better (``lower``, ``higher``; ``ignore`` leaves it out).
+    way a flow's key is better (``lower``, ``higher``; ``ignore`` leaves it out); *detector*:
+    one that has met series before keeps their null distributions (the answer is the same).
     """
     order = {run_id: i for i, run_id in enumerate(runs)}
-    detector = ChangeDetector()
+    detector = detector or ChangeDetector()
     out = []
     for (flow, key, kind, units, test, device), (points, _) in series.items():
         way = direction(flow, key)
