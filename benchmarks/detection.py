@@ -73,7 +73,7 @@ def changes_of(values: list[float]) -> list[dict[str, Any]]:
     change with its ``index`` in *values*."""
     points = [(f"run{i}", v) for i, v in enumerate(values)]
     found = find_changes({("Flow", "Key", None, None, None, None): (points, None)}, {},
-                         lambda flow, key: "lower", 5.0, DETECTOR)  # fmt: skip
+                         lambda flow, key: "lower", None, DETECTOR)  # fmt: skip
     return [{**c, "index": int(c["run_id"][3:])} for c in found]
 
 
@@ -98,14 +98,14 @@ def steps(rng: random.Random, histories: int) -> list[str]:
                 checks += 1
                 old += gate_fires(h[i - BASELINE : i], h[i], 0.0)
                 new += gate_fires(h[i - BASELINE : i], h[i], K)
-        false = sum(len(detector.find(h, 5.0)) for h in flat) / (histories * RUNS / 100)
+        false = sum(len(detector.find(h)) for h in flat) / (histories * RUNS / 100)
         for step in (1.10, 1.25, 1.50):
             caught = found = 0
             for _ in range(histories):
                 at = rng.randrange(BASELINE, RUNS - 10)
                 h = [rng.lognormvariate(0, noise) * (step if i >= at else 1) for i in range(RUNS)]
                 caught += gate_fires(h[at - BASELINE : at], h[at], K)
-                found += any(abs(c.index - at) <= 2 for c in detector.find(h, 5.0))
+                found += any(abs(c.index - at) <= 2 for c in detector.find(h))
             lines.append(
                 f"{noise:>4.0%}  +{step - 1:>3.0%}  {old / checks:>8.1%} / {new / checks:>5.1%}"
                 f"  {caught / histories:>10.0%}  {found / histories:>13.0%}  {false:>14.2f}"
@@ -248,10 +248,11 @@ def sooner(rng: random.Random, histories: int) -> dict[str, Any]:
         )
         for k in range(200)
     }  # fmt: skip
-    started = time.perf_counter()
-    find_changes(keys, {}, lambda flow, key: "lower", 5.0)
-    out["`changes` on 1,000 runs x 200 keys (5% noise), seconds"] = (
-        f"{time.perf_counter() - started:.2f}"
+    # CPU time: the wall time of a shared machine counts its other jobs
+    started = time.process_time()
+    find_changes(keys, {}, lambda flow, key: "lower")
+    out["`changes` on 1,000 runs x 200 keys (5% noise), CPU seconds"] = (
+        f"{time.process_time() - started:.2f}"
     )
     return out
 

@@ -193,6 +193,7 @@ class UserflowRun:
             warn_only=s.regression_mode == "warn",
             noise=s.noise,
             directions=s.directions,
+            min_changes=s.min_changes,
             since=local_since(self.store, self.run.run_id) if self.store and local else None,
             store=self._store_argument(),
         )
@@ -525,7 +526,9 @@ class UserflowRun:
             return
         assert self.run is not None
         try:
-            found = confirmed_changes(self.store, self.run.run_id, self.gate.key_direction)
+            found = confirmed_changes(
+                self.store, self.run.run_id, self.gate.key_direction, self.gate.key_min_change
+            )
         except StoreError as exc:  # said in the summary, never raised
             self.summaries.append({"errors": [f"could not look for changes: {exc}"]})
             return
@@ -563,7 +566,10 @@ class UserflowRun:
         try:
             rows = local_page_rows(self.store, flow=None, last=html.DEFAULT_RUNS)
             data = html.collect(
-                *rows, direction=self.gate.key_direction, accepts=self.store.accepts()
+                *rows,
+                direction=self.gate.key_direction,
+                min_change=self.gate.key_min_change,
+                accepts=self.store.accepts(),
             )
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:
