@@ -508,6 +508,13 @@ def _best_split(x: Sequence[float], min_size: int) -> tuple[int, float]:
     return best, stats[best]
 
 
+def _stands_out(x: Sequence[float]) -> bool:
+    """Whether a value of *x* is further from their median than DEFAULT_NOISE times their
+    robust spread: a bump worth a second look does."""
+    middle = median(x)
+    return max(abs(v - middle) for v in x) > DEFAULT_NOISE * robust_spread(x, 0.0)
+
+
 class Candidate(NamedTuple):
     """A segment's best split: its statistic per value, where it is, the segment, the ranks'
     statistic there and the segment's ranks."""
@@ -587,6 +594,8 @@ class ChangeDetector:
             best = max(candidates, key=lambda c: (c.strength, c.at, c.start, c.end, c.q))
             p, at = self._p_value(best.ranks, best.q), best.at
             if p > self.alpha:
+                if not _stands_out(x[best.start : best.end]):
+                    return found
                 # The sides' stretches next to the split, of a few lengths only: a null
                 # distribution is drawn per length.
                 before = max((n for n in LOOK_AHEAD if n <= best.at - best.start), default=0)
