@@ -208,6 +208,14 @@ def sooner(rng: random.Random, histories: int) -> dict[str, Any]:
         values, at = step_series(rng, 0.01, 1.05, 3)
         found += worse_at(changes_of(values), at, 2, confirmed=True)
     out["+5% step in 1% noise, confirmed 3 runs after it"] = found / histories
+    found = 0
+    for _ in range(histories):
+        values, at = step_series(rng, 0.05, 1.25, 10)
+        values = [v * (3 if rng.random() < 0.02 else 1) for v in values]
+        found += worse_at(changes_of(values), at, 2, confirmed=True)
+    out["+25% step in 5% noise, 2% of runs 3x spikes, confirmed 10 runs after it"] = (
+        found / histories
+    )
     ramps = max(histories // 4, 5)
     reported = 0
     for _ in range(ramps):
