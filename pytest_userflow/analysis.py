@@ -350,8 +350,9 @@ SUSPECTED, CONFIRMED = "suspected", "confirmed"
 #: The lengths of the stretch on each side of a split that is not significant, where a
 #: significant split is looked for next: a short bump splits no window well at either end.
 LOOK_AHEAD = (16, 24, 32, 48)
-#: Such a split is taken at this share of alpha: tried where the first test failed, it
-#: would otherwise call more series changed than alpha says (permutations: none as strong).
+#: Such a split is taken at this share of alpha (0.01: at most one of 199 permutations as
+#: strong): tried where the first test failed, it would otherwise call more series changed
+#: than alpha says.
 LOOK_AHEAD_ALPHA = 0.2
 #: Segments of at most this many distinct values (flags, a count that is 0 or 1) get a
 #: permutation null of their own ranks, ties as they are: at most one per length and split,

@@ -195,7 +195,11 @@ def _parser() -> argparse.ArgumentParser:
         "(deterministic). A series is one flow, key, type and units of one test (parameters "
         "included) on one device; --by flow pools a flow's tests and devices. Which way a key "
         "is better: --higher-is-better, else the userflow_directions and userflow_budgets "
-        "settings, else lower. With --source headspin each event is one point.",
+        "settings, else lower. A change counts when it is larger than the key's own noise "
+        "allows (and than its userflow_min_change line, or --min-change). A change of the "
+        "newest 1-2 runs, too few to test, is listed as suspected and never fails --fail-on; "
+        "it is confirmed once 3 runs after it pass the test. With --source headspin each "
+        "event is one point.",
         epilog="examples:\n  pytest-userflow changes --flow Login\n"
         "  pytest-userflow changes --fail-on worse --recent 5   # a nightly CI job\n"
         "  pytest-userflow changes --key 'Login Time' --by flow --format json",
