@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pytest_userflow.analysis import MIN_CHANGE_PCT, find_changes, run_series
+from pytest_userflow.analysis import CONFIRMED, find_changes, run_series
 from pytest_userflow.gate import (
     BaselineSource,
     Gate,
@@ -65,13 +65,16 @@ def one_run(store: SQLiteStore, value: float) -> tuple[RunInfo, bool]:
 
 
 def found_by_changes(store: SQLiteStore, step: str, statuses: dict[str, Any]) -> bool:
-    """Whether ``changes`` (its rows: *statuses*) finds a worse change within 2 runs of *step*."""
+    """Whether ``changes`` (its rows: *statuses*) confirms a worse change within 2 runs of
+    *step*."""
     runs = {r["run_id"]: r for r in reversed(store.runs())}
     order = list(runs)
     series = run_series(store.measurements(Query(**statuses)))
     return any(
-        c["direction"] == "worse" and abs(order.index(c["run_id"]) - order.index(step)) <= 2
-        for c in find_changes(series, runs, lower, MIN_CHANGE_PCT)
+        c["direction"] == "worse"
+        and c["state"] == CONFIRMED
+        and abs(order.index(c["run_id"]) - order.index(step)) <= 2
+        for c in find_changes(series, runs, lower)
     )
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import bisect
 import decimal
+import itertools
 import math
+import operator
 import random
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .model import DEFAULT_NOISE, is_number
 
@@ -153,6 +155,8 @@ NEAR_ZERO = 3.0
 NOT_NUMERIC = "not numeric"
 #: Which way a flow's key is better: ``lower``, ``higher`` or ``ignore``.
 Direction = Callable[[str, str], str]
+#: The least change in percent that counts for a flow's key (None: its noise decides).
+MinChange = Callable[[str, str], "float | None"]
 
 
 def robust_spread(values: Sequence[float], step: float | None = None) -> float:
@@ -336,6 +340,20 @@ CHANGE_MIN_RUNS = 3
 CHANGE_ALPHA = 0.05
 CHANGE_PERMUTATIONS = 199
 CHANGE_SEED = 20200420  # the permutations are the same every time: the same answer
+#: A series longer than a window is also searched in the medians of blocks of this many runs:
+#: a ramp too slow for any one window (+10% over 200 runs) is a step between blocks.
+CHANGE_BLOCK = 10
+#: A change of a series' newest runs, too few to test, is suspected from this many runs of a
+#: stretch before them, when each newest value is beyond DEFAULT_NOISE times the noise.
+SUSPECT_BASE = 5
+SUSPECTED, CONFIRMED = "suspected", "confirmed"
+#: The lengths of the stretch on each side of a split that is not significant, where a
+#: significant split is looked for next: a short bump splits no window well at either end.
+LOOK_AHEAD = (16, 24, 32, 48)
+#: Such a split is taken at this share of alpha (0.01: at most one of 199 permutations as
+#: strong): tried where the first test failed, it would otherwise call more series changed
+#: than alpha says.
+LOOK_AHEAD_ALPHA = 0.2
 #: Segments of at most this many distinct values (flags, a count that is 0 or 1) get a
 #: permutation null of their own ranks, ties as they are: at most one per length and split,
 #: so few enough to keep. More values (timings in whole milliseconds, wider counts) move the
@@ -346,37 +364,63 @@ FEW_VALUES = 2
 @dataclass(frozen=True)
 class ChangePoint:
     """A shift in a series: it starts at *index*; *before* and *after* are the medians of
-    the stretches on either side (up to the neighbouring change points), *spread* the
-    robust spread of the stretch before, and *sizes* how many values each stretch has."""
+    the stretches on either side (up to the neighbouring change points), *spread* the robust
+    spread of the stretch before, *sizes* how many values each stretch has, and *noise* the
+    series' noise (``series_noise``).
+    *state*: ``confirmed`` (the permutation test holds: at least CHANGE_MIN_RUNS runs after
+    it), or ``suspected``: the newest one or two runs, each beyond the noise (p_value None)."""
 
     index: int
-    p_value: float
+    p_value: float | None
     before: float
     after: float
     spread: float = 0.0
     sizes: tuple[int, int] = (1, 1)
+    state: str = CONFIRMED
+    noise: float = 0.0
 
     @property
     def change_pct(self) -> float | None:
         """The change in percent; None from a median near zero (see ``percent_change``)."""
         return percent_change(self.before, self.after, self.spread)
 
-    def size(self, min_change_pct: float) -> float:
-        """The change over the least change that counts (under 1: too small): *min_change_pct*
-        percent, or from a median near zero, the noise of the two medians in the key's units."""
-        if min_change_pct <= 0:
-            return math.inf
+    def size(self, min_change_pct: float | None = None) -> float:
+        """The change over the least change that counts (under 1: too small): DEFAULT_NOISE
+        standard errors of the difference of the two medians (the key's own noise), and at
+        least *min_change_pct* percent where a percent is computed."""
+        least = median_noise(self.noise, *self.sizes)
         pct = self.change_pct
-        if pct is not None:
-            return abs(pct) / min_change_pct
-        noise = median_noise(self.spread, *self.sizes)
-        return abs(self.after - self.before) / noise if noise else math.inf
+        if min_change_pct and pct is not None:
+            least = max(least, abs(self.before) * min_change_pct / 100.0)
+        return abs(self.after - self.before) / least if least else math.inf
+
+
+def series_noise(values: Sequence[float]) -> float:
+    """A series' noise, from the differences of neighbouring values (the robust spread of
+    those over root 2): steps, ramps and the odd wild value barely move it, and it is never
+    less than the step the values are written in.
+
+    >>> series_noise([0.0] * 50 + [100.0] * 50)
+    1.0
+    """
+    if len(values) < 2:
+        return resolution(values)
+    diffs = [b - a for a, b in itertools.pairwise(values)]
+    spread = robust_spread(diffs, 0.0) / math.sqrt(2)
+    moved = [abs(d) for d in diffs if d]
+    if moved and spread >= min(moved):
+        return spread  # values written in a step move by at least that step
+    return max(spread, resolution(values))
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
     """Ranks from 0, ties sharing their mean rank."""
     order = sorted(range(len(values)), key=values.__getitem__)
     ranks = [0.0] * len(values)
+    for rank, at in enumerate(order):
+        ranks[at] = float(rank)
+    if len(set(values)) == len(values):
+        return ranks
     i = 0
     while i < len(order):
         j = i
@@ -395,7 +439,7 @@ def _pair_sums(x: Sequence[float]) -> list[float]:
     total = 0.0
     for t, xt in enumerate(x):
         k = bisect.bisect_left(seen, xt)
-        below = sum(seen[:k])
+        below = sum(seen[:k]) if 2 * k < t else total - sum(seen[k:])  # the shorter sum
         # |xt - v| summed over seen: (k * xt - below) + ((total - below) - (t - k) * xt)
         sums.append(sums[-1] + (2 * k - t) * xt + total - 2.0 * below)
         seen.insert(k, xt)
@@ -406,30 +450,56 @@ def _pair_sums(x: Sequence[float]) -> list[float]:
 def _statistics(x: Sequence[float], min_size: int) -> dict[int, float]:
     """The E-Divisive statistic (alpha 1) of each split of *x* that leaves *min_size* values
     on each side: large where the two sides differ in distribution."""
-    m = len(x)
+    return _split_statistics(*_side_sums(x), min_size)
+
+
+def _side_sums(x: Sequence[float]) -> tuple[list[float], list[float]]:
+    """``left[t]`` and ``right[t]``: the sums of ``|x_i - x_k|`` over the pairs inside
+    ``x[:t]`` and inside ``x[t:]``. The right ones come from the left ones and the pairs
+    across the split, which change by one value's distances to all and to those before it."""
     left = _pair_sums(x)
-    right = _pair_sums(x[::-1])[::-1]  # right[t]: pairs inside x[t:]
-    return {t: _energy(left[t], right[t], left[m], t, m - t)
-            for t in range(min_size, m - min_size + 1)}  # fmt: skip
+    m = len(x)
+    ordered = sorted(x)
+    prefix = list(itertools.accumulate(ordered, initial=0.0))
+    right = [0.0] * (m + 1)
+    across = 0.0
+    for t, xt in enumerate(x):
+        right[t] = left[m] - left[t] - across
+        k = bisect.bisect_left(ordered, xt)
+        to_all = (2 * k - m) * xt + prefix[m] - 2.0 * prefix[k]
+        across += to_all - 2.0 * (left[t + 1] - left[t])
+    return left, right
+
+
+def _split_statistics(left: list[float], right: list[float], min_size: int) -> dict[int, float]:
+    """``_statistics`` from the pair sums of each prefix (*left*) and suffix (*right*):
+    ``_energy`` written out, as this is where the time goes."""
+    m = len(left) - 1
+    total = left[m]
+    splits = zip(range(min_size, m - min_size + 1), left[min_size:], right[min_size:], strict=False)
+    return {
+        t: (2.0 * (total - a - b) - (2.0 * a * (m - t) / max(t - 1, 1)
+                                     + 2.0 * b * t / max(m - t - 1, 1))) / m
+        for t, a, b in splits
+    }  # fmt: skip
 
 
 def _statistic_at(x: Sequence[float], t: int) -> float:
     """The statistic of the one split of *x* at *t*, as ``_statistics`` gives it."""
 
     def pairs(values: Sequence[float]) -> float:  # the sum of |a - b| over its pairs
-        ordered = sorted(values)
-        return sum((2 * i - len(ordered) + 1) * v for i, v in enumerate(ordered))
+        n = len(values)
+        return float(sum(map(operator.mul, range(1 - n, n, 2), sorted(values))))
 
     return _energy(pairs(x[:t]), pairs(x[t:]), pairs(x), t, len(x) - t)
 
 
 def _energy(left: float, right: float, total: float, n1: int, n2: int) -> float:
     """The statistic from the sums of distances inside each side (*left*, *right*) and in
-    all (*total*) of sides of *n1* and *n2* values."""
-    between = total - left - right
-    within = 2.0 * left / (n1 * (n1 - 1)) if n1 > 1 else 0.0  # one value: no pairs
-    within += 2.0 * right / (n2 * (n2 - 1)) if n2 > 1 else 0.0
-    return (2.0 * between / (n1 * n2) - within) * n1 * n2 / (n1 + n2)
+    all (*total*) of sides of *n1* and *n2* values: twice the mean distance between them less
+    the mean distances within each, times n1 n2 / (n1 + n2) (one value has no pairs: 0)."""
+    within = 2.0 * left * n2 / max(n1 - 1, 1) + 2.0 * right * n1 / max(n2 - 1, 1)
+    return float((2.0 * (total - left - right) - within) / (n1 + n2))
 
 
 def _best_split(x: Sequence[float], min_size: int) -> tuple[int, float]:
@@ -437,6 +507,25 @@ def _best_split(x: Sequence[float], min_size: int) -> tuple[int, float]:
     stats = _statistics(x, min_size)
     best = max(stats, key=stats.__getitem__)
     return best, stats[best]
+
+
+def _stands_out(x: Sequence[float]) -> bool:
+    """Whether a value of *x* is further from their median than DEFAULT_NOISE times their
+    robust spread: a bump worth a second look does."""
+    middle = median(x)
+    return max(abs(v - middle) for v in x) > DEFAULT_NOISE * robust_spread(x, 0.0)
+
+
+class Candidate(NamedTuple):
+    """A segment's best split: its statistic per value, where it is, the segment, the ranks'
+    statistic there and the segment's ranks."""
+
+    strength: float
+    at: int
+    start: int
+    end: int
+    q: float
+    ranks: list[float]
 
 
 class ChangeDetector:
@@ -479,36 +568,53 @@ class ChangeDetector:
         above = len(null) - bisect.bisect_left(null, q - 1e-9 * abs(q))
         return (1 + above) / (1 + len(null))
 
+    def _candidate(self, x: Sequence[float], start: int, end: int) -> Candidate | None:
+        """The best split of ``x[start:end]`` (None: too short for one)."""
+        if end - start < 2 * self.min_size:
+            return None
+        segment = x[start:end]
+        # Where: the values' strongest split, so that the size of a shift places it (on ranks,
+        # a 0.1% drift just before a 30% step looks as clear as the step). Whether: the
+        # ranks' statistic there, against the ranks' null.
+        at = _best_split(segment, self.min_size)[0]
+        ranks = _ranks(segment)
+        q = _statistic_at(ranks, at)
+        return Candidate(q / (end - start), start + at, start, end, q, ranks)
+
     def _in_window(self, x: Sequence[float]) -> dict[int, float]:
         """Hierarchical E-Divisive inside one window: split the segment whose best split is
-        strongest while that split is significant."""
+        strongest while that split is significant. When it is not, a significant split of
+        one of its two sides is taken: a short bump (a few runs up, then back) splits no
+        segment well at either of its ends, but each side of one end at the other."""
         found: dict[int, float] = {}
         segments = [(0, len(x))]
         while True:
-            candidates = []
-            for start, end in segments:
-                if end - start >= 2 * self.min_size:
-                    # Where: the values' strongest split, so that the size of a shift places
-                    # it (on ranks, a 0.1% drift just before a 30% step looks as clear as the
-                    # step). Whether: the ranks' statistic there, against the ranks' null.
-                    at = _best_split(x[start:end], self.min_size)[0]
-                    ranks = _ranks(x[start:end])
-                    q = _statistic_at(ranks, at)
-                    candidates.append((q / (end - start), start + at, start, end, q, ranks))
+            candidates = [c for s, e in segments if (c := self._candidate(x, s, e))]
             if not candidates:
                 return found
-            _, at, start, end, q, ranks = max(candidates, key=lambda c: c[:5])
-            p = self._p_value(ranks, q)
+            best = max(candidates, key=lambda c: (c.strength, c.at, c.start, c.end, c.q))
+            p, at = self._p_value(best.ranks, best.q), best.at
             if p > self.alpha:
-                return found
+                if not _stands_out(x[best.start : best.end]):
+                    return found
+                # The sides' stretches next to the split, of a few lengths only: a null
+                # distribution is drawn per length.
+                before = max((n for n in LOOK_AHEAD if n <= best.at - best.start), default=0)
+                after = max((n for n in LOOK_AHEAD if n <= best.end - best.at), default=0)
+                sides = [
+                    self._candidate(x, best.at - before, best.at),
+                    self._candidate(x, best.at, best.at + after),
+                ]
+                tested = [(self._p_value(c.ranks, c.q), c.at) for c in sides if c]
+                p, at = min(tested, default=(1.0, at))
+                if p > self.alpha * LOOK_AHEAD_ALPHA:
+                    return found
             found[at] = p
-            segments.remove((start, end))
-            segments += [(start, at), (at, end)]
+            segments.remove((best.start, best.end))
+            segments += [(best.start, at), (at, best.end)]
 
-    def find(self, values: Sequence[float], min_change_pct: float = 0.0) -> list[ChangePoint]:
-        """The change points of *values* (oldest first), each at least *min_change_pct*
-        percent between the medians on either side (from a median near zero: more than their
-        noise, in the key's units)."""
+    def _windows(self, values: Sequence[float]) -> dict[int, float]:
+        """The change points of every window of *values*, with their p-values."""
         n = len(values)
         found: dict[int, float] = {}
         step = self.window // 2
@@ -518,11 +624,30 @@ class ChangeDetector:
         for start in starts:
             for at, p in self._in_window(values[start : start + self.window]).items():
                 found[start + at] = min(p, found.get(start + at, 1.0))
+        return found
+
+    def find(
+        self, values: Sequence[float], min_change_pct: float | None = None
+    ) -> list[ChangePoint]:
+        """The change points of *values* (oldest first): confirmed ones, each more than the
+        noise of the medians on either side (``ChangePoint.size``, at least *min_change_pct*
+        percent when given), and a suspected one at the newest runs."""
+        n = len(values)
+        found = self._windows(values)
+        if n > self.window:
+            # Blocks end at the newest run; a block's change that a window's change explains
+            # (within a block of it) is that one.
+            first = n % CHANGE_BLOCK
+            blocks = [median(values[i : i + CHANGE_BLOCK]) for i in range(first, n, CHANGE_BLOCK)]
+            for at, p in self._windows(blocks).items():
+                index = first + at * CHANGE_BLOCK
+                if all(abs(index - i) > CHANGE_BLOCK for i in found):
+                    found[index] = p
         # Overlapping windows find one change at neighbouring runs: of two changes closer than
-        # two minimal stretches, the one that splits the stretch around them better stays.
+        # a minimal stretch, the one that splits the stretch around them better stays.
         kept = sorted(found)
         while True:
-            close = [i for i in range(len(kept) - 1) if kept[i + 1] - kept[i] < 2 * self.min_size]
+            close = [i for i in range(len(kept) - 1) if kept[i + 1] - kept[i] < self.min_size]
             if not close:
                 break
             i = close[0]
@@ -531,16 +656,46 @@ class ChangeDetector:
             stats = _statistics(values[start:end], 1)
             a, b = kept[i], kept[i + 1]
             kept.remove(a if stats.get(a - start, 0.0) < stats.get(b - start, 0.0) else b)
+        noise = series_noise(values)
         while True:
-            points = _with_medians(values, kept, found)
+            points = _with_medians(values, kept, found, noise)
             small = [c for c in points if c.size(min_change_pct) < 1]
             if not small:
-                return points
+                break
             kept.remove(min(small, key=lambda c: c.size(min_change_pct)).index)
+        suspected = self._suspected(values, points[-1].index if points else 0, noise)
+        if suspected is not None:
+            pct = suspected.change_pct
+            if not (min_change_pct and pct is not None and abs(pct) < min_change_pct):
+                points.append(suspected)
+        return points
+
+    def _suspected(self, values: Sequence[float], since: int, noise: float) -> ChangePoint | None:
+        """A change at the newest 2 (else 1) runs of *values*, too few for the test: each of
+        them beyond DEFAULT_NOISE times the noise of the stretch since the change at *since*
+        (at most a window of it), on the same side; where over half that stretch is one value,
+        also outside the range it has shown."""
+        n = len(values)
+        for newest in (2, 1):
+            start = max(since, n - newest - self.window)
+            base, after = values[start : n - newest], values[n - newest :]
+            if len(base) < SUSPECT_BASE:
+                continue
+            middle = median(base)
+            spread = robust_spread(base, noise)
+            band = DEFAULT_NOISE * spread
+            low, high = min(base), max(base)
+            flat = median([abs(v - middle) for v in base]) == 0
+            up = all(v > middle + band and (v > high or not flat) for v in after)
+            down = all(v < middle - band and (v < low or not flat) for v in after)
+            if up or down:
+                return ChangePoint(n - newest, None, middle, median(after),
+                                   spread, (len(base), newest), SUSPECTED, noise)  # fmt: skip
+        return None
 
 
 def _with_medians(
-    values: Sequence[float], indexes: list[int], p_values: dict[int, float]
+    values: Sequence[float], indexes: list[int], p_values: dict[int, float], noise: float
 ) -> list[ChangePoint]:
     bounds = [0, *indexes, len(values)]
     out = []
@@ -548,7 +703,7 @@ def _with_medians(
         before, after = values[bounds[i] : at], values[at : bounds[i + 2]]
         out.append(
             ChangePoint(at, p_values[at], median(before), median(after), robust_spread(before),
-                        (len(before), len(after)))
+                        (len(before), len(after)), noise=noise)
         )  # fmt: skip
     return out
 
@@ -560,16 +715,20 @@ def find_changes(
     series: Series,
     runs: dict[str, dict[str, Any]],
     direction: Direction,
-    min_change_pct: float,
+    min_change: MinChange | None = None,
+    detector: ChangeDetector | None = None,
 ) -> list[dict[str, Any]]:
     """The change points of each series (``run_series``: per flow, key, type, units, test
     and device, ``(run, median)`` points), as ``pytest-userflow changes`` lists them.
 
     *runs*: the runs oldest first, by id (empty: the points' own order); *direction*: which
-    way a flow's key is better (``lower``, ``higher``; ``ignore`` leaves it out).
+    way a flow's key is better (``lower``, ``higher``; ``ignore`` leaves it out); *min_change*:
+    the least change in percent that counts for a flow's key (None: the key's noise alone,
+    as for every key without it); *detector*:
+    one that has met series before keeps their null distributions (the answer is the same).
     """
     order = {run_id: i for i, run_id in enumerate(runs)}
-    detector = ChangeDetector()
+    detector = detector or ChangeDetector()
     out = []
     for (flow, key, kind, units, test, device), (points, _) in series.items():
         way = direction(flow, key)
@@ -577,7 +736,8 @@ def find_changes(
             continue
         if order:
             points.sort(key=lambda p: order.get(p[0], -1))
-        for change in detector.find([v for _, v in points], min_change_pct):
+        least = min_change(flow, key) if min_change else None
+        for change in detector.find([v for _, v in points], least):
             run_id = points[change.index][0]
             run = runs.get(run_id, {})
             delta = change.after - change.before
@@ -601,6 +761,7 @@ def find_changes(
                     "direction": "worse" if worse else "better",
                     "units": units,
                     "p_value": change.p_value,
+                    "state": change.state,
                     "runs_ago": len(points) - 1 - change.index,
                     "last_run": points[-1][0],
                 }

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import analysis, html, options
 from .client import HeadSpinClient
-from .gate import accepted_rows, baseline_branch, directions_of, mark_accepted, newest_change
+from .gate import (
+    accepted_rows,
+    baseline_branch,
+    directions_of,
+    mark_accepted,
+    min_changes_of,
+    newest_change,
+)
 from .model import (
     API_COLUMNS,
     DEFAULT_NOISE,
@@ -212,7 +219,11 @@ def _parser() -> argparse.ArgumentParser:
         "(deterministic). A series is one flow, key, type and units of one test (parameters "
         "included) on one device; --by flow pools a flow's tests and devices. Which way a key "
         "is better: --higher-is-better, else the userflow_directions and userflow_budgets "
-        "settings, else lower. With --source headspin each event is one point.",
+        "settings, else lower. A change counts when it is larger than the key's own noise "
+        "allows (and than its userflow_min_change line, or --min-change). A change of the "
+        "newest 1-2 runs, too few to test, is listed as suspected and never fails --fail-on; "
+        "it is confirmed once 3 runs after it pass the test. With --source headspin each "
+        "event is one point.",
         epilog="examples:\n  pytest-userflow changes --flow Login\n"
         "  pytest-userflow changes --fail-on worse --recent 5   # a nightly CI job\n"
         "  pytest-userflow changes --key 'Login Time' --by flow --format json",
@@ -224,9 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     chg.add_argument(
         "--min-change",
         type=float,
-        default=analysis.MIN_CHANGE_PCT,
         metavar="PCT",
-        help="report changes of at least PCT percent between the medians (default 5)",
+        help="report changes of at least PCT percent between the medians, every key "
+        "(default: the userflow_min_change setting per key, else each key's own noise decides)",
     )
     chg.add_argument(
         "--by",
@@ -239,7 +250,8 @@ def _parser() -> argparse.ArgumentParser:
     chg.add_argument(
         "--fail-on",
         choices=("worse",),
-        help="exit 1 when a worse change starts within the last --recent runs",
+        help="exit 1 when a confirmed worse change starts within the last --recent runs "
+        "(a suspected one never fails)",
     )
     chg.add_argument(
         "--recent",
@@ -773,6 +785,7 @@ CHANGE_COLUMNS = (
     "change",
     "change_pct",
     "direction",
+    "state",
     "units",
     "p_value",
     "runs_ago",
@@ -789,20 +802,25 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
     if args.last or branch is not None:
         overrides["run_ids"] = list(runs)
     series = analysis.run_series(_rows(source, args, **overrides), by=args.by)
-    found = analysis.find_changes(series, runs, _direction(args), args.min_change)
+    least = min_changes_of(args.settings)
+    if args.min_change is not None:
+        least = lambda flow, key: args.min_change  # noqa: E731
+    found = analysis.find_changes(series, runs, _direction(args), least)
     mark_accepted(found, source.accepts())
-    for r in found:  # an accepted change is intended: listed, never a failure
+    for r in found:  # an accepted change is intended, a suspected one unsure: never a failure
         r["recent"] = r["direction"] == "worse" and r["runs_ago"] < args.recent
-        r["recent"] = r["recent"] and r["accepted"] is None
+        r["recent"] = r["recent"] and r["state"] == analysis.CONFIRMED and r["accepted"] is None
     found.sort(key=lambda r: (not r["recent"], r["flow"], r["key"], r["runs_ago"]))
     recent = [r for r in found if r["recent"]]
+    suspected = sum(r["state"] == analysis.SUSPECTED for r in found)
     columns = list(CHANGE_COLUMNS)
     pooled = "; each flow's tests and devices pooled (--by flow)" if args.by else ""
     of = "" if branch is None else f" of the runs of branch {branch}"
     if args.format in ("table", "markdown"):
         _say(
             f"{len(found)} change(s) in {len(series)} series{of}{pooled}; "
-            f"{len(recent)} worse in the last {args.recent} run(s)",
+            f"{len(recent)} worse in the last {args.recent} run(s)"
+            + (f", {suspected} suspected in the newest runs" if suspected else ""),
             args.format,
         )
         shown = [
@@ -813,7 +831,7 @@ def cmd_changes(args: argparse.Namespace, source: Source) -> int:
                 "before": analysis.fmt_number(r["before"]),
                 "after": analysis.fmt_number(r["after"]),
                 "change": _change(r),
-                "p_value": f"{r['p_value']:.3f}",
+                "p_value": "-" if r["p_value"] is None else f"{r['p_value']:.3f}",
                 "accepted": r["accepted"] and f"#{r['accepted']}",
             }
             for r in found
@@ -863,7 +881,13 @@ def cmd_report(args: argparse.Namespace, source: Source) -> int:
     if branch is not None:
         _branch_runs(source, branch, 1)  # a branch with no runs is said so
     rows = source.page_rows(args.flow, args.last, branch)
-    data = html.collect(*rows, direction=direction, accepts=source.accepts(), branch=branch)
+    data = html.collect(
+        *rows,
+        direction=direction,
+        min_change=min_changes_of(args.settings),
+        accepts=source.accepts(),
+        branch=branch,
+    )
     of = "" if branch is None else f" of branch {branch}"
     if not data["charts"]:
         raise CliError(f"nothing to draw: no values in the last {args.last} run(s){of}")

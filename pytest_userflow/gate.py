@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .analysis import (
-    MIN_CHANGE_PCT,
+    CONFIRMED,
     Direction,
+    MinChange,
     RunSeries,
     change_text,
     find_changes,
@@ -215,6 +216,55 @@ def direction(
                 return line.direction
     bounds = budget or next((b for b in budgets if b.applies(flow, key)), None)
     return "higher" if bounds is not None and bounds.higher_is_better else "lower"
+
+
+_MIN_CHANGE_LINE = re.compile(
+    r"^\s*(?P<flow>.+?)\s*::\s*(?P<key>.+?)\s+(?P<pct>[^\s%]+)\s*%?\s*(?:#.*)?$"
+)
+
+
+@dataclass(frozen=True)
+class MinChangeLine:
+    """``flow :: key PCT%`` (flow ``*``: any flow): the least change of *key* that
+    ``changes``, the report and the run's change line count, in percent of the median
+    before it (besides the key's own noise, which every change must pass)."""
+
+    flow: str
+    key: str
+    pct: float
+
+
+def parse_min_change(line: str, *, where: str) -> MinChangeLine:
+    """A ``userflow_min_change`` line.
+
+    >>> parse_min_change("* :: Login Time 10%", where="ini")
+    MinChangeLine(flow='*', key='Login Time', pct=10.0)
+    """
+    match = _MIN_CHANGE_LINE.match(line)
+    pct = math.nan
+    if match is not None and re.fullmatch(r"\d+(\.\d*)?|\.\d+", match["pct"]):
+        pct = float(match["pct"])
+    if match is None or not (math.isfinite(pct) and pct >= 0):
+        raise MeasurementError(
+            f"{where}: {line.strip()!r} is not 'flow :: key PCT%' (a percentage >= 0)"
+        )
+    return MinChangeLine(match["flow"], match["key"], pct)
+
+
+def min_change(flow: str, key: str, lines: Iterable[MinChangeLine]) -> float | None:
+    """The least change in percent that counts for *flow*'s *key*: its line for this flow,
+    else its ``*`` line, else None (the key's noise alone decides)."""
+    lines = list(lines)
+    for wanted in (flow, "*"):
+        for line in lines:
+            if line.flow == wanted and line.key == key:
+                return line.pct
+    return None
+
+
+def min_changes_of(settings: Settings) -> MinChange:
+    """The least change that counts for each key, by the resolved settings."""
+    return lambda flow, key: min_change(flow, key, settings.min_changes)
 
 
 def directions_of(settings: Settings) -> Direction:
@@ -566,7 +616,7 @@ def newest_change(
     """Where the newest change of the series of *rows* began, either way, as ``changes`` finds
     changes (each test and device a series of its own, as the gate's baselines are); *runs*:
     the runs, oldest first, by id."""
-    changes = find_changes(run_series(rows), runs, lambda flow, key: "lower", MIN_CHANGE_PCT)
+    changes = find_changes(run_series(rows), runs, lambda flow, key: "lower")
     order = {run_id: i for i, run_id in enumerate(runs)}
     return max(changes, key=lambda c: order.get(c["run_id"], -1), default=None)
 
@@ -695,6 +745,7 @@ class Gate:
         directions: Iterable[Budget] = (),
         since: Since | None = None,
         store: str | None = None,
+        min_changes: Iterable[MinChangeLine] = (),
     ) -> None:
         self.budgets = list(budgets)
         self.baselines = baselines
@@ -704,6 +755,7 @@ class Gate:
         self.noise = noise
         self.warn_only = warn_only
         self.directions = list(directions)
+        self.min_changes = list(min_changes)
         self.checks: list[Check] = []
         self.no_history: set[str] = set()
         self.use = BudgetUse()
@@ -725,6 +777,10 @@ class Gate:
         """Which way *key* is better for the run as a whole (a test's own markers aside),
         for the changes a run's end looks for."""
         return direction(flow, key, self.directions, self.budgets)
+
+    def key_min_change(self, flow: str, key: str) -> float | None:
+        """The least change of *key* that counts, for the changes a run's end looks for."""
+        return min_change(flow, key, self.min_changes)
 
     def check(
         self,
@@ -801,16 +857,19 @@ class Gate:
         return check
 
 
-def confirmed_changes(store: History, run: RunInfo, direction: Direction) -> list[dict[str, Any]]:
+def confirmed_changes(
+    store: History, run: RunInfo, direction: Direction, least: MinChange | None = None
+) -> list[dict[str, Any]]:
     """Worse changes of this run's keys that began within the last RECENT_RUNS runs, this one
     included, and that no accept says are intended, as ``pytest-userflow changes`` finds them
     over the last CHANGE_HISTORY runs of its baseline (``baseline_runs``) and this one (the
-    values of tests that passed on their own, those only the gate failed included)."""
+    values of tests that passed on their own, those only the gate failed included); *least*:
+    the least change that counts per key."""
     run_id = run.run_id
     earlier = baseline_runs(store, run, CHANGE_HISTORY - 1)
     history = {r["run_id"]: r for r in reversed([run._asdict(), *earlier])}
     rows = store.measurements(Query(outcomes=["passed"], run_ids=list(history)))
-    changes = find_changes(run_series(rows), history, direction, MIN_CHANGE_PCT)
+    changes = find_changes(run_series(rows), history, direction, least)
     mark_accepted(changes, store.accepts())
     newest: dict[tuple[Any, ...], dict[str, Any]] = {}
     series = ("flow", "key", "type", "units", "test", "device")
@@ -820,5 +879,8 @@ def confirmed_changes(store: History, run: RunInfo, direction: Direction) -> lis
     return [
         c
         for c in newest.values()
-        if c["direction"] == "worse" and c["runs_ago"] < RECENT_RUNS and c["accepted"] is None
+        if c["direction"] == "worse"
+        and c["state"] == CONFIRMED
+        and c["runs_ago"] < RECENT_RUNS
+        and c["accepted"] is None
     ]

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import (
-    MIN_CHANGE_PCT,
+    CONFIRMED,
     Direction,
+    MinChange,
     RunSeries,
     Series,
     change_text,
@@ -62,7 +63,7 @@ def collect(
     checks: Iterable[dict[str, Any]] = (),
     *,
     direction: Direction,
-    min_change: float = MIN_CHANGE_PCT,
+    min_change: MinChange | None = None,
     accepts: Iterable[Accept] = (),
     branch: str | None = None,
 ) -> dict[str, Any]:
@@ -136,12 +137,13 @@ def collect(
         changed = charts.get(tuple(change[k] for k in ("flow", "key", "type", "units")))
         if changed is None:
             continue
-        text = f"{change['direction']} change: {describe_change(change)}"
+        state = "" if change["state"] == CONFIRMED else f" ({change['state']})"
+        text = f"{change['direction']} change{state}: {describe_change(change)}"
         if change["accepted"] is not None:
             text += f" (accepted #{change['accepted']})"
         changed["changes"].append([index[change["run_id"]], text])
         recent = change["direction"] == "worse" and change["runs_ago"] < RECENT_RUNS
-        if recent and change["accepted"] is None:
+        if recent and change["state"] == CONFIRMED and change["accepted"] is None:
             attention.append({"kind": "change", "chart": changed["id"], "text": text})
     keys = {(c["flow"], c["key"]) for c in charts.values()}
     shown = [a for a in accepts if (a.flow, a.key) in keys]

@@ -35,7 +35,7 @@ from .model import (
 if TYPE_CHECKING:
     import argparse
 
-    from .gate import Budget
+    from .gate import Budget, MinChangeLine
 
 BACKENDS = ("auto", "local", "headspin", "off")
 APIS = ("v0", "legacy")
@@ -143,6 +143,12 @@ def _budgets(given: Given) -> tuple[Budget, ...]:
     from .gate import Budget
 
     return tuple(Budget.parse_line(line, where=given.where) for line in given.value)
+
+
+def _min_changes(given: Given) -> tuple[MinChangeLine, ...]:
+    from .gate import parse_min_change
+
+    return tuple(parse_min_change(line, where=given.where) for line in given.value)
 
 
 def _directions(given: Given) -> tuple[Budget, ...]:
@@ -345,6 +351,17 @@ SETTINGS: tuple[Setting, ...] = (
         linelist=True,
     ),
     Setting(
+        "min_changes",
+        None,
+        "the least change of a key that 'changes', the report and the run's change line "
+        "count, one a line: 'flow :: key PCT%' (flow * for any); without one, the key's own "
+        "noise decides",
+        ini="userflow_min_change",
+        default=(),
+        parse=_min_changes,
+        linelist=True,
+    ),
+    Setting(
         "baseline",
         "--userflow-baseline",
         "regression gate: compare each value with the median of its last passed values in "
@@ -426,6 +443,7 @@ class Settings(NamedTuple):
     regression_mode: str = "fail"
     noise: float = DEFAULT_NOISE
     directions: tuple[Budget, ...] = ()
+    min_changes: tuple[MinChangeLine, ...] = ()
     token: str | None = None
     html: Path | None = None
     outbox: Path | None = None  # None: the store's file (a SQLite store)

@@ -199,6 +199,7 @@ class UserflowRun:
             warn_only=s.regression_mode == "warn",
             noise=s.noise,
             directions=s.directions,
+            min_changes=s.min_changes,
             since=local_since(self.store, self.run) if self.store and local else None,
             store=self._store_argument(),
         )
@@ -585,7 +586,9 @@ class UserflowRun:
         if not self._team_answers():
             return
         try:
-            found = confirmed_changes(self.history, self.run, self.gate.key_direction)
+            found = confirmed_changes(
+                self.history, self.run, self.gate.key_direction, self.gate.key_min_change
+            )
         except StoreError as exc:  # said in the summary, never raised
             self.summary.errors.append(f"could not look for changes: {exc}")
             return
@@ -632,7 +635,7 @@ class UserflowRun:
                 runs = [*own, *baseline_runs(history, run, last - 1)]
             data = html.collect(
                 *page_rows_of(history, runs, None), direction=self.gate.key_direction,
-                accepts=history.accepts(), branch=branch,
+                min_change=self.gate.key_min_change, accepts=history.accepts(), branch=branch,
             )  # fmt: skip
             size = html.write(path, data)
         except (UserflowError, OSError) as exc:

@@ -108,6 +108,49 @@ def test_the_run_that_confirms_a_worse_change_says_so(
     assert "worse change" not in pytester.runpytest("-p", "no:cacheprovider").stdout.str()
 
 
+def test_a_change_of_the_newest_run_is_suspected_until_confirmed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, store_path: Path
+) -> None:
+    build(pytester, monkeypatch, [100] * 10 + [130])
+    out = run_cli(store_path, "changes", "--format", "json")
+    (change,) = json.loads(out.stdout)["changes"]
+    assert (change["key"], change["direction"], change["state"]) == (
+        "Login Time",
+        "worse",
+        "suspected",
+    )
+    assert change["runs_ago"] == 0 and change["p_value"] is None
+    # listed and marked, never a failure
+    failing = run_cli(store_path, "changes", "--fail-on", "worse")
+    assert failing.returncode == 0, failing.stderr
+    assert failing.stdout.splitlines()[0] == (
+        "1 change(s) in 2 series; 0 worse in the last 5 run(s), 1 suspected in the newest runs"
+    )
+    assert " suspected " in failing.stdout.splitlines()[2]
+    build(pytester, monkeypatch, [130, 130])
+    failing = run_cli(store_path, "changes", "--fail-on", "worse", "--format", "csv")
+    assert failing.returncode == 1
+    header, row = failing.stdout.splitlines()
+    assert dict(zip(header.split(","), row.split(","), strict=True))["state"] == "confirmed"
+    assert "worse within the last 5 run(s): Login/Login Time +3" in failing.stderr
+
+
+def test_a_key_can_have_its_own_least_change(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, store_path: Path
+) -> None:
+    build(pytester, monkeypatch, [100] * 10 + [130] * 4)
+    pytester.makeini("[pytest]\nuserflow_min_change =\n    Login :: Login Time 40%\n")
+    out = run_cli(store_path, "changes", "--fail-on", "worse")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("0 change(s) in 2 series")
+    # the command line's --min-change is for every key, and wins over the ini
+    assert run_cli(store_path, "changes", "--min-change", "20").stdout.startswith("1 change(s)")
+    pytester.makeini("[pytest]\nuserflow_min_change =\n    Login :: Login Time lots\n")
+    bad = run_cli(store_path, "changes")
+    assert bad.returncode != 0
+    assert "userflow_min_change" in bad.stderr and "'Login :: Login Time lots'" in bad.stderr
+
+
 def test_changes_needs_a_store(tmp_path: Path) -> None:
     out = run_cli(tmp_path / "none.db", "changes")
     assert out.returncode == 2 and "no store at" in out.stderr
