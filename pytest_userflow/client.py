@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .model import (
@@ -29,6 +29,7 @@ from .model import (
     check_session_id,
     normalize_filter_status,
     normalize_status,
+    parse_time,
 )
 
 if TYPE_CHECKING:
@@ -102,36 +103,26 @@ class ApiCall(NamedTuple):
 
 
 def _time_param(name: str, value: TimeFilter) -> str | None:
-    """ISO string, UNIX number or datetime (naive means UTC) to the query value."""
+    """A time filter's query value: an ISO or UNIX text as given, a number or a datetime
+    (naive means UTC) as UNIX seconds; read as ``model.parse_time`` reads times."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return repr(aware.timestamp())
-    if isinstance(value, bool):
-        raise MeasurementError(f"{name} must be an ISO time, a UNIX timestamp or a datetime")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise MeasurementError(f"{name} must be finite, got {value!r}")
-        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, datetime)):
+        raise MeasurementError(
+            f"{name} must be an ISO time, a UNIX timestamp or a datetime, got {type(value).__name__}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MeasurementError(f"{name} must be finite, got {value!r}")
+    try:
+        seconds = parse_time(value)
+    except UserflowError:
+        raise MeasurementError(
+            f"{name} must be an ISO time such as '2022-03-30 16:48:22' or a UNIX timestamp, "
+            f"got {value!r}"
+        ) from None
     if isinstance(value, str):
-        text = value.strip()
-        try:
-            float(text)
-            return text
-        except ValueError:
-            pass
-        try:
-            datetime.fromisoformat(text)
-        except ValueError:
-            raise MeasurementError(
-                f"{name} must be an ISO time such as '2022-03-30 16:48:22' or a UNIX "
-                f"timestamp, got {value!r}"
-            ) from None
-        return text
-    raise MeasurementError(
-        f"{name} must be an ISO time, a UNIX timestamp or a datetime, got {type(value).__name__}"
-    )
+        return value.strip()
+    return str(value) if isinstance(value, int) else repr(seconds)
 
 
 def _count_param(name: str, value: int | None) -> str | None:
