@@ -108,8 +108,9 @@ def _time_param(name: str, value: TimeFilter) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float, datetime)):
+        kind = type(value).__name__
         raise MeasurementError(
-            f"{name} must be an ISO time, a UNIX timestamp or a datetime, got {type(value).__name__}"
+            f"{name} must be an ISO time, a UNIX timestamp or a datetime, got {kind}"
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise MeasurementError(f"{name} must be finite, got {value!r}")
