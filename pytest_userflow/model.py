@@ -277,10 +277,11 @@ def normalize_filter_status(status: object) -> str:
 
 
 def truncate_message(message: str | None, limit: int = MAX_STATUS_MESSAGE) -> str | None:
-    """One line, at most *limit* characters (an ellipsis marks a cut)."""
+    """One line, at most *limit* characters (an ellipsis marks a cut), with no NUL (which
+    neither a store nor every server takes: a test's failure text may hold one)."""
     if message is None:
         return None
-    line = " ".join(message.split())
+    line = " ".join(message.replace("\x00", "\ufffd").split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

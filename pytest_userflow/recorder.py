@@ -200,7 +200,7 @@ class UserflowRun:
             noise=s.noise,
             directions=s.directions,
             min_changes=s.min_changes,
-            since=local_since(self.store, self.run) if self.store and local else None,
+            since=local_since(self.history, self.run) if self.history and local else None,
             store=self._store_argument(),
         )
         if not self.controller:  # it only merges what the workers hand back
@@ -265,7 +265,8 @@ class UserflowRun:
             from .client import HeadSpinClient
 
             assert s.token is not None
-            client = HeadSpinClient(s.token, base_url=s.url, retries=2)
+            # In the test's own thread: a HeadSpin that hangs costs a test a few seconds, once.
+            client = HeadSpinClient(s.token, base_url=s.url, timeout=5.0, retries=1)
             return BaselineSource(headspin_fetch(client), s.baseline_runs)
         return None
 

@@ -460,11 +460,11 @@ class Sender(Deliveries[Upload]):
             if self._closed:
                 return False
             record = self.store.record(key)
+            # Read now, under the claim: a sender before this one may have got further.
+            done = self.store.progress(key)
         status = item.status or (record.status, record.status_message)
         try:
-            progress = send_test(
-                self.client, record, status, item.api, item.progress, self.flows, save
-            )
+            progress = send_test(self.client, record, status, item.api, done, self.flows, save)
         except _Stopped:
             return False
         except AuthError as exc:

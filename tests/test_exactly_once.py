@@ -326,3 +326,32 @@ def test_a_push_while_a_run_sends_sends_each_test_once(
     run_push(pytester)  # whatever the run left pending
     check_device_run(hs_env, 40)
     assert upload_states(history(store_path)) == {"sent": 40}, pushed + out
+
+
+def test_a_sender_goes_on_from_where_the_store_says_not_from_its_listing(
+    pytester, hs_env, history, store_path
+) -> None:
+    """A push lists the pending uploads, then waits while a run's sender holds one; that sender
+    makes the device's event, saves how far it got and lets go. The push then sends the test
+    from there: its own listing is out of date, and must not make a second event."""
+    from pytest_userflow.client import HeadSpinClient
+    from pytest_userflow.storage import Progress
+    from pytest_userflow.upload import Sender
+
+    hs_env.faults.down = True
+    pytester.makepyfile(DEVICE_TESTS.format(n=1))
+    pytester.runpytest("--userflow-device", DEVICE, "--userflow-flush-timeout", "0")
+    hs_env.faults.down = False
+    outbox = history(store_path)
+    [listed] = outbox.uploads()  # the push's listing: nothing made yet
+    with HeadSpinClient(TOKEN, base_url=hs_env.url) as other:  # the other sender's work
+        flow_id = other.create_user_flow("Scroll")["user_flow_id"]
+        event_id = other.create_event(flow_id, DEVICE)["perf_event_id"]
+    outbox.save_progress(listed.perf_event_id, Progress(flow_id, event_id))
+    sender = Sender(HeadSpinClient(TOKEN, base_url=hs_env.url), outbox)
+    sender.submit(listed)
+    assert sender.drain(10)
+    sender.close()
+    [event] = device_events(hs_env)
+    assert event["perf_event_id"] == event_id and event["status"] == "Passed"
+    assert upload_states(outbox) == {"sent": 1}

@@ -275,6 +275,10 @@ class Outbox(Protocol):
         ``mark``, or ``unclaim``."""
         ...
 
+    def progress(self, perf_event_id: str) -> Progress:
+        """How far an upload got, as the outbox has it now."""
+        ...
+
     def unclaim(self, owner: str) -> None:
         """End the claims of the sender *owner*: what it did not finish is free again."""
 

@@ -443,6 +443,19 @@ class SQLiteStore:
                 (time.time() + CLAIM_LEASE, perf_event_id),
             )
 
+    def progress(self, perf_event_id: str) -> Progress:
+        """How far an upload got, as the store has it now (another sender may have moved it
+        on since it was listed)."""
+        rows = self._select(
+            "SELECT remote_flow_id, remote_event_id, creating FROM uploads WHERE perf_event_id = ?",
+            [perf_event_id],
+        )
+        if not rows:
+            return Progress()
+        flow_id, event_id, creating = rows[0]
+        known = None if creating is None else tuple(json.loads(creating))
+        return Progress(flow_id, event_id, known)
+
     def unclaim(self, owner: str) -> None:
         """End the claims of the sender *owner* (it stopped; what it did not finish is free)."""
         with self.transaction() as db:
@@ -465,8 +478,20 @@ class SQLiteStore:
             if row is None or row[0] not in states:
                 return "done"
             _, holder, holder_host, pid, until = row
-            held = holder not in (None, owner) and until is not None and until > now
-            if held and (holder_host != host or _alive(pid)):
+            if _holds(holder, holder_host, pid, until, owner, host, now):
+                return "busy"
+            # The requests of one lane (a session, or a flow and device) go out one sender
+            # at a time: what an event's creation adopts must be its own sender's.
+            others = db.execute(
+                "SELECT u.claim, u.claim_host, u.claim_pid, u.claimed_until FROM uploads u"
+                " JOIN events e ON e.id = u.event, events mine"
+                " WHERE mine.perf_event_id = ? AND u.perf_event_id != ? AND u.claim IS NOT NULL"
+                " AND (e.session_id = mine.session_id OR (e.session_id IS NULL AND"
+                " mine.session_id IS NULL AND e.user_flow_name = mine.user_flow_name"
+                " AND e.device_address IS mine.device_address))",
+                (perf_event_id, perf_event_id),
+            ).fetchall()
+            if any(_holds(c, h, p, u, owner, host, now) for c, h, p, u in others):
                 return "busy"
             db.execute(
                 "UPDATE uploads SET claim = ?, claim_host = ?, claim_pid = ?, claimed_until = ?"
@@ -969,6 +994,24 @@ def _insert_run(db: sqlite3.Connection, run: RunInfo) -> None:
         (run.run_id, run.started_at, run.host, run.git_commit, run.git_branch, run.ci_build_id,
          run.backend, run.base_branch, run.baseline_branch, run.fork_run),
     )  # fmt: skip
+
+
+def _holds(
+    holder: str | None,
+    holder_host: str | None,
+    pid: int | None,
+    until: float | None,
+    owner: str,
+    host: str,
+    now: float,
+) -> bool:
+    """Whether another sender's claim holds: on this host while its process lives (however
+    long its requests take), on another while its lease runs."""
+    if holder in (None, owner):
+        return False
+    if holder_host == host:
+        return _alive(pid)
+    return until is not None and until > now
 
 
 def _alive(pid: int | None) -> bool:
