@@ -346,7 +346,9 @@ class Check(NamedTuple):
     def noise_text(self) -> str:
         """``, 3.1x its noise of 9.5%``, or ``, 50x its noise of 1`` in the key's units
         (empty without a noise figure)."""
-        if self.noise_pct is not None and self.change_pct is not None:
+        # A noise that rounds to 0.0% is said in the key's units: it is never zero.
+        shown = self.noise_pct is not None and round(self.noise_pct, 1) > 0
+        if self.noise_pct is not None and self.change_pct is not None and shown:
             times = abs(self.change_pct) / self.noise_pct
             return f", {times:.1f}x its noise of {self.noise_pct:.1f}%"
         if self.spread and self.baseline is not None:

@@ -502,7 +502,8 @@ def _md_flow_rows(name: str, total: ProcessSummary) -> list[list[str]]:
         value = f"{with_units(fmt_number(median(k.values)), k.units)} (median of {len(k.values)})"
         if not k.values:
             value = f"{k.count} text value(s)"
-        rows.append([key, k.device or "-", "-", value, "-", "-", "not checked"])
+        key += f" on {k.device}" if k.device else ""  # a key's values pool its tests
+        rows.append([key, "-", "-", value, "-", "-", "not checked"])
     return rows
 
 

@@ -50,8 +50,16 @@ def record(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, values: l
             "E   *App/Value = 50 regressed +50 (from 0), 50.0x its noise of 1 against its "
             "baseline 0 (median of 5)",
         ),
+        # a steady key written to the hundredth: its noise is the step, 0.01, never "0.0%"
+        (
+            [100.25] * 6,
+            130.5,
+            "failed",
+            "E   *App/Value = 130.5 regressed +30.2%, 3025.0x its noise of 0.01 against its "
+            "baseline 100.25 (median of 6)",
+        ),
     ],
-    ids=["two-valued-seen", "two-valued-beyond", "count-one-more", "errors-from-zero"],
+    ids=["two-valued-seen", "two-valued-beyond", "count-one-more", "errors-from-zero", "steady"],
 )
 def test_the_gate_decides_with_no_spread_and_at_zero(
     pytester: pytest.Pytester,
