@@ -196,6 +196,12 @@ def settle_time(client: HeadSpinClient) -> float:
     return client.timeout[1]
 
 
+#: At most how long a replay looks for the event its upload was making: the sender that
+#: sent the creation has ended (it waited itself, or was killed), so only a push started
+#: right after it can find HeadSpin still at the work.
+REPLAY_SETTLE = 2.0
+
+
 def create_event_once(
     client: HeadSpinClient,
     flow_id: str,
@@ -211,7 +217,8 @@ def create_event_once(
     was *creating* one, an event that is in the listing now and was not then is one that
     this store's uploads made, and it is adopted. When none is there yet after an answer that
     timed out, or on a replay, HeadSpin may still be making it: the listing is asked again
-    for ``settle_time`` before the event is made again. Such events have no status and
+    for ``settle_time`` (``REPLAY_SETTLE`` at most on a replay) before the event is made
+    again. Such events have no status and
     no data: any of them does for any upload that was making one, so an upload adopts the
     oldest, skipping those other uploads hold (*own*). More new ones than this store's
     uploads were making means another program makes events there: refused.
@@ -219,7 +226,8 @@ def create_event_once(
     from .client import HeadSpinError, LostAnswer
 
     if creating is not None:
-        made = _await_made(client, flow_id, device, set(creating), own, settle_time(client))
+        wait = min(settle_time(client), REPLAY_SETTLE)
+        made = _await_made(client, flow_id, device, set(creating), own, wait)
         if made is not None:
             return made
     before = set(_unset_events(client, flow_id, device))
