@@ -385,3 +385,25 @@ def test_push_after_runs_killed_while_making_events_delivers_everything(
     values = sorted(m["value"] for m in hs_env.state.measurements_of("Scroll"))
     assert values == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     assert upload_states(history(pytester.path / ".userflow" / "userflow.db")) == {"sent": 6}
+
+
+def test_push_refuses_events_another_program_made_meanwhile(pytester, hs_env) -> None:
+    """A run killed while its event is made; meanwhile another program makes two events on
+    the device: more new events than the store was making, so push adopts none of them."""
+    hs_env.faults.work_delay[EVENTS_ROUTE] = 0.3
+    pytester.makepyfile(DEVICE_TESTS.format(n=1))
+    command = [sys.executable, "-m", "pytest", "-p", "no:randomly", "--userflow-device", DEVICE]
+    with subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.DEVNULL) as proc:
+        while hs_env.faults.slowed < 1:
+            assert proc.poll() is None, "the run ended before it was killed"
+            time.sleep(0.01)
+        proc.kill()
+    flow_id = hs_env.state.flow_by_name("Scroll")["user_flow_id"]
+    device_id, _, host = DEVICE.partition("@")
+    for _ in range(2):
+        hs_env.state._new_event(flow_id, None, host, device_id)
+    push = run_push(pytester)
+    said = push.stdout + push.stderr
+    assert "sent 0, refused 1" in said and "3 events with no status appeared" in said, said
+    assert "another program creates events" in said
+    assert [e["status"] for e in device_events(hs_env)] == ["Not Set"] * 3
