@@ -76,7 +76,14 @@ class RetryableError(HeadSpinError):
 
 class LostAnswer(RetryableError):
     """A request that must not be sent twice (it creates something) may have been done, but
-    no answer came: ask HeadSpin what it did before sending it again."""
+    no answer came: ask HeadSpin what it did before sending it again.
+
+    ``timed_out``: the client stopped waiting for the answer, so HeadSpin may still be at
+    the work (rather than having ended the exchange)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False, **where: Any) -> None:
+        super().__init__(message, **where)
+        self.timed_out = timed_out
 
 
 #: Seconds to wait for an answer (connecting: at most 10), and tries after a failure.
@@ -281,6 +288,7 @@ class HeadSpinClient:
             response: requests.Response | None = None
             failure: str
             sent = True  # the request may have reached HeadSpin
+            timed_out = False  # and HeadSpin may still be at it
             try:
                 response = self._session.request(
                     call.method,
@@ -292,6 +300,7 @@ class HeadSpinClient:
             except (self._requests.ConnectionError, self._requests.Timeout) as exc:
                 failure = f"{type(exc).__name__}: could not reach {self.base_url}"
                 sent = not _never_sent(exc)
+                timed_out = isinstance(exc, self._requests.ReadTimeout)
             except (
                 self._requests.exceptions.ChunkedEncodingError,
                 self._requests.exceptions.ContentDecodingError,
@@ -319,7 +328,13 @@ class HeadSpinClient:
                 sent = response.status_code != 429
             code = response.status_code if response is not None else None
             if once and sent:
-                raise LostAnswer(failure, status_code=code, method=call.method, path=call.path)
+                raise LostAnswer(
+                    failure,
+                    timed_out=timed_out,
+                    status_code=code,
+                    method=call.method,
+                    path=call.path,
+                )
             if attempt >= self.retries:
                 raise RetryableError(failure, status_code=code, method=call.method, path=call.path)
             self.sleep(self.retry_delay(attempt, response))

@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import random
+import re
 import time
 import urllib.parse
 import uuid
@@ -96,6 +97,22 @@ def is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+#: What a terminal obeys rather than shows: C0 and C1 controls (escape sequences, line
+#: breaks), DEL, and the marks that reorder text (bidirectional overrides and isolates).
+CONTROLS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def escape_controls(text: str) -> str:
+    r"""*text* with its control characters (``CONTROLS``) written as escapes, for a terminal.
+
+    >>> escape_controls("a\x1b[2J\nb\u202e")
+    'a\\x1b[2J\\nb\\u202e'
+    """
+    return CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def check_text(
     name: str,
     value: object,
@@ -103,12 +120,15 @@ def check_text(
     *,
     required: bool = True,
     limit: int = MAX_LABEL,
+    label: bool | None = None,
 ) -> str | None:
     """*value* as an exact str that the store and the wire can carry, or MeasurementError.
 
     A str subclass (a StrEnum member, numpy's str_) is kept as its text. Refused: a
     non-str, an empty or blank required text, more than *limit* characters, a NUL, and
-    what UTF-8 cannot encode (a lone surrogate).
+    what UTF-8 cannot encode (a lone surrogate). A *label* (a key, type, units or flow name;
+    by default, a text of at most ``MAX_LABEL`` characters) is shown on terminals and in
+    charts as it is: one with a control character (``CONTROLS``) is refused too.
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not ours
     if value is None and not required:
@@ -136,6 +156,12 @@ def check_text(
             ) from None
     if "\x00" in text:
         raise MeasurementError(f"{name} holds a NUL character: {text[:40]!r}{_where(where)}")
+    if (limit <= MAX_LABEL if label is None else label) and (bad := CONTROLS.search(text)):
+        raise MeasurementError(
+            f"{name} holds the control character {bad.group()!r} at position "
+            f"{bad.start()} (labels are shown on terminals as they are): {text[:40]!r}"
+            f"{_where(where)}"
+        )
     return text
 
 
@@ -154,7 +180,9 @@ def check_value(value: object, *, key: str = "?", where: str | None = None) -> V
     elif kind is int and INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
         return value  # type: ignore[return-value]
     if isinstance(value, str):
-        text = check_text(f"value for key {key!r}", value, where, required=False, limit=MAX_TEXT)
+        text = check_text(
+            f"value for key {key!r}", value, where, required=False, limit=MAX_TEXT, label=False
+        )
         assert text is not None
         return text
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -14,8 +14,11 @@
     var x = {field: "run", type: "quantitative", title: "run, oldest to newest",
              scale: {domain: [0.5, data.runs.length + 0.5], nice: false},
              axis: {tickMinStep: 1, format: "d"}};
+    // The key and units go in the axis title, which Vega-Lite keeps as text: an encoding's
+    // or tooltip's title is pasted into a generated expression, where a quote or a line
+    // break in a key would break the chart.
     var y = function (field) {
-      return {field: field, type: "quantitative", title: c.key + units,
+      return {field: field, type: "quantitative", axis: {title: c.key + units},
               scale: {domain: c.domain, nice: true}};
     };
     var layers = [];
@@ -49,7 +52,7 @@
       var status = data.statusNames[p[3]];
       present[status] = true;
       return {run: p[0] + 1, id: run.id, time: run.time, commit: run.commit,
-              test: data.tests[p[1]], value: p[2], status: status};
+              test: data.tests[p[1]], value: p[2], units: c.units, status: status};
     });
     var statuses = data.statusNames.filter(function (s) { return present[s]; });
     layers.push({data: {name: "points", values: points},
@@ -60,8 +63,8 @@
         shape: {field: "status", type: "nominal",
                 scale: {domain: statuses, range: statuses.map(function (s) { return SHAPES[s]; })}},
         tooltip: [{field: "id", title: "run"}, {field: "time"}, {field: "commit"},
-                  {field: "test"}, {field: "value", format: ".6~g", title: "value" + units},
-                  {field: "status"}]}});
+                  {field: "test"}, {field: "value", format: ".6~g"}]
+          .concat(c.units ? [{field: "units"}] : [], [{field: "status"}])}});
     // The budget lines near the values (the page names the far ones under the chart).
     var limits = c.limits.map(function (l) { return {limit: l[0], budget: l[1]}; });
     if (limits.length) {

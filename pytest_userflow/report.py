@@ -25,6 +25,7 @@ from .model import (
     RunInfo,
     RunSummary,
     SinkNotes,
+    escape_controls,
     utc_text,
 )
 from .storage import FAILED, LOCAL_ONLY, PENDING, SENT, History, shown
@@ -215,7 +216,10 @@ def shorten(text: str, limit: int = MAX_CELL) -> str:
 
 
 def format_table(rows: list[list[str]], indent: str = "") -> list[str]:
-    """Left-aligned columns, two spaces apart; the first row is the header."""
+    """Left-aligned columns, two spaces apart; the first row is the header. Control
+    characters in a cell are shown as escapes: a label or value from a store or a server
+    cannot move the cursor, retitle the window or break a row."""
+    rows = [[escape_controls(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

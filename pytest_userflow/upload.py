@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Hashable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .model import (
@@ -84,9 +85,11 @@ def send_test(
     progress: Progress,
     flows: FlowCache,
     save: Callable[[Progress], None] = lambda progress: None,
+    own: Callable[[], OwnLane] = lambda: OwnLane(),
 ) -> Progress:
     """Send *record* with *status* from where *progress* says; return how far it got (all
-    the way). *save* keeps the progress made on the way (the device's event, once made).
+    the way). *save* keeps the progress made on the way (the device's event, once made);
+    *own* tells the other uploads of its (flow, device) (see ``create_event_once``).
 
     The flow (PUT once per process), then the session attached with its measurements, or the
     device's event made once, its status set and its measurements added; with the legacy API
@@ -105,13 +108,13 @@ def send_test(
         return progress
     flow_id = progress.flow_id or flows.get_or_create(client, record.flow, record.description)
     try:
-        return _send_to_flow(client, record, status, flow_id, progress, save)
+        return _send_to_flow(client, record, status, flow_id, progress, save, own)
     except NotFound:
         if not _flow_gone(client, flow_id):
             raise
     flows.forget(record.flow)
     flow_id = flows.get_or_create(client, record.flow, record.description)
-    return _send_to_flow(client, record, status, flow_id, Progress(), save)
+    return _send_to_flow(client, record, status, flow_id, Progress(), save, own)
 
 
 def _send_to_flow(
@@ -121,6 +124,7 @@ def _send_to_flow(
     flow_id: str,
     progress: Progress,
     save: Callable[[Progress], None],
+    own: Callable[[], OwnLane],
 ) -> Progress:
     from .client import HeadSpinError
 
@@ -140,6 +144,7 @@ def _send_to_flow(
             record.device_address,
             progress.creating,
             lambda known: save(Progress(flow_id, creating=tuple(known))),
+            own,
         )
         event_id = made.get("perf_event_id")
         if not isinstance(event_id, str):
@@ -175,25 +180,54 @@ def _unset_events(client: HeadSpinClient, flow_id: str, device: str) -> dict[str
     }
 
 
+@dataclass(frozen=True)
+class OwnLane:
+    """What the local store knows of the uploads of one (flow, device), beside the one
+    making its event: the events they hold already (*held*), and how many are making one
+    (*creating*, this one included): at most that many new events with no status are ours."""
+
+    held: frozenset[str] = frozenset()
+    creating: int = 1
+
+
+def settle_time(client: HeadSpinClient) -> float:
+    """How long an event creation whose answer was lost may still take on HeadSpin: as long
+    again as the client waited for the answer."""
+    return client.timeout[1]
+
+
+#: At most how long a replay looks for the event its upload was making: the sender that
+#: sent the creation has ended (it waited itself, or was killed), so only a push started
+#: right after it can find HeadSpin still at the work.
+REPLAY_SETTLE = 2.0
+
+
 def create_event_once(
     client: HeadSpinClient,
     flow_id: str,
     device: str,
     creating: Collection[str] | None,
     checkpoint: Callable[[list[str]], None],
+    own: Callable[[], OwnLane] = OwnLane,
 ) -> dict[str, Any]:
     """Create *device*'s event in the flow exactly once, whatever happens to the answers.
 
     Before each try, the events of the device with no status yet are listed and saved in the
-    upload's progress (*checkpoint*); after a lost answer, or on a replay of an upload that
-    was *creating* one, an event that is in the listing now and was not then is the one
-    HeadSpin made, and it is adopted. Event creation is serialised per flow and device (one
-    lane in the sender), so no other event can be that new one.
+    upload's progress (*checkpoint*). After a lost answer, or on a replay of an upload that
+    was *creating* one, an event that is in the listing now and was not then is one that
+    this store's uploads made, and it is adopted. When none is there yet after an answer that
+    timed out, or on a replay, HeadSpin may still be making it: the listing is asked again
+    for ``settle_time`` (``REPLAY_SETTLE`` at most on a replay) before the event is made
+    again. Such events have no status and
+    no data: any of them does for any upload that was making one, so an upload adopts the
+    oldest, skipping those other uploads hold (*own*). More new ones than this store's
+    uploads were making means another program makes events there: refused.
     """
     from .client import HeadSpinError, LostAnswer
 
     if creating is not None:
-        made = _made(client, flow_id, device, set(creating))
+        wait = min(settle_time(client), REPLAY_SETTLE)
+        made = _await_made(client, flow_id, device, set(creating), own, wait)
         if made is not None:
             return made
     before = set(_unset_events(client, flow_id, device))
@@ -201,29 +235,58 @@ def create_event_once(
         checkpoint(sorted(before))
         try:
             return client.create_event(flow_id, device)
-        except LostAnswer:
-            made = _made(client, flow_id, device, before)
+        except LostAnswer as lost:
+            wait = settle_time(client) if lost.timed_out else 0.0
+            made = _await_made(client, flow_id, device, before, own, wait)
             if made is not None:
                 return made
             if attempt == client.retries:
                 raise
-            client.sleep(client.retry_delay(attempt, None))
+            if not lost.timed_out:  # the exchange ended with nothing made: back off first
+                client.sleep(client.retry_delay(attempt, None))
     raise HeadSpinError("unreachable")  # pragma: no cover  (the loop returns or raises)
 
 
+def _await_made(
+    client: HeadSpinClient,
+    flow_id: str,
+    device: str,
+    before: set[str],
+    own: Callable[[], OwnLane],
+    wait: float,
+) -> dict[str, Any] | None:
+    """The event a creation made, looked for during *wait* seconds; None if none came."""
+    deadline = time.monotonic() + wait
+    while True:
+        made = _made(client, flow_id, device, before, own)
+        left = deadline - time.monotonic()
+        if made is not None or left <= 0:
+            return made
+        client.sleep(min(left, max(0.05, wait / 8)))
+
+
 def _made(
-    client: HeadSpinClient, flow_id: str, device: str, before: set[str]
+    client: HeadSpinClient,
+    flow_id: str,
+    device: str,
+    before: set[str],
+    own: Callable[[], OwnLane],
 ) -> dict[str, Any] | None:
     from .client import HeadSpinError
 
     new = [e for i, e in _unset_events(client, flow_id, device).items() if i not in before]
-    if len(new) > 1:
+    if not new:
+        return None
+    lane = own()
+    new = [e for e in new if e["perf_event_id"] not in lane.held]
+    if len(new) > lane.creating:
         raise HeadSpinError(
-            f"{len(new)} events with no status appeared on {device} while one was being "
-            "created: another program creates events on this device in this flow; this "
-            "test's data is kept locally"
+            f"{len(new)} events with no status appeared on {device} while this store's "
+            f"uploads were making {lane.creating}: another program creates events on this "
+            "device in this flow; this test's data is kept locally"
         )
-    return new[0] if new else None
+    # the oldest first; the listing's order among those of one second
+    return min(new, key=lambda e: str(e.get("event_time") or ""), default=None)
 
 
 #: What a ``Deliveries`` delivers: an upload, or a local event id.
@@ -464,7 +527,16 @@ class Sender(Deliveries[Upload]):
             done = self.store.progress(key)
         status = item.status or (record.status, record.status_message)
         try:
-            progress = send_test(self.client, record, status, item.api, done, self.flows, save)
+            progress = send_test(
+                self.client,
+                record,
+                status,
+                item.api,
+                done,
+                self.flows,
+                save,
+                lambda: self._own_lane(item),
+            )
         except _Stopped:
             return False
         except AuthError as exc:
@@ -490,6 +562,25 @@ class Sender(Deliveries[Upload]):
 
     def unclaim(self) -> None:
         self.store.unclaim(self.owner)
+
+    def _own_lane(self, item: Upload) -> OwnLane:
+        """What the store's other uploads of *item*'s (flow, device) hold and make."""
+        with self._cond:
+            if self._closed:
+                return OwnLane()
+            uploads = self.store.uploads((PENDING, FAILED))
+        held, creating = set(), 1
+        for other in uploads:
+            if other.perf_event_id == item.perf_event_id or (lane(other), other.base_url) != (
+                lane(item),
+                item.base_url,
+            ):
+                continue
+            if other.progress.event_id is not None:
+                held.add(other.progress.event_id)
+            elif other.progress.creating is not None:
+                creating += 1
+        return OwnLane(frozenset(held), creating)
 
     def _claim(self, key: str) -> str:
         with self._cond:

@@ -154,6 +154,11 @@ class Faults:
     script: list[str | None] = field(default_factory=list)
     # only requests whose "METHOD /path" matches this regular expression get faults
     match: str | None = None
+    # a slow route, by a "METHOD /path" regular expression: seconds before its work is done
+    # (the thing is made late), and seconds after the work before the answer (answered late)
+    work_delay: dict[str, float] = field(default_factory=dict)
+    answer_delay: dict[str, float] = field(default_factory=dict)
+    slowed: int = 0  # requests a delay above held (counted on arrival)
     seed: int = 1234
     injected: int = 0
     _count: int = 0
@@ -185,6 +190,13 @@ class Faults:
                 return fault
             roll -= rate
         return None
+
+    def slow(self, delays: dict[str, float], method: str, path: str) -> None:
+        """Wait as long as *delays* says for this request's route."""
+        delay = sum(s for route, s in delays.items() if re.search(route, f"{method} {path}"))
+        if delay:
+            self.slowed += 1
+            time.sleep(delay)
 
 
 class HeadSpinState:
@@ -755,6 +767,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._answer(400, {"status": "Error", "status_code": 400, "message": "Invalid JSON"})
             return
+        srv.faults.slow(srv.faults.work_delay, self.command, url.path)
         try:
             code, payload = srv.state.handle(
                 self.command, url.path, parse_qsl(url.query, keep_blank_values=True), body
@@ -781,6 +794,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "late":  # the work is done; the answer comes after the client gave up
             srv.faults.injected += 1
             time.sleep(srv.faults.late_delay)
+        srv.faults.slow(srv.faults.answer_delay, self.command, url.path)
         self._answer(code, payload)
 
     do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _serve

@@ -544,3 +544,23 @@ def _has_html() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_hostile_labels_and_values_from_headspin_are_shown_escaped(store: Path, hs_env) -> None:
+    """Labels HeadSpin holds (the plugin refuses them, another program may not) and a text
+    value with controls: the table shows them escaped, one row each, no raw escape sequence."""
+    sid = hs_env.state.add_session()
+    flow = hs_env.state.create_flow(None, {"name": "Remote"})[1]["user_flow_id"]
+    hs_env.state.attach_session(None, {"session_id": sid, "status": "Passed"}, flow)
+    event = next(iter(hs_env.state.events.values()))
+    hostile = [
+        {"key": "Clear\x1b[2J", "value": 1.0, "units": "m\x1b]0;owned\x07s"},
+        {"key": "Split\nrow", "value": "home\u202e\x9bmenu", "type": "t\x85"},
+    ]
+    hs_env.state._add_measurements(event, hostile)
+    out = cli(store, "--source", "headspin", "measurements", "--flow", "Remote").stdout
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]", out)
+    lines = out.splitlines()
+    assert len(lines) == 3  # the header and a row per measurement
+    for shown in ("Clear\\x1b[2J", "m\\x1b]0;owned\\x07s", "Split\\nrow", "home\\u202e\\x9bmenu"):
+        assert shown in out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import TOKEN, run_cli, upload_states
@@ -355,3 +356,87 @@ def test_a_sender_goes_on_from_where_the_store_says_not_from_its_listing(
     [event] = device_events(hs_env)
     assert event["perf_event_id"] == event_id and event["status"] == "Passed"
     assert upload_states(outbox) == {"sent": 1}
+
+
+EVENTS_ROUTE = r"^POST /v0/userflows/[^/]+/events$"
+
+
+@pytest.mark.parametrize("slow", ["work_delay", "answer_delay"], ids=["made late", "answered late"])
+def test_a_slow_event_creation_makes_one_event(pytester, hs_env, slow) -> None:
+    """HeadSpin makes the event after the client gave up on the answer, or makes it at once
+    and answers too late: the client waits for it to show in the listing, not making another."""
+    getattr(hs_env.faults, slow)[EVENTS_ROUTE] = 0.3
+    pytester.makeconftest(SHORT_TIMEOUT)
+    pytester.makepyfile(DEVICE_TESTS.format(n=1))
+    result = pytester.runpytest("--userflow-device", DEVICE, "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    assert hs_env.faults.slowed == 1  # one creation asked for, not a second one
+    check_device_run(hs_env, 1)
+
+
+def test_a_fault_mix_with_slow_creations_delivers_each_test_once(pytester, hs_env) -> None:
+    """A 2 s client timeout, every event made after it, and lost answers and 503s on every
+    route: N tests, N events."""
+    hs_env.faults.work_delay[EVENTS_ROUTE] = 2.1
+    hs_env.faults.lose_rate = 0.15
+    hs_env.faults.error_rate = 0.05
+    pytester.makeconftest(SHORT_TIMEOUT.replace('"DEFAULT_TIMEOUT", 0.2', '"DEFAULT_TIMEOUT", 2.0'))
+    pytester.makepyfile(DEVICE_TESTS.format(n=4))
+    result = pytester.runpytest(
+        "--userflow-device", DEVICE, "-p", "no:randomly", "--userflow-flush-timeout", "120"
+    )
+    result.assert_outcomes(passed=3, failed=1)
+    assert hs_env.faults.slowed >= 4
+    check_device_run(hs_env, 4)
+
+
+def test_push_after_runs_killed_while_making_events_delivers_everything(
+    pytester, hs_env, history
+) -> None:
+    """Three runs killed while HeadSpin makes their first event (it finishes each one late,
+    the last after push started): one push adopts each orphan for one upload, and delivers
+    every test once, refusing none."""
+    hs_env.faults.work_delay[EVENTS_ROUTE] = 1.0
+    pytester.makepyfile(DEVICE_TESTS.format(n=2))
+    command = [sys.executable, "-m", "pytest", "-p", "no:randomly", "--userflow-device", DEVICE]
+    for run in range(1, 4):
+        with subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.DEVNULL) as proc:
+            while hs_env.faults.slowed < run:  # its first creation reached HeadSpin
+                assert proc.poll() is None, "the run ended before it was killed"
+                time.sleep(0.01)
+            proc.kill()
+    assert len(device_events(hs_env)) < 3  # the last run's event is still being made
+    push = run_push(pytester)
+    assert push.returncode == 0, push.stdout + push.stderr
+    assert "sent 6, refused 0, still pending 0" in push.stdout
+    events = device_events(hs_env)
+    assert sorted(e["status"] for e in events) == ["Passed", "Passed", "Passed"] * 2
+    values = sorted(m["value"] for m in hs_env.state.measurements_of("Scroll"))
+    assert values == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert upload_states(history(pytester.path / ".userflow" / "userflow.db")) == {"sent": 6}
+
+
+def test_push_refuses_events_another_program_made_meanwhile(pytester, hs_env) -> None:
+    """A run killed while its event is made; meanwhile another program makes two events on
+    the device: more new events than the store was making, so push adopts none of them."""
+    hs_env.faults.work_delay[EVENTS_ROUTE] = 0.3
+    pytester.makepyfile(DEVICE_TESTS.format(n=1))
+    command = [sys.executable, "-m", "pytest", "-p", "no:randomly", "--userflow-device", DEVICE]
+    with subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.DEVNULL) as proc:
+        while hs_env.faults.slowed < 1:
+            assert proc.poll() is None, "the run ended before it was killed"
+            time.sleep(0.01)
+        proc.kill()
+    flow_id = hs_env.state.flow_by_name("Scroll")["user_flow_id"]
+    device_id, _, host = DEVICE.partition("@")
+    for _ in range(2):
+        hs_env.state._new_event(flow_id, None, host, device_id)
+    push = run_push(pytester)
+    said = push.stdout + push.stderr
+    # 2 or 3 appeared, as the killed run's late event is made before push looks or after
+    assert "sent 0, refused 1" in said and "events with no status appeared" in said, said
+    assert "another program creates events" in said
+    deadline = time.monotonic() + 5
+    while len(device_events(hs_env)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the killed run's creation, which HeadSpin finishes late
+    assert [e["status"] for e in device_events(hs_env)] == ["Not Set"] * 3

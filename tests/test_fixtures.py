@@ -278,6 +278,12 @@ BAD_VALUES = {
     "surrogate": ("'k'", "'bad \\ud800'", "cannot be encoded as UTF-8"),
     "long key": ("'k' * 256", "1.0", "256 characters long, more than the 255 allowed"),
     "nul key": ("'a\\x00b'", "1.0", "holds a NUL character"),
+    "escape key": (
+        "'a\\x1b]0;owned\\x07'",
+        "1.0",
+        "holds the control character '\\x1b' at position 1",
+    ),
+    "bidi key": ("'ab\\u202e'", "1.0", "holds the control character '\\u202e' at position 2"),
     "long text": ("'k'", "'x' * 70_000", "more than the 65536 allowed"),
 }
 ENTRY_POINTS = {
@@ -468,3 +474,34 @@ def test_userflow_session_is_one_record_per_xdist_worker_with_its_device(
         if m["nodeid"] == "userflow_session"
     )
     assert rows == [("Setup", "dev1@host", "Passed", 3.5), ("Setup", "dev2@host", "Passed", 3.5)]
+
+
+@pytest.mark.parametrize(
+    ("marker", "call", "message"),
+    [
+        ("", "record_measurement('Frame', 1.0, type='p\\n50')", "type holds the control"),
+        ("", "record_measurement('Frame', 1.0, units='ms\\x9b2J')", "units holds the control"),
+        ("@pytest.mark.userflow('Log\\u2066in')", "pass", "the flow name holds the control"),
+    ],
+    ids=["type with a newline", "units with a C1 control", "flow name with a bidi isolate"],
+)
+def test_labels_with_control_characters_are_refused(
+    pytester: pytest.Pytester, marker: str, call: str, message: str
+) -> None:
+    """Keys, types, units and flow names reach terminals and charts as they are: one with a
+    control character is one clear error at the call; a string value keeps them."""
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        {marker}
+        def test_bad(record_measurement):
+            {call}
+
+        def test_text_value(record_measurement):
+            record_measurement("Screen", "home\\x1b[2J\\nmenu")
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.stdout.fnmatch_lines([f"*{message} character*at position*"])
+    assert result.parseoutcomes()["passed"] == 1

@@ -256,3 +256,30 @@ def test_a_report_of_headspin_events(store_path: Path, hs_env, browser, tmp_path
         "() => Object.values(window.userflowViews)[0].data('points').map(p => [p.value, p.status])"
     )  # each with its status from HeadSpin's listing (the stand-in's times tie within a second)
     assert sorted(drawn) == [[1.0, "Passed"], [1.0, "Passed"], [1.1, "Passed"], [2.9, "Failed"]]
+
+
+def test_keys_and_units_with_quotes_and_line_breaks_are_drawn(
+    store_path: Path, hs_env, browser, tmp_path: Path
+) -> None:
+    """Labels HeadSpin holds (another program wrote them): a key with a line break, one with
+    a backslash and a quote, units with both. Every chart is drawn, with all its points."""
+    flow = hs_env.state.create_flow(None, {"name": "Remote"})[1]["user_flow_id"]
+    for value in (1.0, 1.1, 2.9):
+        sid = hs_env.state.add_session()
+        hs_env.state.attach_session(None, {"session_id": sid, "status": "Passed"}, flow)
+        event = list(hs_env.state.events.values())[-1]
+        hs_env.state._add_measurements(
+            event,
+            [
+                {"key": "Frame\nTime", "value": value, "units": 'm"s\n\\"'},
+                {"key": 'Say "hi\\"', "value": value},
+            ],
+        )
+    out = tmp_path / "hostile.html"
+    result = run_cli(
+        store_path, "--source", "headspin", "report", "--flow", "Remote", "-o", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    page = Page(browser, out)
+    assert page.messages == []
+    assert page.points() == {"Remote/Frame\nTime": 3, 'Remote/Say "hi\\"': 3}
