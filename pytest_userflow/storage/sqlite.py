@@ -288,23 +288,22 @@ class SQLiteStore:
                     record.attempts,
                 ),
             ).lastrowid
-            db.executemany(
-                "INSERT INTO measurement_rows (event, seq, key_name, key_type, key_units, value)"
-                " VALUES (?,?,?,?,?,?)",
-                [
-                    (event, i, m.key, m.type, m.units, m.value)
-                    for i, m in enumerate(record.measurements)
-                ],
-            )
-            db.executemany(
-                "INSERT INTO checks (event, key_name, kind, verdict, value, low, high, baseline,"
-                " change_pct, noise_pct, limit_text) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (event, c.key, c.kind, c.verdict, c.value, c.low, c.high, c.baseline,
-                     c.change_pct, c.noise_pct, c.limit)
-                    for c in record.checks
-                ],
-            )  # fmt: skip
+            if record.measurements:  # a statement is a call into SQLite even with no rows
+                db.executemany(
+                    "INSERT INTO measurement_rows (event, seq, key_name, value, key_type,"
+                    " key_units) VALUES (?,?,?,?,?,?)",  # a Measurement's own order
+                    [(event, i, *m) for i, m in enumerate(record.measurements)],
+                )
+            if record.checks:
+                db.executemany(
+                    "INSERT INTO checks (event, key_name, kind, verdict, value, low, high,"
+                    " baseline, change_pct, noise_pct, limit_text) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (event, c.key, c.kind, c.verdict, c.value, c.low, c.high, c.baseline,
+                         c.change_pct, c.noise_pct, c.limit)
+                        for c in record.checks
+                    ],
+                )  # fmt: skip
             if upload is not None:
                 status, message = upload.status or (None, None)
                 db.execute(
