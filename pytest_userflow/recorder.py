@@ -444,8 +444,9 @@ class UserflowRun:
             return (*record.status_override, record.status_override[0])
         status, message = status_from_reports(record.reports, record.breaches)
         decided = hook.pytest_userflow_status(item=item, reports=list(record.reports))
-        if decided is None:
-            return status, message, own_outcome(record.reports, record.breaches)
+        if decided is None:  # with no breach of the gate's, the status is the test's own
+            own = own_outcome(record.reports, record.breaches) if record.breaches else status
+            return status, message, own
         where = f"pytest_userflow_status for {record.nodeid}"
         try:
             if not (isinstance(decided, tuple) and len(decided) == 2):
