@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -392,6 +393,26 @@ def test_a_test_that_runs_pytest_inside_itself_keeps_its_own_values(
          "Excluded")
     ]  # fmt: skip
     assert [m["key"] for m in tests[0]["measurements"]] == ["before", "after"]
+
+
+def test_every_kept_test_has_its_own_version_4_uuid(
+    pytester: pytest.Pytester, store_path: Path, history
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(20))
+        def test_it(record_measurement, n):
+            record_measurement("t", n)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=20)
+    ids = [test["local_event_id"] for test in history(store_path).tests()]
+    assert len(set(ids)) == 20
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def test_setup_only_sets_the_fixtures_up_and_records_nothing(
