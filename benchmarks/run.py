@@ -133,10 +133,11 @@ SIDES = {
 
 
 def _env(env: dict[str, str] | None) -> dict[str, str]:
-    full_env = {**os.environ, **(env or {})}
-    # As users run: compiled (and assertion-rewritten) modules cached between runs.
+    full_env = dict(os.environ)
+    # As users run: compiled (and assertion-rewritten) modules cached between runs, unless
+    # the case asks for none (as Docker images often run).
     full_env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return full_env
+    return {**full_env, **(env or {})}
 
 
 def run_pytest(
@@ -165,6 +166,32 @@ def run_pytest(
         )
     said = dict(line.split(" ", 1) for line in proc.stderr.splitlines() if line[:6] == "MAXRSS")
     return wall, int(said["MAXRSS"]), cpu
+
+
+def make_unused_suite(folder: Path, tests: int) -> None:
+    """A suite that never heard of the plugin: no fixture, marker or option of ours."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "test_plain.py").write_text(
+        textwrap.dedent(f"""
+        import pytest
+
+        @pytest.mark.parametrize("n", range({tests}))
+        def test_plain(n):
+            assert n >= 0
+    """)
+    )
+
+
+#: The installed-but-unused sides: the plugin loaded through its entry point and not used,
+#: against the same pytest with it blocked (-p no:userflow: its modules are never imported).
+UNUSED_SIDES = {"bare": (["-p", "no:userflow"], {}), "installed": ([], {})}
+
+
+def no_bytecode(work_dir: Path) -> dict[str, str]:
+    """No bytecode cache read or written, ours and pytest's rewritten modules' alike (an
+    empty cache folder): a ceiling on a Docker image's start, which ships the standard
+    library's compiled but not pytest's rewrite of a plugin."""
+    return {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(work_dir / "no-pycache")}
 
 
 def median_interval(
@@ -238,7 +265,22 @@ def compare(
             "cpu_s": statistics.median(cpu[name]),
             "wall": _ratios(wall[name], wall["bare"], goals.get(f"{name} wall")),
             "cpu": _ratios(cpu[name], cpu["bare"], goals.get(f"{name} cpu")),
+            "wall_added_ms": _added(wall[name], wall["bare"], goals.get(f"{name} wall ms")),
+            "cpu_added_ms": _added(cpu[name], cpu["bare"], goals.get(f"{name} cpu ms")),
         }
+    return out
+
+
+def _added(side: list[float], bare: list[float], goal: float | None) -> dict[str, Any]:
+    """Each round's time over bare's, in milliseconds: a fixed cost (a process's start-up)
+    reads better so than as a ratio."""
+    paired = [(s - b) * 1000 for s, b in zip(side, bare, strict=True)]
+    interval = median_interval(paired)
+    out = {"ms": statistics.median(paired), "min": min(paired), "max": max(paired)}
+    out["interval"] = interval
+    if goal is not None:
+        out["goal"] = goal
+        out["verdict"] = verdict(interval, goal)
     return out
 
 
@@ -259,6 +301,29 @@ def case_local(
     )
     where = f"under -n {workers}" if workers else "in-process"
     return {"case": f"local store, {tests} no-work tests x 10 measurements, {where}", **result}
+
+
+def case_unused(
+    work_dir: Path, tests: int, rounds: int, bytecode: bool, warm_up: bool = True
+) -> dict[str, Any]:
+    """The plugin installed and unused: a suite that records nothing, with the plugin loaded
+    through its entry point against the same pytest with it blocked; with the bytecode
+    cache (pytest rewrites an entry-point plugin's modules at each start without it)."""
+    folder = work_dir / f"unused-{bytecode}"
+    make_unused_suite(folder, tests)
+    env = {} if bytecode else no_bytecode(work_dir)
+    sides = {name: (args, env) for name, (args, _) in UNUSED_SIDES.items()}
+    goal = 3.0 if bytecode else 15.0
+    result = compare(
+        folder,
+        rounds,
+        sides,
+        {"installed wall ms": goal, "installed cpu ms": goal},
+        warm_up=warm_up,
+    )
+    cache = "bytecode cached" if bytecode else "no bytecode cache"
+    assert not (folder / ".userflow").exists(), "a run that records nothing made a store"
+    return {"case": f"installed, unused: {tests} plain tests, {cache}", **result}
 
 
 def case_work(work_dir: Path, tests: int, rounds: int, warm_up: bool = True) -> dict[str, Any]:
@@ -322,7 +387,7 @@ def case_headspin(
     return case, counts
 
 
-def count_instructions(folder: Path, *args: str) -> int:
+def count_instructions(folder: Path, *args: str, env: dict[str, str] | None = None) -> int:
     """Instructions the tests' process ran (valgrind's callgrind)."""
     out = folder / f"callgrind-{uuid.uuid4().hex}.out"
     try:
@@ -341,7 +406,7 @@ def count_instructions(folder: Path, *args: str) -> int:
             cwd=folder,
             capture_output=True,
             # one hash seed: string hashing otherwise moves a count by 0.1-0.2% between runs
-            env=_env({"PYTHONHASHSEED": "0"}),
+            env=_env({"PYTHONHASHSEED": "0", **(env or {})}),
             check=True,
         )
         totals = [line for line in out.read_text().splitlines() if line.startswith("summary:")]
@@ -390,6 +455,32 @@ def case_instructions(work_dir: Path, tests: int) -> dict[str, Any]:
         "bare_per_test": (counts["bare", big] - counts["bare", small]) / (big - small),
         "plugin_fixed": fixed,
         "plugin_per_test": per_test,
+    }
+
+
+def case_unused_instructions(work_dir: Path, tests: int) -> dict[str, Any]:
+    """The installed-but-unused case in instructions: the plugin loaded and unused against
+    it blocked, with the bytecode cache and without it."""
+    case = f"installed, unused, in instructions: {tests} plain tests"
+    if shutil.which("valgrind") is None:
+        return {"case": case, "skipped": "valgrind is not installed"}
+    folder = work_dir / "unused-instructions"
+    make_unused_suite(folder, tests)
+    runs = []
+    for env in ({}, no_bytecode(work_dir)):
+        for side, (args, _) in UNUSED_SIDES.items():
+            run_pytest(folder, *args)  # fill the bytecode caches (left alone without them)
+            runs.append((side, bool(env), args, env))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = list(pool.map(lambda run: count_instructions(folder, *run[2], env=run[3]), runs))
+    by = {(side, nocache): n for (side, nocache, _, _), n in zip(runs, counts, strict=True)}
+    return {
+        "case": case,
+        "goal": "none: reported",
+        "bare_instructions": by["bare", False],
+        "installed_added": by["installed", False] - by["bare", False],
+        "bare_instructions_no_bytecode": by["bare", True],
+        "installed_added_no_bytecode": by["installed", True] - by["bare", True],
     }
 
 
@@ -526,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="tiny sizes, one round, no warm-up: the script works"
     )
     parser.add_argument("--rounds", type=int, default=10, help="rounds per case (default 10)")
-    cases = ["local", "work", "headspin", "cli", "report", "memory", "instructions"]
+    cases = ["unused", "local", "work", "headspin", "cli", "report", "memory", "instructions"]
     parser.add_argument(
         "--only",
         nargs="*",
@@ -541,6 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="userflow-bench-") as tmp:
         work_dir = Path(tmp)
+        if "unused" in args.only:
+            for bytecode in (True, False):
+                results.append(
+                    case_unused(work_dir, 20 if smoke else 200, rounds, bytecode, not smoke)
+                )
         if "local" in args.only:
             for workers in (0, 2):
                 results.append(
@@ -557,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         if "memory" in args.only:
             results.append(case_memory(work_dir, 25 if smoke else 5000))
         if "instructions" in args.only:
+            results.append(case_unused_instructions(work_dir, 20 if smoke else 200))
             results.append(case_instructions(work_dir, 40 if smoke else 2000))
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -1,7 +1,7 @@
 """The fixtures tests use: ``record_measurement``, ``userflow`` and ``userflow_device``.
 
 Each test's :class:`~pytest_userflow.model.TestRecord` is on ``item.stash[RECORD_KEY]``
-from its setup to its teardown; the fixtures take ``request`` and write into it.
+from its setup to its teardown, and on ``RUNNING``, where the fixtures find it.
 """
 
 from __future__ import annotations
@@ -209,26 +209,38 @@ class UserflowHandle:
         return f"<userflow {self.name!r} device={self.device!r} session={self.session_id!r}>"
 
 
-def record_of(request: pytest.FixtureRequest) -> TestRecord:
-    """The record of the test *request* serves, made when the plugin did not see its setup."""
-    item = request.node
-    record: TestRecord | None = item.stash.get(RECORD_KEY, None)
+class Running:
+    """The record of the test between its setup and its teardown, set by the recorder: the
+    function fixtures read it here rather than take ``request``, which pytest resolves again
+    at every use of a fixture that asks for it."""
+
+    def __init__(self) -> None:
+        self.record: TestRecord | None = None
+
+
+RUNNING = Running()
+
+
+def current_record() -> TestRecord:
+    """The running test's record; a run that records nothing (``--setup-only``) has none,
+    and gets one that nothing keeps."""
+    record = RUNNING.record
     if record is None:
-        record = item.stash[RECORD_KEY] = TestRecord(item.nodeid, None)
+        record = TestRecord("(a test this run does not record)", None)
     record.used = True
     return record
 
 
 @pytest.fixture
-def record_measurement(request: pytest.FixtureRequest) -> RecordMeasurement:
+def record_measurement() -> RecordMeasurement:
     """Record a measurement for this test: ``record_measurement(key, value, type=, units=)``."""
-    return RecordMeasurement(record_of(request))
+    return RecordMeasurement(current_record())
 
 
 @pytest.fixture
-def userflow(request: pytest.FixtureRequest) -> UserflowHandle:
+def userflow() -> UserflowHandle:
     """This test's flow: ``.name``, ``.device``, ``.attach_session()``, ``.set_status()``."""
-    return UserflowHandle(record_of(request))
+    return UserflowHandle(current_record())
 
 
 @pytest.fixture(scope="session")

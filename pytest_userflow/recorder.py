@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import options
-from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, SESSION_KEY, SESSION_NODEID
+from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, RUNNING, SESSION_KEY, SESSION_NODEID
 from .gate import (
     FAILING_VERDICTS,
     RECENT_RUNS,
@@ -62,10 +62,18 @@ ATTEMPTS_KEY = pytest.StashKey[int]()
 OUTCOMES = {0: "passed", 1: "failed", 2: "interrupted", 5: "no tests"}
 
 
-def _flow_marker(item: pytest.Item) -> pytest.Mark | None:
-    """The nearest ``userflow`` marker that is ours: a bare ``@pytest.mark.userflow`` names no
-    flow and is taken for another project's tag of the same name."""
-    return next((m for m in item.iter_markers("userflow") if m.args or m.kwargs), None)
+def _flow_marker(item: pytest.Item) -> tuple[pytest.Mark | None, bool]:
+    """The nearest ``userflow`` marker that is ours, and whether the test also carries a bare
+    ``@pytest.mark.userflow``: it names no flow and is taken for another project's tag of the
+    same name. One walk over the markers serves both."""
+    ours = None
+    bare = False
+    for mark in item.iter_markers("userflow"):
+        if not (mark.args or mark.kwargs):
+            bare = True
+        elif ours is None:
+            ours = mark
+    return ours, bare
 
 
 def _flow_of(nodeid: str, marker: pytest.Mark) -> tuple[str, str | None]:
@@ -163,6 +171,8 @@ class UserflowRun:
         self.unstored: list[str] = []  # tests the store could not take
         self.stored = 0  # tests the store took
         self.foreign_tags: list[str] = []  # tests that recorded under a bare userflow marker
+        self.bare_tagged: set[str] = set()  # tests that carry a bare userflow marker
+        self.outer: TestRecord | None = None  # the fixtures' record before this test's setup
         self.damaged: str | None = None  # why the store is known to be damaged
 
     # -- session start: the store, the sink and the gate ---------------------------------------
@@ -297,15 +307,21 @@ class UserflowRun:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # The fixtures' record until this test's teardown: an outer test's, when this is an
+        # in-process inner run (pytester), is given back then and never this test's.
+        self.running = item
+        self.outer, RUNNING.record = RUNNING.record, None
         if self.sink is None:
             return
-        self.running = item
         nodeid = item.nodeid
-        marker = _flow_marker(item)
+        marker, bare = _flow_marker(item)
         flow, description = _flow_of(nodeid, marker) if marker else (self.settings.flow, None)
         record = TestRecord(nodeid, flow, description, device=self.device, worker=self.worker)
         record.attempts = item.stash.get(ATTEMPTS_KEY, 0) + 1
         item.stash[RECORD_KEY] = record
+        if bare:
+            self.bare_tagged.add(nodeid)
+        RUNNING.record = record
         record.budgets = _budgets_of(item, nodeid, record.flow)
 
     @pytest.hookimpl(wrapper=True)
@@ -363,20 +379,21 @@ class UserflowRun:
         the attempt is dropped (the final one is kept). First of the hook's implementations,
         so that report files read the user properties added here."""
         item = self.running
-        if item is None:
+        if item is None or report.nodeid != item.nodeid:
             return  # the xdist controller, or a test set up outside this plugin's hooks
-        record = item.stash.get(RECORD_KEY, None)
-        if record is None or report.nodeid != record.nodeid:
-            return
         outcome: str = report.outcome  # pytest-rerunfailures' "rerun" is none of pytest's
-        if outcome == "rerun":
+        if outcome == "rerun" or report.when == "teardown":
             self.running = None
+            RUNNING.record = self.outer
+        record = item.stash.get(RECORD_KEY, None)
+        if record is None:
+            return
+        if outcome == "rerun":
             item.stash[ATTEMPTS_KEY] = record.attempts
             del item.stash[RECORD_KEY]
             return
         record.reports.append(report)
         if report.when == "teardown":
-            self.running = None
             del item.stash[RECORD_KEY]  # the record (and its reports) go with the test
             if record.wanted:
                 self._finish(item, record, report)
@@ -392,7 +409,7 @@ class UserflowRun:
             hook.pytest_userflow_measurements(item=item, measurements=measurements)
             record.measurements = self._checked(record, measurements)
         record.end(status, message, outcome)
-        if any(not (m.args or m.kwargs) for m in item.iter_markers("userflow")):
+        if record.nodeid in self.bare_tagged:
             self.foreign_tags.append(record.nodeid)
         if self.gate is not None and (record.budgets or self.gate.budgets):
             keys = [m.key for m in record.measurements]
@@ -432,8 +449,9 @@ class UserflowRun:
             return (*record.status_override, record.status_override[0])
         status, message = status_from_reports(record.reports, record.breaches)
         decided = hook.pytest_userflow_status(item=item, reports=list(record.reports))
-        if decided is None:
-            return status, message, own_outcome(record.reports, record.breaches)
+        if decided is None:  # with no breach of the gate's, the status is the test's own
+            own = own_outcome(record.reports, record.breaches) if record.breaches else status
+            return status, message, own
         where = f"pytest_userflow_status for {record.nodeid}"
         try:
             if not (isinstance(decided, tuple) and len(decided) == 2):

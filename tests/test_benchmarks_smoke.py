@@ -29,6 +29,13 @@ GOALS = {
 }
 
 
+#: The installed-but-unused cases and their goals in milliseconds over bare pytest.
+UNUSED = {
+    "installed, unused: 20 plain tests, bytecode cached": 3.0,
+    "installed, unused: 20 plain tests, no bytecode cache": 15.0,
+}
+
+
 def test_the_benchmark_script_runs_every_case(tmp_path: Path) -> None:
     """Every case runs once at tiny sizes, and what it reports agrees with itself: the
     figures are not asserted, the arithmetic and the verdicts on them are."""
@@ -45,6 +52,7 @@ def test_the_benchmark_script_runs_every_case(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     results = data["results"]
     assert [r["case"] for r in results] == [
+        *UNUSED,
         *GOALS,
         "requests per test",
         "CLI on a store of 2000 measurements (17 rows for one key)",  # seeded: always 17
@@ -54,6 +62,16 @@ def test_the_benchmark_script_runs_every_case(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[0] == f"machine: {data['machine']}"
     assert len(result.stdout.splitlines()) == 1 + len(results)  # a line a case
 
+    for case, goal in zip(results[: len(UNUSED)], UNUSED.values(), strict=True):
+        # the plugin installed and unused, against it blocked: milliseconds over bare's
+        assert set(case) == {"case", "rounds", "bare_wall_s", "bare_cpu_s", "installed"}
+        for measure in ("wall", "cpu"):
+            added = case["installed"][f"{measure}_added_ms"]
+            over = (case["installed"][f"{measure}_s"] - case[f"bare_{measure}_s"]) * 1000
+            assert added["ms"] == pytest.approx(over)
+            assert added["goal"] == goal
+            assert added["verdict"] == bench.verdict(tuple(added["interval"]), goal)
+    results = results[len(UNUSED) :]
     for case in results[: len(GOALS)]:
         assert case["rounds"] == 1
         sides = ["plugin", "junit"] if "junit" in case else ["plugin"]
@@ -107,7 +125,10 @@ def test_the_instructions_case_counts_both_sides(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    (case,) = json.loads(out.read_text())["results"]
+    unused, case = json.loads(out.read_text())["results"]
+    assert unused["case"] == "installed, unused, in instructions: 20 plain tests"
+    assert unused["bare_instructions"] > 10**8 and unused["bare_instructions_no_bytecode"] > 0
+    assert unused["installed_added"] > 0 and unused["installed_added_no_bytecode"] > 0
     assert case["case"].startswith("local store in instructions")
     # pytest alone runs hundreds of millions of instructions; the plugin adds to them
     assert case["bare_instructions"] > 10**8

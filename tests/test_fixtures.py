@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -369,6 +370,70 @@ def test_a_fixture_kept_past_its_test_refuses_with_the_tests_name(
             "*userflow.set_status() of *::test_first was called after*",
         ]
     )
+
+
+def test_a_test_that_runs_pytest_inside_itself_keeps_its_own_values(
+    pytester: pytest.Pytester, store_path: Path, history
+) -> None:
+    # The fixtures find the running test's record without ``request``: an inner in-process
+    # run (pytester's) must hand the outer test's back, for a fixture asked for after it.
+    pytester.makepyfile(
+        """
+        pytest_plugins = ["pytester"]
+
+        def test_outer(pytester, request, record_measurement):
+            record_measurement("before", 1.0)
+            pytester.makepyfile(
+                "def test_inner(record_measurement):\\n"
+                "    record_measurement('inner', 2.0)\\n"
+            )
+            pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=1)
+            request.getfixturevalue("userflow").set_status("Excluded", "kept apart")
+            record_measurement("after", 3.0)
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+    tests = history(store_path).tests()
+    assert pick(tests, "nodeid", "status") == [
+        ("test_a_test_that_runs_pytest_inside_itself_keeps_its_own_values.py::test_outer",
+         "Excluded")
+    ]  # fmt: skip
+    assert [m["key"] for m in tests[0]["measurements"]] == ["before", "after"]
+
+
+def test_every_kept_test_has_its_own_version_4_uuid(
+    pytester: pytest.Pytester, store_path: Path, history
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(20))
+        def test_it(record_measurement, n):
+            record_measurement("t", n)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=20)
+    ids = [test["local_event_id"] for test in history(store_path).tests()]
+    assert len(set(ids)) == 20
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_setup_only_sets_the_fixtures_up_and_records_nothing(
+    pytester: pytest.Pytester, store_path: Path
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_it(record_measurement, userflow):
+            record_measurement("t", 1.0)
+        """
+    )
+    result = pytester.runpytest("--setup-only")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*SETUP    F record_measurement*", "*SETUP    F userflow*"])
+    assert not store_path.exists()
 
 
 def test_measurements_are_user_properties_of_every_teardown_report(

@@ -180,7 +180,12 @@ class SQLiteStore:
             os.close(os.open(fresh, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             db = sqlite3.connect(str(fresh), isolation_level=None)
             try:
-                db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                # One transaction and no fsync: the file is nobody's until it is linked to its
+                # name, and the store's writes never fsync either (see the module's docstring).
+                db.execute("PRAGMA synchronous = OFF")
+                db.executescript(
+                    f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                )
                 db.execute("PRAGMA journal_mode = WAL")
             finally:
                 db.close()
@@ -288,23 +293,22 @@ class SQLiteStore:
                     record.attempts,
                 ),
             ).lastrowid
-            db.executemany(
-                "INSERT INTO measurement_rows (event, seq, key_name, key_type, key_units, value)"
-                " VALUES (?,?,?,?,?,?)",
-                [
-                    (event, i, m.key, m.type, m.units, m.value)
-                    for i, m in enumerate(record.measurements)
-                ],
-            )
-            db.executemany(
-                "INSERT INTO checks (event, key_name, kind, verdict, value, low, high, baseline,"
-                " change_pct, noise_pct, limit_text) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (event, c.key, c.kind, c.verdict, c.value, c.low, c.high, c.baseline,
-                     c.change_pct, c.noise_pct, c.limit)
-                    for c in record.checks
-                ],
-            )  # fmt: skip
+            if record.measurements:  # a statement is a call into SQLite even with no rows
+                db.executemany(
+                    "INSERT INTO measurement_rows (event, seq, key_name, value, key_type,"
+                    " key_units) VALUES (?,?,?,?,?,?)",  # a Measurement's own order
+                    [(event, i, *m) for i, m in enumerate(record.measurements)],
+                )
+            if record.checks:
+                db.executemany(
+                    "INSERT INTO checks (event, key_name, kind, verdict, value, low, high,"
+                    " baseline, change_pct, noise_pct, limit_text) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (event, c.key, c.kind, c.verdict, c.value, c.low, c.high, c.baseline,
+                         c.change_pct, c.noise_pct, c.limit)
+                        for c in record.checks
+                    ],
+                )  # fmt: skip
             if upload is not None:
                 status, message = upload.status or (None, None)
                 db.execute(
