@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
+import time
+import uuid
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,10 @@ class UserflowRun:
             opt.collectonly or getattr(opt, "setupplan", False) or getattr(opt, "setuponly", False)
         )
         self.controller = False
+        self.recording = False  # whether this process makes its tests' records
+        self.begun = False  # whether the run's facts, store, gate and sink are made
+        # The run's id and start, the same in every xdist worker (the controller's).
+        self.seed = {"run_id": uuid.uuid4().hex[:16], "started_at": time.time()}
         self.run: RunInfo | None = None
         self.store: SQLiteStore | None = None  # this machine's outbox (the SQLite history)
         self.history: History | None = None  # what the gate, changes and HTML read
@@ -179,28 +184,29 @@ class UserflowRun:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        if not self.active:
+        # Nothing else now: most runs that load the plugin record nothing. The run's facts
+        # (git), the store and the gate are made when a test first records (``_begin``).
+        if self.active:
+            self.controller = self.config.pluginmanager.hasplugin("dsession")
+            self.recording = not self.controller  # the controller merges the workers' work
+
+    def _begin(self) -> None:
+        """The run's facts, its store, its gate and its sink, once, when first needed. The
+        store is not checked or made here: one that cannot take a test is said in the
+        summary. A team store is asked only the run's lineage (a server that is down costs
+        the run that question, said once), and its tests wait in the outbox."""
+        if self.begun:
             return
+        self.begun = True
         s = self.settings
-        self.controller = self.config.pluginmanager.hasplugin("dsession")
-        if self.workerinput and "userflow_run" in self.workerinput:
-            self.run = RunInfo.from_dict(self.workerinput["userflow_run"], socket.gethostname())
-        else:
-            self.run = new_run(self.config.rootpath, s.backend)
+        seed = self.workerinput.get("userflow_run") if self.workerinput else None
+        self.run = new_run(self.config.rootpath, s.backend, seed or self.seed)
         if s.backend != "off":
             from .storage import open_outbox, open_store
 
-            # Nothing is checked or made now: most runs that load the plugin record nothing,
-            # and a store that cannot take a test is said in the summary. A team store is asked
-            # only the run's lineage (a server that is down costs the run that question, said
-            # once), and its tests wait in the outbox.
-            try:
-                self.store = open_outbox(s.outbox or s.store)
-                self.history = open_store(s.store) if s.outbox is not None else self.store
-            except StoreError as exc:
-                raise pytest.UsageError(str(exc)) from None
-            if self.workerinput is None:  # a worker has the controller's conclusion
-                self.run = self._lineage(self.run)
+            self.store = open_outbox(s.outbox or s.store)
+            self.history = open_store(s.store) if s.outbox is not None else self.store
+            self.run = self._lineage(self.run)
         local = s.baseline == "local" and self.store is not None
         self.gate = Gate(
             s.budgets,
@@ -300,6 +306,9 @@ class UserflowRun:
     def worker_died(self, worker: str, device: str | None) -> None:
         """What the dead *worker* (driving *device*) finished, read from the store, for the
         summary."""
+        self._begin()
+        if self.store is None or not self.store.exists:
+            return  # nothing was recorded: nothing to say of it
         self.summary.crashed.append(worker)
         self.summary.processes.append(self._read(ProcessSummary(worker, device)))
 
@@ -311,7 +320,7 @@ class UserflowRun:
         # in-process inner run (pytester), is given back then and never this test's.
         self.running = item
         self.outer, RUNNING.record = RUNNING.record, None
-        if self.sink is None:
+        if not self.recording:
             return
         nodeid = item.nodeid
         marker, bare = _flow_marker(item)
@@ -333,6 +342,8 @@ class UserflowRun:
         failure before anything sees it (the terminal, report files, pytest-rerunfailures)."""
         report = yield
         record = item.stash.get(RECORD_KEY, None)
+        if record is not None and len(record.measurements) > record.checked:
+            self._begin()  # a test records: the gate is made now, once
         if (
             report.when != "setup"
             and record is not None
@@ -401,7 +412,7 @@ class UserflowRun:
     def _finish(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
         """The test is over: its status, its last measurements, its user properties, and
         its one write to the store."""
-        assert self.sink is not None
+        self._begin()
         hook = item.ihook
         status, message, outcome = self._status(item, record, hook)
         if hook.pytest_userflow_measurements.get_hookimpls():
@@ -428,6 +439,7 @@ class UserflowRun:
 
     def _keep(self, record: TestRecord) -> None:
         """The record's one write: a store that cannot take it is said in the summary."""
+        self._begin()
         assert self.sink is not None
         try:
             if self.damaged is not None:  # not written to once known damaged
@@ -481,11 +493,17 @@ class UserflowRun:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.active or self.run is None:
+        if not self.active:
             return
         s = self.settings
-        if self.sink is not None:
+        if self.recording:
             self._finish_session(session, exitstatus)
+        asked = s.report or s.markdown or s.html or s.budgets
+        if not self.begun and not (asked or self.summary.processes or self.summary.crashed):
+            return  # nothing recorded, nothing asked for: nothing made, nothing said
+        self._begin()
+        assert self.run is not None
+        if self.sink is not None:
             timeout = s.flush_timeout
             if exitstatus == pytest.ExitCode.INTERRUPTED:
                 timeout = min(timeout, 2.0)  # Ctrl-C: be quick, the store keeps the rest
@@ -555,6 +573,7 @@ class UserflowRun:
         record = self.config.stash.get(SESSION_KEY, None)
         if record is None or not record.measurements:
             return
+        self._begin()
         if self.gate is not None and self.gate.active(record.budgets):
             # The ini's budgets and the baseline hold for the run's own values too.
             record.checks += self.gate.check(

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .model import RunInfo
 
@@ -129,12 +130,13 @@ def ci_build_id() -> str | None:
     return None
 
 
-def new_run(cwd: Path, backend: str) -> RunInfo:
-    """This run's metadata: its branch is git's, else (a detached CI checkout) the CI's."""
+def new_run(cwd: Path, backend: str, seed: Mapping[str, Any] | None = None) -> RunInfo:
+    """This run's metadata: its branch is git's, else (a detached CI checkout) the CI's.
+    *seed*: its ``run_id`` and ``started_at`` when already given (by the xdist controller)."""
     commit, branch = git_head(cwd)
     return RunInfo(
-        run_id=uuid.uuid4().hex[:16],
-        started_at=time.time(),
+        run_id=seed["run_id"] if seed else uuid.uuid4().hex[:16],
+        started_at=seed["started_at"] if seed else time.time(),
         host=socket.gethostname(),
         git_commit=commit,
         git_branch=branch or ci_branch(),

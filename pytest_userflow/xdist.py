@@ -22,8 +22,7 @@ class ControllerHooks:
     def pytest_configure_node(self, node: Any) -> None:
         worker = str(node.gateway.id)
         self.devices[worker] = node.workerinput["userflow_device"] = self._device_for(worker)
-        if self.run.run is not None:
-            node.workerinput["userflow_run"] = self.run.run.as_dict()
+        node.workerinput["userflow_run"] = self.run.seed  # one run id for every worker
 
     def _device_for(self, worker: str) -> str | None:
         """Worker gwN drives the N-th device; one that xdist starts in place of a dead worker
@@ -42,7 +41,7 @@ class ControllerHooks:
         if "userflow" in output:
             summary = ProcessSummary.from_dict(json.loads(output["userflow"]))
             self.run.summary.processes.append(summary)
-        elif self.run.active and self.run.run is not None and self.run.store is not None:
+        elif self.run.active and self.run.settings.backend != "off":
             # What the dead worker finished is in the store when it shares this host's file
             # system (popen workers do); remote workers' stores are on their hosts.
             self.run.worker_died(worker, device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import pytest
 from conftest import pick
@@ -533,17 +534,46 @@ def test_a_run_that_records_nothing_says_nothing(pytester: pytest.Pytester, monk
     assert [line for line in lines if "userflow" in line and not line.startswith("plugins:")] == []
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--userflow-backend", "off"]])
+def test_a_run_that_records_nothing_runs_no_git(pytester: pytest.Pytester, monkeypatch) -> None:
+    """git is asked for the run's commit and branch when a test first records, not before:
+    another project's suite (pytest-rerunfailures' mocks time.sleep, which subprocess calls)
+    sees no process of ours."""
+    bin_dir = pytester.path / "bin"
+    bin_dir.mkdir()
+    calls = pytester.path / "git-calls"
+    fake = bin_dir / "git"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    pytester.runpytest_subprocess("test_plain.py").assert_outcomes(passed=1)
+    assert not calls.exists()
+    assert not (pytester.path / ".userflow").exists()
+    pytester.makepyfile(test_records=ONE_TEST)
+    pytester.runpytest_subprocess("test_records.py").assert_outcomes(passed=1)
+    assert calls.read_text().startswith("rev-parse")
+
+
+@pytest.mark.parametrize(
+    ("args", "suite"),
+    [
+        (["--help"], ONE_TEST),
+        (["--userflow-backend", "off"], ONE_TEST),
+        ([], "def test_plain():\n    assert True\n"),  # the plugin on, a suite that records nothing
+    ],
+    ids=["help", "backend off", "records nothing"],
+)
 def test_start_up_imports_no_database_network_or_report_module(
-    pytester: pytest.Pytester, args
+    pytester: pytest.Pytester, args, suite
 ) -> None:
     """Every pytest run of the environment loads the plugin: most of them record nothing."""
-    pytester.makepyfile(ONE_TEST)
+    pytester.makepyfile(suite)
     pytester.makeconftest("""
         import sys
 
         def pytest_unconfigure(config):
-            heavy = {"sqlite3", "requests", "pytest_userflow.report", "pytest_userflow.html"}
+            heavy = {"sqlite3", "requests", "psycopg", "pytest_userflow.report",
+                     "pytest_userflow.html"}
             print("loaded:", sorted(heavy & set(sys.modules)) or "none")
     """)
     result = pytester.runpytest_subprocess(*args, "-p", "no:randomly")
