@@ -21,20 +21,6 @@ import pytest
 
 from . import options
 from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, RUNNING, SESSION_KEY, SESSION_NODEID
-from .gate import (
-    FAILING_VERDICTS,
-    RECENT_RUNS,
-    BaselineSource,
-    Budget,
-    BudgetExceeded,
-    Gate,
-    baseline_runs,
-    confirmed_changes,
-    headspin_fetch,
-    lineage,
-    local_fetch,
-    local_since,
-)
 from .model import (
     DEFAULT_STORE,
     Measurement,
@@ -53,6 +39,7 @@ from .runinfo import git_ancestors, new_run
 from .storage import Query, StoreError
 
 if TYPE_CHECKING:
+    from .gate import BaselineSource, Budget, Gate
     from .storage import History
     from .storage.sqlite import SQLiteStore
     from .upload import Sink
@@ -108,6 +95,8 @@ def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
     budgets: dict[str, Budget] = {}
     where = f"@pytest.mark.userflow_budget on {nodeid}"
     for marker in item.iter_markers("userflow_budget"):  # nearest first
+        from .gate import Budget  # a test with no budget marker does not load the gate
+
         unknown = set(marker.kwargs) - {"key", "max", "min", "direction"}
         if unknown or len(marker.args) > 1:
             raise MeasurementError(
@@ -129,6 +118,8 @@ def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
 def _session_breached(summary: RunSummary) -> bool:
     """Whether a ``userflow_session`` value failed its budget or regression check (in any
     worker): it has no test report to fail, so the run's exit status says it."""
+    from .gate import FAILING_VERDICTS
+
     return any(
         check.nodeid == SESSION_NODEID and check.verdict in FAILING_VERDICTS
         for process in summary.processes
@@ -195,6 +186,8 @@ class UserflowRun:
         store is not checked or made here: one that cannot take a test is said in the
         summary. A team store is asked only the run's lineage (a server that is down costs
         the run that question, said once), and its tests wait in the outbox."""
+        from .gate import Gate, local_since
+
         if self.begun:
             return
         self.begun = True
@@ -226,6 +219,8 @@ class UserflowRun:
         """*run* with its baseline branch, and with the local gate its fork point (git is
         asked for the run's line of commits only on a branch other than the baseline's). A
         history that cannot answer leaves the run as it is: said once, and not asked again."""
+        from .gate import lineage
+
         history = self.history
         assert history is not None
         root = self.config.rootpath
@@ -272,6 +267,8 @@ class UserflowRun:
         return Sink(self.store, run, team)
 
     def _baselines(self) -> BaselineSource | None:
+        from .gate import BaselineSource, headspin_fetch, local_fetch
+
         s = self.settings
         assert self.run is not None
         if s.baseline == "local" and self.history is not None:
@@ -371,6 +368,8 @@ class UserflowRun:
         record.checks += checks
         failing = [check for check in checks if check.failed]
         if failing and report.passed:
+            from .gate import BudgetExceeded
+
             message = "; ".join(check.message() for check in failing)
             advice = [text for text in (check.advice() for check in failing) if text]
             try:  # an ExceptionInfo needs a traceback, which only raising gives
@@ -618,6 +617,8 @@ class UserflowRun:
 
     def _changes(self) -> None:
         """With the local baseline, the worse changes this run confirms, for the summary."""
+        from .gate import confirmed_changes
+
         if self.settings.baseline != "local" or self.gate is None or self.history is None:
             return
         assert self.run is not None
@@ -635,6 +636,8 @@ class UserflowRun:
     def _units(self) -> None:
         """Tests that recorded a key in other units than their last RECENT_RUNS runs did: one
         warning each, for the summary."""
+        from .gate import RECENT_RUNS
+
         assert self.store is not None and self.run is not None
         from .analysis import unit_changes
 
@@ -656,6 +659,8 @@ class UserflowRun:
     def _html(self, path: Path) -> None:
         """The HTML report of this run and the last runs of its baseline (its baseline
         branch's up to its fork point, or every run's); a failure is said, not raised."""
+        from .gate import baseline_runs
+
         assert self.history is not None and self.gate is not None and self.run is not None
         from . import html
         from .sources import page_rows_of

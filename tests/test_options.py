@@ -554,27 +554,31 @@ def test_a_run_that_records_nothing_runs_no_git(pytester: pytest.Pytester, monke
     assert calls.read_text().startswith("rev-parse")
 
 
+#: What a run that keeps nothing never needs: the stores, the network, the reports ...
+STORE_MODULES = ("sqlite3", "psycopg", "requests", "pytest_userflow.report", "pytest_userflow.html")
+#: ... and what a run that records nothing never needs either: the gate and its statistics.
+GATE_MODULES = ("pytest_userflow.gate", "pytest_userflow.analysis", "statistics")
+
+
 @pytest.mark.parametrize(
-    ("args", "suite"),
+    ("args", "suite", "heavy"),
     [
-        (["--help"], ONE_TEST),
-        (["--userflow-backend", "off"], ONE_TEST),
-        ([], "def test_plain():\n    assert True\n"),  # the plugin on, a suite that records nothing
+        (["--help"], ONE_TEST, STORE_MODULES + GATE_MODULES),
+        (["--userflow-backend", "off"], ONE_TEST, STORE_MODULES),  # its values are still gated
+        ([], "def test_plain():\n    assert True\n", STORE_MODULES + GATE_MODULES),
     ],
     ids=["help", "backend off", "records nothing"],
 )
 def test_start_up_imports_no_database_network_or_report_module(
-    pytester: pytest.Pytester, args, suite
+    pytester: pytest.Pytester, args, suite, heavy
 ) -> None:
     """Every pytest run of the environment loads the plugin: most of them record nothing."""
     pytester.makepyfile(suite)
-    pytester.makeconftest("""
+    pytester.makeconftest(f"""
         import sys
 
         def pytest_unconfigure(config):
-            heavy = {"sqlite3", "requests", "psycopg", "pytest_userflow.report",
-                     "pytest_userflow.html"}
-            print("loaded:", sorted(heavy & set(sys.modules)) or "none")
+            print("loaded:", sorted(set({heavy!r}) & set(sys.modules)) or "none")
     """)
     result = pytester.runpytest_subprocess(*args, "-p", "no:randomly")
     result.stdout.fnmatch_lines(["loaded: none"])
