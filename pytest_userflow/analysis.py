@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .model import DEFAULT_NOISE, is_number
+from .model import (
+    is_number,
+)
+from .options import DEFAULT_NOISE
 
 STAT_COLUMNS = ("count", "min", "mean", "p50", "p95", "max")
 

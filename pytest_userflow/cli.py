@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from . import analysis, html, options
+from . import analysis, html
 from .client import HeadSpinClient
 from .gate import (
     accepted_rows,
@@ -30,15 +30,15 @@ from .gate import (
 )
 from .model import (
     API_COLUMNS,
-    DEFAULT_NOISE,
     FILTER_STATUSES,
-    URL_ENV,
     Accept,
     UserflowError,
     utc_text,
 )
+from .options import DEFAULT_NOISE, URL_ENV
 from .report import format_table, markdown_table, md_text
 from .runinfo import ci_base_branch
+from .settings import Settings, add_arguments, from_arguments, resolve
 from .sources import HeadSpinSource, LocalSource, Source, api_token, open_existing
 from .storage import (
     FAILED,
@@ -373,7 +373,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_globals(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
     """The settings (the plugin's, read as it reads them) and which source to read."""
-    options.add_arguments(parser, given_only=given_only)
+    add_arguments(parser, given_only=given_only)
     parser.add_argument(
         "--source",
         choices=("local", "headspin"),
@@ -481,7 +481,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _source(args: argparse.Namespace, settings: options.Settings) -> Source:
+def _source(args: argparse.Namespace, settings: Settings) -> Source:
     """What the commands read: the local store, or HeadSpin."""
     if args.source == "headspin":
         return HeadSpinSource(settings.token, settings.url, str(settings.store))
@@ -1104,7 +1104,7 @@ def _push(args: argparse.Namespace, store: SQLiteStore, *, quiet: bool = False) 
         )
         print(f"nothing to push: no pending uploads in {store.location}{more}")
         return 0
-    settings: options.Settings = args.settings
+    settings: Settings = args.settings
     token = api_token(settings.token)
     # A URL given now (its option or variable) wins over the one each upload was made with.
     now = settings.given.get("url", "").startswith(("--", URL_ENV))
@@ -1201,7 +1201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         # The plugin's settings, read as it reads them; the commands take them from args.
-        args.settings = settings = options.resolve(options.from_arguments(args))
+        args.settings = settings = resolve(from_arguments(args))
         args.store = str(settings.store)
         args.outbox = settings.outbox
         with _source(args, settings) as source:

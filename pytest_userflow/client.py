@@ -20,8 +20,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .model import (
-    DEFAULT_URL,
-    TOKEN_ENV,
     Measurement,
     MeasurementError,
     UserflowError,
@@ -31,6 +29,7 @@ from .model import (
     normalize_status,
     parse_time,
 )
+from .options import DEFAULT_URL, TOKEN_ENV
 
 if TYPE_CHECKING:
     import requests

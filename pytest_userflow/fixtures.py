@@ -1,7 +1,8 @@
-"""The fixtures tests use: ``record_measurement``, ``userflow`` and ``userflow_device``.
+"""What the fixtures give tests: ``record_measurement``, ``userflow`` and ``userflow_session``.
 
-Each test's :class:`~pytest_userflow.model.TestRecord` is on ``item.stash[RECORD_KEY]``
-from its setup to its teardown, and on ``RUNNING``, where the fixtures find it.
+The fixtures themselves are declared in ``plugin``, which imports this module when a test
+first asks for one. Each object records into one :class:`~pytest_userflow.model.TestRecord`,
+and refuses once its test has ended.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import pytest
 
 from .model import (
     Measurement,
@@ -23,16 +22,6 @@ from .model import (
     normalize_status,
     truncate_message,
 )
-
-RECORD_KEY = pytest.StashKey[TestRecord]()
-DEVICE_KEY = pytest.StashKey["str | None"]()
-#: The flow of tests with no marker (--userflow), None: each test's own.
-FLOW_KEY = pytest.StashKey["str | None"]()
-#: The record of the values that belong to the whole run (``userflow_session``).
-SESSION_KEY = pytest.StashKey[TestRecord]()
-#: The node id of that record, and its flow when neither it nor --userflow names one.
-SESSION_NODEID = "userflow_session"
-SESSION_FLOW = "pytest session"
 
 
 class Timer:
@@ -207,59 +196,3 @@ class UserflowHandle:
 
     def __repr__(self) -> str:
         return f"<userflow {self.name!r} device={self.device!r} session={self.session_id!r}>"
-
-
-class Running:
-    """The record of the test between its setup and its teardown, set by the recorder: the
-    function fixtures read it here rather than take ``request``, which pytest resolves again
-    at every use of a fixture that asks for it."""
-
-    def __init__(self) -> None:
-        self.record: TestRecord | None = None
-
-
-RUNNING = Running()
-
-
-def current_record() -> TestRecord:
-    """The running test's record; a run that records nothing (``--setup-only``) has none,
-    and gets one that nothing keeps."""
-    record = RUNNING.record
-    if record is None:
-        record = TestRecord("(a test this run does not record)", None)
-    record.used = True
-    return record
-
-
-@pytest.fixture
-def record_measurement() -> RecordMeasurement:
-    """Record a measurement for this test: ``record_measurement(key, value, type=, units=)``."""
-    return RecordMeasurement(current_record())
-
-
-@pytest.fixture
-def userflow() -> UserflowHandle:
-    """This test's flow: ``.name``, ``.device``, ``.attach_session()``, ``.set_status()``."""
-    return UserflowHandle(current_record())
-
-
-@pytest.fixture(scope="session")
-def userflow_device(request: pytest.FixtureRequest) -> str | None:
-    """This worker's device (``device_id@hostname``) or None, to build a driver once."""
-    return request.config.stash.get(DEVICE_KEY, None)
-
-
-@pytest.fixture(scope="session")
-def userflow_session(request: pytest.FixtureRequest) -> SessionRecorder:
-    """Record values that belong to the whole run: ``userflow_session("Install Time", 12.5)``."""
-    config = request.config
-    record = config.stash.get(SESSION_KEY, None)
-    if record is None:
-        record = TestRecord(
-            SESSION_NODEID,
-            config.stash.get(FLOW_KEY, None) or SESSION_FLOW,
-            device=config.stash.get(DEVICE_KEY, None),
-            worker=getattr(config, "workerinput", {}).get("workerid"),
-        )
-        config.stash[SESSION_KEY] = record
-    return SessionRecorder(record)

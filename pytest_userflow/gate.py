@@ -44,7 +44,6 @@ from .analysis import (
     run_series,
 )
 from .model import (
-    DEFAULT_NOISE,
     Accept,
     Measurement,
     MeasurementError,
@@ -52,10 +51,11 @@ from .model import (
     UserflowError,
     is_number,
 )
+from .options import DEFAULT_NOISE
 from .storage import Query
 
 if TYPE_CHECKING:
-    from .options import Settings
+    from .settings import Settings
     from .storage import History
 
 #: Fewer passed values than this in a baseline give no regression verdict.

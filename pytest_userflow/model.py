@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
+from .options import DEFAULT_URL, TOKEN_ENV, URL_ENV
+
 if TYPE_CHECKING:
     from .gate import BudgetUse, Check
 
@@ -57,14 +59,10 @@ MAX_STATUS_MESSAGE = 255
 MAX_LABEL = 255
 MAX_TEXT = 64 * 1024
 
-#: HeadSpin's API base, and the variables its token and URL are read from.
-DEFAULT_URL = "https://api-dev.headspin.io"
-TOKEN_ENV = "HEADSPIN_API_TOKEN"
-URL_ENV = "HEADSPIN_API_URL"
-#: The local store, relative to the rootdir (the plugin) or the working folder (the CLI).
-DEFAULT_STORE = ".userflow/userflow.db"
-#: How many times its noise a change must pass to count (the gate's and compare's default).
-DEFAULT_NOISE = 3.0
+#: The node id of the record of values that belong to the whole run (``userflow_session``),
+#: and its flow when neither it nor --userflow names one.
+SESSION_NODEID = "userflow_session"
+SESSION_FLOW = "pytest session"
 #: What to do when vl-convert-python is missing.
 NEEDS_EXTRA = (
     "the HTML report needs vl-convert-python, which bundles its charts into the page: "
@@ -75,13 +73,19 @@ NEEDS_EXTRA = (
 class UserflowError(Exception):
     """Base of every error pytest-userflow raises on purpose."""
 
+    __module__ = "pytest_userflow"  # a traceback names it where users import it
+
 
 class MeasurementError(UserflowError, ValueError):
     """A measurement, status or identifier that the API would not accept."""
 
+    __module__ = "pytest_userflow"
+
 
 class UserflowWarning(UserWarning):
     """A choice pytest-userflow made for you that you may not have meant (pytest lists it)."""
+
+    __module__ = "pytest_userflow"
 
 
 def _where(where: str | None) -> str:

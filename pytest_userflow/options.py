@@ -1,41 +1,15 @@
-"""The settings, declared once in one table that makes pytest's options and ini keys and the
-CLI's arguments, and one resolution: command line > environment > ini > default.
+"""The settings' table: each one's option, ini key, environment variable, default and help,
+declared once for pytest's options and ini keys and the CLI's arguments (``settings`` reads
+and checks the values given, by name: command line > environment > ini > default).
 
->>> settings = resolve(Inputs(options={}, ini={"userflow_noise": "2"}))  # doctest: +SKIP
-
-Every pytest process loads this module (``pytest --help`` too): it imports nothing heavy.
+Every pytest process with the plugin installed loads this module through ``plugin``: it is
+a table of plain values and imports nothing, not even pytest.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import pytest
-
-from .model import (
-    DEFAULT_NOISE,
-    DEFAULT_STORE,
-    DEFAULT_URL,
-    NEEDS_EXTRA,
-    TOKEN_ENV,
-    URL_ENV,
-    MeasurementError,
-    UserflowError,
-    check_device_address,
-    check_token,
-    check_url,
-)
-
-if TYPE_CHECKING:
-    import argparse
-
-    from .gate import Budget, MinChangeLine
+from typing import Any
 
 BACKENDS = ("auto", "local", "headspin", "off")
 APIS = ("v0", "legacy")
@@ -44,161 +18,67 @@ MODES = ("fail", "warn")
 DEFAULT_FLUSH_TIMEOUT = 60.0
 DEFAULT_REGRESSION = 20.0
 DEFAULT_BASELINE_RUNS = 10
+#: HeadSpin's API base, and the variables its token and URL are read from.
+DEFAULT_URL = "https://api-dev.headspin.io"
+TOKEN_ENV = "HEADSPIN_API_TOKEN"
+URL_ENV = "HEADSPIN_API_URL"
+#: The local store, relative to the rootdir (the plugin) or the working folder (the CLI).
+DEFAULT_STORE = ".userflow/userflow.db"
 #: The store setting from the environment, between the command line and the ini file.
 STORE_ENV = "USERFLOW_STORE"
+#: How many times its noise a change must pass to count (the gate's and compare's default).
+DEFAULT_NOISE = 3.0
 
 
-class SettingError(UserflowError):
-    """A setting's value is wrong; the message names where the value came from."""
-
-
-class Given(NamedTuple):
-    """A setting's value as given: where it came from, and the folder a path in it is
-    relative to (the caller's for the command line and environment, the rootdir for the ini)."""
-
-    value: Any
-    where: str
-    base: Path
-
-
-#: Reads a given value into the setting's type; raises MeasurementError or UserflowError.
-Parse = Callable[[Given], Any]
-
-
-def _text(given: Given) -> Any:
-    return given.value.strip() if isinstance(given.value, str) else given.value
-
-
-def _choice(*allowed: str) -> Parse:
-    def parse(given: Given) -> str:
-        value = str(given.value).strip().lower()
-        if value not in allowed:
-            raise SettingError(f"{given.where}: {given.value!r} is not one of {', '.join(allowed)}")
-        return value
-
-    return parse
-
-
-def _number(what: str, whole: bool = False) -> Parse:
-    def parse(given: Given) -> float:
-        try:
-            number = float(given.value)
-        except ValueError:
-            number = math.nan
-        if not (number >= (1 if whole else 0) and math.isfinite(number)) or (
-            whole and number != int(number)
-        ):
-            raise SettingError(f"{given.where}: {given.value!r} is not {what}")
-        return int(number) if whole else number
-
-    return parse
-
-
-def _token(given: Given) -> str:
-    return check_token(given.value, given.where)
-
-
-def _url(given: Given) -> str:
-    return check_url(given.value, given.where)
-
-
-def _store(given: Given) -> Path | str:
-    from .storage import StoreError, check_location, is_url, sqlite_path
-
-    # A URL stays as it is (Path would fold its //); a path is the caller's or the rootdir's.
-    text = given.value.strip()
-    try:
-        check_location(text)
-    except StoreError as exc:
-        raise SettingError(str(exc)) from None
-    return text if is_url(text) else Path(given.base, sqlite_path(text)).resolve()
-
-
-def _outbox(given: Given) -> Path:
-    from .storage import is_url, sqlite_path
-
-    text = given.value.strip()
-    if is_url(text):
-        raise SettingError(f"{given.where}: the outbox is a SQLite file on this machine, a path")
-    return Path(given.base, sqlite_path(text)).resolve()
-
-
-def _devices(given: Given) -> tuple[str, ...]:
-    devices: list[str] = []
-    for raw in given.value:
-        try:
-            device = check_device_address(raw)
-        except MeasurementError as exc:
-            raise SettingError(f"{given.where}: {exc}") from None
-        if device in devices:
-            raise SettingError(
-                f"{given.where}: the device {device} is given twice; each xdist worker "
-                "drives a device of its own"
-            )
-        devices.append(device)
-    return tuple(devices)
-
-
-def _budgets(given: Given) -> tuple[Budget, ...]:
-    from .gate import Budget
-
-    return tuple(Budget.parse_line(line, where=given.where) for line in given.value)
-
-
-def _min_changes(given: Given) -> tuple[MinChangeLine, ...]:
-    from .gate import parse_min_change
-
-    return tuple(parse_min_change(line, where=given.where) for line in given.value)
-
-
-def _directions(given: Given) -> tuple[Budget, ...]:
-    from .gate import parse_direction
-
-    return tuple(parse_direction(line, where=given.where) for line in given.value)
-
-
-def _output(given: Given) -> Path:
-    """A file the run writes at its end, checked now: its folder must exist and be writable
-    (it is not made for you), so that a typo costs a line, not the report."""
-    path = Path(given.base, given.value)
-    if path.is_dir():
-        raise SettingError(f"{given.where}: {path} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise SettingError(
-            f"{given.where}: the folder {path.parent} does not exist; make it first, or give "
-            "another path"
-        )
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise SettingError(f"{given.where}: the folder {path.parent} is not writable")
-    return path
-
-
-@dataclass(frozen=True)
 class Setting:
-    """One setting: its field of :class:`Settings`, its pytest option and ini key, its
-    environment variable, its default, and how a given value is read."""
+    """One setting: its field of ``settings.Settings``, its pytest option and ini key, its
+    environment variable, its default, and how a given value is read (*parse*: the name of
+    one of ``settings.PARSERS``; *choices* and *what* are its arguments)."""
 
-    name: str
-    option: str | None
-    help: str
-    ini: str | None = None
-    env: str | None = None
-    default: Any = None
-    parse: Parse = _text
-    metavar: str | None = None
-    #: ``append`` (repeatable) or ``store_true`` (a flag); None: one value.
-    action: str | None = None
-    linelist: bool = False
-    #: The CLI's own flags for it (the first names it in errors); the CLI reads every setting
-    #: from the environment and the ini, and takes on its command line those it acts on.
-    cli: tuple[str, ...] = ()
-    #: A regression gate setting: on the command line it needs the gate on.
-    gate: bool = False
-    dest: str = field(default="")
+    __slots__ = (
+        "action", "choices", "cli", "default", "dest", "env", "gate", "help", "ini",
+        "linelist", "metavar", "name", "option", "parse", "what",
+    )  # fmt: skip
 
-    def __post_init__(self) -> None:
-        if not self.dest and self.option:
-            object.__setattr__(self, "dest", self.option[2:].replace("-", "_"))
+    def __init__(
+        self,
+        name: str,
+        option: str | None,
+        help: str,
+        *,
+        ini: str | None = None,
+        env: str | None = None,
+        default: Any = None,
+        parse: str = "text",
+        choices: tuple[str, ...] = (),
+        what: str = "",
+        metavar: str | None = None,
+        action: str | None = None,
+        linelist: bool = False,
+        cli: tuple[str, ...] = (),
+        gate: bool = False,
+        dest: str = "",
+    ) -> None:
+        self.name = name
+        self.option = option
+        self.help = help
+        self.ini = ini
+        self.env = env
+        self.default = default
+        self.parse = parse
+        self.choices = choices
+        self.what = what
+        self.metavar = metavar
+        #: ``append`` (repeatable) or ``store_true`` (a flag); None: one value.
+        self.action = action
+        self.linelist = linelist
+        #: The CLI's own flags for it (the first names it in errors); the CLI reads every
+        #: setting from the environment and the ini, and takes on its command line those it
+        #: acts on.
+        self.cli = cli
+        #: A regression gate setting: on the command line it needs the gate on.
+        self.gate = gate
+        self.dest = dest or (option[2:].replace("-", "_") if option else "")
 
     def full_help(self) -> str:
         """The option's help, with its ini key, variable and default."""
@@ -225,7 +105,8 @@ SETTINGS: tuple[Setting, ...] = (
         "where measurements go: auto is headspin when a token is set, else local",
         ini="userflow_backend",
         default="auto",
-        parse=_choice(*BACKENDS),
+        parse="choice",
+        choices=BACKENDS,
         metavar="{auto,local,headspin,off}",
     ),
     Setting(
@@ -233,7 +114,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--headspin-token",
         "HeadSpin API token; never printed or stored",
         env=TOKEN_ENV,
-        parse=_token,
+        parse="token",
         metavar="TOKEN",
         cli=("--headspin-token",),
     ),
@@ -244,7 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
         ini="headspin_url",
         env=URL_ENV,
         default=DEFAULT_URL,
-        parse=_url,
+        parse="url",
         metavar="URL",
         cli=("--headspin-url",),
     ),
@@ -256,7 +137,7 @@ SETTINGS: tuple[Setting, ...] = (
         ini="userflow_store",
         env=STORE_ENV,
         default=DEFAULT_STORE,
-        parse=_store,
+        parse="store",
         metavar="PATH_OR_URL",
         cli=("--store", "--userflow-store"),
     ),
@@ -267,7 +148,7 @@ SETTINGS: tuple[Setting, ...] = (
         "from there to a PostgreSQL store and HeadSpin (default: the SQLite store, else "
         f"{DEFAULT_STORE})",
         ini="userflow_outbox",
-        parse=_outbox,
+        parse="outbox",
         metavar="PATH",
         cli=("--outbox", "--userflow-outbox"),
     ),
@@ -277,7 +158,7 @@ SETTINGS: tuple[Setting, ...] = (
         "device address device_id@hostname; repeat for one xdist worker per device",
         ini="userflow_devices",
         default=(),
-        parse=_devices,
+        parse="devices",
         metavar="ADDR",
         action="append",
         linelist=True,
@@ -289,14 +170,15 @@ SETTINGS: tuple[Setting, ...] = (
         "upload through /v0/userflows/... (v0) or /v0/perftests/upload (legacy)",
         ini="userflow_api",
         default="v0",
-        parse=_choice(*APIS),
+        parse="choice",
+        choices=APIS,
         metavar="{v0,legacy}",
     ),
     Setting(
         "report",
         "--userflow-report",
         "write a JSON report of what was recorded and where it went",
-        parse=_output,
+        parse="output",
         metavar="PATH",
     ),
     Setting(
@@ -304,7 +186,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--userflow-html",
         "write the HTML report of the trends at the end of the run (the [html] extra; "
         "pytest-userflow report makes the same)",
-        parse=_output,
+        parse="output",
         metavar="PATH",
     ),
     Setting(
@@ -312,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--userflow-markdown",
         "write a GitHub-flavoured markdown summary of the run at its end, for a CI page or a "
         "pull-request comment (appended to when it is $GITHUB_STEP_SUMMARY)",
-        parse=_output,
+        parse="output",
         metavar="PATH",
     ),
     Setting(
@@ -329,7 +211,8 @@ SETTINGS: tuple[Setting, ...] = (
         "'pytest-userflow push'",
         ini="userflow_flush_timeout",
         default=DEFAULT_FLUSH_TIMEOUT,
-        parse=_number("a number of seconds >= 0"),
+        parse="number",
+        what="a number of seconds >= 0",
         metavar="SECONDS",
     ),
     Setting(
@@ -338,7 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
         "budgets, one a line: 'flow :: key <= value' or 'flow :: key >= value' (flow * for any)",
         ini="userflow_budgets",
         default=(),
-        parse=_budgets,
+        parse="budgets",
         linelist=True,
     ),
     Setting(
@@ -347,7 +230,7 @@ SETTINGS: tuple[Setting, ...] = (
         "which way keys are better, one a line: 'flow :: key lower|higher|ignore' (flow * for any)",
         ini="userflow_directions",
         default=(),
-        parse=_directions,
+        parse="directions",
         linelist=True,
     ),
     Setting(
@@ -358,7 +241,7 @@ SETTINGS: tuple[Setting, ...] = (
         "noise decides",
         ini="userflow_min_change",
         default=(),
-        parse=_min_changes,
+        parse="min_changes",
         linelist=True,
     ),
     Setting(
@@ -368,7 +251,8 @@ SETTINGS: tuple[Setting, ...] = (
         "the local store or on HeadSpin",
         ini="userflow_baseline",
         default="off",
-        parse=_choice(*BASELINES),
+        parse="choice",
+        choices=BASELINES,
         metavar="{off,local,headspin}",
     ),
     Setting(
@@ -388,7 +272,8 @@ SETTINGS: tuple[Setting, ...] = (
         "a value worse than its baseline by more than PCT percent is a regression",
         ini="userflow_regression",
         default=DEFAULT_REGRESSION,
-        parse=_number("a percentage >= 0"),
+        parse="number",
+        what="a percentage >= 0",
         metavar="PCT",
         gate=True,
     ),
@@ -398,7 +283,8 @@ SETTINGS: tuple[Setting, ...] = (
         "the baseline is the median of the last N passed values",
         ini="userflow_baseline_runs",
         default=DEFAULT_BASELINE_RUNS,
-        parse=_number("a whole number >= 1", whole=True),
+        parse="whole",
+        what="a whole number >= 1",
         metavar="N",
         gate=True,
     ),
@@ -409,7 +295,8 @@ SETTINGS: tuple[Setting, ...] = (
         "median absolute deviation); 0: the threshold alone",
         ini="userflow_noise",
         default=DEFAULT_NOISE,
-        parse=_number("a number >= 0"),
+        parse="number",
+        what="a number >= 0",
         metavar="K",
         gate=True,
     ),
@@ -419,222 +306,15 @@ SETTINGS: tuple[Setting, ...] = (
         "a regression fails the test or only shows in the summary",
         ini="userflow_regression_mode",
         default="fail",
-        parse=_choice(*MODES),
+        parse="choice",
+        choices=MODES,
         metavar="{fail,warn}",
         gate=True,
     ),
 )
 
 
-class Settings(NamedTuple):
-    flow: str | None
-    backend: str  # resolved: local, headspin or off
-    url: str
-    store: Path | str  # a SQLite file, or a URL
-    devices: tuple[str, ...]
-    api: str
-    report: Path | None
-    dry_run: bool
-    flush_timeout: float
-    budgets: tuple[Budget, ...] = ()
-    baseline: str = "off"
-    regression: float = DEFAULT_REGRESSION
-    baseline_runs: int = DEFAULT_BASELINE_RUNS
-    regression_mode: str = "fail"
-    noise: float = DEFAULT_NOISE
-    directions: tuple[Budget, ...] = ()
-    min_changes: tuple[MinChangeLine, ...] = ()
-    token: str | None = None
-    html: Path | None = None
-    outbox: Path | None = None  # None: the store's file (a SQLite store)
-    markdown: Path | None = None
-    baseline_branch: str | None = None
-    #: Where each setting that was given came from (its flag, variable or ini key).
-    given: Mapping[str, str] = {}
-
-    def __repr__(self) -> str:  # never the token
-        shown = ", ".join(
-            f"{name}={getattr(self, name)!r}" for name in self._fields if name != "token"
-        )
-        return f"Settings({shown})"
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What the settings are read from: the command line's values by setting name (None:
-    not given), the ini's by key (a str, or a list for a linelist), the environment."""
-
-    options: Mapping[str, Any]
-    ini: Mapping[str, Any]
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    invocation_dir: Path = field(default_factory=Path.cwd)
-    rootdir: Path = field(default_factory=Path.cwd)
-    #: The flag that names a setting given on the command line (default: its pytest option).
-    flags: Mapping[str, str] = field(default_factory=dict)
-
-
-def _lines(value: Any) -> list[str]:
-    """A linelist ini value as pytest reads it: one item a non-blank line."""
-    items = value.split("\n") if isinstance(value, str) else list(value or ())
-    return [item.strip() for item in items if str(item).strip()]
-
-
-def pick(setting: Setting, inputs: Inputs) -> Given | None:
-    """*setting*'s value by the documented precedence, or None when it was not given."""
-    value = inputs.options.get(setting.name)
-    if value not in (None, "", [], False):
-        flag = inputs.flags.get(setting.name) or setting.option or setting.name
-        return Given(value, flag, inputs.invocation_dir)
-    env = inputs.env.get(setting.env, "").strip() if setting.env else ""
-    if env:
-        return Given(env, str(setting.env), inputs.invocation_dir)
-    if setting.ini:
-        ini = inputs.ini.get(setting.ini)
-        if setting.linelist and _lines(ini):
-            return Given(_lines(ini), f"ini key {setting.ini}", inputs.rootdir)
-        text = "" if setting.linelist or ini is None else str(ini).strip()  # TOML: 2, not "2"
-        if text:
-            return Given(text, f"ini key {setting.ini}", inputs.rootdir)
-    return None
-
-
-def resolve(inputs: Inputs) -> Settings:
-    """Every setting read and checked; a bad value is a SettingError naming where it came
-    from. The default store, like the ini's, is relative to the rootdir."""
-    values: dict[str, Any] = {}
-    given: dict[str, str] = {}
-    for setting in SETTINGS:
-        found = pick(setting, inputs)
-        if found is None:
-            default = Given(setting.default, "default", inputs.rootdir)
-            values[setting.name] = _store(default) if setting.parse is _store else setting.default
-            continue
-        try:
-            values[setting.name] = setting.parse(found)
-        except MeasurementError as exc:  # the gate's budget lines say their own where
-            raise SettingError(str(exc)) from None
-        given[setting.name] = found.where
-    if values["backend"] == "auto":
-        values["backend"] = "headspin" if values["token"] else "local"
-    values["outbox"] = _outbox_of(values["store"], values["outbox"], given.get("outbox"), inputs)
-    return Settings(**values, given=given)
-
-
-def _outbox_of(
-    store: Path | str, outbox: Path | None, where: str | None, inputs: Inputs
-) -> Path | None:
-    """The outbox file: given, else with a PostgreSQL store the default path under the
-    rootdir; None with a SQLite store, whose file is its own outbox."""
-    from .storage import is_postgres
-
-    if not is_postgres(store):
-        if outbox is not None and outbox != store:
-            raise SettingError(
-                f"{where}: with a SQLite store the store is its own outbox ({store}); an outbox "
-                "of its own goes with a postgresql:// store"
-            )
-        return None
-    return outbox or Path(inputs.rootdir, DEFAULT_STORE).resolve()
-
-
-def check_run(settings: Settings) -> None:
-    """The checks across settings that a test run needs (the CLI reads settings it does not
-    act on): a backend or baseline on HeadSpin has a token, the gate's options have a gate,
-    an HTML report has something to draw and the extra to draw it."""
-    given = settings.given
-    if settings.backend == "headspin" and not settings.token and not settings.dry_run:
-        raise SettingError(
-            f"--userflow-backend headspin needs an API token: set {TOKEN_ENV} or pass "
-            "--headspin-token"
-        )
-    if settings.baseline == "headspin" and not settings.token:
-        raise SettingError(
-            f"{given.get('baseline', '--userflow-baseline')} headspin needs an API token: set "
-            f"{TOKEN_ENV} or pass --headspin-token"
-        )
-    for setting in SETTINGS:
-        where = given.get(setting.name, "")
-        if setting.gate and where.startswith("--") and settings.baseline == "off":
-            raise SettingError(
-                f"{where} has no effect without --userflow-baseline local or headspin "
-                "(the regression gate is off)"
-            )
-    if settings.html is not None:  # said now, not after the tests
-        if settings.backend == "off":
-            raise SettingError("--userflow-html: the backend is off, so nothing is recorded")
-        try:
-            import vl_convert  # noqa: F401
-        except ImportError:
-            raise SettingError(f"--userflow-html: {NEEDS_EXTRA}") from None
-
-
-# -- the CLI -----------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser, *, given_only: bool = False) -> None:
-    """The table's settings the CLI takes, and pytest's ``-c FILE`` and ``--rootdir`` that find
-    the ini file. *given_only*: no defaults, for a command's parser, whose defaults would
-    otherwise replace the values given before the command."""
-    import argparse
-
-    unset = argparse.SUPPRESS if given_only else None
-    for setting in SETTINGS:
-        if setting.cli:
-            parser.add_argument(
-                *setting.cli,
-                dest=setting.dest,
-                metavar=setting.metavar,
-                default=unset,
-                help=setting.full_help(),
-            )
-    parser.add_argument(
-        "-c",
-        "--config-file",
-        dest="inifile",
-        metavar="FILE",
-        default=unset,
-        help="the ini file to read the settings from, as pytest's -c (default: the one pytest "
-        "finds from the current folder)",
-    )
-    parser.add_argument(
-        "--rootdir",
-        default=unset,
-        help="the folder the ini file's paths are relative to, as pytest's --rootdir",
-    )
-
-
-def from_arguments(args: argparse.Namespace, invocation_dir: Path | None = None) -> Inputs:
-    """The CLI's inputs: its arguments, the environment, and the ini file pytest would use
-    from *invocation_dir* (default: the current folder), found as pytest finds it."""
-    from _pytest.config.findpaths import determine_setup
-
-    here = invocation_dir or Path.cwd()
-    known: dict[str, Any] = {
-        "inifile": getattr(args, "inifile", None),
-        "args": [],
-        "rootdir_cmd_arg": getattr(args, "rootdir", None),
-        "invocation_dir": here,
-        "override_ini": None,
-    }
-    wanted = inspect.signature(determine_setup).parameters  # pytest 9 added override_ini
-    try:
-        rootdir, _, inicfg, *_ = determine_setup(**{k: v for k, v in known.items() if k in wanted})
-    except pytest.UsageError as exc:
-        raise SettingError(str(exc)) from None
-    return Inputs(
-        options={s.name: getattr(args, s.dest, None) for s in SETTINGS if s.cli},
-        # pytest 9 wraps each value with where it came from
-        ini={key: getattr(value, "value", value) for key, value in inicfg.items()},
-        invocation_dir=here,
-        rootdir=Path(rootdir),
-        flags={s.name: s.cli[0] for s in SETTINGS if s.cli},
-    )
-
-
-# -- pytest -----------------------------------------------------------------------------------
-
-
-def add_options(parser: pytest.Parser) -> None:
+def add_options(parser: Any) -> None:
     """The table's options and ini keys, in the group "userflow" of ``pytest --help``."""
     group = parser.getgroup("userflow", "record performance measurements into user flows")
     for setting in SETTINGS:
@@ -652,54 +332,20 @@ def add_options(parser: pytest.Parser) -> None:
                 parser.addini(setting.ini, setting.help, default="")
 
 
-def from_config(config: pytest.Config) -> Inputs:
-    """The inputs of a pytest run: its options, its ini file, the environment."""
-    return Inputs(
-        options={s.name: config.getoption(s.dest) for s in SETTINGS if s.option},
-        ini={s.ini: config.getini(s.ini) for s in SETTINGS if s.ini},
-        invocation_dir=config.invocation_params.dir,
-        rootdir=config.rootpath,
-    )
+def given(config: Any) -> bool:
+    """Whether the project set anything of ours: an option, an ini key or a variable (a
+    run that records nothing and was told nothing says nothing, and reads nothing)."""
+    option = config.option
+    for setting in SETTINGS:
+        if setting.option and getattr(option, setting.dest, None) not in (None, False, []):
+            return True
+        if setting.ini and config.getini(setting.ini) not in ("", []):
+            return True
+        if setting.env and os.environ.get(setting.env, "").strip():
+            return True
+    return False
 
 
-def resolve_config(config: pytest.Config) -> Settings:
-    """The run's settings, checked; a bad value is a UsageError naming where it came from."""
-    try:
-        settings = resolve(from_config(config))
-        check_run(settings)
-    except UserflowError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    return settings
-
-
-def configured_devices(config: pytest.Config) -> list[str]:
+def configured_devices(config: Any) -> list[str]:
     """The device addresses as given: ``--userflow-device`` wins over the ini key."""
     return list(config.getoption("userflow_devices") or config.getini("userflow_devices") or [])
-
-
-def check_workers(config: pytest.Config, devices: tuple[str, ...]) -> None:
-    """One xdist worker per device: the numbers must match (a UsageError otherwise)."""
-    n = len(devices)
-    if not n or hasattr(config, "workerinput"):
-        return
-    xdist = config.pluginmanager.hasplugin("xdist")
-    distributed = xdist and getattr(config.option, "dist", "no") != "no"
-    numprocesses = getattr(config.option, "numprocesses", None)
-    workers = (numprocesses or len(getattr(config.option, "tx", None) or [])) if distributed else 0
-    if n > 1 and not xdist:
-        raise pytest.UsageError(
-            f"{n} devices were given (--userflow-device / userflow_devices) but pytest-xdist is "
-            "not available: one worker per device needs it (pip install pytest-xdist), "
-            "or give a single device"
-        )
-    if n > 1 and workers == 0:
-        raise pytest.UsageError(
-            f"{n} devices were given but xdist runs no workers (-n 0): drop -n 0 for one worker "
-            "per device, or give a single device"
-        )
-    if workers and workers != n:
-        raise pytest.UsageError(
-            f"-n asks for {workers} xdist worker(s) but {n} device(s) were given "
-            "(--userflow-device / userflow_devices): each worker drives one device, so the "
-            "numbers must match; leave -n out to get one worker per device"
-        )

@@ -1,28 +1,26 @@
 """A test's way from its setup to its record, and the run's end: one pytest process's part.
 
-``UserflowRun`` is registered as a plugin when a run starts (not for ``--help``): it makes
-each test's record at its setup, gates its values as its reports are made, and at its
-teardown decides its status and commits it once. At the session's end it flushes the
-uploads and builds this process's summary. The store, the senders and the summary's modules
-are imported only when the backend is on (``--userflow-backend off`` loads none of them).
+``UserflowRun`` is made and registered as a plugin by ``plugin.run_of`` when a test first
+records (or the project asked for a report): the run's facts (git), its store, its gate and
+its sink are made then. It makes each recording test's record, gates its values as its
+reports are made, and at its teardown decides its status and commits it once. At the
+session's end it flushes the uploads and builds this process's summary. The store, the
+senders and the summary's modules are imported only when the backend is on
+(``--userflow-backend off`` loads none of them).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import time
-import uuid
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import options
-from .fixtures import DEVICE_KEY, FLOW_KEY, RECORD_KEY, RUNNING, SESSION_KEY, SESSION_NODEID
 from .model import (
-    DEFAULT_STORE,
+    SESSION_NODEID,
     Measurement,
     MeasurementError,
     ProcessSummary,
@@ -35,15 +33,21 @@ from .model import (
     own_outcome,
     status_from_reports,
 )
+from .options import DEFAULT_STORE
 from .runinfo import git_ancestors, new_run
+from .settings import where
 from .storage import Query, StoreError
 
 if TYPE_CHECKING:
     from .gate import BaselineSource, Budget, Gate
+    from .plugin import State
+    from .settings import Settings
     from .storage import History
     from .storage.sqlite import SQLiteStore
     from .upload import Sink
 
+#: A recording test's record, from its setup (or its first record) to its teardown.
+RECORD_KEY = pytest.StashKey[TestRecord]()
 #: How many attempts of a test pytest-rerunfailures has run so far (on its item).
 ATTEMPTS_KEY = pytest.StashKey[int]()
 #: The run's outcome in the store, by pytest's exit code.
@@ -130,70 +134,35 @@ def _session_breached(summary: RunSummary) -> bool:
 class UserflowRun:
     """One pytest process's part of the run: its store, sink, gate and summary."""
 
-    def __init__(self, config: pytest.Config, settings: options.Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, state: State) -> None:
+        """The run's facts, its store, its gate and its sink. The store is not checked or
+        made here: one that cannot take a test is said in the summary. A team store is asked
+        only the run's lineage (a server that is down costs the run that question, said
+        once), and its tests wait in the outbox."""
+        from .gate import Gate, local_since
+
         self.config = config
-        self.settings = settings
-        workerinput = getattr(config, "workerinput", None)  # xdist's, when it is a dict
-        self.workerinput: dict[str, Any] | None = (
-            workerinput if isinstance(workerinput, dict) else None
-        )
+        self.settings = s = settings
+        self.state = state
+        self.workerinput = state.workerinput
         self.worker: str | None = self.workerinput["workerid"] if self.workerinput else None
-        devices = settings.devices
-        if self.workerinput is not None:
-            self.device = self.workerinput.get("userflow_device")  # the controller's choice
-        else:
-            self.device = devices[0] if len(devices) == 1 else None
-        config.stash[DEVICE_KEY] = self.device
-        config.stash[FLOW_KEY] = settings.flow
-        opt = config.option
-        # Skip recording entirely when tests are only collected or their fixtures planned.
-        self.active = not (
-            opt.collectonly or getattr(opt, "setupplan", False) or getattr(opt, "setuponly", False)
-        )
-        self.controller = False
-        self.recording = False  # whether this process makes its tests' records
-        self.begun = False  # whether the run's facts, store, gate and sink are made
-        # The run's id and start, the same in every xdist worker (the controller's).
-        self.seed = {"run_id": uuid.uuid4().hex[:16], "started_at": time.time()}
-        self.run: RunInfo | None = None
+        self.device = state.device
+        self.active = state.recording
+        self.controller = state.controller
+        self.recording = self.active and not self.controller
         self.store: SQLiteStore | None = None  # this machine's outbox (the SQLite history)
         self.history: History | None = None  # what the gate, changes and HTML read
         self.team_error: str | None = None  # the team store failed: said once, not retried
         self.sink: Sink | None = None  # None: this process records nothing
-        self.gate: Gate | None = None
-        self.running: pytest.Item | None = None  # the item between its setup and teardown
+        self.running: pytest.Item | None = None  # the recording item, to its teardown
         self.summary = RunSummary()
         self.errors: list[str] = []
         self.unstored: list[str] = []  # tests the store could not take
         self.stored = 0  # tests the store took
         self.foreign_tags: list[str] = []  # tests that recorded under a bare userflow marker
         self.bare_tagged: set[str] = set()  # tests that carry a bare userflow marker
-        self.outer: TestRecord | None = None  # the fixtures' record before this test's setup
         self.damaged: str | None = None  # why the store is known to be damaged
-
-    # -- session start: the store, the sink and the gate ---------------------------------------
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # Nothing else now: most runs that load the plugin record nothing. The run's facts
-        # (git), the store and the gate are made when a test first records (``_begin``).
-        if self.active:
-            self.controller = self.config.pluginmanager.hasplugin("dsession")
-            self.recording = not self.controller  # the controller merges the workers' work
-
-    def _begin(self) -> None:
-        """The run's facts, its store, its gate and its sink, once, when first needed. The
-        store is not checked or made here: one that cannot take a test is said in the
-        summary. A team store is asked only the run's lineage (a server that is down costs
-        the run that question, said once), and its tests wait in the outbox."""
-        from .gate import Gate, local_since
-
-        if self.begun:
-            return
-        self.begun = True
-        s = self.settings
-        seed = self.workerinput.get("userflow_run") if self.workerinput else None
-        self.run = new_run(self.config.rootpath, s.backend, seed or self.seed)
+        self.run: RunInfo = new_run(config.rootpath, s.backend, state.run_seed())
         if s.backend != "off":
             from .storage import open_outbox, open_store
 
@@ -201,7 +170,7 @@ class UserflowRun:
             self.history = open_store(s.store) if s.outbox is not None else self.store
             self.run = self._lineage(self.run)
         local = s.baseline == "local" and self.store is not None
-        self.gate = Gate(
+        self.gate: Gate = Gate(
             s.budgets,
             None if self.controller else self._baselines(),
             pct=s.regression,
@@ -270,7 +239,6 @@ class UserflowRun:
         from .gate import BaselineSource, headspin_fetch, local_fetch
 
         s = self.settings
-        assert self.run is not None
         if s.baseline == "local" and self.history is not None:
             fetch = local_fetch(self.history, self.run)
             return BaselineSource(self._once(fetch), s.baseline_runs)
@@ -303,7 +271,6 @@ class UserflowRun:
     def worker_died(self, worker: str, device: str | None) -> None:
         """What the dead *worker* (driving *device*) finished, read from the store, for the
         summary."""
-        self._begin()
         if self.store is None or not self.store.exists:
             return  # nothing was recorded: nothing to say of it
         self.summary.crashed.append(worker)
@@ -311,14 +278,10 @@ class UserflowRun:
 
     # -- per test --------------------------------------------------------------------------------
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        # The fixtures' record until this test's teardown: an outer test's, when this is an
-        # in-process inner run (pytester), is given back then and never this test's.
+    def start_test(self, item: pytest.Item) -> TestRecord:
+        """*item*'s record, made at its setup (or at its first record): its flow, description
+        and budgets from its markers, checked."""
         self.running = item
-        self.outer, RUNNING.record = RUNNING.record, None
-        if not self.recording:
-            return
         nodeid = item.nodeid
         marker, bare = _flow_marker(item)
         flow, description = _flow_of(nodeid, marker) if marker else (self.settings.flow, None)
@@ -327,8 +290,8 @@ class UserflowRun:
         item.stash[RECORD_KEY] = record
         if bare:
             self.bare_tagged.add(nodeid)
-        RUNNING.record = record
         record.budgets = _budgets_of(item, nodeid, record.flow)
+        return record
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -339,12 +302,9 @@ class UserflowRun:
         failure before anything sees it (the terminal, report files, pytest-rerunfailures)."""
         report = yield
         record = item.stash.get(RECORD_KEY, None)
-        if record is not None and len(record.measurements) > record.checked:
-            self._begin()  # a test records: the gate is made now, once
         if (
             report.when != "setup"
             and record is not None
-            and self.gate is not None
             and len(record.measurements) > record.checked
             and self.gate.active(record.budgets)
         ):
@@ -394,7 +354,6 @@ class UserflowRun:
         outcome: str = report.outcome  # pytest-rerunfailures' "rerun" is none of pytest's
         if outcome == "rerun" or report.when == "teardown":
             self.running = None
-            RUNNING.record = self.outer
         record = item.stash.get(RECORD_KEY, None)
         if record is None:
             return
@@ -411,7 +370,6 @@ class UserflowRun:
     def _finish(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
         """The test is over: its status, its last measurements, its user properties, and
         its one write to the store."""
-        self._begin()
         hook = item.ihook
         status, message, outcome = self._status(item, record, hook)
         if hook.pytest_userflow_measurements.get_hookimpls():
@@ -421,7 +379,7 @@ class UserflowRun:
         record.end(status, message, outcome)
         if record.nodeid in self.bare_tagged:
             self.foreign_tags.append(record.nodeid)
-        if self.gate is not None and (record.budgets or self.gate.budgets):
+        if record.budgets or self.gate.budgets:
             keys = [m.key for m in record.measurements]
             self.gate.note_test(record.nodeid, record.flow, keys, record.budgets)
         properties = report.user_properties
@@ -438,7 +396,6 @@ class UserflowRun:
 
     def _keep(self, record: TestRecord) -> None:
         """The record's one write: a store that cannot take it is said in the summary."""
-        self._begin()
         assert self.sink is not None
         try:
             if self.damaged is not None:  # not written to once known damaged
@@ -497,11 +454,6 @@ class UserflowRun:
         s = self.settings
         if self.recording:
             self._finish_session(session, exitstatus)
-        asked = s.report or s.markdown or s.html or s.budgets
-        if not self.begun and not (asked or self.summary.processes or self.summary.crashed):
-            return  # nothing recorded, nothing asked for: nothing made, nothing said
-        self._begin()
-        assert self.run is not None
         if self.sink is not None:
             timeout = s.flush_timeout
             if exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -569,11 +521,10 @@ class UserflowRun:
 
     def _finish_session(self, session: pytest.Session, exitstatus: int) -> None:
         """What ``userflow_session`` recorded: one record with this process's outcome."""
-        record = self.config.stash.get(SESSION_KEY, None)
+        record = self.state.session
         if record is None or not record.measurements:
             return
-        self._begin()
-        if self.gate is not None and self.gate.active(record.budgets):
+        if self.gate.active(record.budgets):
             # The ini's budgets and the baseline hold for the run's own values too.
             record.checks += self.gate.check(
                 record.nodeid, record.flow, record.measurements, record.budgets,
@@ -597,7 +548,6 @@ class UserflowRun:
     def _read(self, summary: ProcessSummary) -> ProcessSummary:
         """*summary* with what the store holds of its process in this run; a store that
         cannot be read is said so, and never raised into pytest."""
-        assert self.run is not None
         s = self.settings
         from .report import read_process
 
@@ -619,9 +569,8 @@ class UserflowRun:
         """With the local baseline, the worse changes this run confirms, for the summary."""
         from .gate import confirmed_changes
 
-        if self.settings.baseline != "local" or self.gate is None or self.history is None:
+        if self.settings.baseline != "local" or self.history is None:
             return
-        assert self.run is not None
         if not self._team_answers():
             return
         try:
@@ -638,7 +587,7 @@ class UserflowRun:
         warning each, for the summary."""
         from .gate import RECENT_RUNS
 
-        assert self.store is not None and self.run is not None
+        assert self.store is not None
         from .analysis import unit_changes
 
         try:
@@ -661,7 +610,7 @@ class UserflowRun:
         branch's up to its fork point, or every run's); a failure is said, not raised."""
         from .gate import baseline_runs
 
-        assert self.history is not None and self.gate is not None and self.run is not None
+        assert self.history is not None
         from . import html
         from .sources import page_rows_of
 
@@ -691,7 +640,7 @@ class UserflowRun:
         """The markdown summary of the run; a failure is said, not raised."""
         from .report import markdown, write_markdown
 
-        text = markdown(self.summary, run=self.run, where=self._where())
+        text = markdown(self.summary, run=self.run, where=where(self.settings))
         try:
             write_markdown(path, text)
         except OSError as exc:
@@ -729,12 +678,11 @@ class UserflowRun:
             foreign_tags=self.foreign_tags,
             sink=self.sink.notes(),
         )
-        if self.gate is not None:
-            summary.checks = list(self.gate.checks)
-            summary.no_history = sorted(self.gate.no_history)
-            summary.budget_use = self.gate.use  # the controller merges the workers'
-            if self.gate.baselines is not None:
-                summary.errors += self.gate.baselines.errors[: 1 if self.team_error else None]
+        summary.checks = list(self.gate.checks)
+        summary.no_history = sorted(self.gate.no_history)
+        summary.budget_use = self.gate.use  # the controller merges the workers'
+        if self.gate.baselines is not None:
+            summary.errors += self.gate.baselines.errors[: 1 if self.team_error else None]
         if summary.sink.team_store and self.team_error is not None:
             summary.sink.team_error = summary.sink.team_error or self.team_error
             # the baseline's failure and the delivery's are one: said once
@@ -744,32 +692,8 @@ class UserflowRun:
     def _worth_saying(self, summary: ProcessSummary) -> bool:
         """Whether a run that recorded nothing still has something for its summary: an error,
         a budget or regression checked, a budget nobody used."""
-        unused = self.gate is not None and self.gate.unused_budgets()
+        unused = self.gate.unused_budgets()
         return bool(summary.errors or summary.checks or summary.no_history or unused)
-
-    def _where(self) -> str:
-        from .storage import shown
-
-        s = self.settings
-        store = shown(s.store)
-        if s.backend == "off":
-            return "userflow backend off: nothing recorded"
-        if s.dry_run:
-            return f"dry run (nothing sent), recorded in the local store {s.outbox or store}"
-        team = "" if s.outbox is None else f"team store {store} (outbox: {s.outbox})"
-        if s.backend == "headspin":
-            if team:
-                return f"HeadSpin {s.url} and {team}"
-            return f"HeadSpin {s.url} (spool: {store})"
-        return team or f"local store {store}"
-
-    def pytest_report_header(self, config: pytest.Config) -> str | None:
-        # Said only where the project set something of ours: most runs that load the plugin
-        # record nothing, and a run that records says where in its summary.
-        if not self.active or not self.settings.given:
-            return None
-        device = f", devices: {', '.join(self.settings.devices)}" if self.settings.devices else ""
-        return f"userflow: {self._where()}{device}"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         nothing = self.summary == RunSummary()
@@ -780,7 +704,7 @@ class UserflowRun:
         lines = render(
             self.summary,
             run=self.run,
-            where=self._where(),
+            where=where(self.settings),
             push=push_command(self.settings),
             budgets=self.settings.budgets,
         )
@@ -799,7 +723,7 @@ class UserflowRun:
             self.store.close()
 
 
-def push_command(settings: options.Settings) -> str:
+def push_command(settings: Settings) -> str:
     """The command that sends this run's pending uploads: with ``--store`` when the store is
     not the default, which ``pytest-userflow`` would not find by itself."""
     if "store" not in settings.given:

@@ -14,7 +14,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .model import TOKEN_ENV, Accept, UserflowError, headspin_token, headspin_url, parse_time
+from .model import (
+    Accept,
+    UserflowError,
+    headspin_token,
+    headspin_url,
+    parse_time,
+)
+from .options import TOKEN_ENV
 from .storage import Query, is_url, open_store, sqlite_path
 
 if TYPE_CHECKING:

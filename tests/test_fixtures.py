@@ -401,6 +401,36 @@ def test_a_test_that_runs_pytest_inside_itself_keeps_its_own_values(
     assert [m["key"] for m in tests[0]["measurements"]] == ["before", "after"]
 
 
+def test_a_fixture_asked_for_by_name_or_through_another_fixture_records(
+    pytester: pytest.Pytester, store_path: Path, history
+) -> None:
+    # Neither test names a fixture of ours or carries a marker: the run begins at the first.
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def timed(record_measurement):
+            return record_measurement
+
+        def test_plain():
+            pass
+
+        def test_by_name(request):
+            request.getfixturevalue("record_measurement")("by name", 1.0)
+
+        def test_through_a_fixture(timed):
+            timed("through", 2.0)
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=3)
+    tests = history(store_path).tests()
+    assert [(t["nodeid"].split("::")[1], [m["key"] for m in t["measurements"]]) for t in tests] == [
+        ("test_by_name", ["by name"]),
+        ("test_through_a_fixture", ["through"]),
+    ]
+
+
 def test_every_kept_test_has_its_own_version_4_uuid(
     pytester: pytest.Pytester, store_path: Path, history
 ) -> None:

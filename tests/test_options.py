@@ -369,7 +369,7 @@ def test_junit_xml_carries_the_measurements(pytester: pytest.Pytester) -> None:
 def test_the_settings_never_show_the_token() -> None:
     from pathlib import Path
 
-    from pytest_userflow.options import Settings
+    from pytest_userflow.settings import Settings
 
     settings = Settings(
         flow=None,
@@ -558,6 +558,9 @@ def test_a_run_that_records_nothing_runs_no_git(pytester: pytest.Pytester, monke
 STORE_MODULES = ("sqlite3", "psycopg", "requests", "pytest_userflow.report", "pytest_userflow.html")
 #: ... and what a run that records nothing never needs either: the gate and its statistics.
 GATE_MODULES = ("pytest_userflow.gate", "pytest_userflow.analysis", "statistics")
+#: The plugin's own modules a run that records nothing loads: the hooks and the settings' table.
+AT_START = {"pytest_userflow", "pytest_userflow.plugin", "pytest_userflow.options",
+            "pytest_userflow.hookspecs"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -579,6 +582,10 @@ def test_start_up_imports_no_database_network_or_report_module(
 
         def pytest_unconfigure(config):
             print("loaded:", sorted(set({heavy!r}) & set(sys.modules)) or "none")
+            ours = {{name for name in sys.modules if name.startswith("pytest_userflow")}}
+            print("ours:", sorted(ours - {AT_START!r}) or "none")
     """)
     result = pytester.runpytest_subprocess(*args, "-p", "no:randomly")
     result.stdout.fnmatch_lines(["loaded: none"])
+    if "pytest_userflow.gate" in heavy:  # nothing of the run's own is loaded either
+        result.stdout.fnmatch_lines(["ours: none"])
