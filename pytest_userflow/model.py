@@ -135,6 +135,13 @@ def check_text(
     charts as it is: one with a control character (``CONTROLS``) is refused too.
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not ours
+    if (
+        value.__class__ is str
+        and value.isprintable()  # no control, NUL or lone surrogate: what most labels are
+        and len(value) <= limit
+        and (not required or (value and not value.isspace()))
+    ):
+        return value
     if value is None and not required:
         return None
     if not isinstance(value, str):

@@ -554,6 +554,27 @@ def test_a_run_that_records_nothing_runs_no_git(pytester: pytest.Pytester, monke
     assert calls.read_text().startswith("rev-parse")
 
 
+def test_an_inner_run_that_records_nothing_calls_no_mocked_sleep(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest-rerunfailures' own tests mock time.sleep around in-process inner runs: a run
+    # that records nothing must not reach it (subprocess does, through git).
+    pytester.makepyfile(
+        test_outer="""
+        import time
+        pytest_plugins = ["pytester"]
+
+        def test_outer(pytester, monkeypatch):
+            slept = []
+            monkeypatch.setattr(time, "sleep", slept.append)
+            pytester.makepyfile(test_inner="def test_inner():\\n    assert True\\n")
+            pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=1)
+            assert slept == []
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly", "test_outer.py").assert_outcomes(passed=1)
+
+
 #: What a run that keeps nothing never needs: the stores, the network, the reports ...
 STORE_MODULES = ("sqlite3", "psycopg", "requests", "pytest_userflow.report", "pytest_userflow.html")
 #: ... and what a run that records nothing never needs either: the gate and its statistics.

@@ -37,7 +37,6 @@ from ..model import (
     Measurement,
     RunInfo,
     TestRecord,
-    is_number,
     newest_accept,
     parse_time,
     utc_text,
@@ -119,6 +118,10 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_state ON deliveries(state);
 """.format(checks=";\n".join(_CHECKS))
+
+
+#: The fields of a run summary's key, in the order its keys are sorted.
+_GROUP = ("flow", "key", "type", "device", "units")
 
 
 class SQLiteStore:
@@ -610,39 +613,51 @@ class SQLiteStore:
             )
         )
         state = "u.state" if uploads else "NULL"
-        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for name, key, kind, device, units, value, place, status in self._select(
-            "SELECT e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units,"
-            f" m.value, {state}, e.status FROM events e JOIN measurement_rows m ON m.event = e.id"
+        rows = (
+            " FROM events e JOIN measurement_rows m ON m.event = e.id"
             + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
-            + f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))}",
-            args,
+            + f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))}"
+        )
+        counted = f"e.status IN ({', '.join(repr(s) for s in COUNTED_STATUSES)})"
+        for name, place, kept, n in self._select(
+            f"SELECT e.user_flow_name, {state}, {counted}, COUNT(*){rows} GROUP BY 1, 2, 3", args
         ):
             places = flow(name)["places"]
-            places[place or ""] = places.get(place or "", 0) + 1
-            if status not in COUNTED_STATUSES:
-                flow(name)["left_out"] += 1
-                continue
-            # A key recorded in two units is two groups: never one summary of both.
-            group = groups.setdefault((name, key, kind, device, units), {"count": 0, "values": []})
-            group["count"] += 1
-            if is_number(value):
-                group["values"].append(value)
+            places[place or ""] = places.get(place or "", 0) + n
+            if not kept:
+                flow(name)["left_out"] += n
+        # A key recorded in two units is two groups: never one summary of both. The numbers
+        # come in the groups' order, each group's in its tests' order, and are cut by count.
+        group = "e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units"
+        number = "typeof(m.value) IN ('integer', 'real')"
+        sizes = self._select(
+            f"SELECT {group}, COUNT(*), SUM({number}){rows} AND {counted}"
+            f" GROUP BY {group} ORDER BY {group}",
+            args,
+        )
+        numbers = [
+            value
+            for (value,) in self._select(
+                f"SELECT m.value{rows} AND {counted} AND {number} ORDER BY {group}, m.event, m.seq",
+                args,
+            )
+        ]
         keys = []
-        for (name, key, kind, device, units), group in sorted(
-            groups.items(), key=lambda item: tuple((v is not None, v) for v in item[0])
-        ):
+        start = 0
+        for name, key, kind, device, units, count, numeric in sizes:
             keys.append(
                 {
                     "flow": name,
                     "key": key,
                     "type": kind,
                     "device": device,
-                    "count": group["count"],
-                    "values": group["values"],
+                    "count": count,
+                    "values": numbers[start : start + numeric],
                     "units": units,
                 }
             )
+            start += numeric
+        keys.sort(key=lambda row: tuple((row[k] is not None, row[k]) for k in _GROUP))
         pending = self._select(
             "SELECT COUNT(DISTINCT e.id), COUNT(m.seq) FROM events e JOIN uploads u"
             " ON u.event = e.id LEFT JOIN measurement_rows m ON m.event = e.id"
