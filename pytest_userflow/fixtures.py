@@ -67,7 +67,9 @@ class RecordMeasurement:
         budget: float | None = None,
     ) -> None:
         __tracebackhide__ = True
-        record = _open(self._record, self._where)
+        record = self._record
+        if record.ended:
+            _open(record, self._where)
         m = Measurement.create(key, value, type=type, units=units, where=self._where)
         if budget is not None:
             self._budget(m, budget, self._where, stacklevel=3)

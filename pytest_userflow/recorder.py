@@ -392,7 +392,8 @@ class UserflowRun:
             if m.units:  # a CI page shows the number with its units beside it
                 properties.append((f"userflow_units:{m.key}", m.units))
         self._keep(record)
-        hook.pytest_userflow_flushed(item=item, result=record)
+        if hook.pytest_userflow_flushed.get_hookimpls():  # a call costs, even to nobody
+            hook.pytest_userflow_flushed(item=item, result=record)
 
     def _keep(self, record: TestRecord) -> None:
         """The record's one write: a store that cannot take it is said in the summary."""
@@ -416,7 +417,9 @@ class UserflowRun:
         if record.status_override is not None:
             return (*record.status_override, record.status_override[0])
         status, message = status_from_reports(record.reports, record.breaches)
-        decided = hook.pytest_userflow_status(item=item, reports=list(record.reports))
+        decided = None
+        if hook.pytest_userflow_status.get_hookimpls():
+            decided = hook.pytest_userflow_status(item=item, reports=list(record.reports))
         if decided is None:  # with no breach of the gate's, the status is the test's own
             own = own_outcome(record.reports, record.breaches) if record.breaches else status
             return status, message, own

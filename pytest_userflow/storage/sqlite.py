@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from ..model import (
     Measurement,
     RunInfo,
     TestRecord,
+    is_number,
     newest_accept,
     parse_time,
     utc_text,
@@ -618,45 +620,39 @@ class SQLiteStore:
             + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
             + f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))}"
         )
-        counted = f"e.status IN ({', '.join(repr(s) for s in COUNTED_STATUSES)})"
-        for name, place, kept, n in self._select(
-            f"SELECT e.user_flow_name, {state}, {counted}, COUNT(*){rows} GROUP BY 1, 2, 3", args
-        ):
-            places = flow(name)["places"]
-            places[place or ""] = places.get(place or "", 0) + n
-            if not kept:
-                flow(name)["left_out"] += n
-        # A key recorded in two units is two groups: never one summary of both. The numbers
-        # come in the groups' order, each group's in its tests' order, and are cut by count.
-        group = "e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units"
-        number = "typeof(m.value) IN ('integer', 'real')"
-        sizes = self._select(
-            f"SELECT {group}, COUNT(*), SUM({number}){rows} AND {counted}"
-            f" GROUP BY {group} ORDER BY {group}",
+        # One pass, unsorted (a sort of every value by its labels costs more than the pass):
+        # where each value went by flow, and per group its count and numbers. A key recorded
+        # in two units is two groups: never one summary of both.
+        places = Counter[tuple[str, str | None, str]]()
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        for name, key, kind, device, units, value, place, status in self._select(
+            "SELECT e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units,"
+            f" m.value, {state}, e.status{rows}",
             args,
-        )
-        numbers = [
-            value
-            for (value,) in self._select(
-                f"SELECT m.value{rows} AND {counted} AND {number} ORDER BY {group}, m.event, m.seq",
-                args,
-            )
+        ):
+            places[name, place, status] += 1
+            if status in COUNTED_STATUSES:
+                group = groups.get((name, key, kind, device, units))
+                if group is None:
+                    group = groups[name, key, kind, device, units] = [0]
+                group.append(value)
+        for (name, place, status), n in places.items():
+            where_to = flow(name)["places"]
+            where_to[place or ""] = where_to.get(place or "", 0) + n
+            if status not in COUNTED_STATUSES:
+                flow(name)["left_out"] += n
+        keys = [
+            {
+                "flow": name,
+                "key": key,
+                "type": kind,
+                "device": device,
+                "count": len(values) - 1,
+                "values": [v for v in values[1:] if is_number(v)],
+                "units": units,
+            }
+            for (name, key, kind, device, units), values in groups.items()
         ]
-        keys = []
-        start = 0
-        for name, key, kind, device, units, count, numeric in sizes:
-            keys.append(
-                {
-                    "flow": name,
-                    "key": key,
-                    "type": kind,
-                    "device": device,
-                    "count": count,
-                    "values": numbers[start : start + numeric],
-                    "units": units,
-                }
-            )
-            start += numeric
         keys.sort(key=lambda row: tuple((row[k] is not None, row[k]) for k in _GROUP))
         pending = self._select(
             "SELECT COUNT(DISTINCT e.id), COUNT(m.seq) FROM events e JOIN uploads u"
