@@ -271,7 +271,9 @@ def userflow_session(pytestconfig: pytest.Config) -> SessionRecorder:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    state = node.config.stash[STATE_KEY]
+    state = node.config.stash.get(STATE_KEY, None)
+    if state is None:  # a config parsed but never configured (xdist's own tests make one)
+        return
     node.workerinput["userflow_run"] = state.run_seed()  # one run id for every worker
     devices = state.settings.devices if state.settings is not None else ()
     if devices:
@@ -285,7 +287,9 @@ def pytest_configure_node(node: Any) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     config = node.config
-    state = config.stash[STATE_KEY]
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
     device = state.workers.pop(str(node.gateway.id), None)
     output = getattr(node, "workeroutput", None) or {}
     if "userflow" in output or (error is not None and state.recording):

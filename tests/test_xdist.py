@@ -234,3 +234,26 @@ def test_the_summary_median_is_of_every_workers_values(pytester: pytest.Pytester
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
     result.assert_outcomes(passed=6)
     result.stdout.re_match_lines([r"  Wait\s+6\s+1\s+3\.5\s+1000\s+ms"])
+
+
+def test_xdist_starting_workers_for_a_config_never_configured_is_left_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest-xdist's own tests start workers from a config that was parsed and never
+    # configured (test_proxy_gateway_setup_nodes): our xdist hooks must not need our state.
+    pytester.makepyfile(
+        """
+        from xdist.workermanage import NodeManager
+
+        pytest_plugins = ["pytester"]
+
+        def test_setup_nodes_on_a_parsed_config(pytester):
+            config = pytester.parseconfig("--tx", "popen")
+            manager = NodeManager(config)
+            try:
+                assert len(manager.setup_nodes(putevent=None)) == 1
+            finally:
+                manager.teardown_nodes()
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
