@@ -3,6 +3,8 @@
 The plugin loads by itself once installed; these names are for scripts and conftest hooks.
 They are imported on first use: every pytest process with the plugin installed imports this
 package, and most of them record nothing.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from typing import Any

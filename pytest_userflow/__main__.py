@@ -1,4 +1,7 @@
-"""``python -m pytest_userflow`` runs the ``pytest-userflow`` command."""
+"""``python -m pytest_userflow`` runs the ``pytest-userflow`` command.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
+"""
 
 import sys
 

@@ -5,6 +5,8 @@ no pytest import. Non-numeric values are counted but left out of the statistics.
 
 >>> summarize([1.0, 2.0, 3.0, 4.0])["p50"]
 2.5
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Exit codes: 0 done; 1 ``push`` left uploads pending or refused; 2 bad usage or input
 (one line on stderr says what and where).
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

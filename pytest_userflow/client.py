@@ -6,6 +6,8 @@ Every route of the API document is a method; the plugin's uploads and the
 >>> c = HeadSpinClient(token, base_url="https://api-dev.headspin.io")   # doctest: +SKIP
 >>> flow = c.create_user_flow("Login", description="cold start to home")  # doctest: +SKIP
 >>> c.attach_session(flow["user_flow_id"], session_id, status="Passed")  # doctest: +SKIP
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The fixtures themselves are declared in ``plugin``, which imports this module when a test
 first asks for one. Each object records into one :class:`~pytest_userflow.model.TestRecord`,
 and refuses once its test has ended.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ branch is unknown is gated against every run, as before branches were known.
 
 >>> Budget.parse_line("Login :: Login Time <= 2000", where="userflow_budgets")
 Budget(flow='Login', key='Login Time', max=2000.0, min=None)
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Implement them in a ``conftest.py`` or a plugin::
     def pytest_userflow_status(item, reports):
         if item.get_closest_marker("flaky_network"):
             return ("Excluded", "network flake, not a performance result")
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

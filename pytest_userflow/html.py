@@ -9,6 +9,8 @@ script, style or font.
 >>> rows = local_page_rows(history, flow=None, last=30)                      # doctest: +SKIP
 >>> data = collect(*rows, direction=lambda flow, key: "lower")               # doctest: +SKIP
 >>> Path("userflow.html").write_text(render(data))                          # doctest: +SKIP
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

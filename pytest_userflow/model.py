@@ -5,6 +5,8 @@ by their attributes (``when``, ``outcome``, ``longrepr``, ``wasxfail``).
 
 >>> Measurement.create("Login Time", 1.25, units="seconds")
 Measurement(key='Login Time', value=1.25, type=None, units='seconds')
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ and checks the values given, by name: command line > environment > ini > default
 
 Every pytest process with the plugin installed loads this module through ``plugin``: it is
 a table of plain values and imports nothing, not even pytest.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

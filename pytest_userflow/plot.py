@@ -1,4 +1,7 @@
-"""``pytest-userflow plot``: a key's trend over runs as a PNG (matplotlib, the [plot] extra)."""
+"""``pytest-userflow plot``: a key's trend over runs as a PNG (matplotlib, the [plot] extra).
+
+PYTEST_DONT_REWRITE (see ``plugin``).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ The run (``recorder``) is made when a test first records: one that asks for a fi
 ours, carries a ``userflow`` or ``userflow_budget`` marker, or runs under ``--userflow``.
 Until then no setting is read unless the project set one, no store is opened and no git
 command is run.
+
+PYTEST_DONT_REWRITE: pytest rewrites the asserts of every module of a plugin it loads
+through an entry point, at each start without a bytecode cache; ours are invariants, not
+tests, so each module of the package says so in its docstring.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ reports are made, and at its teardown decides its status and commits it once. At
 session's end it flushes the uploads and builds this process's summary. The store, the
 senders and the summary's modules are imported only when the backend is on
 (``--userflow-backend off`` loads none of them).
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The end of a run: each process's summary (plain data, so xdist workers can hand it to
-the controller), the terminal section and the JSON report. No pytest import."""
+the controller), the terminal section and the JSON report. No pytest import.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """What a run records about itself: id, start, host, git commit and branch (and a pull
-request's base), CI build id."""
+request's base), CI build id.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ else its default, and checked; a bad value names where it came from.
 
 A pytest run loads this module only when the project set something of ours, or a test
 records.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ source cannot answer (HeadSpin knows no runs), it says so. No pytest import.
 
 >>> with LocalSource(".userflow/userflow.db") as source:        # doctest: +SKIP
 ...     rows = list(source.measurements(Query("Login", keys=["Login Time"])))
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ from the store, send it with plain client calls (:func:`send_test`), skipping wh
 progress says is done, and mark it sent; ``pytest-userflow push`` sends what is left with
 the same code. The requests of one session, or of one (flow, device), go out in order, one
 upload at a time.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

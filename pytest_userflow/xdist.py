@@ -1,5 +1,8 @@
 """The xdist controller's side of a run: which device each worker drives, and the workers'
-summaries taken back. Imported by the plugin's xdist hooks only when there is one to use."""
+summaries taken back. Imported by the plugin's xdist hooks only when there is one to use.
+
+PYTEST_DONT_REWRITE (see ``plugin``).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ hold SQL or import one, and every failure of theirs reaches callers as :class:`S
 
 >>> history = open_store(".userflow/userflow.db")     # doctest: +SKIP
 >>> history.runs(limit=5)                               # doctest: +SKIP
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ is in one of three typed columns (an int exactly, a float, or text).
 
 >>> history = PostgresStore("postgresql://ci@db:5432/perf")   # doctest: +SKIP
 >>> history.add_test(record, run)                              # doctest: +SKIP
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations

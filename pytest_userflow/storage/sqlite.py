@@ -12,6 +12,8 @@ wait on a disk flush at every WAL checkpoint (see benchmarks/README.md).
 
 >>> store = SQLiteStore(Path(".userflow/userflow.db"))   # doctest: +SKIP
 >>> store.add_test(record, run)                            # doctest: +SKIP
+
+PYTEST_DONT_REWRITE (see ``plugin``).
 """
 
 from __future__ import annotations
