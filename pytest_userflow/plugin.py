@@ -163,7 +163,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.help or config.option.version or not options.given(config):
         return
     s = settings_of(config)  # what the project set is checked now, not at a first record
-    if state.recording and (s.report or s.markdown or s.html or s.budgets):
+    if (
+        state.recording
+        and state.workerinput is None
+        and (s.report or s.markdown or s.html or s.budgets)
+    ):
         run_of(config)  # they are written, or checked, at the end whatever records
 
 
