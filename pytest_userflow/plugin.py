@@ -48,7 +48,6 @@ class State:
     when the project set any (read and checked at the start), and the run once made."""
 
     def __init__(self, config: pytest.Config) -> None:
-        self.config = config
         opt = config.option
         # Nothing is recorded when tests are only collected or their fixtures planned.
         self.recording = not (
@@ -58,12 +57,15 @@ class State:
         self.workerinput: dict[str, Any] | None = (
             workerinput if isinstance(workerinput, dict) else None
         )
-        # The xdist controller runs no test: it merges what its workers hand back.
+        # The xdist controller runs no test: it merges what its workers hand back. xdist
+        # distributes only with workers to start (--dist alone runs the tests here).
         self.controller = (
             self.workerinput is None
             and config.pluginmanager.hasplugin("xdist")
             and getattr(opt, "dist", "no") != "no"
+            and bool(getattr(opt, "tx", None))
         )
+        self.given = False  # whether the project set an option, ini key or variable of ours
         self.settings: Settings | None = None
         self.run: UserflowRun | None = None
         self.seed: dict[str, Any] | None = None  # the run's id and start, for every worker
@@ -104,6 +106,7 @@ class Running:
     def __init__(self) -> None:
         self.item: pytest.Item | None = None
         self.record: TestRecord | None = None
+        self.started = 0.0  # when the item's setup began
 
 
 RUNNING = Running()
@@ -115,7 +118,10 @@ def settings_of(config: pytest.Config) -> Settings:
     if state.settings is None:
         from .settings import check_workers, resolve_config
 
-        state.settings = resolve_config(config)
+        # Read at the start when the project set anything of ours; else now, as the start
+        # saw it: no variable of ours (a conftest may have set one since).
+        env = os.environ if state.given else {}
+        state.settings = resolve_config(config, env)
         check_workers(config, state.settings.devices)
     return state.settings
 
@@ -160,7 +166,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
     config.addinivalue_line("markers", BUDGET_MARKER)
     state = config.stash[STATE_KEY] = State(config)
-    if config.option.help or config.option.version or not options.given(config):
+    if config.option.help or config.option.version:
+        return
+    state.given = options.given(config)
+    if not state.given:
         return
     s = settings_of(config)  # what the project set is checked now, not at a first record
     if (
@@ -206,15 +215,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    RUNNING.item, RUNNING.record = item, None
+    RUNNING.item, RUNNING.record, RUNNING.started = item, None, time.time()
     state = item.config.stash[STATE_KEY]
     if state.recording and (
         state.flow is not None
         or any(name in getattr(item, "fixturenames", ()) for name in RECORDING_FIXTURES)
-        or next(item.iter_markers("userflow"), None) is not None
+        or any(mark.args or mark.kwargs for mark in item.iter_markers("userflow"))
         or next(item.iter_markers("userflow_budget"), None) is not None
-    ):
-        RUNNING.record = run_of(item.config).start_test(item)
+    ):  # a bare userflow marker is another project's tag: it starts nothing
+        RUNNING.record = run_of(item.config).start_test(item, RUNNING.started)
 
 
 def current_record() -> TestRecord:
@@ -224,7 +233,7 @@ def current_record() -> TestRecord:
     record = RUNNING.record
     item = RUNNING.item
     if record is None and item is not None and item.config.stash[STATE_KEY].recording:
-        record = RUNNING.record = run_of(item.config).start_test(item)
+        record = RUNNING.record = run_of(item.config).start_test(item, RUNNING.started)
     if record is None:
         from .model import TestRecord
 

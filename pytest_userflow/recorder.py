@@ -280,14 +280,15 @@ class UserflowRun:
 
     # -- per test --------------------------------------------------------------------------------
 
-    def start_test(self, item: pytest.Item) -> TestRecord:
-        """*item*'s record, made at its setup (or at its first record): its flow, description
-        and budgets from its markers, checked."""
+    def start_test(self, item: pytest.Item, started: float) -> TestRecord:
+        """*item*'s record, made at its setup (or at its first record; *started*: when its
+        setup began): its flow, description and budgets from its markers, checked."""
         self.running = item
         nodeid = item.nodeid
         marker, bare = _flow_marker(item)
         flow, description = _flow_of(nodeid, marker) if marker else (self.settings.flow, None)
         record = TestRecord(nodeid, flow, description, device=self.device, worker=self.worker)
+        record.started = started
         record.attempts = item.stash.get(ATTEMPTS_KEY, 0) + 1
         item.stash[RECORD_KEY] = record
         if bare:
@@ -314,7 +315,6 @@ class UserflowRun:
         return report
 
     def _gate(self, item: pytest.Item, record: TestRecord, report: pytest.TestReport) -> None:
-        assert self.gate is not None
         new = record.measurements[record.checked :]
         record.checked = len(record.measurements)
         checks = self.gate.check(

@@ -379,20 +379,22 @@ def from_arguments(args: argparse.Namespace, invocation_dir: Path | None = None)
 # -- pytest -----------------------------------------------------------------------------------
 
 
-def from_config(config: pytest.Config) -> Inputs:
-    """The inputs of a pytest run: its options, its ini file, the environment."""
+def from_config(config: pytest.Config, env: Mapping[str, str] | None = None) -> Inputs:
+    """The inputs of a pytest run: its options, its ini file, the environment (*env*, else
+    the process's)."""
     return Inputs(
         options={s.name: config.getoption(s.dest) for s in SETTINGS if s.option},
         ini={s.ini: config.getini(s.ini) for s in SETTINGS if s.ini},
+        env=dict(os.environ) if env is None else env,
         invocation_dir=config.invocation_params.dir,
         rootdir=config.rootpath,
     )
 
 
-def resolve_config(config: pytest.Config) -> Settings:
+def resolve_config(config: pytest.Config, env: Mapping[str, str] | None = None) -> Settings:
     """The run's settings, checked; a bad value is a UsageError naming where it came from."""
     try:
-        settings = resolve(from_config(config))
+        settings = resolve(from_config(config, env))
         check_run(settings)
     except UserflowError as exc:
         raise pytest.UsageError(str(exc)) from None

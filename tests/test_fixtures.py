@@ -431,6 +431,28 @@ def test_a_fixture_asked_for_by_name_or_through_another_fixture_records(
     ]
 
 
+def test_a_record_made_by_name_in_the_test_body_lasts_from_the_setup(
+    pytester: pytest.Pytester, read_report
+) -> None:
+    pytester.makepyfile(
+        """
+        import time
+        import pytest
+
+        @pytest.fixture
+        def slow():
+            time.sleep(0.2)
+
+        def test_late(slow, request):
+            time.sleep(0.1)
+            request.getfixturevalue("record_measurement")("k", 1.0)
+        """
+    )
+    pytester.runpytest("-p", "no:randomly", "--userflow-report", "report.json")
+    (test,) = read_report()["tests"]
+    assert test["duration"] >= 0.3
+
+
 def test_every_kept_test_has_its_own_version_4_uuid(
     pytester: pytest.Pytester, store_path: Path, history
 ) -> None:

@@ -545,13 +545,41 @@ def test_a_run_that_records_nothing_runs_no_git(pytester: pytest.Pytester, monke
     fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
-    pytester.runpytest_subprocess("test_plain.py").assert_outcomes(passed=1)
+    pytester.makepyfile(
+        test_plain="""
+        import pytest
+
+        def test_plain():
+            assert True
+
+        @pytest.mark.userflow  # another project's tag of that name
+        def test_tagged():
+            assert True
+        """
+    )
+    pytester.runpytest_subprocess("test_plain.py").assert_outcomes(passed=2)
     assert not calls.exists()
     assert not (pytester.path / ".userflow").exists()
     pytester.makepyfile(test_records=ONE_TEST)
     pytester.runpytest_subprocess("test_records.py").assert_outcomes(passed=1)
     assert calls.read_text().startswith("rev-parse")
+
+
+def test_a_variable_set_after_the_start_does_not_move_the_store(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    # Nothing of ours was set at the start: the settings are read at the first record as
+    # the start saw them, whatever a conftest imported later sets meanwhile.
+    pytester.mkpydir("sub")
+    pytester.path.joinpath("sub", "conftest.py").write_text(
+        "import os\nos.environ['USERFLOW_STORE'] = 'elsewhere.db'\n"
+    )
+    pytester.path.joinpath("sub", "test_records.py").write_text(
+        "def test_it(record_measurement):\n    record_measurement('k', 1.0)\n"
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
+    assert store_path.exists()
+    assert not list(pytester.path.rglob("elsewhere.db"))
 
 
 def test_an_inner_run_that_records_nothing_calls_no_mocked_sleep(

@@ -257,3 +257,20 @@ def test_xdist_starting_workers_for_a_config_never_configured_is_left_alone(
         """
     )
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
+
+
+def test_dist_given_without_workers_records_in_process(
+    pytester: pytest.Pytester, store_path, history
+) -> None:
+    # An ini's "--dist loadgroup" with no -n runs the tests in this process: it is no
+    # xdist controller, and its tests are recorded here.
+    pytester.makeini("[pytest]\naddopts = --dist loadgroup\n")
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Local")
+        def test_it(record_measurement):
+            record_measurement("k", 1.0)
+    """)
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
+    assert [t["flow"] for t in history(store_path).tests()] == ["Local"]
