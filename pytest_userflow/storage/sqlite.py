@@ -617,21 +617,28 @@ class SQLiteStore:
             )
         )
         state = "u.state" if uploads else "NULL"
-        rows = (
-            " FROM events e JOIN measurement_rows m ON m.event = e.id"
-            + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
-            + f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))}"
-        )
-        # One pass, unsorted (a sort of every value by its labels costs more than the pass):
-        # where each value went by flow, and per group its count and numbers. A key recorded
-        # in two units is two groups: never one summary of both.
+        condition = " WHERE " + " AND ".join("e." + p for p in where.split(" AND "))
+        # Each test's labels once, then its values: one unsorted pass over every value (a sort
+        # of them by their labels costs more than the pass), counting where each went by
+        # flow, and per group its count and numbers. A key recorded in two units is two
+        # groups: never one summary of both.
+        tests = {
+            event: (name, device, place, status)
+            for event, name, device, place, status in self._select(
+                f"SELECT e.id, e.user_flow_name, e.device_address, {state}, e.status FROM events e"
+                + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
+                + condition,
+                args,
+            )
+        }
         places = Counter[tuple[str, str | None, str]]()
         groups: dict[tuple[Any, ...], list[Any]] = {}
-        for name, key, kind, device, units, value, place, status in self._select(
-            "SELECT e.user_flow_name, m.key_name, m.key_type, e.device_address, m.key_units,"
-            f" m.value, {state}, e.status{rows}",
+        for event, key, kind, units, value in self._select(
+            "SELECT m.event, m.key_name, m.key_type, m.key_units, m.value"
+            f" FROM events e JOIN measurement_rows m ON m.event = e.id{condition}",
             args,
         ):
+            name, device, place, status = tests[event]
             places[name, place, status] += 1
             if status in COUNTED_STATUSES:
                 group = groups.get((name, key, kind, device, units))
