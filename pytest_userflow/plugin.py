@@ -309,7 +309,13 @@ def pytest_testnodedown(node: Any, error: object) -> None:
         return
     device = state.workers.pop(str(node.gateway.id), None)
     output = getattr(node, "workeroutput", None) or {}
-    if "userflow" in output or (error is not None and state.recording):
+    # A worker that died without a summary may have kept tests in the store: read it when
+    # there is one (the default store's file, when the project set nothing of ours).
+    if "userflow" in output or (
+        error is not None
+        and state.recording
+        and (state.settings is not None or config.rootpath.joinpath(options.DEFAULT_STORE).exists())
+    ):
         from .xdist import worker_down
 
         worker_down(run_of(config), str(node.gateway.id), device, output.get("userflow"))

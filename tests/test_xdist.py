@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from conftest import EVERY_ROW, pick
 
@@ -274,3 +276,31 @@ def test_dist_given_without_workers_records_in_process(
     """)
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
     assert [t["flow"] for t in history(store_path).tests()] == ["Local"]
+
+
+def test_a_worker_that_dies_in_a_suite_that_records_nothing_starts_nothing(
+    pytester: pytest.Pytester, monkeypatch
+) -> None:
+    # pytest-xdist's own suite crashes workers on purpose: with nothing recorded and nothing
+    # of ours set, the controller makes no run (no git, no store) and says nothing.
+    bin_dir = pytester.path / "bin"
+    bin_dir.mkdir()
+    calls = pytester.path / "git-calls"
+    fake = bin_dir / "git"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pytester.makepyfile("""
+        import os
+
+        def test_ok():
+            pass
+
+        def test_dies():
+            os._exit(3)
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--max-worker-restart", "0")
+    assert not calls.exists()
+    assert not (pytester.path / ".userflow").exists()
+    said = [line for line in result.outlines if "userflow" in line]
+    assert [line for line in said if not line.startswith("plugins:")] == []
