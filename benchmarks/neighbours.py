@@ -14,9 +14,11 @@ pytest-benchmark 5.3's ``tests/``, pytest-rerunfailures 16.7's ``tests/``) it:
    run, goes into the first only (non-editable, so its ``pytest11`` entry point loads in every
    pytest process there, pytester's inner runs too); the two are checked to differ by it alone;
 3. runs the suite in both venvs (at once, one core each, unless ``--one-side-at-a-time``),
-   with ``-p no:cacheprovider`` and a junitxml file per side, and compares the outcome of
-   each test id; a test whose outcome differs runs again alone, ``--reruns`` times in each
-   venv, which tells a reproducible difference from a flaky test;
+   with ``-p no:cacheprovider``, a TMPDIR of each venv's own (``WORK/tmp``: pytest's
+   temporary folders kept apart from the other side's and from other jobs of the machine)
+   and a junitxml file per side, and compares the outcome of each test id; a test whose
+   outcome differs runs again alone, ``--reruns`` times in each venv, which tells a
+   reproducible difference from a flaky test;
 4. for pytest-xdist's suite, times it with ``PYTHONDONTWRITEBYTECODE=1`` in ``--rounds``
    interleaved pairs (without/with, then with/without): wall time, and the CPU time of every
    process of the run (``RUSAGE_CHILDREN``), as the median and the min-max of the pairs' ratios.
@@ -259,6 +261,11 @@ def environment(venv: Path, suite: Suite, extra: dict[str, str]) -> dict[str, st
         env.pop(name, None)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"  # the suites' own scripts
     env["VIRTUAL_ENV"] = str(venv)
+    # Each venv's runs, and their inner runs, keep their temporary folders (pytest's basetemp)
+    # apart: from the other venv's run beside them, and from other pytest jobs of the machine.
+    tmp = venv.parent.parent / "tmp" / venv.name
+    tmp.mkdir(parents=True, exist_ok=True)
+    env["TMPDIR"] = str(tmp)
     return {**env, **suite.env, **extra}
 
 
