@@ -192,7 +192,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     # Said only where the project set something of ours: most runs that load the plugin
     # record nothing, and a run that records says where in its summary.
     state = config.stash[STATE_KEY]
-    if not state.recording or state.settings is None or not state.settings.given:
+    if not state.recording or state.settings is None or not state.given:
         return None
     from .settings import where
 
@@ -223,7 +223,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         or any(mark.args or mark.kwargs for mark in item.iter_markers("userflow"))
         or next(item.iter_markers("userflow_budget"), None) is not None
     ):  # a bare userflow marker is another project's tag: it starts nothing
-        RUNNING.record = run_of(item.config).start_test(item, RUNNING.started)
+        _start(item)
+
+
+def _start(item: pytest.Item) -> TestRecord:
+    """The running *item*'s record, made by the run (made first if need be)."""
+    record = RUNNING.record = run_of(item.config).start_test(item, RUNNING.started)
+    return record
 
 
 def current_record() -> TestRecord:
@@ -233,7 +239,7 @@ def current_record() -> TestRecord:
     record = RUNNING.record
     item = RUNNING.item
     if record is None and item is not None and item.config.stash[STATE_KEY].recording:
-        record = RUNNING.record = run_of(item.config).start_test(item, RUNNING.started)
+        record = _start(item)
     if record is None:
         from .model import TestRecord
 

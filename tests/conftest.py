@@ -156,6 +156,20 @@ def _client_defaults_unchanged() -> Iterator[None]:
         )
 
 
+@pytest.fixture
+def git_calls(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `git` first on PATH that notes its arguments in the returned file (made at its first
+    call) and fails: a run that records nothing must never call it."""
+    bin_dir = pytester.path / "bin"
+    bin_dir.mkdir()
+    calls = pytester.path / "git-calls"
+    fake = bin_dir / "git"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
 #: The PostgreSQL server the tests use (trust authentication); each test gets a schema of its
 #: own in it, dropped after.
 TEST_PG = os.environ.get("USERFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 
 import pytest
 from conftest import pick
@@ -534,17 +533,11 @@ def test_a_run_that_records_nothing_says_nothing(pytester: pytest.Pytester, monk
     assert [line for line in lines if "userflow" in line and not line.startswith("plugins:")] == []
 
 
-def test_a_run_that_records_nothing_runs_no_git(pytester: pytest.Pytester, monkeypatch) -> None:
+def test_a_run_that_records_nothing_runs_no_git(pytester: pytest.Pytester, git_calls) -> None:
     """git is asked for the run's commit and branch when a test first records, not before:
     another project's suite (pytest-rerunfailures' mocks time.sleep, which subprocess calls)
     sees no process of ours."""
-    bin_dir = pytester.path / "bin"
-    bin_dir.mkdir()
-    calls = pytester.path / "git-calls"
-    fake = bin_dir / "git"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    calls = git_calls
     pytester.makepyfile(
         test_plain="""
         import pytest

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from conftest import EVERY_ROW, pick
 
@@ -279,17 +277,11 @@ def test_dist_given_without_workers_records_in_process(
 
 
 def test_a_worker_that_dies_in_a_suite_that_records_nothing_starts_nothing(
-    pytester: pytest.Pytester, monkeypatch
+    pytester: pytest.Pytester, git_calls
 ) -> None:
     # pytest-xdist's own suite crashes workers on purpose: with nothing recorded and nothing
     # of ours set, the controller makes no run (no git, no store) and says nothing.
-    bin_dir = pytester.path / "bin"
-    bin_dir.mkdir()
-    calls = pytester.path / "git-calls"
-    fake = bin_dir / "git"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    calls = git_calls
     pytester.makepyfile("""
         import os
 
