@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EVERY_ROW, pick
+from conftest import EVERY_ROW, pick, run_cli
 
 SUITE = """
     import pytest
@@ -615,3 +615,95 @@ def test_report_files_follow_no_planted_link(pytester: pytest.Pytester, option, 
     report = pytester.path / name
     assert not report.is_symlink() and report.stat().st_size > 100
     assert "Checkout" in report.read_text()
+
+
+# Text that JSON must escape, and keys that look like a test's JSON text themselves.
+TRICKY = """
+import pytest
+
+@pytest.mark.userflow("Tricky")
+def test_tricky(record_measurement):
+    record_measurement('say "hi"', 'a ["b",] \\\\ c\\n\u00e9\U0001f600')
+    record_measurement("Sum", 0.1 + 0.2, type="Custom Metrics", units="s")
+    record_measurement('["Sum",', 2**63 - 1)
+    record_measurement("Sum", 7)
+"""
+
+
+def _listed(store, *args: str) -> list[dict]:
+    """``pytest-userflow measurements ARGS --format json``: the rows it lists."""
+    listed = run_cli(store, "measurements", *args, "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)["measurements"]
+
+
+def test_values_come_back_exactly_and_a_key_is_found_only_as_a_key(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    pytester.makepyfile(TRICKY)
+    pytester.runpytest().assert_outcomes(passed=1)
+    rows = pick(_listed(store_path), "key_name", "value", "key_type", "key_units")
+    assert rows == [
+        ('say "hi"', 'a ["b",] \\ c\n\u00e9\U0001f600', None, None),
+        ("Sum", 0.30000000000000004, "Custom Metrics", "s"),
+        ('["Sum",', 2**63 - 1, None, None),
+        ("Sum", 7, None, None),
+    ]
+    for key, expected in [("Sum", [rows[1], rows[3]]), ('["Sum",', [rows[2]]), ("hi", [])]:
+        found = pick(
+            _listed(store_path, "--key", key), "key_name", "value", "key_type", "key_units"
+        )
+        assert found == expected, key
+
+
+def _to_schema_7(path) -> None:
+    """Give a store the layout of schema 7, a row a measurement, as earlier releases made it."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        rows = [
+            (event, seq, *json.loads(item))
+            for event, text in db.execute("SELECT id, measurements FROM events")
+            for seq, item in db.execute("SELECT key, value FROM json_each(?)", [text])
+        ]
+        db.executescript(
+            """
+            BEGIN;
+            DROP VIEW measurements;
+            DROP VIEW measurement_rows;
+            ALTER TABLE events DROP COLUMN measurements;
+            CREATE TABLE measurement_rows (
+                event INTEGER NOT NULL, seq INTEGER NOT NULL, key_name TEXT NOT NULL,
+                key_type TEXT, key_units TEXT, value, PRIMARY KEY (event, seq)
+            ) WITHOUT ROWID;
+            CREATE VIEW measurements AS SELECT e.id AS event, m.seq AS seq, e.perf_event_id,
+                e.run_id, e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts,
+                e.session_id, e.status, e.outcome, m.key_name, m.key_type, m.key_units, m.value,
+                e.nodeid, e.worker, e.device_address
+                FROM measurement_rows m JOIN events e ON e.id = m.event;
+            PRAGMA user_version = 7;
+            COMMIT;
+            """
+        )
+        db.executemany(
+            "INSERT INTO measurement_rows (event, seq, key_name, value, key_type, key_units)"
+            " VALUES (?,?,?,?,?,?)",
+            rows,
+        )
+
+
+def test_a_store_of_the_earlier_layout_is_brought_up_to_date_with_every_value(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    """A store that an earlier release wrote (a row a measurement) is upgraded in place the
+    first time this one opens it: its history keeps every value, in order, and runs go on."""
+    pytester.makepyfile(TRICKY)
+    pytester.runpytest().assert_outcomes(passed=1)
+    before = _listed(store_path)
+    _to_schema_7(store_path)
+    with contextlib.closing(sqlite3.connect(store_path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM measurement_rows").fetchone() == (4,)
+    assert _listed(store_path) == before
+    pytester.runpytest().assert_outcomes(passed=1)
+    after = _listed(store_path)
+    assert after[:4] == before
+    assert pick(after[4:], "key_name", "value") == pick(after[:4], "key_name", "value")
+    assert len({row["run_id"] for row in after}) == 2

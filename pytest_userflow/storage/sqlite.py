@@ -47,7 +47,7 @@ from ..model import (
 )
 from . import CLAIM_LEASE, PENDING, Progress, Query, Stored, StoredCheck, StoreError, Upload
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 #: The budgets and regressions the gate checked, a row each, with the test that they belong to.
@@ -60,9 +60,23 @@ _CHECKS = (
     "CREATE INDEX checks_event ON checks(event)",
 )
 
-#: A measurement row holds only what is its own and points at its event; rows are kept in
-#: their event's order (the primary key), so a test's rows are one stretch of one table and
-#: its commit touches few pages. The ``measurements`` view joins them into the API's columns.
+#: A test's measurements a row each, from its row in ``events``, with their columns.
+_ROWS = (
+    "j.key AS seq, json_extract(j.value, '$[0]') AS key_name,"
+    " json_extract(j.value, '$[1]') AS value, json_extract(j.value, '$[2]') AS key_type,"
+    " json_extract(j.value, '$[3]') AS key_units FROM events e, json_each(e.measurements) j"
+)
+_VIEWS = (
+    f"CREATE VIEW measurement_rows AS SELECT e.id AS event, {_ROWS}",
+    "CREATE VIEW measurements AS SELECT e.id AS event, e.perf_event_id, e.run_id,"
+    " e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts, e.session_id, e.status,"
+    f" e.outcome, e.nodeid, e.worker, e.device_address, {_ROWS}",
+)
+
+#: A test is one row of ``events``: its measurements are a JSON array in it, each one
+#: ``[key, value, type, units]`` in the order recorded, so that a test's commit writes one row
+#: and the run's summary reads one row a test. The ``measurement_rows`` view gives them a row
+#: each (``seq``: the place in the array), and the ``measurements`` view the API's columns.
 #:
 #: An accept says a level of a flow's key is intended from a run on (``model.Accept``): kept
 #: when taken back, with the time it was (``undone_at``).
@@ -90,18 +104,11 @@ CREATE TABLE events (
     user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
     device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
     outcome TEXT NOT NULL, event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL,
-    attempts INTEGER NOT NULL DEFAULT 1
+    attempts INTEGER NOT NULL DEFAULT 1, measurements TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX events_run ON events(run_id);
 CREATE INDEX events_flow ON events(user_flow_id, event_ts);
-CREATE TABLE measurement_rows (
-    event INTEGER NOT NULL, seq INTEGER NOT NULL, key_name TEXT NOT NULL, key_type TEXT,
-    key_units TEXT, value, PRIMARY KEY (event, seq)
-) WITHOUT ROWID;
-CREATE VIEW measurements AS SELECT e.id AS event, m.seq AS seq, e.perf_event_id, e.run_id,
-    e.user_flow_id, e.user_flow_name, e.event_time, e.event_ts, e.session_id, e.status,
-    e.outcome, m.key_name, m.key_type, m.key_units, m.value, e.nodeid, e.worker, e.device_address
-    FROM measurement_rows m JOIN events e ON e.id = m.event;
+{views};
 {checks};
 CREATE TABLE uploads (
     event INTEGER PRIMARY KEY, perf_event_id TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
@@ -121,7 +128,7 @@ CREATE TABLE deliveries (
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_ts REAL
 );
 CREATE INDEX deliveries_state ON deliveries(state);
-""".format(checks=";\n".join(_CHECKS))
+""".format(checks=";\n".join(_CHECKS), views=";\n".join(_VIEWS))
 
 
 #: The fields of a run summary's key, in the order its keys are sorted.
@@ -281,7 +288,8 @@ class SQLiteStore:
             event = db.execute(
                 "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
                 " worker, device_address, session_id, status, status_message, outcome, event_ts,"
-                " event_time, duration, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " event_time, duration, attempts, measurements)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.perf_event_id,
                     run.run_id,
@@ -298,14 +306,9 @@ class SQLiteStore:
                     utc_text(record.event_ts),
                     record.duration,
                     record.attempts,
+                    _to_json(record.measurements),  # a Measurement is [key, value, type, units]
                 ),
             ).lastrowid
-            if record.measurements:  # a statement is a call into SQLite even with no rows
-                db.executemany(
-                    "INSERT INTO measurement_rows (event, seq, key_name, value, key_type,"
-                    " key_units) VALUES (?,?,?,?,?,?)",  # a Measurement's own order
-                    [(event, i, *m) for i, m in enumerate(record.measurements)],
-                )
             if record.checks:
                 db.executemany(
                     "INSERT INTO checks (event, key_name, kind, verdict, value, low, high,"
@@ -392,22 +395,15 @@ class SQLiteStore:
             " e.session_id, e.perf_event_id, e.status, e.status_message, e.event_ts, e.duration,"
             " e.attempts, e.outcome, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
             " r.ci_build_id, r.backend, r.base_branch, r.baseline_branch, r.fork_run,"
-            " r.finished_at, r.outcome FROM events e"
+            " r.finished_at, r.outcome, e.measurements FROM events e"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id JOIN runs r ON r.run_id = e.run_id"
             f"{where} ORDER BY e.id",
             args,
         )
-        for start in range(0, len(rows), 500):  # each chunk's values in two reads
+        for start in range(0, len(rows), 500):  # each chunk's checks in one read
             chunk = rows[start : start + 500]
             marks = ",".join("?" * len(chunk))
             ids = [row[0] for row in chunk]
-            measurements: dict[int, list[Measurement]] = {}
-            for event, *m in self._select(
-                "SELECT event, key_name, value, key_type, key_units FROM measurement_rows"
-                f" WHERE event IN ({marks}) ORDER BY event, seq",
-                ids,
-            ):
-                measurements.setdefault(event, []).append(Measurement(*m))
             checks: dict[int, list[StoredCheck]] = {}
             for event, *c in self._select(
                 "SELECT event, key_name, kind, verdict, value, low, high, baseline, change_pct,"
@@ -421,7 +417,7 @@ class SQLiteStore:
                 record.session_id, record.perf_event_id, record.ended = session, key, True
                 (record.status, record.status_message, record.event_ts, record.duration,
                  record.attempts, record.outcome) = rest[:6]  # fmt: skip
-                record.measurements = measurements.get(event, [])
+                record.measurements = _measurements(rest[18])
                 record.checks = checks.get(event, [])
                 yield Stored(record, RunInfo(*rest[6:16]), rest[16], rest[17])
 
@@ -535,28 +531,21 @@ class SQLiteStore:
     def record(self, perf_event_id: str) -> TestRecord:
         """The test an upload delivers, as it was committed."""
         rows = self._select(
-            "SELECT e.id, e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
+            "SELECT e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
             " e.session_id, e.status, e.status_message, e.event_ts, e.duration, e.attempts,"
-            " e.outcome FROM uploads u JOIN events e ON e.id = u.event"
+            " e.outcome, e.measurements FROM uploads u JOIN events e ON e.id = u.event"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id"
             " WHERE u.perf_event_id = ?",
             [perf_event_id],
         )
         if not rows:
             raise StoreError(f"{self.path}: no upload of the local event {perf_event_id}")
-        event, nodeid, flow, description, device, worker, session, *outcome = rows[0]
+        nodeid, flow, description, device, worker, session, *outcome, values = rows[0]
         record = TestRecord(nodeid, flow, description, device=device, worker=worker)
         record.session_id, record.perf_event_id, record.ended = session, perf_event_id, True
         (record.status, record.status_message, record.event_ts, record.duration,
          record.attempts, record.outcome) = outcome  # fmt: skip
-        record.measurements = [
-            Measurement(*row)
-            for row in self._select(
-                "SELECT key_name, value, key_type, key_units FROM measurement_rows"
-                " WHERE event = ? ORDER BY seq",
-                [event],
-            )
-        ]
+        record.measurements = _measurements(values)
         return record
 
     def count_uploads(self, states: Sequence[str] = (PENDING,)) -> int:
@@ -618,29 +607,24 @@ class SQLiteStore:
         )
         state = "u.state" if uploads else "NULL"
         condition = " WHERE " + " AND ".join("e." + p for p in where.split(" AND "))
-        # Each test's labels once, then its values: one unsorted pass over every value (a sort
-        # of them by their labels costs more than the pass), counting where each went by
-        # flow, and per group its count and numbers. A key recorded in two units is two
-        # groups: never one summary of both.
-        tests = {
-            event: (name, device, place, status)
-            for event, name, device, place, status in self._select(
-                f"SELECT e.id, e.user_flow_name, e.device_address, {state}, e.status FROM events e"
-                + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
-                + condition,
-                args,
-            )
-        }
+        # One pass over the tests, counting where each one's values went by flow, and per
+        # group its count and numbers. A key recorded in two units is two groups: never one
+        # summary of both.
         places = Counter[tuple[str, str | None, str]]()
         groups: dict[tuple[Any, ...], list[Any]] = {}
-        for event, key, kind, units, value in self._select(
-            "SELECT m.event, m.key_name, m.key_type, m.key_units, m.value"
-            f" FROM events e JOIN measurement_rows m ON m.event = e.id{condition}",
+        for name, device, place, status, values in self._select(
+            f"SELECT e.user_flow_name, e.device_address, {state}, e.status, e.measurements"
+            " FROM events e"
+            + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
+            + condition,
             args,
         ):
-            name, device, place, status = tests[event]
-            places[name, place, status] += 1
-            if status in COUNTED_STATUSES:
+            measurements = json.loads(values)
+            if measurements:
+                places[name, place, status] += len(measurements)
+            if status not in COUNTED_STATUSES:
+                continue
+            for key, value, kind, units in measurements:
                 group = groups.get((name, key, kind, device, units))
                 if group is None:
                     group = groups[name, key, kind, device, units] = [0]
@@ -664,15 +648,14 @@ class SQLiteStore:
         ]
         keys.sort(key=lambda row: tuple((row[k] is not None, row[k]) for k in _GROUP))
         pending = self._select(
-            "SELECT COUNT(DISTINCT e.id), COUNT(m.seq) FROM events e JOIN uploads u"
-            " ON u.event = e.id LEFT JOIN measurement_rows m ON m.event = e.id"
-            f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))} AND u.state = ?",
+            "SELECT COUNT(*), COALESCE(SUM(json_array_length(e.measurements)), 0) FROM events e"
+            f" JOIN uploads u ON u.event = e.id{condition} AND u.state = ?",
             [*args, PENDING],
         )
         tests, measurements = pending[0] if pending else (0, 0)
         team = self._select(
-            "SELECT COUNT(*) FROM events e JOIN deliveries d ON d.event = e.id"
-            f" WHERE {' AND '.join('e.' + p for p in where.split(' AND '))} AND d.state = ?",
+            f"SELECT COUNT(*) FROM events e JOIN deliveries d ON d.event = e.id{condition}"
+            " AND d.state = ?",
             [*args, PENDING],
         )
         return {
@@ -700,8 +683,8 @@ class SQLiteStore:
         sql = (
             "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
             " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
-            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id, e.outcome, d.state"
-            " FROM events e LEFT JOIN uploads u ON u.event = e.id"
+            " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id, e.outcome, d.state,"
+            " e.measurements FROM events e LEFT JOIN uploads u ON u.event = e.id"
             " LEFT JOIN deliveries d ON d.event = e.id"
             f" WHERE {condition} ORDER BY e.event_ts, e.id"
         )
@@ -725,18 +708,11 @@ class SQLiteStore:
                 "run_id": row[15],
                 "outcome": row[16],
                 "team_state": row[17],
-                "measurements": [],
+                "measurements": [
+                    {"key": key, "value": value, "type": kind, "units": units}
+                    for key, value, kind, units in json.loads(row[18])
+                ],
             }
-        if events:
-            sql = (
-                "SELECT e.id, m.key_name, m.value, m.key_type, m.key_units FROM events e"
-                f" JOIN measurement_rows m ON m.event = e.id WHERE {condition}"
-                " ORDER BY e.id, m.seq"
-            )
-            for row in self._select(sql, args):
-                events[row[0]]["measurements"].append(
-                    {"key": row[1], "value": row[2], "type": row[3], "units": row[4]}
-                )
         return list(events.values())
 
     def flows(
@@ -744,9 +720,9 @@ class SQLiteStore:
     ) -> list[dict[str, Any]]:
         sql = (
             "SELECT f.user_flow_id, f.name, f.description, f.created_time,"
-            " (SELECT COUNT(*) FROM events e WHERE e.user_flow_id = f.user_flow_id),"
-            " (SELECT COUNT(*) FROM measurements m WHERE m.user_flow_id = f.user_flow_id)"
-            " FROM flows f ORDER BY f.name"
+            " COUNT(e.id), COALESCE(SUM(json_array_length(e.measurements)), 0)"
+            " FROM flows f LEFT JOIN events e ON e.user_flow_id = f.user_flow_id"
+            " GROUP BY f.user_flow_id ORDER BY f.name"
         )
         names = ("user_flow_id", "name", "description", "created_time", "tests", "measurements")
         return [dict(zip(names, row, strict=True)) for row in self._select(sql)]
@@ -758,8 +734,8 @@ class SQLiteStore:
             "SELECT r.run_id, r.started_at, r.finished_at, r.host, r.git_commit, r.git_branch,"
             " r.base_branch, r.baseline_branch, r.fork_run, r.ci_build_id, r.backend, r.outcome,"
             " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
-            " (SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id)"
-            " FROM runs r"
+            " (SELECT COALESCE(SUM(json_array_length(e.measurements)), 0) FROM events e"
+            " WHERE e.run_id = r.run_id) FROM runs r"
         )
         args: list[Any] = []
         if branch is not None:
@@ -952,7 +928,12 @@ class SQLiteStore:
                 args.extend(values)
 
         any_of("session_id", query.session_ids)
-        any_of("key_name", query.keys)
+        keys = set(query.keys)
+        if keys:
+            # A test's text holds a key as '["key",' and nowhere else: only the tests that
+            # hold one of them are read.
+            where.append(f"({' OR '.join(['instr(measurements, ?)'] * len(keys))})")
+            args += [f"[{_to_json(key)}," for key in keys]
         any_of("run_id", query.run_ids)
         wanted = [s.lower() for s in query.statuses] or ["passed", "failed", "not_set"]
         for s in wanted:
@@ -971,43 +952,59 @@ class SQLiteStore:
             where.append("event_ts <= ?")
             args.append(parse_time(query.end_time))
         sql = (
-            "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id,"
-            " key_name, key_type, key_units, value, status, outcome, run_id, nodeid, worker,"
-            " device_address FROM measurements"
+            "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id, status,"
+            " outcome, run_id, nodeid, worker, device_address, measurements FROM events"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY event_ts, event, seq"
-        if query.limit is not None or query.offset is not None:
-            sql += " LIMIT ? OFFSET ?"
-            args += [-1 if query.limit is None else query.limit, query.offset or 0]
+        sql += " ORDER BY event_ts, id"
         if not self.exists:
             return
-        names = (
-            "user_flow_id",
-            "user_flow_name",
-            "perf_event_id",
-            "event_time",
-            "session_id",
-            "key_name",
-            "key_type",
-            "key_units",
-            "value",
-            "status",
-            "outcome",
-            "run_id",
-            "nodeid",
-            "worker",
-            "device_address",
-        )
+        skip, left = query.offset or 0, query.limit
+        if left == 0:
+            return
         with self.lock, self._errors():
             cursor = self.db.execute(sql, args)
-            rows = iter(lambda: cursor.fetchmany(1000), [])
-            for chunk in rows:
-                for r in chunk:
-                    row = dict(zip(names, r, strict=True))
-                    row["perf_key_id"] = None
-                    yield row
+            for chunk in iter(lambda: cursor.fetchmany(1000), []):
+                for flow_id, flow, event, time_, session, status, outcome, *test, text in chunk:
+                    for key, value, kind, units in json.loads(text):
+                        if keys and key not in keys:
+                            continue
+                        if skip:
+                            skip -= 1
+                            continue
+                        yield {
+                            "user_flow_id": flow_id,
+                            "user_flow_name": flow,
+                            "perf_event_id": event,
+                            "event_time": time_,
+                            "session_id": session,
+                            "key_name": key,
+                            "key_type": kind,
+                            "key_units": units,
+                            "value": value,
+                            "status": status,
+                            "outcome": outcome,
+                            "run_id": test[0],
+                            "nodeid": test[1],
+                            "worker": test[2],
+                            "device_address": test[3],
+                            "perf_key_id": None,
+                        }
+                        if left is not None:
+                            left -= 1
+                            if not left:
+                                return
+
+
+#: A test's measurements as its row keeps them: compact JSON, with text as it is (SQLite reads
+#: it back without decoding escapes) and never a NaN, which JSON does not have.
+_to_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _measurements(text: str) -> list[Measurement]:
+    """The measurements of a test's row, as they were recorded."""
+    return [Measurement(*m) for m in json.loads(text)]
 
 
 def _insert_run(db: sqlite3.Connection, run: RunInfo) -> None:
@@ -1071,6 +1068,9 @@ def _check_schema(db: sqlite3.Connection) -> None:
     version, tables = int(row[0]), row[1] or ""
     if version == SCHEMA_VERSION:
         return
+    if version == 7:
+        _upgrade(db)
+        return
     if version != 0:
         raise sqlite3.DatabaseError(
             f"schema version {version}, where this version of pytest-userflow writes "
@@ -1079,3 +1079,32 @@ def _check_schema(db: sqlite3.Connection) -> None:
     if tables:
         raise sqlite3.DatabaseError(f"it holds other tables ({tables})")
     raise sqlite3.DatabaseError("it is empty: a store is never made empty, so it was cut short")
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a store of schema 7 (a row a measurement) to this one (a row a test), whole or
+    not at all; a process that finds it done meanwhile leaves it."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] == 7:
+            db.execute("ALTER TABLE events ADD COLUMN measurements TEXT NOT NULL DEFAULT '[]'")
+            tests: dict[int, list[Any]] = {}
+            for event, *m in db.execute(
+                "SELECT event, key_name, value, key_type, key_units FROM measurement_rows"
+                " ORDER BY event, seq"
+            ):
+                tests.setdefault(event, []).append(m)
+            db.executemany(
+                "UPDATE events SET measurements = ? WHERE id = ?",
+                [(_to_json(values), event) for event, values in tests.items()],
+            )
+            db.execute("DROP VIEW measurements")
+            db.execute("DROP TABLE measurement_rows")
+            for view in _VIEWS:
+                db.execute(view)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
