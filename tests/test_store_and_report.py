@@ -707,3 +707,28 @@ def test_a_store_of_the_earlier_layout_is_brought_up_to_date_with_every_value(
     assert after[:4] == before
     assert pick(after[4:], "key_name", "value") == pick(after[:4], "key_name", "value")
     assert len({row["run_id"] for row in after}) == 2
+
+
+def test_a_key_recorded_again_keeps_its_last_value_as_the_api_would(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    """HeadSpin keeps one value a key and type: the store keeps the last, in the order of the
+    last values, and a key of another type apart."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.userflow("Again")
+        def test_again(record_measurement):
+            record_measurement("A", 1)
+            record_measurement("B", 2)
+            record_measurement("A", 3)
+            record_measurement("A", 4, type="Other")
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert pick(_listed(store_path), "key_name", "key_type", "value") == [
+        ("B", None, 2),
+        ("A", None, 3),
+        ("A", "Other", 4),
+    ]
