@@ -732,3 +732,32 @@ def test_a_key_recorded_again_keeps_its_last_value_as_the_api_would(
         ("A", None, 3),
         ("A", "Other", 4),
     ]
+
+
+def test_an_earlier_store_that_cannot_be_written_now_is_said_so_and_left_as_it_is(
+    pytester: pytest.Pytester, store_path
+) -> None:
+    """Bringing an earlier store up to date writes it: where it is read-only the listing says
+    why it cannot read it yet and how it will, and the file stays the earlier release's."""
+    pytester.makepyfile(TRICKY)
+    pytester.runpytest().assert_outcomes(passed=1)
+    _to_schema_7(store_path)
+    before = store_path.read_bytes()
+    store_path.chmod(0o444)
+    try:
+        # root writes whatever the modes say, unless it gives up overriding them
+        drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+        command = [sys.executable, "-m", "pytest_userflow", "--store", str(store_path), "runs"]
+        listed = subprocess.run(
+            [*drop, *command] if os.geteuid() == 0 else command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        store_path.chmod(0o644)
+    assert listed.returncode != 0
+    assert "was written by the previous release of pytest-userflow" in listed.stderr
+    assert "the first time the store is opened where it can be written" in listed.stderr
+    assert "move it away" not in listed.stderr
+    assert store_path.read_bytes() == before

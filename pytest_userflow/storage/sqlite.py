@@ -172,7 +172,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the userflow store {self.path}: {exc}") from None
         try:
-            _check_schema(db)
+            _check_schema(db, self.path)
             # A commit survives a killed process without any fsync (see the module's docstring).
             db.execute("PRAGMA synchronous = OFF")
         except sqlite3.DatabaseError as exc:
@@ -181,6 +181,9 @@ class SQLiteStore:
                 f"{self.path} is not a usable pytest-userflow store ({exc}); it was left as it is: "
                 "move it away or point --userflow-store elsewhere"
             ) from None
+        except StoreError:
+            db.close()
+            raise
         return db
 
     def _create(self) -> None:
@@ -395,15 +398,18 @@ class SQLiteStore:
             " e.session_id, e.perf_event_id, e.status, e.status_message, e.event_ts, e.duration,"
             " e.attempts, e.outcome, r.run_id, r.started_at, r.host, r.git_commit, r.git_branch,"
             " r.ci_build_id, r.backend, r.base_branch, r.baseline_branch, r.fork_run,"
-            " r.finished_at, r.outcome, e.measurements FROM events e"
+            " r.finished_at, r.outcome FROM events e"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id JOIN runs r ON r.run_id = e.run_id"
             f"{where} ORDER BY e.id",
             args,
         )
-        for start in range(0, len(rows), 500):  # each chunk's checks in one read
+        for start in range(0, len(rows), 500):  # each chunk's values and checks in two reads
             chunk = rows[start : start + 500]
             marks = ",".join("?" * len(chunk))
             ids = [row[0] for row in chunk]
+            measurements = dict(
+                self._select(f"SELECT id, measurements FROM events WHERE id IN ({marks})", ids)
+            )
             checks: dict[int, list[StoredCheck]] = {}
             for event, *c in self._select(
                 "SELECT event, key_name, kind, verdict, value, low, high, baseline, change_pct,"
@@ -417,7 +423,7 @@ class SQLiteStore:
                 record.session_id, record.perf_event_id, record.ended = session, key, True
                 (record.status, record.status_message, record.event_ts, record.duration,
                  record.attempts, record.outcome) = rest[:6]  # fmt: skip
-                record.measurements = _measurements(rest[18])
+                record.measurements = _measurements(measurements[event])
                 record.checks = checks.get(event, [])
                 yield Stored(record, RunInfo(*rest[6:16]), rest[16], rest[17])
 
@@ -928,12 +934,18 @@ class SQLiteStore:
                 args.extend(values)
 
         any_of("session_id", query.session_ids)
-        keys = set(query.keys)
-        if keys:
-            # A test's text holds a key as '["key",' and nowhere else: only the tests that
-            # hold one of them are read.
-            where.append(f"({' OR '.join(['instr(measurements, ?)'] * len(keys))})")
-            args += [f"[{_to_json(key)}," for key in keys]
+        picked = "measurements"
+        if query.keys:
+            # SQLite picks the measurements of the keys out of each test's array; a test's
+            # text holds a key as '["key",' and nowhere else, so only tests that hold one of
+            # them are looked into.
+            marks = ",".join("?" * len(query.keys))
+            picked = (
+                "(SELECT json_group_array(json(j.value)) FROM json_each(measurements) j"
+                f" WHERE json_extract(j.value, '$[0]') IN ({marks}))"
+            )
+            where.append(f"({' OR '.join(['instr(measurements, ?)'] * len(query.keys))})")
+            args += [f"[{_to_json(key)}," for key in query.keys]
         any_of("run_id", query.run_ids)
         wanted = [s.lower() for s in query.statuses] or ["passed", "failed", "not_set"]
         for s in wanted:
@@ -953,14 +965,15 @@ class SQLiteStore:
             args.append(parse_time(query.end_time))
         sql = (
             "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id, status,"
-            " outcome, run_id, nodeid, worker, device_address, measurements FROM events"
+            f" outcome, run_id, nodeid, worker, device_address, {picked} FROM events"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY event_ts, id"
         if not self.exists:
             return
-        skip, left = query.offset or 0, query.limit
+        args = [*query.keys, *args]  # the picked keys' marks come first in the statement
+        skip, left = max(query.offset or 0, 0), query.limit
         if left == 0:
             return
         with self.lock, self._errors():
@@ -968,8 +981,6 @@ class SQLiteStore:
             for chunk in iter(lambda: cursor.fetchmany(1000), []):
                 for flow_id, flow, event, time_, session, status, outcome, *test, text in chunk:
                     for key, value, kind, units in json.loads(text):
-                        if keys and key not in keys:
-                            continue
                         if skip:
                             skip -= 1
                             continue
@@ -997,8 +1008,8 @@ class SQLiteStore:
                                 return
 
 
-#: A test's measurements as its row keeps them: compact JSON, with text as it is (SQLite reads
-#: it back without decoding escapes) and never a NaN, which JSON does not have.
+#: A test's measurements as its row keeps them: compact JSON, text other than ASCII kept as it
+#: is rather than escaped, and never a NaN, which JSON does not have.
 _to_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -1058,7 +1069,7 @@ def _save_progress(db: sqlite3.Connection, perf_event_id: str, progress: Progres
     )
 
 
-def _check_schema(db: sqlite3.Connection) -> None:
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
     """The file must be a store of this schema (made by ``SQLiteStore._create``)."""
     db.execute(f"PRAGMA busy_timeout = {30_000}")
     row = db.execute(
@@ -1069,7 +1080,7 @@ def _check_schema(db: sqlite3.Connection) -> None:
     if version == SCHEMA_VERSION:
         return
     if version == 7:
-        _upgrade(db)
+        _upgrade(db, path)
         return
     if version != 0:
         raise sqlite3.DatabaseError(
@@ -1081,11 +1092,12 @@ def _check_schema(db: sqlite3.Connection) -> None:
     raise sqlite3.DatabaseError("it is empty: a store is never made empty, so it was cut short")
 
 
-def _upgrade(db: sqlite3.Connection) -> None:
+def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     """Bring a store of schema 7 (a row a measurement) to this one (a row a test), whole or
-    not at all; a process that finds it done meanwhile leaves it."""
-    db.execute("BEGIN IMMEDIATE")
+    not at all; a process that finds it done meanwhile leaves it. A store that cannot be
+    written now (read-only, or another process writing it) is left as it was, and said so."""
     try:
+        db.execute("BEGIN IMMEDIATE")
         if db.execute("PRAGMA user_version").fetchone()[0] == 7:
             db.execute("ALTER TABLE events ADD COLUMN measurements TEXT NOT NULL DEFAULT '[]'")
             tests: dict[int, list[Any]] = {}
@@ -1104,6 +1116,15 @@ def _upgrade(db: sqlite3.Connection) -> None:
                 db.execute(view)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise StoreError(
+            f"{path} was written by the previous release of pytest-userflow, and this one "
+            f"brings it up to date before it reads it, which could not be done now ({exc}): "
+            "it is done, every value kept, the first time the store is opened where it can "
+            "be written and while no other process writes it; it was left as it is"
+        ) from None
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
