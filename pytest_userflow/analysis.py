@@ -19,7 +19,7 @@ import operator
 import random
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -774,26 +774,22 @@ def find_changes(
     return out
 
 
-def unit_changes(rows: Iterable[dict[str, Any]], earlier: Iterable[dict[str, Any]]) -> list[str]:
-    """One line per test and key of *rows* recorded in other units than the test's newest
-    value of that key in *earlier* rows (both in time order): their values are never summed
-    up as one.
+def unit_changes(
+    now: Mapping[tuple[Any, ...], str | None], earlier: Mapping[tuple[Any, ...], str | None]
+) -> list[str]:
+    """One line per test and key whose units *now* differ from its newest units *earlier*;
+    both map (node id, flow, key, type, device) to units: their values are never summed up
+    as one.
 
-    >>> row = {"user_flow_name": "F", "key_name": "t", "nodeid": "t.py::x", "key_units": "ms"}
-    >>> unit_changes([row], [{**row, "key_units": None}])
+    >>> which = ("t.py::x", "F", "t", None, None)
+    >>> unit_changes({which: "ms"}, {which: None})
     ['t.py::x records F/t in ms, its history in (no units)']
     """
-
-    def which(row: dict[str, Any]) -> tuple[Any, ...]:
-        return (row.get("nodeid"), row["user_flow_name"], row["key_name"], row.get("key_type"),
-                row.get("device_address"))  # fmt: skip
-
-    had = {which(row): row.get("key_units") for row in earlier}  # the newest wins
     found: dict[tuple[Any, ...], tuple[str | None, str | None]] = {}
-    for row in rows:
-        old = had.get(which(row), row.get("key_units"))
-        if old != row.get("key_units"):
-            found.setdefault(which(row)[:3], (row.get("key_units"), old))
+    for which, units in now.items():
+        old = earlier.get(which, units)
+        if old != units:
+            found.setdefault(which[:3], (units, old))
     return [
         f"{nodeid} records {flow}/{key} in {new or '(no units)'}, its history in "
         f"{old or '(no units)'}"

@@ -38,7 +38,7 @@ from .model import (
 from .options import DEFAULT_STORE
 from .runinfo import git_ancestors, new_run
 from .settings import where
-from .storage import Query, StoreError
+from .storage import StoreError
 
 if TYPE_CHECKING:
     from .gate import BaselineSource, Budget, Gate
@@ -600,11 +600,7 @@ class UserflowRun:
             earlier = [run_id for run_id in earlier if run_id != self.run.run_id][:RECENT_RUNS]
             if not earlier:
                 return
-            every = ["passed", "failed", "excluded"]
-            found = unit_changes(
-                self.store.measurements(Query(statuses=every, run_ids=[self.run.run_id])),
-                self.store.measurements(Query(statuses=every, run_ids=earlier[::-1])),
-            )
+            found = unit_changes(self.store.units([self.run.run_id]), self.store.units(earlier))
         except StoreError as exc:  # said in the summary, never raised
             self.summary.errors.append(f"could not compare the units: {exc}")
             return

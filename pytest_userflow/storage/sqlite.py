@@ -736,20 +736,22 @@ class SQLiteStore:
     def runs(self, limit: int | None = None, *, branch: str | None = None) -> list[dict[str, Any]]:
         """The recorded runs, newest first, with their test and measurement counts; of one
         *branch* when given."""
+        # The runs are chosen first, so that only theirs are counted.
+        chosen = "SELECT * FROM runs"
+        args: list[Any] = []
+        if branch is not None:
+            chosen += " WHERE git_branch = ?"
+            args.append(branch)
+        chosen += " ORDER BY started_at DESC"
+        if limit is not None:
+            chosen += f" LIMIT {int(limit)}"
         sql = (
             "SELECT r.run_id, r.started_at, r.finished_at, r.host, r.git_commit, r.git_branch,"
             " r.base_branch, r.baseline_branch, r.fork_run, r.ci_build_id, r.backend, r.outcome,"
-            " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
-            " (SELECT COALESCE(SUM(json_array_length(e.measurements)), 0) FROM events e"
-            " WHERE e.run_id = r.run_id) FROM runs r"
+            " COUNT(e.id), COALESCE(SUM(json_array_length(e.measurements)), 0)"
+            f" FROM ({chosen}) r LEFT JOIN events e ON e.run_id = r.run_id"
+            " GROUP BY r.run_id ORDER BY r.started_at DESC"
         )
-        args: list[Any] = []
-        if branch is not None:
-            sql += " WHERE r.git_branch = ?"
-            args.append(branch)
-        sql += " ORDER BY r.started_at DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
         names = (
             "run_id",
             "started_at",
@@ -796,6 +798,19 @@ class SQLiteStore:
         for run_id, nodeid in self._select("SELECT DISTINCT run_id, nodeid FROM events"):
             tests.setdefault(run_id, set()).add(nodeid)
         return tests
+
+    def units(self, run_ids: Sequence[str]) -> dict[tuple[Any, ...], str | None]:
+        """The units each test last recorded each key in, in these runs: by its node id, flow,
+        key, type and device."""
+        last: dict[tuple[Any, ...], str | None] = {}
+        for nodeid, flow, device, values in self._select(
+            "SELECT nodeid, user_flow_name, device_address, measurements FROM events"
+            f" WHERE run_id IN ({','.join('?' * len(run_ids))}) ORDER BY event_ts, id",
+            run_ids,
+        ):
+            for key, _, kind, units in json.loads(values):
+                last[nodeid, flow, key, kind, device] = units
+        return last
 
     def checks(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The budgets and regressions the gate checked in these runs, in the order made."""
