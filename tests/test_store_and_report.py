@@ -660,16 +660,19 @@ def _to_schema_7(path) -> None:
     """Give a store the layout of schema 7, a row a measurement, as earlier releases made it."""
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
         rows = [
-            (event, seq, *json.loads(item))
-            for event, text in db.execute("SELECT id, measurements FROM events")
-            for seq, item in db.execute("SELECT key, value FROM json_each(?)", [text])
+            (event, seq, key, value, kind, units)
+            for event, labels, values in db.execute("SELECT id, labels, vals FROM events")
+            for seq, ((key, kind, units), value) in enumerate(
+                zip(json.loads(labels), json.loads(values), strict=True)
+            )
         ]
         db.executescript(
             """
             BEGIN;
             DROP VIEW measurements;
             DROP VIEW measurement_rows;
-            ALTER TABLE events DROP COLUMN measurements;
+            ALTER TABLE events DROP COLUMN labels;
+            ALTER TABLE events DROP COLUMN vals;
             CREATE TABLE measurement_rows (
                 event INTEGER NOT NULL, seq INTEGER NOT NULL, key_name TEXT NOT NULL,
                 key_type TEXT, key_units TEXT, value, PRIMARY KEY (event, seq)

@@ -63,8 +63,8 @@ _CHECKS = (
 #: A test's measurements a row each, from its row in ``events``, with their columns.
 _ROWS = (
     "j.key AS seq, json_extract(j.value, '$[0]') AS key_name,"
-    " json_extract(j.value, '$[1]') AS value, json_extract(j.value, '$[2]') AS key_type,"
-    " json_extract(j.value, '$[3]') AS key_units FROM events e, json_each(e.measurements) j"
+    " json_extract(e.vals, '$[' || j.key || ']') AS value, json_extract(j.value, '$[1]')"
+    " AS key_type, json_extract(j.value, '$[2]') AS key_units FROM events e, json_each(e.labels) j"
 )
 _VIEWS = (
     f"CREATE VIEW measurement_rows AS SELECT e.id AS event, {_ROWS}",
@@ -73,10 +73,12 @@ _VIEWS = (
     f" e.outcome, e.nodeid, e.worker, e.device_address, {_ROWS}",
 )
 
-#: A test is one row of ``events``: its measurements are a JSON array in it, each one
-#: ``[key, value, type, units]`` in the order recorded, so that a test's commit writes one row
-#: and the run's summary reads one row a test. The ``measurement_rows`` view gives them a row
-#: each (``seq``: the place in the array), and the ``measurements`` view the API's columns.
+#: A test is one row of ``events``: its measurements are two JSON arrays in it, in the order
+#: recorded, their labels (``labels``: ``[key, type, units]`` each) and their values
+#: (``vals``), so that a test's commit writes one row, the run's summary reads one row a test,
+#: and what looks only at labels (the units' check, a listing of some keys) reads no value.
+#: The ``measurement_rows`` view gives them a row each (``seq``: the place in the arrays), and
+#: the ``measurements`` view the API's columns.
 #:
 #: An accept says a level of a flow's key is intended from a run on (``model.Accept``): kept
 #: when taken back, with the time it was (``undone_at``).
@@ -104,7 +106,8 @@ CREATE TABLE events (
     user_flow_id TEXT NOT NULL, user_flow_name TEXT NOT NULL, nodeid TEXT NOT NULL, worker TEXT,
     device_address TEXT, session_id TEXT, status TEXT NOT NULL, status_message TEXT,
     outcome TEXT NOT NULL, event_ts REAL NOT NULL, event_time TEXT NOT NULL, duration REAL,
-    attempts INTEGER NOT NULL DEFAULT 1, measurements TEXT NOT NULL DEFAULT '[]'
+    attempts INTEGER NOT NULL DEFAULT 1, labels TEXT NOT NULL DEFAULT '[]',
+    vals TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX events_run ON events(run_id);
 CREATE INDEX events_flow ON events(user_flow_id, event_ts);
@@ -291,8 +294,8 @@ class SQLiteStore:
             event = db.execute(
                 "INSERT INTO events (perf_event_id, run_id, user_flow_id, user_flow_name, nodeid,"
                 " worker, device_address, session_id, status, status_message, outcome, event_ts,"
-                " event_time, duration, attempts, measurements)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " event_time, duration, attempts, labels, vals)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.perf_event_id,
                     run.run_id,
@@ -309,7 +312,7 @@ class SQLiteStore:
                     utc_text(record.event_ts),
                     record.duration,
                     record.attempts,
-                    _to_json(record.measurements),  # a Measurement is [key, value, type, units]
+                    *_texts(record.measurements),
                 ),
             ).lastrowid
             if record.checks:
@@ -407,9 +410,12 @@ class SQLiteStore:
             chunk = rows[start : start + 500]
             marks = ",".join("?" * len(chunk))
             ids = [row[0] for row in chunk]
-            measurements = dict(
-                self._select(f"SELECT id, measurements FROM events WHERE id IN ({marks})", ids)
-            )
+            measurements = {
+                event: _measurements(labels, values)
+                for event, labels, values in self._select(
+                    f"SELECT id, labels, vals FROM events WHERE id IN ({marks})", ids
+                )
+            }
             checks: dict[int, list[StoredCheck]] = {}
             for event, *c in self._select(
                 "SELECT event, key_name, kind, verdict, value, low, high, baseline, change_pct,"
@@ -423,7 +429,7 @@ class SQLiteStore:
                 record.session_id, record.perf_event_id, record.ended = session, key, True
                 (record.status, record.status_message, record.event_ts, record.duration,
                  record.attempts, record.outcome) = rest[:6]  # fmt: skip
-                record.measurements = _measurements(measurements[event])
+                record.measurements = measurements[event]
                 record.checks = checks.get(event, [])
                 yield Stored(record, RunInfo(*rest[6:16]), rest[16], rest[17])
 
@@ -539,19 +545,19 @@ class SQLiteStore:
         rows = self._select(
             "SELECT e.nodeid, e.user_flow_name, f.description, e.device_address, e.worker,"
             " e.session_id, e.status, e.status_message, e.event_ts, e.duration, e.attempts,"
-            " e.outcome, e.measurements FROM uploads u JOIN events e ON e.id = u.event"
+            " e.outcome, e.labels, e.vals FROM uploads u JOIN events e ON e.id = u.event"
             " JOIN flows f ON f.user_flow_id = e.user_flow_id"
             " WHERE u.perf_event_id = ?",
             [perf_event_id],
         )
         if not rows:
             raise StoreError(f"{self.path}: no upload of the local event {perf_event_id}")
-        nodeid, flow, description, device, worker, session, *outcome, values = rows[0]
+        nodeid, flow, description, device, worker, session, *outcome, labels, values = rows[0]
         record = TestRecord(nodeid, flow, description, device=device, worker=worker)
         record.session_id, record.perf_event_id, record.ended = session, perf_event_id, True
         (record.status, record.status_message, record.event_ts, record.duration,
          record.attempts, record.outcome) = outcome  # fmt: skip
-        record.measurements = _measurements(values)
+        record.measurements = _measurements(labels, values)
         return record
 
     def count_uploads(self, states: Sequence[str] = (PENDING,)) -> int:
@@ -618,19 +624,19 @@ class SQLiteStore:
         # summary of both.
         places = Counter[tuple[str, str | None, str]]()
         groups: dict[tuple[Any, ...], list[Any]] = {}
-        for name, device, place, status, values in self._select(
-            f"SELECT e.user_flow_name, e.device_address, {state}, e.status, e.measurements"
+        for name, device, place, status, labels, values in self._select(
+            f"SELECT e.user_flow_name, e.device_address, {state}, e.status, e.labels, e.vals"
             " FROM events e"
             + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
             + condition,
             args,
         ):
-            measurements = json.loads(values)
-            if measurements:
-                places[name, place, status] += len(measurements)
+            numbers = json.loads(values)
+            if numbers:
+                places[name, place, status] += len(numbers)
             if status not in COUNTED_STATUSES:
                 continue
-            for key, value, kind, units in measurements:
+            for (key, kind, units), value in zip(json.loads(labels), numbers, strict=True):
                 group = groups.get((name, key, kind, device, units))
                 if group is None:
                     group = groups[name, key, kind, device, units] = [0]
@@ -654,7 +660,7 @@ class SQLiteStore:
         ]
         keys.sort(key=lambda row: tuple((row[k] is not None, row[k]) for k in _GROUP))
         pending = self._select(
-            "SELECT COUNT(*), COALESCE(SUM(json_array_length(e.measurements)), 0) FROM events e"
+            "SELECT COUNT(*), COALESCE(SUM(json_array_length(e.labels)), 0) FROM events e"
             f" JOIN uploads u ON u.event = e.id{condition} AND u.state = ?",
             [*args, PENDING],
         )
@@ -690,7 +696,7 @@ class SQLiteStore:
             "SELECT e.id, e.perf_event_id, e.nodeid, e.user_flow_name, e.status, e.status_message,"
             " e.session_id, e.device_address, e.worker, e.event_time, e.duration,"
             " u.state, u.last_error, u.remote_event_id, e.attempts, e.run_id, e.outcome, d.state,"
-            " e.measurements FROM events e LEFT JOIN uploads u ON u.event = e.id"
+            " e.labels, e.vals FROM events e LEFT JOIN uploads u ON u.event = e.id"
             " LEFT JOIN deliveries d ON d.event = e.id"
             f" WHERE {condition} ORDER BY e.event_ts, e.id"
         )
@@ -715,8 +721,8 @@ class SQLiteStore:
                 "outcome": row[16],
                 "team_state": row[17],
                 "measurements": [
-                    {"key": key, "value": value, "type": kind, "units": units}
-                    for key, value, kind, units in json.loads(row[18])
+                    {"key": m.key, "value": m.value, "type": m.type, "units": m.units}
+                    for m in _measurements(row[18], row[19])
                 ],
             }
         return list(events.values())
@@ -726,7 +732,7 @@ class SQLiteStore:
     ) -> list[dict[str, Any]]:
         sql = (
             "SELECT f.user_flow_id, f.name, f.description, f.created_time,"
-            " COUNT(e.id), COALESCE(SUM(json_array_length(e.measurements)), 0)"
+            " COUNT(e.id), COALESCE(SUM(json_array_length(e.labels)), 0)"
             " FROM flows f LEFT JOIN events e ON e.user_flow_id = f.user_flow_id"
             " GROUP BY f.user_flow_id ORDER BY f.name"
         )
@@ -748,7 +754,7 @@ class SQLiteStore:
         sql = (
             "SELECT r.run_id, r.started_at, r.finished_at, r.host, r.git_commit, r.git_branch,"
             " r.base_branch, r.baseline_branch, r.fork_run, r.ci_build_id, r.backend, r.outcome,"
-            " COUNT(e.id), COALESCE(SUM(json_array_length(e.measurements)), 0)"
+            " COUNT(e.id), COALESCE(SUM(json_array_length(e.labels)), 0)"
             f" FROM ({chosen}) r LEFT JOIN events e ON e.run_id = r.run_id"
             " GROUP BY r.run_id ORDER BY r.started_at DESC"
         )
@@ -802,13 +808,17 @@ class SQLiteStore:
     def units(self, run_ids: Sequence[str]) -> dict[tuple[Any, ...], str | None]:
         """The units each test last recorded each key in, in these runs: by its node id, flow,
         key, type and device."""
+        # A test's labels are mostly the same from run to run: each one is read once, at
+        # its newest.
         last: dict[tuple[Any, ...], str | None] = {}
-        for nodeid, flow, device, values in self._select(
-            "SELECT nodeid, user_flow_name, device_address, measurements FROM events"
-            f" WHERE run_id IN ({','.join('?' * len(run_ids))}) ORDER BY event_ts, id",
+        for nodeid, flow, device, labels in self._select(
+            "SELECT nodeid, user_flow_name, device_address, labels FROM events"
+            f" WHERE run_id IN ({','.join('?' * len(run_ids))})"
+            " GROUP BY nodeid, user_flow_name, device_address, labels"
+            " ORDER BY max(event_ts), max(id)",
             run_ids,
         ):
-            for key, _, kind, units in json.loads(values):
+            for key, kind, units in json.loads(labels):
                 last[nodeid, flow, key, kind, device] = units
         return last
 
@@ -949,18 +959,12 @@ class SQLiteStore:
                 args.extend(values)
 
         any_of("session_id", query.session_ids)
-        picked = "measurements"
-        if query.keys:
-            # SQLite picks the measurements of the keys out of each test's array; a test's
-            # text holds a key as '["key",' and nowhere else, so only tests that hold one of
-            # them are looked into.
-            marks = ",".join("?" * len(query.keys))
-            picked = (
-                "(SELECT json_group_array(json(j.value)) FROM json_each(measurements) j"
-                f" WHERE json_extract(j.value, '$[0]') IN ({marks}))"
-            )
-            where.append(f"({' OR '.join(['instr(measurements, ?)'] * len(query.keys))})")
-            args += [f"[{_to_json(key)}," for key in query.keys]
+        keys = set(query.keys)
+        if keys:
+            # A test's labels hold a key as '["key",' and nowhere else: only the tests that
+            # hold one of them are read.
+            where.append(f"({' OR '.join(['instr(labels, ?)'] * len(keys))})")
+            args += [f"[{_to_json(key)}," for key in keys]
         any_of("run_id", query.run_ids)
         wanted = [s.lower() for s in query.statuses] or ["passed", "failed", "not_set"]
         for s in wanted:
@@ -980,22 +984,23 @@ class SQLiteStore:
             args.append(parse_time(query.end_time))
         sql = (
             "SELECT user_flow_id, user_flow_name, perf_event_id, event_time, session_id, status,"
-            f" outcome, run_id, nodeid, worker, device_address, {picked} FROM events"
+            " outcome, run_id, nodeid, worker, device_address, labels, vals FROM events"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY event_ts, id"
         if not self.exists:
             return
-        args = [*query.keys, *args]  # the picked keys' marks come first in the statement
         skip, left = max(query.offset or 0, 0), query.limit
         if left == 0:
             return
         with self.lock, self._errors():
             cursor = self.db.execute(sql, args)
             for chunk in iter(lambda: cursor.fetchmany(1000), []):
-                for flow_id, flow, event, time_, session, status, outcome, *test, text in chunk:
-                    for key, value, kind, units in json.loads(text):
+                for flow_id, flow, event, time_, session, status, outcome, *test in chunk:
+                    for key, value, kind, units in _measurements(test[4], test[5]):
+                        if keys and key not in keys:
+                            continue
                         if skip:
                             skip -= 1
                             continue
@@ -1023,14 +1028,25 @@ class SQLiteStore:
                                 return
 
 
-#: A test's measurements as its row keeps them: compact JSON, text other than ASCII kept as it
-#: is rather than escaped, and never a NaN, which JSON does not have.
+#: JSON as a test's row keeps it: compact, text other than ASCII kept as it is rather than
+#: escaped, and never a NaN, which JSON does not have.
 _to_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
-def _measurements(text: str) -> list[Measurement]:
+def _texts(measurements: Sequence[Measurement]) -> tuple[str, str]:
+    """A test's measurements as its row keeps them: their labels, and their values."""
+    return (
+        _to_json([(m.key, m.type, m.units) for m in measurements]),
+        _to_json([m.value for m in measurements]),
+    )
+
+
+def _measurements(labels: str, values: str) -> list[Measurement]:
     """The measurements of a test's row, as they were recorded."""
-    return [Measurement(*m) for m in json.loads(text)]
+    return [
+        Measurement(key, value, kind, units)
+        for (key, kind, units), value in zip(json.loads(labels), json.loads(values), strict=True)
+    ]
 
 
 def _insert_run(db: sqlite3.Connection, run: RunInfo) -> None:
@@ -1114,16 +1130,17 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     try:
         db.execute("BEGIN IMMEDIATE")
         if db.execute("PRAGMA user_version").fetchone()[0] == 7:
-            db.execute("ALTER TABLE events ADD COLUMN measurements TEXT NOT NULL DEFAULT '[]'")
-            tests: dict[int, list[Any]] = {}
+            db.execute("ALTER TABLE events ADD COLUMN labels TEXT NOT NULL DEFAULT '[]'")
+            db.execute("ALTER TABLE events ADD COLUMN vals TEXT NOT NULL DEFAULT '[]'")
+            tests: dict[int, list[Measurement]] = {}
             for event, *m in db.execute(
                 "SELECT event, key_name, value, key_type, key_units FROM measurement_rows"
                 " ORDER BY event, seq"
             ):
-                tests.setdefault(event, []).append(m)
+                tests.setdefault(event, []).append(Measurement(*m))
             db.executemany(
-                "UPDATE events SET measurements = ? WHERE id = ?",
-                [(_to_json(values), event) for event, values in tests.items()],
+                "UPDATE events SET labels = ?, vals = ? WHERE id = ?",
+                [(*_texts(values), event) for event, values in tests.items()],
             )
             db.execute("DROP VIEW measurements")
             db.execute("DROP TABLE measurement_rows")
