@@ -997,8 +997,9 @@ class SQLiteStore:
         with self.lock, self._errors():
             cursor = self.db.execute(sql, args)
             for chunk in iter(lambda: cursor.fetchmany(1000), []):
-                for flow_id, flow, event, time_, session, status, outcome, *test in chunk:
-                    for key, value, kind, units in _measurements(test[4], test[5]):
+                for (flow_id, flow, event, time_, session, status, outcome, run_id, nodeid,
+                     worker, device, labels, values) in chunk:  # fmt: skip
+                    for key, value, kind, units in _measurements(labels, values):
                         if keys and key not in keys:
                             continue
                         if skip:
@@ -1016,10 +1017,10 @@ class SQLiteStore:
                             "value": value,
                             "status": status,
                             "outcome": outcome,
-                            "run_id": test[0],
-                            "nodeid": test[1],
-                            "worker": test[2],
-                            "device_address": test[3],
+                            "run_id": run_id,
+                            "nodeid": nodeid,
+                            "worker": worker,
+                            "device_address": device,
                             "perf_key_id": None,
                         }
                         if left is not None:
@@ -1148,16 +1149,14 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
                 db.execute(view)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
-    except sqlite3.OperationalError as exc:
+    except BaseException as exc:
         if db.in_transaction:
             db.execute("ROLLBACK")
+        if not isinstance(exc, sqlite3.OperationalError):  # a damaged store, said as such
+            raise
         raise StoreError(
             f"{path} was written by the previous release of pytest-userflow, and this one "
             f"brings it up to date before it reads it, which could not be done now ({exc}): "
             "it is done, every value kept, the first time the store is opened where it can "
             "be written and while no other process writes it; it was left as it is"
         ) from None
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
