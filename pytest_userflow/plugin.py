@@ -40,7 +40,7 @@ BUDGET_MARKER = (
 )
 RUN_NAME = "userflow-run"
 #: The fixtures that record into the running test's record.
-RECORDING_FIXTURES = ("record_measurement", "userflow")
+RECORDING_FIXTURES = frozenset(("record_measurement", "userflow"))
 
 
 class State:
@@ -219,7 +219,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash[STATE_KEY]
     if state.recording and (
         state.flow is not None
-        or any(name in getattr(item, "fixturenames", ()) for name in RECORDING_FIXTURES)
+        or not RECORDING_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
         or any(mark.args or mark.kwargs for mark in item.iter_markers("userflow"))
         or next(item.iter_markers("userflow_budget"), None) is not None
     ):  # a bare userflow marker is another project's tag: it starts nothing

@@ -56,18 +56,24 @@ ATTEMPTS_KEY = pytest.StashKey[int]()
 OUTCOMES = {0: "passed", 1: "failed", 2: "interrupted", 5: "no tests"}
 
 
-def _flow_marker(item: pytest.Item) -> tuple[pytest.Mark | None, bool]:
-    """The nearest ``userflow`` marker that is ours, and whether the test also carries a bare
-    ``@pytest.mark.userflow``: it names no flow and is taken for another project's tag of the
-    same name. One walk over the markers serves both."""
+def _markers(item: pytest.Item) -> tuple[pytest.Mark | None, bool, list[pytest.Mark]]:
+    """In one walk over the test's markers, nearest first: the nearest ``userflow`` marker
+    that is ours, whether the test also carries a bare ``@pytest.mark.userflow`` (it names no
+    flow and is taken for another project's tag of the same name), and its
+    ``userflow_budget`` markers."""
     ours = None
     bare = False
-    for mark in item.iter_markers("userflow"):
-        if not (mark.args or mark.kwargs):
-            bare = True
-        elif ours is None:
-            ours = mark
-    return ours, bare
+    budgets = []
+    for mark in item.iter_markers():
+        name = mark.name
+        if name == "userflow":
+            if not (mark.args or mark.kwargs):
+                bare = True
+            elif ours is None:
+                ours = mark
+        elif name == "userflow_budget":
+            budgets.append(mark)
+    return ours, bare, budgets
 
 
 def _flow_of(nodeid: str, marker: pytest.Mark) -> tuple[str, str | None]:
@@ -93,14 +99,16 @@ def _flow_of(nodeid: str, marker: pytest.Mark) -> tuple[str, str | None]:
     where = f"@pytest.mark.userflow on {nodeid}"
     flow = check_text("the flow name", name, where)
     assert flow is not None
-    return flow, check_text("description", description, where, required=False, limit=10_000)
+    if description is not None:
+        description = check_text("description", description, where, required=False, limit=10_000)
+    return flow, description
 
 
-def _budgets_of(item: pytest.Item, nodeid: str, flow: str) -> dict[str, Budget]:
-    """The test's ``userflow_budget`` markers by key, the nearest winning."""
+def _budgets_of(markers: list[pytest.Mark], nodeid: str, flow: str) -> dict[str, Budget]:
+    """The test's ``userflow_budget`` *markers* by key, the nearest winning."""
     budgets: dict[str, Budget] = {}
     where = f"@pytest.mark.userflow_budget on {nodeid}"
-    for marker in item.iter_markers("userflow_budget"):  # nearest first
+    for marker in markers:  # nearest first
         from .gate import Budget  # a test with no budget marker does not load the gate
 
         unknown = set(marker.kwargs) - {"key", "max", "min", "direction"}
@@ -285,7 +293,7 @@ class UserflowRun:
         setup began): its flow, description and budgets from its markers, checked."""
         self.running = item
         nodeid = item.nodeid
-        marker, bare = _flow_marker(item)
+        marker, bare, budget_markers = _markers(item)
         flow, description = _flow_of(nodeid, marker) if marker else (self.settings.flow, None)
         record = TestRecord(nodeid, flow, description, device=self.device, worker=self.worker)
         record.started = started
@@ -293,7 +301,7 @@ class UserflowRun:
         item.stash[RECORD_KEY] = record
         if bare:
             self.bare_tagged.add(nodeid)
-        record.budgets = _budgets_of(item, nodeid, record.flow)
+        record.budgets = _budgets_of(budget_markers, nodeid, record.flow)
         return record
 
     @pytest.hookimpl(wrapper=True)

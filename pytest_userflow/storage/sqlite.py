@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import os
 import socket
 import sqlite3
@@ -40,7 +41,6 @@ from ..model import (
     Measurement,
     RunInfo,
     TestRecord,
-    is_number,
     newest_accept,
     parse_time,
     utc_text,
@@ -247,30 +247,38 @@ class SQLiteStore:
                 self._db.close()
                 self._db = None
 
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """SQLite's *exc* as a StoreError, naming the file; a corrupt file says so."""
+        damaged = isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
+        return StoreError(f"{self.path}: {exc}", damaged=damaged)
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
-        """SQLite's errors as StoreError, naming the file; a corrupt file says so."""
+        """SQLite's errors as StoreError (``_error``)."""
         try:
             yield
         except sqlite3.Error as exc:
-            damaged = isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
-            raise StoreError(f"{self.path}: {exc}", damaged=damaged) from None
+            raise self._error(exc) from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock: the write lock is taken up
         front, so concurrent writers wait on the busy timeout instead of failing on a lock
-        upgrade."""
-        with self.lock, self._errors():
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
+        upgrade. Every test's write goes through it: its errors are caught here rather than
+        by a second context manager (``_errors``)."""
+        with self.lock:
             try:
-                yield db
-            except BaseException:
-                if db.in_transaction:  # SQLite rolls back by itself on a full disk
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db = self.db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:  # SQLite rolls back by itself on a full disk
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -653,7 +661,8 @@ class SQLiteStore:
                 "type": kind,
                 "device": device,
                 "count": len(values) - 1,
-                "values": [v for v in values[1:] if is_number(v)],
+                # a value read back from JSON is an int, a float or a str
+                "values": [v for v in values[1:] if v.__class__ is not str],
                 "units": units,
             }
             for (name, key, kind, device, units), values in groups.items()
@@ -1034,12 +1043,14 @@ class SQLiteStore:
 _to_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
+#: A measurement's labels (key, type, units), and its value.
+_LABELS = operator.itemgetter(0, 2, 3)
+_VALUE = operator.itemgetter(1)
+
+
 def _texts(measurements: Sequence[Measurement]) -> tuple[str, str]:
     """A test's measurements as its row keeps them: their labels, and their values."""
-    return (
-        _to_json([(m.key, m.type, m.units) for m in measurements]),
-        _to_json([m.value for m in measurements]),
-    )
+    return _to_json(list(map(_LABELS, measurements))), _to_json(list(map(_VALUE, measurements)))
 
 
 def _measurements(labels: str, values: str) -> list[Measurement]:
