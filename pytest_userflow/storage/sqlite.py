@@ -627,28 +627,37 @@ class SQLiteStore:
         )
         state = "u.state" if uploads else "NULL"
         condition = " WHERE " + " AND ".join("e." + p for p in where.split(" AND "))
-        # One pass over the tests, counting where each one's values went by flow, and per
-        # group its count and numbers. A key recorded in two units is two groups: never one
+        # The tests of one flow, device, destination and status with the same labels are
+        # one shape: their values are parsed together, once, and split into columns by the
+        # labels, parsed once too. A key recorded in two units is two groups: never one
         # summary of both.
-        places = Counter[tuple[str, str | None, str]]()
-        groups: dict[tuple[Any, ...], list[Any]] = {}
-        for name, device, place, status, labels, values in self._select(
-            f"SELECT e.user_flow_name, e.device_address, {state}, e.status, e.labels, e.vals"
+        shapes: dict[tuple[Any, ...], list[str]] = {}
+        for row in self._select(
+            f"SELECT e.vals, e.user_flow_name, e.device_address, {state}, e.status, e.labels"
             " FROM events e"
             + (" LEFT JOIN uploads u ON u.event = e.id" if uploads else "")
             + condition,
             args,
         ):
-            numbers = json.loads(values)
-            if numbers:
-                places[name, place, status] += len(numbers)
+            texts = shapes.get(row[1:])
+            if texts is None:
+                texts = shapes[row[1:]] = []
+            texts.append(row[0])
+        places = Counter[tuple[str, str | None, str]]()
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        for (name, device, place, status, labels), texts in shapes.items():
+            shape = json.loads(labels)
+            if not shape:
+                continue
+            places[name, place, status] += len(shape) * len(texts)
             if status not in COUNTED_STATUSES:
                 continue
-            for (key, kind, units), value in zip(json.loads(labels), numbers, strict=True):
+            columns = zip(*json.loads(f"[{','.join(texts)}]"), strict=True)
+            for (key, kind, units), column in zip(shape, columns, strict=True):
                 group = groups.get((name, key, kind, device, units))
                 if group is None:
-                    group = groups[name, key, kind, device, units] = [0]
-                group.append(value)
+                    group = groups[name, key, kind, device, units] = []
+                group += column
         for (name, place, status), n in places.items():
             where_to = flow(name)["places"]
             where_to[place or ""] = where_to.get(place or "", 0) + n
@@ -660,9 +669,9 @@ class SQLiteStore:
                 "key": key,
                 "type": kind,
                 "device": device,
-                "count": len(values) - 1,
+                "count": len(values),
                 # a value read back from JSON is an int, a float or a str
-                "values": [v for v in values[1:] if v.__class__ is not str],
+                "values": [v for v in values if v.__class__ is not str],
                 "units": units,
             }
             for (name, key, kind, device, units), values in groups.items()
