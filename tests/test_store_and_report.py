@@ -426,6 +426,59 @@ def test_a_long_run_summarizes_what_the_store_holds(pytester: pytest.Pytester, h
     assert len(list(history(path).measurements(EVERY_ROW))) == 602
 
 
+def test_tests_that_record_other_keys_in_other_orders_are_summarized_key_by_key(
+    pytester: pytest.Pytester,
+) -> None:
+    # The summary reads tests that share their labels together, a column a key: tests whose
+    # labels differ in order, in number or in units must each land in their own keys.
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.userflow("Mixed")
+
+        def test_1(record_measurement):
+            record_measurement("A", 1)
+            record_measurement("B", 10, units="s")
+
+        def test_2(record_measurement):
+            record_measurement("B", 20, units="s")
+            record_measurement("A", 2)
+
+        def test_3(record_measurement):
+            record_measurement("A", 3)
+
+        def test_4(record_measurement):
+            record_measurement("C", "text")
+            record_measurement("B", 30, units="s")
+            record_measurement("A", 4)
+
+        def test_5(record_measurement):
+            record_measurement("B", 400, units="ms")
+            record_measurement("A", 1000)
+            assert False
+
+        def test_6(record_measurement):
+            record_measurement("A", 2)
+            record_measurement("B", 10, units="s")
+            pytest.skip("left out")
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=4, failed=1, skipped=1)
+    result.stdout.re_match_lines(
+        [
+            r"flow 'Mixed': 6 tests \(4 Passed, 1 Failed, 1 Excluded\); "
+            r"12 measurements: 12 stored locally",
+            r"  key +n +min +median +max +units$",
+            r"  A +5 +1 +3 +1000 +-$",
+            r"  B +1 +400 +400 +400 +ms$",
+            r"  B +3 +10 +20 +30 +s$",
+            r"  C +1 +- +- +- +-$",
+        ]
+    )
+
+
 def test_runs_at_once_on_a_new_store_beside_a_reader_lose_nothing(
     pytester: pytest.Pytester, store_path, history
 ) -> None:
