@@ -19,7 +19,7 @@ import operator
 import random
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -774,26 +774,17 @@ def find_changes(
     return out
 
 
-def unit_changes(
-    now: Mapping[tuple[Any, ...], str | None], earlier: Mapping[tuple[Any, ...], str | None]
-) -> list[str]:
-    """One line per test and key whose units *now* differ from its newest units *earlier*;
-    both map (node id, flow, key, type, device) to units: their values are never summed up
-    as one.
+def unit_changes(changes: Iterable[tuple[str, str, str, str | None, str | None]]) -> list[str]:
+    """One line per test and key whose units changed: (node id, flow, key, units now, units
+    before), as the store finds them; their values are never summed up as one.
 
-    >>> which = ("t.py::x", "F", "t", None, None)
-    >>> unit_changes({which: "ms"}, {which: None})
+    >>> unit_changes([("t.py::x", "F", "t", "ms", None)])
     ['t.py::x records F/t in ms, its history in (no units)']
     """
-    found: dict[tuple[Any, ...], tuple[str | None, str | None]] = {}
-    for which, units in now.items():
-        old = earlier.get(which, units)
-        if old != units:
-            found.setdefault(which[:3], (units, old))
     return [
         f"{nodeid} records {flow}/{key} in {new or '(no units)'}, its history in "
         f"{old or '(no units)'}"
-        for (nodeid, flow, key), (new, old) in found.items()
+        for nodeid, flow, key, new, old in changes
     ]
 
 

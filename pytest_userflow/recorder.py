@@ -608,7 +608,7 @@ class UserflowRun:
             earlier = [run_id for run_id in earlier if run_id != self.run.run_id][:RECENT_RUNS]
             if not earlier:
                 return
-            found = unit_changes(self.store.units([self.run.run_id]), self.store.units(earlier))
+            found = unit_changes(self.store.unit_changes(self.run.run_id, earlier))
         except StoreError as exc:  # said in the summary, never raised
             self.summary.errors.append(f"could not compare the units: {exc}")
             return

@@ -116,3 +116,42 @@ def test_one_key_in_two_units_is_never_one_summary(
         ("-", 3, 1.5, 1800),  # test_b's first run recorded 1800 with no units, as test_a does
         ("ms", 1, 1800, 1800),
     ]
+
+
+LATER = """
+import os, pytest
+
+@pytest.mark.userflow("App")
+def test_c(record_measurement):
+    run = os.environ["RUN"]
+    if run == "1":
+        record_measurement("Idle", 1.5, units="s")
+        record_measurement("Load", 2.0, units="s")
+    elif run == "2":
+        record_measurement("Load", 2.0, units="s")
+    else:
+        record_measurement("Load", 2.1, units="s")
+        record_measurement("Idle", 1500, units="ms")
+"""
+
+
+def test_units_are_compared_with_the_newest_run_that_recorded_the_key(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run 2 leaves Idle out and run 3 records the keys in another order: only Idle's units
+    # changed, against run 1, the newest that recorded it.
+    pytester.makepyfile(LATER)
+    for run in "123":
+        monkeypatch.setenv("RUN", run)
+        result = pytester.runpytest("-p", "no:cacheprovider")
+        result.assert_outcomes(passed=1)
+        warnings = [line for line in result.stdout.lines if line.startswith("WARNING")]
+        assert warnings == (
+            []
+            if run != "3"
+            else [
+                "WARNING: test_units_are_compared_with_the_newest_run_that_recorded_the_key.py"
+                "::test_c records App/Idle in ms, its history in s: their values are "
+                "summarised apart"
+            ]
+        )

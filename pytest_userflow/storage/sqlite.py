@@ -823,12 +823,31 @@ class SQLiteStore:
             tests.setdefault(run_id, set()).add(nodeid)
         return tests
 
-    def units(self, run_ids: Sequence[str]) -> dict[tuple[Any, ...], str | None]:
-        """The units each test last recorded each key in, in these runs: by its node id, flow,
-        key, type and device."""
-        # A test's labels are mostly the same from run to run: each one is read once, at
-        # its newest.
-        last: dict[tuple[Any, ...], str | None] = {}
+    def unit_changes(
+        self, run_id: str, earlier: Sequence[str]
+    ) -> list[tuple[str, str, str, str | None, str | None]]:
+        """Each test and key whose units in the run *run_id* differ from the newest units
+        the test recorded the key in, in the *earlier* runs: (node id, flow, key, units now,
+        units before), a test and key once whatever its types and devices."""
+        now, before = self._labels([run_id]), self._labels(earlier)
+        found: dict[tuple[str, str, str], tuple[str | None, str | None]] = {}
+        for (nodeid, flow, device), texts in now.items():
+            old = before.get((nodeid, flow, device))
+            # A test's labels are mostly the ones it had last time: nothing to compare.
+            if old is None or texts == old[-1:]:
+                continue
+            had = {(key, kind): units for text in old for key, kind, units in json.loads(text)}
+            has = {(key, kind): units for text in texts for key, kind, units in json.loads(text)}
+            for (key, kind), units in has.items():
+                prior = had.get((key, kind), units)
+                if prior != units:
+                    found.setdefault((nodeid, flow, key), (units, prior))
+        return [(*test, *change) for test, change in found.items()]
+
+    def _labels(self, run_ids: Sequence[str]) -> dict[tuple[str, str, str | None], list[str]]:
+        """Each test's labels in these runs, by its node id, flow and device: their distinct
+        texts, the newest last (SQLite reads a test's same labels once over the runs)."""
+        found: dict[tuple[str, str, str | None], list[str]] = {}
         for nodeid, flow, device, labels in self._select(
             "SELECT nodeid, user_flow_name, device_address, labels FROM events"
             f" WHERE run_id IN ({','.join('?' * len(run_ids))})"
@@ -836,9 +855,8 @@ class SQLiteStore:
             " ORDER BY max(event_ts), max(id)",
             run_ids,
         ):
-            for key, kind, units in json.loads(labels):
-                last[nodeid, flow, key, kind, device] = units
-        return last
+            found.setdefault((nodeid, flow, device), []).append(labels)
+        return found
 
     def checks(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The budgets and regressions the gate checked in these runs, in the order made."""
