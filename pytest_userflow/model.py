@@ -245,6 +245,7 @@ class Measurement(NamedTuple):
         checked_key = check_text("key", key, where)
         assert checked_key is not None
         # tuple's own constructor: the named tuple's __new__ is one more Python call a value
+        # (it checks no arity: a field added to the class must be added here too)
         return tuple.__new__(
             cls,
             (

@@ -828,35 +828,44 @@ class SQLiteStore:
     ) -> list[tuple[str, str, str, str | None, str | None]]:
         """Each test and key whose units in the run *run_id* differ from the newest units
         the test recorded the key in, in the *earlier* runs: (node id, flow, key, units now,
-        units before), a test and key once whatever its types and devices."""
-        now, before = self._labels([run_id]), self._labels(earlier)
-        found: dict[tuple[str, str, str], tuple[str | None, str | None]] = {}
-        for (nodeid, flow, device), texts in now.items():
+        units before), a test and key once whatever its types and devices (the first found,
+        in the order the run recorded them)."""
+        rows = self._labels([run_id])
+        now: dict[tuple[str, str, str | None], list[str]] = {}
+        before: dict[tuple[str, str, str | None], list[str]] = {}
+        for nodeid, flow, device, labels in rows:
+            now.setdefault((nodeid, flow, device), []).append(labels)
+        for nodeid, flow, device, labels in self._labels(earlier):
+            before.setdefault((nodeid, flow, device), []).append(labels)
+        has: dict[tuple[str, str, str, str | None, str | None], str | None] = {}
+        for nodeid, flow, device, labels in rows:
             old = before.get((nodeid, flow, device))
             # A test's labels are mostly the ones it had last time: nothing to compare.
-            if old is None or texts == old[-1:]:
+            if old is None or now[nodeid, flow, device] == old[-1:]:
                 continue
-            had = {(key, kind): units for text in old for key, kind, units in json.loads(text)}
-            has = {(key, kind): units for text in texts for key, kind, units in json.loads(text)}
-            for (key, kind), units in has.items():
-                prior = had.get((key, kind), units)
-                if prior != units:
-                    found.setdefault((nodeid, flow, key), (units, prior))
+            for key, kind, units in json.loads(labels):
+                has[nodeid, flow, key, kind, device] = units
+        had: dict[tuple[str, str, str | None], dict[tuple[str, str | None], str | None]] = {}
+        found: dict[tuple[str, str, str], tuple[str | None, str | None]] = {}
+        for (nodeid, flow, key, kind, device), units in has.items():
+            test = (nodeid, flow, device)
+            if test not in had:
+                had[test] = {(k, t): u for text in before[test] for k, t, u in json.loads(text)}
+            prior = had[test].get((key, kind), units)
+            if prior != units:
+                found.setdefault((nodeid, flow, key), (units, prior))
         return [(*test, *change) for test, change in found.items()]
 
-    def _labels(self, run_ids: Sequence[str]) -> dict[tuple[str, str, str | None], list[str]]:
-        """Each test's labels in these runs, by its node id, flow and device: their distinct
-        texts, the newest last (SQLite reads a test's same labels once over the runs)."""
-        found: dict[tuple[str, str, str | None], list[str]] = {}
-        for nodeid, flow, device, labels in self._select(
+    def _labels(self, run_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The tests' labels in these runs: node id, flow, device and the labels' text, each
+        distinct text once, the newest last (SQLite reads a test's same labels once)."""
+        return self._select(
             "SELECT nodeid, user_flow_name, device_address, labels FROM events"
             f" WHERE run_id IN ({','.join('?' * len(run_ids))})"
             " GROUP BY nodeid, user_flow_name, device_address, labels"
             " ORDER BY max(event_ts), max(id)",
             run_ids,
-        ):
-            found.setdefault((nodeid, flow, device), []).append(labels)
-        return found
+        )
 
     def checks(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The budgets and regressions the gate checked in these runs, in the order made."""
