@@ -220,10 +220,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if state.recording and (
         state.flow is not None
         or not RECORDING_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
-        or any(mark.args or mark.kwargs for mark in item.iter_markers("userflow"))
-        or next(item.iter_markers("userflow_budget"), None) is not None
-    ):  # a bare userflow marker is another project's tag: it starts nothing
+        or any(_starts(mark) for mark in item.iter_markers())
+    ):
         _start(item)
+
+
+def _starts(mark: pytest.Mark) -> bool:
+    """Whether *mark* makes its test record: a named ``userflow`` marker or a
+    ``userflow_budget`` one (a bare userflow marker is another project's tag)."""
+    return mark.name == "userflow_budget" or (
+        mark.name == "userflow" and bool(mark.args or mark.kwargs)
+    )
 
 
 def _start(item: pytest.Item) -> TestRecord:
