@@ -48,13 +48,14 @@ ATTENTION = ("over budget", "under budget", "regressed", "regressed (warning)")
 
 
 def vega_bundle() -> str:
-    """The Vega, Vega-Lite and Vega-Embed scripts as one, from vl-convert-python."""
+    """The Vega, Vega-Lite and Vega-Embed scripts as one, from vl-convert-python: its default
+    bundle, which defines ``vegaEmbed`` for the page and is made once in a process."""
     try:
         import vl_convert
     except ImportError:
         raise UserflowError(NEEDS_EXTRA) from None
     try:
-        return str(vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"))
+        return str(vl_convert.javascript_bundle())
     except Exception as exc:  # its own errors (a broken install): one line, never a traceback
         raise UserflowError(f"vl-convert-python could not bundle the charts: {exc}") from None
 
