@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -30,20 +31,37 @@ with contextlib.suppress(ImportError):
 with contextlib.suppress(ImportError):
     import psycopg  # noqa: F401
 
+# And the plugin's modules a recording run loads on first use (the command's import loads the
+# rest): imported once here, as in a user's one run, not again in each in-process run.
 import pytest_userflow.client
+import pytest_userflow.fixtures
+import pytest_userflow.recorder
+import pytest_userflow.storage.sqlite
+from pytest_userflow import cli
 from pytest_userflow.storage import Query
 
 pytest_plugins = ["pytester"]
 
 
-def run_cli(store: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``pytest-userflow --store STORE ARGS...`` in a process of its own, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_userflow", "--store", str(store), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
+def run_cli(
+    store: str | Path, *args: str, own_process: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``pytest-userflow --store STORE ARGS...``: the command's ``main``, run in this process for
+    speed, with its output and exit status. *own_process*: in a process of its own, as a second
+    program beside a run, or for ``plot``, whose numpy loads only once in a process (an
+    in-process pytester run may have loaded and dropped it)."""
+    argv = ["--store", str(store), *args]
+    if own_process:
+        command = [sys.executable, "-m", "pytest_userflow", *argv]
+        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:  # argparse's usage errors and --help
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    return subprocess.CompletedProcess(
+        ["pytest-userflow", *argv], code, out.getvalue(), err.getvalue()
     )
 
 

@@ -47,7 +47,7 @@ def test_plot_writes_no_file_with_its_error(
     pytester.makepyfile(ONE_TEST)
     pytester.runpytest().assert_outcomes(passed=1)
     output = tmp_path / "nope.png"
-    result = run_cli(store_path, "plot", "--key", "Nope", "-o", str(output))
+    result = run_cli(store_path, "plot", "--key", "Nope", "-o", str(output), own_process=True)
     assert result.returncode == 2 and "no numeric values of key 'Nope'" in result.stderr
     assert not output.exists()
 

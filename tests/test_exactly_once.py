@@ -41,7 +41,7 @@ DEVICE_TESTS = """
 
 
 def run_push(pytester) -> subprocess.CompletedProcess[str]:
-    return run_cli(pytester.path / ".userflow" / "userflow.db", "push", timeout=60)
+    return run_cli(pytester.path / ".userflow" / "userflow.db", "push", own_process=True)
 
 
 def device_events(server, flow: str = "Scroll") -> list[dict]:
@@ -375,12 +375,12 @@ def test_a_slow_event_creation_makes_one_event(pytester, hs_env, slow) -> None:
 
 
 def test_a_fault_mix_with_slow_creations_delivers_each_test_once(pytester, hs_env) -> None:
-    """A 2 s client timeout, every event made after it, and lost answers and 503s on every
+    """A 0.5 s client timeout, every event made after it, and lost answers and 503s on every
     route: N tests, N events."""
-    hs_env.faults.work_delay[EVENTS_ROUTE] = 2.1
+    hs_env.faults.work_delay[EVENTS_ROUTE] = 0.6
     hs_env.faults.lose_rate = 0.15
     hs_env.faults.error_rate = 0.05
-    pytester.makeconftest(SHORT_TIMEOUT.replace('"DEFAULT_TIMEOUT", 0.2', '"DEFAULT_TIMEOUT", 2.0'))
+    pytester.makeconftest(SHORT_TIMEOUT.replace('"DEFAULT_TIMEOUT", 0.2', '"DEFAULT_TIMEOUT", 0.5'))
     pytester.makepyfile(DEVICE_TESTS.format(n=4))
     result = pytester.runpytest(
         "--userflow-device", DEVICE, "-p", "no:randomly", "--userflow-flush-timeout", "120"
