@@ -322,11 +322,17 @@ def compare(
 
 
 def fmt_number(value: float | int | None) -> str:
+    """A statistic for a table: four significant digits, but whole numbers up to 10**15 in
+    full (a median of 40000 ms is ``40000``, not ``4e+04``), and no fraction from 10,000 up."""
     if value is None:
         return "-"
     if isinstance(value, int):
         return str(value)
-    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
+    if not abs(value) < 1e15:  # huge, infinite or NaN
+        return f"{value:.6g}"
+    if abs(value) >= 1e4 or value.is_integer():
+        return f"{value:.0f}"
+    return f"{value:.4g}"
 
 
 # Change points: E-Divisive means (Matteson and James, 2014) as MongoDB and Apache Otava use

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import EVERY_ROW, pick, run_cli
@@ -298,6 +299,32 @@ def test_terminal_summary_shows_flows_statuses_and_key_statistics(
             "1 value(s) of excluded tests left out)",
         ]
     )
+
+
+def test_large_statistics_are_written_out_in_the_summary_and_stats(
+    pytester: pytest.Pytester, store_path: Path
+) -> None:
+    """A median of 40000 ms reads 40000, not 4e+04; from 10,000 up, without a fraction."""
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Sync")
+        @pytest.mark.parametrize("sync, upload", [(40000.0, 12345.2), (40000.0, 12345.6)])
+        def test_sync(record_measurement, sync, upload):
+            record_measurement("Sync Time", sync, units="ms")
+            record_measurement("Upload Time", upload, units="ms")
+    """)
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(
+        [
+            "  key          n  min    median  max    units",
+            "  Sync Time    2  40000  40000   40000  ms",
+            "  Upload Time  2  12345  12345   12346  ms",
+        ]
+    )
+    header, row = run_cli(store_path, "stats", "--key", "Upload Time").stdout.splitlines()
+    assert header.split()[4:] == ["min", "mean", "p50", "p95", "max", "units"]
+    assert row.split()[5:] == ["12345", "12345", "12345", "12346", "12346", "ms"]
 
 
 def test_nothing_recorded_means_no_summary(pytester: pytest.Pytester) -> None:
