@@ -171,10 +171,12 @@ GATE_FAILED = "Failed by the gate"
 STATUS_NAMES = (*STATUSES, GATE_FAILED, "Not Set")
 
 
-def _drawn(value: float) -> float:
+def _drawn(value: float) -> float | None:
     """*value* to the 6 significant digits a chart and its tooltips show (the tables and the
-    store keep it whole): a third of the file's size."""
-    return float(f"{value:.6g}")
+    store keep it whole): a third of the file's size. None, a gap in the chart, where JSON
+    cannot carry it (a median beyond the float limit)."""
+    drawn = float(f"{value:.6g}")
+    return drawn if math.isfinite(drawn) else None
 
 
 def _status_code(status: str) -> int:
@@ -237,7 +239,8 @@ def _add_checks(
 def _add_domain(chart: dict[str, Any]) -> None:
     """The value axis: the values and bands, and the budgets near them; a budget far away
     (a limit of seconds over values of milliseconds) is named under the chart instead."""
-    values = [p[2] for p in chart["points"]] + [b[i] for b in chart["bands"] for i in (2, 4)]
+    drawn = [p[2] for p in chart["points"]] + [b[i] for b in chart["bands"] for i in (2, 4)]
+    values = [v for v in drawn if v is not None]
     if not values:
         chart["domain"] = None
         return
@@ -253,7 +256,8 @@ def _add_domain(chart: dict[str, Any]) -> None:
     low = min([low, *(limit for limit, _ in near)])
     high = max([high, *(limit for limit, _ in near)])
     pad = ((high - low) or span) * 0.05
-    chart["domain"] = [low - pad, high + pad]
+    domain = [low - pad, high + pad]
+    chart["domain"] = domain if all(map(math.isfinite, domain)) else None  # None: Vega's own
     units = f" {chart['units']}" if chart["units"] else ""
     chart["limits"] = [[limit, f"{sign} {fmt_number(limit)}{units}"] for limit, sign in near]
     chart["off_chart"] = [f"{sign} {fmt_number(limit)}{units}" for limit, sign in far]
@@ -289,18 +293,6 @@ def _attention(
             }
         )
     return out
-
-
-def _finite(data: Any) -> Any:
-    """*data* with each float that JSON cannot carry (a statistic beyond the float limit) as
-    null: a gap in the chart."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    return data
 
 
 def _accept(accept: Accept) -> dict[str, Any]:
@@ -361,9 +353,7 @@ def render(data: dict[str, Any], *, title: str = "pytest-userflow report") -> st
     parts += [
         '<script type="application/json" id="userflow-data">',
         # No "<" at all in the data: no key or test name can end the script element.
-        json.dumps(_finite(page_data), separators=(",", ":"), allow_nan=False).replace(
-            "<", "\\u003c"
-        ),
+        json.dumps(page_data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c"),
         "</script>",
         f"<script>{_script_text(bundle)}</script>",
         f"<script>{_asset('report.js')}</script>",

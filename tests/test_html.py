@@ -283,3 +283,22 @@ def test_keys_and_units_with_quotes_and_line_breaks_are_drawn(
     page = Page(browser, out)
     assert page.messages == []
     assert page.points() == {"Remote/Frame\nTime": 3, 'Remote/Say "hi\\"': 3}
+
+
+def test_values_near_the_float_limit_are_drawn(
+    pytester: pytest.Pytester, store_path: Path, browser
+) -> None:
+    """Their axis is wider than a float reaches (Vega then picks its own): every point is
+    drawn, with no error."""
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.userflow("Big")
+        @pytest.mark.parametrize("v", [1e308, 1.5e308, -1.7e308, 1.7976931348623157e308])
+        def test_big(record_measurement, v):
+            record_measurement("Huge", v)
+    """)
+    pytester.runpytest("--userflow-html", "r.html").assert_outcomes(passed=4)
+    page = Page(browser, pytester.path / "r.html")
+    assert page.messages == []
+    assert page.points() == {"Big/Huge": 4}
