@@ -177,7 +177,7 @@ class UserflowRun:
             from .storage import open_outbox, open_store
 
             self.store = open_outbox(s.outbox or s.store)
-            self.history = open_store(s.store) if s.outbox is not None else self.store
+            self.history = open_store(s.store, in_run=True) if s.outbox is not None else self.store
             self.run = self._lineage(self.run)
         local = s.baseline == "local" and self.store is not None
         self.gate: Gate = Gate(
@@ -236,7 +236,7 @@ class UserflowRun:
             from .storage.postgres import PostgresStore
             from .upload import TeamSender
 
-            team = TeamSender(PostgresStore(str(s.store)), self.store)
+            team = TeamSender(PostgresStore(str(s.store), in_run=True), self.store)
         if s.backend == "headspin":
             from .client import HeadSpinClient  # requests is imported only when it is needed
 

@@ -142,6 +142,53 @@ def test_a_push_without_the_team_store_says_which_to_give(tmp_path: Path, pg_url
     assert "2 test(s) wait for a PostgreSQL team store: pass --store postgresql://" in pushed.stderr
 
 
+def test_a_server_that_keeps_the_tables_locked_costs_a_run_a_bounded_wait(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A migration or a transaction left open holds the history's tables: the run's reads and
+    deliveries give up after the statement timeout, its tests wait in the outbox, and push
+    delivers them once the tables are free."""
+    import time
+
+    import psycopg
+
+    folder = machine(tmp_path, "1", n=3)
+    assert finished(pytest_in(folder, "--userflow-store", pg_url))[0] == 0
+    (folder / "conftest.py").write_text(
+        "import pytest_userflow.storage.postgres as postgres\n\n"
+        "def pytest_configure(config):\n"
+        "    postgres.RUN_STATEMENT_TIMEOUT = 0.5\n"
+    )
+    with psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        code, out = finished(
+            pytest_in(folder, "--userflow-store", pg_url, "--userflow-baseline", "local")
+        )
+        took = time.monotonic() - started
+        assert code == 0, out
+        assert "canceling statement due to statement timeout" in out
+        assert "0 test(s) delivered, 3 pending" in out
+        assert took < 8, out
+        locker.rollback()
+    assert outbox_pending(folder) == 3
+    pushed = cli(folder, "--store", pg_url, "push")
+    assert pushed.returncode == 0 and "delivered 3, still pending 0" in pushed.stdout
+    assert values(pg_url) == expected(("1", 3, 100), ("1", 3, 100))
+
+
+def test_a_runs_statements_wait_a_bounded_time_unless_the_url_says(pg_url: str) -> None:
+    from pytest_userflow.storage.postgres import PostgresStore
+
+    own = pg_url.replace("options=", "options=-cstatement_timeout%3D300000%20")
+    for url, in_run, limit in ((pg_url, True, "10s"), (own, True, "5min"), (pg_url, False, "0")):
+        store = PostgresStore(url, in_run=in_run)
+        try:
+            assert store.db.execute("SHOW statement_timeout").fetchone() == (limit,)
+        finally:
+            store.close()
+
+
 def test_the_password_appears_in_no_output_and_no_file(tmp_path: Path, pg_url: str) -> None:
     secret = "pw-4c9d2e-not-to-be-seen"
     url = pg_url.replace("postgres@", f"postgres:{secret}@")  # trust: the server never asks

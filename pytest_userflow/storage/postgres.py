@@ -52,6 +52,11 @@ SCHEMA_VERSION = 3
 SCHEMA_LOCK = 0x75736572666C6F77  # "userflow"
 #: How long to wait for the server to answer a connection, unless the URL says.
 CONNECT_TIMEOUT = 10
+#: How long a pytest run waits for one statement, unless the URL, the role or the database
+#: set a ``statement_timeout``: a server that keeps the tables locked (a migration, a
+#: transaction left open) is then one that does not answer, and the run goes on without it.
+#: A command waits as long as its user does.
+RUN_STATEMENT_TIMEOUT = 10
 
 #: The baseline's indexes hold the tests that passed on their own (outcome Passed): a test
 #: whose status is Passed has that outcome too, so they serve the baseline with an accept and
@@ -143,7 +148,9 @@ class PostgresStore:
     this process's threads (``lock`` serialises them). Nothing is made in the database
     until something is written; a broken connection is opened anew at the next use."""
 
-    def __init__(self, url: str, *, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = CONNECT_TIMEOUT, in_run: bool = False
+    ) -> None:
         if psycopg is None:
             raise StoreError(
                 f"{shown(url)}: a PostgreSQL store needs psycopg: "
@@ -162,6 +169,7 @@ class PostgresStore:
             self._password = str(given["password"])
         self._given = set(given)
         self.connect_timeout = connect_timeout
+        self.in_run = in_run  # a pytest run's: each statement waits RUN_STATEMENT_TIMEOUT
         self.lock = threading.RLock()
         self._db: psycopg.Connection[tuple[Any, ...]] | None = None
         self._made = False  # the schema is known to exist
@@ -185,7 +193,14 @@ class PostgresStore:
         if "connect_timeout" not in self._given:
             extra["connect_timeout"] = max(1, round(self.connect_timeout))
         try:
-            return psycopg.connect(self.url, autocommit=True, **extra)
+            db = psycopg.connect(self.url, autocommit=True, **extra)
+            if self.in_run:
+                db.execute(
+                    "SELECT set_config('statement_timeout', %s, false)"
+                    " WHERE current_setting('statement_timeout') = '0'",
+                    (str(round(RUN_STATEMENT_TIMEOUT * 1000)),),
+                )
+            return db
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to the userflow store {self.location}: {self._said(exc)}"
