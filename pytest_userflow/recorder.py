@@ -209,7 +209,7 @@ class UserflowRun:
             return lineage(history, run, self.settings.baseline_branch, commits)
         except StoreError as exc:
             if history is not self.store:
-                self.team_error = str(exc)
+                self._team_failed(exc)
             self.errors.append(f"the history could not be read: {exc}")
             return run
 
@@ -237,6 +237,8 @@ class UserflowRun:
             from .upload import TeamSender
 
             team = TeamSender(PostgresStore(str(s.store), in_run=True), self.store)
+            if self.team_error is not None:  # the run's start could not read it
+                team.stop()
         if s.backend == "headspin":
             from .client import HeadSpinClient  # requests is imported only when it is needed
 
@@ -273,10 +275,17 @@ class UserflowRun:
             try:
                 return list(fetch(*args))
             except StoreError as exc:
-                self.team_error = str(exc)
+                self._team_failed(exc)
                 raise
 
         return once
+
+    def _team_failed(self, exc: StoreError) -> None:
+        """The team store failed a read (down, or its tables locked): it is said once, and
+        this run neither reads from it nor delivers to it again."""
+        self.team_error = str(exc)
+        if self.sink is not None:
+            self.sink.give_up_team()
 
     def worker_died(self, worker: str, device: str | None) -> None:
         """What the dead *worker* (driving *device*) finished, read from the store, for the

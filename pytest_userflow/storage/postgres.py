@@ -52,11 +52,11 @@ SCHEMA_VERSION = 3
 SCHEMA_LOCK = 0x75736572666C6F77  # "userflow"
 #: How long to wait for the server to answer a connection, unless the URL says.
 CONNECT_TIMEOUT = 10
-#: How long a pytest run waits for one statement, unless the URL, the role or the database
-#: set a ``statement_timeout``: a server that keeps the tables locked (a migration, a
+#: How long a pytest run's statement waits for a lock, unless the URL, the role, the database
+#: or the server set a ``lock_timeout``: a server that keeps the tables locked (a migration, a
 #: transaction left open) is then one that does not answer, and the run goes on without it.
-#: A command waits as long as its user does.
-RUN_STATEMENT_TIMEOUT = 10
+#: A statement that is slow on its own is not cut short; a command waits as its user does.
+RUN_LOCK_TIMEOUT = 10
 
 #: The baseline's indexes hold the tests that passed on their own (outcome Passed): a test
 #: whose status is Passed has that outcome too, so they serve the baseline with an accept and
@@ -169,7 +169,7 @@ class PostgresStore:
             self._password = str(given["password"])
         self._given = set(given)
         self.connect_timeout = connect_timeout
-        self.in_run = in_run  # a pytest run's: each statement waits RUN_STATEMENT_TIMEOUT
+        self.in_run = in_run  # a pytest run's: a statement waits RUN_LOCK_TIMEOUT for a lock
         self.lock = threading.RLock()
         self._db: psycopg.Connection[tuple[Any, ...]] | None = None
         self._made = False  # the schema is known to exist
@@ -194,17 +194,21 @@ class PostgresStore:
             extra["connect_timeout"] = max(1, round(self.connect_timeout))
         try:
             db = psycopg.connect(self.url, autocommit=True, **extra)
-            if self.in_run:
-                db.execute(
-                    "SELECT set_config('statement_timeout', %s, false)"
-                    " WHERE current_setting('statement_timeout') = '0'",
-                    (str(round(RUN_STATEMENT_TIMEOUT * 1000)),),
-                )
-            return db
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to the userflow store {self.location}: {self._said(exc)}"
             ) from None
+        if self.in_run:
+            try:
+                db.execute(  # unless something set it, 0 (no limit) included
+                    "SELECT set_config('lock_timeout', %s, false) FROM pg_settings"
+                    " WHERE name = 'lock_timeout' AND source = 'default'",
+                    (str(round(RUN_LOCK_TIMEOUT * 1000)),),
+                )
+            except psycopg.Error as exc:
+                db.close()
+                raise StoreError(f"{self.location}: {self._said(exc)}") from None
+        return db
 
     def _said(self, exc: BaseException) -> str:
         """The server's or libpq's message, on one line, without the password."""
