@@ -322,17 +322,17 @@ def compare(
 
 
 def fmt_number(value: float | int | None) -> str:
-    """A statistic for a table: four significant digits, but whole numbers up to 10**15 in
-    full (a median of 40000 ms is ``40000``, not ``4e+04``), and no fraction from 10,000 up."""
+    """A statistic for a table: four significant digits, but a whole number, or one that four
+    digits would write in powers of ten, in full and without a fraction (below 10**15): a
+    median of 40000 ms is ``40000``, not ``4e+04``."""
     if value is None:
         return "-"
     if isinstance(value, int):
         return str(value)
     if not abs(value) < 1e15:  # huge, infinite or NaN
         return f"{value:.6g}"
-    if abs(value) >= 1e4 or value.is_integer():
-        return f"{value:.0f}"
-    return f"{value:.4g}"
+    text = f"{value:.4g}"
+    return f"{value:.0f}" if "e+" in text or value.is_integer() else text
 
 
 # Change points: E-Divisive means (Matteson and James, 2014) as MongoDB and Apache Otava use

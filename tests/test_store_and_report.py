@@ -304,7 +304,8 @@ def test_terminal_summary_shows_flows_statuses_and_key_statistics(
 def test_large_statistics_are_written_out_in_the_summary_and_stats(
     pytester: pytest.Pytester, store_path: Path
 ) -> None:
-    """A median of 40000 ms reads 40000, not 4e+04; from 10,000 up, without a fraction."""
+    """A median of 40000 ms reads 40000, not 4e+04; without a fraction where four digits
+    would need a power of ten."""
     pytester.makepyfile("""
         import pytest
 
@@ -313,6 +314,7 @@ def test_large_statistics_are_written_out_in_the_summary_and_stats(
         def test_sync(record_measurement, sync, upload):
             record_measurement("Sync Time", sync, units="ms")
             record_measurement("Upload Time", upload, units="ms")
+            record_measurement("Wait Time", 9999.6, units="ms")
     """)
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(
@@ -320,6 +322,7 @@ def test_large_statistics_are_written_out_in_the_summary_and_stats(
             "  key          n  min    median  max    units",
             "  Sync Time    2  40000  40000   40000  ms",
             "  Upload Time  2  12345  12345   12346  ms",
+            "  Wait Time    2  10000  10000   10000  ms",
         ]
     )
     header, row = run_cli(store_path, "stats", "--key", "Upload Time").stdout.splitlines()
