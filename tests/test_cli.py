@@ -361,7 +361,10 @@ def test_plot_writes_a_png_or_names_the_extra(store: Path, tmp_path: Path) -> No
     output = tmp_path / "login.png"
     if importlib.util.find_spec("matplotlib") is None:  # not imported here: numpy loads once
         pytest.skip("matplotlib is not installed (the [plot] extra)")
-    result = cli(store, "plot", "--flow", "Login", "--key", "Login Time", "-o", str(output))
+    result = run_cli(
+        store, "plot", "--flow", "Login", "--key", "Login Time", "-o", str(output), own_process=True
+    )
+    assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "over 2 run(s)" in result.stdout
     data = output.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

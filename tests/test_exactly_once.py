@@ -377,7 +377,7 @@ def test_a_slow_event_creation_makes_one_event(pytester, hs_env, slow) -> None:
 def test_a_fault_mix_with_slow_creations_delivers_each_test_once(pytester, hs_env) -> None:
     """A 0.5 s client timeout, every event made after it, and lost answers and 503s on every
     route: N tests, N events."""
-    hs_env.faults.work_delay[EVENTS_ROUTE] = 0.6
+    hs_env.faults.work_delay[EVENTS_ROUTE] = 0.75
     hs_env.faults.lose_rate = 0.15
     hs_env.faults.error_rate = 0.05
     pytester.makeconftest(SHORT_TIMEOUT.replace('"DEFAULT_TIMEOUT", 0.2', '"DEFAULT_TIMEOUT", 0.5'))
