@@ -395,11 +395,13 @@ def check_budget(nodeid: str, flow: str, m: Measurement, budget: Budget) -> Chec
 
 
 class Baseline(NamedTuple):
-    """The last passed values of one flow, key, test and device."""
+    """The last passed values of one flow, key, test and device; *read* False where the
+    history could not be read (no verdict, and no lack of history to report either)."""
 
     flow: str
     key: str
     values: tuple[float, ...]
+    read: bool = True
 
     @property
     def enough(self) -> bool:
@@ -435,8 +437,9 @@ class BaselineSource:
                 values = self._fetch(flow, key, self.runs, nodeid, device)
             except Exception as exc:  # a gate that cannot see history gives no verdict
                 self.errors.append(f"no baseline for {flow}/{key}: {exc}")
-                values = []
-            self._cache[which] = Baseline(flow, key, tuple(values[: self.runs]))
+                self._cache[which] = Baseline(flow, key, (), read=False)
+            else:
+                self._cache[which] = Baseline(flow, key, tuple(values[: self.runs]))
         return self._cache[which]
 
 
@@ -822,6 +825,8 @@ class Gate:
     ) -> Check | None:
         assert self.baselines is not None
         baseline = self.baselines.get(flow, m.key, nodeid, device)
+        if not baseline.read:
+            return None
         if not baseline.enough:
             if numeric(m.value) is not None:
                 self.no_history.add(f"{flow}/{m.key} ({len(baseline.values)})")

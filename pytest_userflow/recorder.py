@@ -271,7 +271,7 @@ class UserflowRun:
 
         def once(*args: Any) -> list[float]:
             if self.team_error is not None:
-                return []
+                raise StoreError(self.team_error)
             try:
                 return list(fetch(*args))
             except StoreError as exc:
@@ -700,7 +700,14 @@ class UserflowRun:
         summary.no_history = sorted(self.gate.no_history)
         summary.budget_use = self.gate.use  # the controller merges the workers'
         if self.gate.baselines is not None:
-            summary.errors += self.gate.baselines.errors[: 1 if self.team_error else None]
+            unread = self.gate.baselines.errors
+            if self.team_error is not None and unread:  # one cause for every baseline
+                cause = "" if summary.sink.team_store else f": {self.team_error}"
+                unread = [
+                    "no regression verdict: the team store's history could not be read "
+                    f"({len(unread)} baseline(s)){cause}"
+                ]
+            summary.errors += unread
         if summary.sink.team_store and self.team_error is not None:
             summary.sink.team_error = summary.sink.team_error or self.team_error
             # the baseline's failure and the delivery's are one: said once

@@ -172,6 +172,11 @@ def test_a_server_that_keeps_the_tables_locked_costs_a_run_one_bounded_wait(
         assert "canceling statement due to lock timeout" in out
         assert "0 test(s) delivered, 3 pending" in out
         assert "waiting for" not in out  # the sender was not left to time out as well
+        assert "too little history" not in out  # it was there, and could not be read
+        assert (
+            "no regression verdict: the team store's history could not be read (6 baseline(s))"
+            in out
+        )
         locker.rollback()
     assert outbox_pending(folder) == 3
     pushed = cli(folder, "--store", pg_url, "push")
