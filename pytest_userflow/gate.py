@@ -436,7 +436,9 @@ class BaselineSource:
             try:
                 values = self._fetch(flow, key, self.runs, nodeid, device)
             except Exception as exc:  # a gate that cannot see history gives no verdict
-                self.errors.append(f"no baseline for {flow}/{key}: {exc}")
+                said = f"no baseline for {flow}/{key}: {exc}"
+                if said not in self.errors:  # once for the key's tests and devices
+                    self.errors.append(said)
                 self._cache[which] = Baseline(flow, key, (), read=False)
             else:
                 self._cache[which] = Baseline(flow, key, tuple(values[: self.runs]))
@@ -675,7 +677,7 @@ def headspin_fetch(client: Any) -> Fetch:
                 raise
         got = listed[flow, key]
         if isinstance(got, Exception):
-            return []  # said once, when the listing failed
+            raise got  # no verdict for the key's other tests either; said once
         return got[:limit]
 
     return fetch
@@ -824,12 +826,13 @@ class Gate:
         device: str | None,
     ) -> Check | None:
         assert self.baselines is not None
+        if numeric(m.value) is None:  # text is never gated: no history is read for it
+            return None
         baseline = self.baselines.get(flow, m.key, nodeid, device)
         if not baseline.read:
             return None
         if not baseline.enough:
-            if numeric(m.value) is not None:
-                self.no_history.add(f"{flow}/{m.key} ({len(baseline.values)})")
+            self.no_history.add(f"{flow}/{m.key} ({len(baseline.values)})")
             return None
         check = check_regression(
             nodeid,

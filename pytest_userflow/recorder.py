@@ -209,7 +209,7 @@ class UserflowRun:
             return lineage(history, run, self.settings.baseline_branch, commits)
         except StoreError as exc:
             if history is not self.store:
-                self._team_failed(exc)
+                self.team_error = str(exc)
             self.errors.append(f"the history could not be read: {exc}")
             return run
 
@@ -237,8 +237,6 @@ class UserflowRun:
             from .upload import TeamSender
 
             team = TeamSender(PostgresStore(str(s.store), in_run=True), self.store)
-            if self.team_error is not None:  # the run's start could not read it
-                team.stop()
         if s.backend == "headspin":
             from .client import HeadSpinClient  # requests is imported only when it is needed
 
@@ -275,17 +273,10 @@ class UserflowRun:
             try:
                 return list(fetch(*args))
             except StoreError as exc:
-                self._team_failed(exc)
+                self.team_error = str(exc)
                 raise
 
         return once
-
-    def _team_failed(self, exc: StoreError) -> None:
-        """The team store failed a read (down, or its tables locked): it is said once, and
-        this run neither reads from it nor delivers to it again."""
-        self.team_error = str(exc)
-        if self.sink is not None:
-            self.sink.give_up_team()
 
     def worker_died(self, worker: str, device: str | None) -> None:
         """What the dead *worker* (driving *device*) finished, read from the store, for the
@@ -701,12 +692,14 @@ class UserflowRun:
         summary.budget_use = self.gate.use  # the controller merges the workers'
         if self.gate.baselines is not None:
             unread = self.gate.baselines.errors
-            if self.team_error is not None and unread:  # one cause for every baseline
-                cause = "" if summary.sink.team_store else f": {self.team_error}"
-                unread = [
-                    "no regression verdict: the team store's history could not be read "
-                    f"({len(unread)} baseline(s)){cause}"
-                ]
+            team = self.team_error
+            if team is not None and self.settings.baseline == "local":  # the team's history
+                keys = [e for e in unread if team in e]  # one cause for them all: said once
+                said = summary.sink.team_store or any(team in e for e in errors)
+                unread = [e for e in unread if team not in e] + [
+                    f"no regression verdict for {len(keys)} key(s): the team store's history "
+                    "could not be read" + ("" if said else f" ({team})")
+                ] * bool(keys)
             summary.errors += unread
         if summary.sink.team_store and self.team_error is not None:
             summary.sink.team_error = summary.sink.team_error or self.team_error

@@ -705,12 +705,6 @@ class Sink:
         if self.team is not None:
             self.team.stop()
 
-    def give_up_team(self) -> None:
-        """The team store failed a read of this run: nothing more is delivered to it, and
-        what waits stays pending for ``pytest-userflow push``."""
-        if self.team is not None:
-            self.team.stop()
-
     def close(self) -> None:
         """Called once when the plugin is unconfigured."""
         if self.team is not None:

@@ -147,13 +147,12 @@ def test_a_push_without_the_team_store_says_which_to_give(tmp_path: Path, pg_url
     assert "2 test(s) wait for a PostgreSQL team store: pass --store postgresql://" in pushed.stderr
 
 
-def test_a_server_that_keeps_the_tables_locked_costs_a_run_one_bounded_wait(
+def test_a_server_that_keeps_the_tables_locked_costs_a_run_bounded_waits(
     tmp_path: Path, pg_url: str
 ) -> None:
     """A migration or a transaction left open holds the history's tables: the run's first
-    read gives up after the lock timeout, nothing more is read or delivered (no wait at the
-    run's end), its tests wait in the outbox, and push delivers them once the tables are
-    free."""
+    read gives up after the lock timeout (no verdict, said once) and so does its delivery,
+    its tests wait in the outbox, and push delivers them once the tables are free."""
     import psycopg
 
     folder = machine(tmp_path, "1", n=3)
@@ -171,12 +170,8 @@ def test_a_server_that_keeps_the_tables_locked_costs_a_run_one_bounded_wait(
         assert code == 0, out
         assert "canceling statement due to lock timeout" in out
         assert "0 test(s) delivered, 3 pending" in out
-        assert "waiting for" not in out  # the sender was not left to time out as well
         assert "too little history" not in out  # it was there, and could not be read
-        assert (
-            "no regression verdict: the team store's history could not be read (6 baseline(s))"
-            in out
-        )
+        assert "no regression verdict for 1 key(s): the team store's history could not" in out
         locker.rollback()
     assert outbox_pending(folder) == 3
     pushed = cli(folder, "--store", pg_url, "push")
