@@ -695,16 +695,15 @@ class UserflowRun:
             team = self.team_error
             if team is not None and self.settings.baseline == "local":  # the team's history
                 keys = [e for e in unread if team in e]  # one cause for them all: said once
-                said = summary.sink.team_store or any(team in e for e in errors)
+                said = team == summary.sink.team_error or any(team in e for e in errors)
                 unread = [e for e in unread if team not in e] + [
                     f"no regression verdict for {len(keys)} key(s): the team store's history "
                     "could not be read" + ("" if said else f" ({team})")
                 ] * bool(keys)
             summary.errors += unread
-        if summary.sink.team_store and self.team_error is not None:
-            summary.sink.team_error = summary.sink.team_error or self.team_error
-            # the baseline's failure and the delivery's are one: said once
-            summary.errors = [e for e in summary.errors if self.team_error not in e]
+        delivery = summary.sink.team_error
+        if delivery is not None:  # a read that failed as the delivery did: said once, there
+            summary.errors = [e for e in summary.errors if delivery not in e]
         return summary
 
     def _worth_saying(self, summary: ProcessSummary) -> bool:

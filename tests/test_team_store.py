@@ -152,7 +152,8 @@ def test_a_server_that_keeps_the_tables_locked_costs_a_run_bounded_waits(
 ) -> None:
     """A migration or a transaction left open holds the history's tables: the run's first
     read gives up after the lock timeout (no verdict, said once) and so does its delivery,
-    its tests wait in the outbox, and push delivers them once the tables are free."""
+    its tests wait in the outbox, and push delivers them once the tables are free. Where only
+    the reads wait, the tests are delivered, and the summary blames the reads."""
     import psycopg
 
     folder = machine(tmp_path, "1", n=3)
@@ -177,6 +178,17 @@ def test_a_server_that_keeps_the_tables_locked_costs_a_run_bounded_waits(
     pushed = cli(folder, "--store", pg_url, "push")
     assert pushed.returncode == 0 and "delivered 3, still pending 0" in pushed.stdout
     assert values(pg_url) == expected(("1", 3, 100), ("1", 3, 100))
+    # The accepts alone held: the gate's reads give up, the deliveries go through.
+    with psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE accepts IN ACCESS EXCLUSIVE MODE")
+        code, out = finished(
+            pytest_in(folder, "--userflow-store", pg_url, "--userflow-baseline", "local")
+        )
+        assert code == 0, out
+        assert "3 test(s) delivered, 0 pending" in out
+        assert "did not take the tests" not in out
+        assert "history could not be read (" in out and "due to lock timeout)" in out
+        locker.rollback()
 
 
 def test_a_runs_statements_wait_for_locks_a_bounded_time_unless_told(pg_url: str) -> None:
