@@ -163,32 +163,32 @@ def test_a_server_that_keeps_the_tables_locked_costs_a_run_bounded_waits(
         "def pytest_configure(config):\n"
         "    postgres.RUN_LOCK_TIMEOUT = 1.5\n"
     )
-    with psycopg.connect(pg_url) as locker:
-        locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        code, out = finished(
-            pytest_in(folder, "--userflow-store", pg_url, "--userflow-baseline", "local")
-        )
+
+    def run_while_locked(table: str) -> str:
+        """The run, gated on the team's history, while another transaction holds *table*."""
+        with psycopg.connect(pg_url) as locker:
+            locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            code, out = finished(
+                pytest_in(folder, "--userflow-store", pg_url, "--userflow-baseline", "local")
+            )
+            locker.rollback()
         assert code == 0, out
-        assert "canceling statement due to lock timeout" in out
-        assert "0 test(s) delivered, 3 pending" in out
-        assert "too little history" not in out  # it was there, and could not be read
-        assert "no regression verdict for 1 key(s): the team store's history could not" in out
-        locker.rollback()
+        return out
+
+    out = run_while_locked("events")
+    assert "canceling statement due to lock timeout" in out
+    assert "0 test(s) delivered, 3 pending" in out
+    assert "too little history" not in out  # it was there, and could not be read
+    assert "no regression verdict for 1 key(s): the team store's history could not" in out
     assert outbox_pending(folder) == 3
     pushed = cli(folder, "--store", pg_url, "push")
     assert pushed.returncode == 0 and "delivered 3, still pending 0" in pushed.stdout
     assert values(pg_url) == expected(("1", 3, 100), ("1", 3, 100))
     # The accepts alone held: the gate's reads give up, the deliveries go through.
-    with psycopg.connect(pg_url) as locker:
-        locker.execute("LOCK TABLE accepts IN ACCESS EXCLUSIVE MODE")
-        code, out = finished(
-            pytest_in(folder, "--userflow-store", pg_url, "--userflow-baseline", "local")
-        )
-        assert code == 0, out
-        assert "3 test(s) delivered, 0 pending" in out
-        assert "did not take the tests" not in out
-        assert "history could not be read (" in out and "due to lock timeout)" in out
-        locker.rollback()
+    out = run_while_locked("accepts")
+    assert "3 test(s) delivered, 0 pending" in out
+    assert "did not take the tests" not in out
+    assert "history could not be read (" in out and "due to lock timeout)" in out
 
 
 def test_a_runs_statements_wait_for_locks_a_bounded_time_unless_told(pg_url: str) -> None:
