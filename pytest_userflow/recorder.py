@@ -691,20 +691,28 @@ class UserflowRun:
         summary.no_history = sorted(self.gate.no_history)
         summary.budget_use = self.gate.use  # the controller merges the workers'
         if self.gate.baselines is not None:
-            unread = self.gate.baselines.errors
-            team = self.team_error
-            if team is not None and self.settings.baseline == "local":  # the team's history
-                keys = [e for e in unread if team in e]  # one cause for them all: said once
-                said = team == summary.sink.team_error or any(team in e for e in errors)
-                unread = [e for e in unread if team not in e] + [
-                    f"no regression verdict for {len(keys)} key(s): the team store's history "
-                    "could not be read" + ("" if said else f" ({team})")
-                ] * bool(keys)
-            summary.errors += unread
+            summary.errors += self._unread_baselines(self.gate.baselines.errors, summary)
         delivery = summary.sink.team_error
         if delivery is not None:  # a read that failed as the delivery did: said once, there
             summary.errors = [e for e in summary.errors if delivery not in e]
         return summary
+
+    def _unread_baselines(self, unread: list[str], summary: ProcessSummary) -> list[str]:
+        """The baselines the gate could not read, a line a key; those of the team store's
+        history, which failed for one cause, in one line (the cause said there unless the
+        delivery's line or the run's start said it already)."""
+        team = self.team_error
+        if team is None or self.settings.baseline != "local":
+            return list(unread)
+        keys = [e for e in unread if team in e]
+        lines = [e for e in unread if team not in e]
+        if keys:
+            said = team == summary.sink.team_error or any(team in e for e in summary.errors)
+            lines.append(
+                f"no regression verdict for {len(keys)} key(s): the team store's history "
+                "could not be read" + ("" if said else f" ({team})")
+            )
+        return lines
 
     def _worth_saying(self, summary: ProcessSummary) -> bool:
         """Whether a run that recorded nothing still has something for its summary: an error,

@@ -344,7 +344,7 @@ def check_location(location: str | Path) -> None:
 def open_store(location: str | Path, *, in_run: bool = False) -> History:
     """The history at *location*: a SQLite file path or ``sqlite:///path`` (which is also
     this machine's outbox), or a ``postgresql://`` URL (*in_run*: a pytest run's, whose
-    statements each wait a bounded time). Nothing is made until something is written."""
+    statements wait a bounded time for a lock). Nothing is made until something is written."""
     check_location(location)
     if is_postgres(location):
         from .postgres import PostgresStore
